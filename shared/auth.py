@@ -1,0 +1,100 @@
+"""Who may call what: signed bearer tokens (HS256) carrying a role and its scope.
+
+Roles: the ministry administrator (everything), a provincial officer (one province), a TKS
+(itself only) and an agency (read-only). The caller becomes the `actor` of the events its
+command writes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+from enum import StrEnum
+
+import jwt
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from shared.envelope import utcnow
+from shared.errors import ForbiddenError, UnauthorizedError
+
+ISSUER = "kemnaker-tkm"
+
+
+class Role(StrEnum):
+    ADMIN = "ministry_admin"
+    PROVINCE = "provincial_officer"
+    TKS = "tks"
+    AGENCY = "agency"
+
+
+@dataclass(frozen=True)
+class Actor:
+    subject: str
+    role: Role
+    province_code: str | None = None
+    tks_id: str | None = None
+
+    @property
+    def id(self) -> str:
+        return f"{self.role.value}:{self.subject}"
+
+    def ensure_province(self, province_code: str) -> None:
+        """A provincial officer acts only in its own province. Raises ForbiddenError."""
+        if self.role is Role.PROVINCE and self.province_code != province_code:
+            raise ForbiddenError(f"a provincial officer of {self.province_code} cannot act in "
+                                 f"province {province_code}", field="province_code")
+
+    def ensure_tks(self, tks_id: str) -> None:
+        """A TKS acts only as itself. Raises ForbiddenError."""
+        if self.role is Role.TKS and self.tks_id != tks_id:
+            raise ForbiddenError("a TKS can act only for itself", field="tks_id")
+
+
+def mint_token(key: str, subject: str, role: Role | str, *, province_code: str | None = None,
+               tks_id: str | None = None, ttl: timedelta = timedelta(hours=12)) -> str:
+    role = Role(role)
+    if role is Role.PROVINCE and not province_code:
+        raise ValueError("a provincial officer's token needs a province code")
+    if role is Role.TKS and not tks_id:
+        raise ValueError("a TKS token needs a tks id")
+    now = utcnow()
+    claims = {"iss": ISSUER, "sub": subject, "role": role.value, "iat": now, "exp": now + ttl}
+    if province_code:
+        claims["province"] = province_code
+    if tks_id:
+        claims["tks_id"] = tks_id
+    return jwt.encode(claims, key, algorithm="HS256")
+
+
+def decode_token(key: str, token: str) -> Actor:
+    """Raises UnauthorizedError for a bad signature, an expired token or missing claims."""
+    try:
+        claims = jwt.decode(token, key, algorithms=["HS256"], issuer=ISSUER,
+                            options={"require": ["exp", "sub", "role", "iss"]})
+        return Actor(claims["sub"], Role(claims["role"]), claims.get("province"),
+                     claims.get("tks_id"))
+    except (jwt.PyJWTError, ValueError) as exc:
+        raise UnauthorizedError(f"invalid bearer token: {exc}", field="Authorization") from exc
+
+
+_bearer = HTTPBearer(auto_error=False, description="token from `tkm token --role ...`")
+
+
+def require(*roles: Role):
+    """FastAPI dependency: the authenticated caller, who must hold one of `roles`."""
+
+    async def dependency(request: Request,
+                         creds: HTTPAuthorizationCredentials | None = Depends(_bearer)) -> Actor:
+        if creds is None:
+            raise UnauthorizedError("missing bearer token", field="Authorization")
+        actor = decode_token(request.app.state.signing_key, creds.credentials)
+        if actor.role not in roles:
+            raise ForbiddenError(f"role {actor.role.value} may not call this; allowed: "
+                                 f"{', '.join(r.value for r in roles)}", field="Authorization")
+        return actor
+
+    return dependency
+
+
+ANY_ROLE = (Role.ADMIN, Role.PROVINCE, Role.TKS, Role.AGENCY)

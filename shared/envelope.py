@@ -1,0 +1,148 @@
+"""The event envelope and the registry of event types.
+
+Every event, stored or published, travels in an `Envelope`. Its payload is a versioned pydantic
+model registered here under (event_type, schema_version); `decode` turns bytes into a typed event
+or raises `ContractError` with the reason, never falling back to a default. Old versions are
+upcast step by step to the current one.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Annotated, Any, ClassVar, TypeVar
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+
+
+def _utc(value: datetime) -> datetime:
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError("must carry a time zone (UTC)")
+    return value.astimezone(UTC)
+
+
+UtcDateTime = Annotated[datetime, AfterValidator(_utc)]
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class ContractError(ValueError):
+    """An event that does not honour the published contract (unknown type, bad payload)."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
+class Event(BaseModel):
+    """Base of every event payload. Subclasses set `event_type`, `schema_version` and, when the
+    event is published, `topic`. Payloads of published events must carry no personal data."""
+
+    model_config = ConfigDict(strict=True, frozen=True, extra="forbid")
+    event_type: ClassVar[str]
+    schema_version: ClassVar[int] = 1
+    topic: ClassVar[str | None] = None
+
+
+class Envelope(BaseModel):
+    model_config = ConfigDict(strict=True, frozen=True, extra="forbid")
+
+    event_id: uuid.UUID
+    event_type: str = Field(min_length=1)
+    schema_version: int = Field(ge=1)
+    occurred_at: UtcDateTime
+    stream_id: str = Field(min_length=1)
+    stream_version: int = Field(ge=1)
+    correlation_id: uuid.UUID
+    causation_id: uuid.UUID | None = None
+    producer: str = Field(min_length=1)
+    actor: str = Field(min_length=1)
+    payload: dict[str, Any]
+
+
+E = TypeVar("E", bound=type[Event])
+_REGISTRY: dict[tuple[str, int], type[Event]] = {}
+_CURRENT: dict[str, int] = {}
+_UPCASTERS: dict[tuple[str, int], Callable[[dict[str, Any]], dict[str, Any]]] = {}
+
+
+def register(cls: E) -> E:
+    """Class decorator: make an event type decodable. Registering the same type and version
+    twice with another class raises ValueError."""
+    key = (cls.event_type, cls.schema_version)
+    if _REGISTRY.get(key, cls) is not cls:
+        raise ValueError(f"event {key} is registered twice")
+    _REGISTRY[key] = cls
+    _CURRENT[cls.event_type] = max(_CURRENT.get(cls.event_type, 0), cls.schema_version)
+    return cls
+
+
+def upcaster(event_type: str, from_version: int):
+    """Decorator for a function turning a payload of `from_version` into `from_version + 1`."""
+
+    def wrap(fn: Callable[[dict[str, Any]], dict[str, Any]]):
+        _UPCASTERS[(event_type, from_version)] = fn
+        return fn
+
+    return wrap
+
+
+def event_class(event_type: str, version: int | None = None) -> type[Event]:
+    version = version or _CURRENT.get(event_type)
+    cls = _REGISTRY.get((event_type, version or 0))
+    if cls is None:
+        raise ContractError(f"unknown event type {event_type!r} version {version}")
+    return cls
+
+
+def registered_events() -> dict[tuple[str, int], type[Event]]:
+    return dict(_REGISTRY)
+
+
+def parse_payload(envelope: Envelope) -> Event:
+    """Validate the payload against its registered model, upcasting old versions first.
+    Raises ContractError naming the type and what is wrong."""
+    version, payload = envelope.schema_version, dict(envelope.payload)
+    current = _CURRENT.get(envelope.event_type)
+    if current is None:
+        raise ContractError(f"unknown event type {envelope.event_type!r}")
+    if version > current:
+        raise ContractError(f"{envelope.event_type} version {version} is newer than {current}")
+    while version < current:
+        step = _UPCASTERS.get((envelope.event_type, version))
+        if step is None:
+            raise ContractError(f"no upcaster for {envelope.event_type} v{version}")
+        payload, version = step(payload), version + 1
+    cls = event_class(envelope.event_type, version)
+    try:
+        # through JSON: strict mode then accepts ISO dates and UUID strings, but no "5" for 5
+        return cls.model_validate_json(json.dumps(payload))
+    except ValidationError as exc:
+        raise ContractError(f"{envelope.event_type}: {_first_error(exc)}") from exc
+
+
+def decode(raw: bytes | str) -> tuple[Envelope, Event]:
+    """Bytes from a topic -> (envelope, typed payload). Raises ContractError."""
+    try:
+        envelope = Envelope.model_validate_json(raw)
+    except ValidationError as exc:
+        raise ContractError(f"malformed envelope: {_first_error(exc)}") from exc
+    return envelope, parse_payload(envelope)
+
+
+def encode(envelope: Envelope) -> bytes:
+    return envelope.model_dump_json().encode()
+
+
+def _first_error(exc: ValidationError) -> str:
+    err = exc.errors()[0]
+    where = ".".join(str(p) for p in err["loc"]) or "(root)"
+    return f"{where}: {err['msg']}"
+
+
+def new_id() -> uuid.UUID:
+    return uuid.uuid4()

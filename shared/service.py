@@ -1,0 +1,247 @@
+"""The composition root every service uses: one process running the FastAPI HTTP API, the
+faststream Kafka subscriber and the outbox relay under one lifespan."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, PlainTextResponse
+from faststream import AckPolicy
+from faststream.kafka import KafkaBroker
+from faststream.kafka.annotations import KafkaMessage
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from shared.aggregate import Projector, UnitOfWork, run_command
+from shared.auth import Actor
+from shared.consumer import INFRASTRUCTURE_ERRORS, EventConsumer, Handler, backoff, record_lag
+from shared.errors import DomainError
+from shared.eventstore import EventStore, migrate
+from shared.observability import configure_logging, correlation_id_var
+from shared.outbox import OutboxRelay
+from shared.settings import ServiceSettings, load_settings
+from shared.topics import dead_letter_topic, ensure_topics
+
+log = logging.getLogger("tkm.service")
+
+
+@dataclass
+class ServiceSpec:
+    name: str
+    topic: str
+    routers: list[APIRouter]
+    migrations: Path | None = None
+    consumes: tuple[str, ...] = ()
+    handlers: dict[str, Handler] = field(default_factory=dict)
+    projector: Projector | None = None
+    description: str = ""
+    consumer_group: str | None = None  # defaults to the service name; tests give their own
+
+
+@dataclass
+class ServiceContext:
+    spec: ServiceSpec
+    settings: ServiceSettings
+    pool: asyncpg.Pool
+    store: EventStore
+    relay: OutboxRelay
+    broker: KafkaBroker
+
+    async def command(self, decide: Callable[[UnitOfWork], Awaitable[Any]], actor: Actor) -> Any:
+        """Run a command's decision in one transaction (events + outbox + inline projection)."""
+        return await run_command(self.pool, self.store, decide, actor=actor.id,
+                                 correlation_id=_correlation_uuid(), projector=self.spec.projector)
+
+
+def _correlation_uuid() -> uuid.UUID:
+    value = correlation_id_var.get()
+    return uuid.UUID(value) if value else uuid.uuid4()
+
+
+def context(request: Request) -> ServiceContext:
+    """FastAPI dependency giving handlers the service's pool, store and settings."""
+    return request.app.state.ctx
+
+
+def create_app(spec: ServiceSpec, settings: ServiceSettings | None = None) -> FastAPI:
+    settings = settings or load_settings(spec.name)
+    configure_logging(spec.name, settings.log_level)
+    broker = KafkaBroker(settings.kafka_bootstrap_servers, logger=logging.getLogger("faststream"))
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        conn = await _connect_with_retry(settings.database_url)
+        try:
+            applied = await migrate(conn, spec.name, spec.migrations)
+        finally:
+            await conn.close()
+        if applied:
+            log.info("migrations applied: %s", applied)
+        dlq = dead_letter_topic(spec.name)
+        await _retry(lambda: ensure_topics(
+            settings.kafka_bootstrap_servers, [spec.topic, dlq, *spec.consumes],
+            partitions=settings.topic_partitions,
+            replication_factor=settings.topic_replication_factor), "creating topics")
+        pool = await asyncpg.create_pool(settings.database_url, min_size=2,
+                                         max_size=settings.db_pool_max)
+        store = EventStore(spec.name)
+        relay = OutboxRelay(settings.database_url, settings.kafka_bootstrap_servers, spec.name,
+                            batch_size=settings.relay_batch_size,
+                            poll_interval=settings.relay_poll_interval_s)
+        app.state.ctx = ServiceContext(spec, settings, pool, store, relay, broker)
+        if spec.consumes:
+            _subscribe(broker, EventConsumer(pool, store, spec.name, spec.handlers, dlq,
+                                             max_retries=settings.consumer_max_retries),
+                       spec, settings)
+        await broker.start()
+        stop = asyncio.Event()
+        relay_task = asyncio.create_task(relay.run(stop), name="outbox-relay")
+        log.info("%s ready on %s:%s", spec.name, settings.http_host, settings.http_port)
+        try:
+            yield
+        finally:
+            stop.set()
+            await broker.stop()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(relay_task, 10)
+            try:
+                await asyncio.wait_for(pool.close(), 10)
+            except Exception:  # a connection broken by an outage cannot close politely
+                pool.terminate()
+
+    app = FastAPI(title=f"TKM {spec.name} service", description=spec.description,
+                  version="1.0.0", lifespan=lifespan)
+    app.state.signing_key = settings.auth_signing_key.get_secret_value()
+    app.state.settings = settings
+    for router in spec.routers:
+        app.include_router(router)
+    _add_operations(app)
+    return app
+
+
+def _subscribe(broker: KafkaBroker, consumer: EventConsumer, spec: ServiceSpec,
+               settings: ServiceSettings) -> None:
+    @broker.subscriber(*spec.consumes, group_id=spec.consumer_group or spec.name, batch=True,
+                       max_records=settings.consumer_batch_size, batch_timeout_ms=100,
+                       ack_policy=AckPolicy.MANUAL, auto_offset_reset="earliest",
+                       max_poll_interval_ms=15 * 60 * 1000, decoder=_keep_raw)
+    async def on_events(msg: KafkaMessage) -> None:
+        records = list(msg.raw_message) if isinstance(msg.raw_message, tuple) else [msg.raw_message]
+        attempt = 0
+        while True:
+            try:
+                await consumer.process(records)
+                break
+            except INFRASTRUCTURE_ERRORS as exc:
+                log.warning("database unavailable, batch will be retried: %r", exc)
+            except Exception:  # a bug in our own code: never skip the records because of it
+                log.exception("consumer failed, batch will be retried")
+            attempt += 1
+            await backoff(attempt)
+        try:
+            await msg.ack()
+        except (CommitFailedError, IllegalStateError, KafkaError) as exc:
+            # a rebalance took the partitions away (aiokafka #933): the new owner redelivers
+            # and the inbox turns the redelivery into a no-op
+            log.warning("offset commit failed after a rebalance: %r", exc)
+        record_lag(msg.consumer, spec.name, records)
+
+
+async def _keep_raw(msg: Any) -> None:
+    return None  # records are decoded by EventConsumer, which dead-letters what fails
+
+
+def _add_operations(app: FastAPI) -> None:
+    @app.middleware("http")
+    async def correlation(request: Request, call_next):
+        given = request.headers.get("x-correlation-id", "")
+        try:
+            value = str(uuid.UUID(given))
+        except ValueError:
+            value = str(uuid.uuid4())
+        correlation_id_var.set(value)
+        response = await call_next(request)
+        response.headers["X-Correlation-ID"] = value
+        return response
+
+    @app.exception_handler(DomainError)
+    async def domain_error(_: Request, exc: DomainError) -> JSONResponse:
+        return JSONResponse(exc.body(), status_code=exc.status)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [{"field": ".".join(str(p) for p in e["loc"] if p != "body"), "reason": e["msg"]}
+                  for e in exc.errors()]
+        first = errors[0] if errors else {"field": None, "reason": "invalid request"}
+        return JSONResponse({"error": {"status": 422, **first}, "errors": errors}, status_code=422)
+
+    @app.get("/healthz", tags=["operations"])
+    async def healthz() -> dict[str, str]:
+        return {"status": "alive"}
+
+    @app.get("/readyz", tags=["operations"])
+    async def readyz(request: Request) -> JSONResponse:
+        ctx: ServiceContext | None = getattr(request.app.state, "ctx", None)
+        checks = {"postgres": False, "kafka": False}
+        if ctx is not None:
+            checks["postgres"] = await _postgres_answers(ctx.settings.database_url)
+            with contextlib.suppress(Exception):
+                checks["kafka"] = bool(await ctx.broker.ping(timeout=2))
+            checks["outbox_relay_active"] = ctx.relay.active
+        ready = checks["postgres"] and checks["kafka"]
+        return JSONResponse({"ready": ready, "checks": checks}, status_code=200 if ready else 503)
+
+    @app.get("/metrics", tags=["operations"], response_class=PlainTextResponse)
+    async def metrics() -> PlainTextResponse:
+        return PlainTextResponse(generate_latest().decode(), media_type=CONTENT_TYPE_LATEST)
+
+
+async def _postgres_answers(dsn: str) -> bool:
+    # a connection of its own: a probe cancelled by its timeout must not spoil a pooled one
+    try:
+        conn = await asyncpg.connect(dsn, timeout=2)
+    except Exception:
+        return False
+    try:
+        return await conn.fetchval("SELECT 1", timeout=2) == 1
+    except Exception:
+        return False
+    finally:
+        conn.terminate()
+
+
+async def _connect_with_retry(dsn: str, seconds: float = 60) -> asyncpg.Connection:
+    return await _retry(lambda: asyncpg.connect(dsn), "connecting to Postgres", seconds)
+
+
+async def _retry(make: Callable[[], Awaitable[Any]], what: str, seconds: float = 60) -> Any:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+    while True:
+        try:
+            return await make()
+        except (OSError, KafkaError, asyncpg.CannotConnectNowError) as exc:
+            if loop.time() > deadline:
+                raise RuntimeError(f"{what} failed for {seconds:.0f}s: {exc!r}") from exc
+            log.warning("%s failed, retrying: %r", what, exc)
+            await asyncio.sleep(1)
+
+
+def serve(spec: ServiceSpec) -> None:
+    """Entry point of `python -m services.<name>`."""
+    import uvicorn
+
+    settings = load_settings(spec.name)
+    app = create_app(spec, settings)
+    uvicorn.run(app, host=settings.http_host, port=settings.http_port, log_config=None,
+                access_log=False)

@@ -1,0 +1,75 @@
+"""Settings for every service, read from the environment (the same names locally, in tests and in
+docker-compose). A service's own database URL is `<SERVICE>_DATABASE_URL` and its port
+`<SERVICE>_HTTP_PORT`; every variable is matched by its exact name, so a generic `DATABASE_URL`
+that a hosting platform injects is never picked up by mistake."""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any, ClassVar, Literal
+
+from pydantic import Field, SecretStr, create_model, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEV_SIGNING_KEY = "tkm-dev-signing-key-not-for-production-use"
+# default HTTP ports of the local run; docker-compose maps the same ones
+SERVICE_PORTS = {"recruitment": 8101, "groups": 8102, "mentoring": 8103, "evaluation": 8104}
+
+
+class ServiceSettings(BaseSettings):
+    """Use `load_settings(service)`: the per-service subclass knows its variable names."""
+
+    model_config = SettingsConfigDict(extra="ignore", case_sensitive=True, populate_by_name=True)
+    service_name: ClassVar[str] = ""
+
+    environment: Literal["dev", "test", "production"] = Field("dev", validation_alias="TKM_ENV")
+    kafka_bootstrap_servers: str = Field("127.0.0.1:19092", validation_alias="KAFKA_BOOTSTRAP_SERVERS")
+    database_url: str = ""
+    http_port: int = 0
+    http_host: str = Field("127.0.0.1", validation_alias="TKM_HTTP_HOST")
+    topic_partitions: int = Field(6, ge=1, validation_alias="TKM_TOPIC_PARTITIONS")
+    topic_replication_factor: int = Field(1, ge=1, validation_alias="TKM_TOPIC_REPLICATION_FACTOR")
+    auth_signing_key: SecretStr = Field(SecretStr(DEV_SIGNING_KEY),
+                                        validation_alias="TKM_AUTH_SIGNING_KEY")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        "INFO", validation_alias="TKM_LOG_LEVEL")
+    consumer_max_retries: int = Field(3, ge=0, validation_alias="TKM_CONSUMER_MAX_RETRIES")
+    consumer_batch_size: int = Field(500, ge=1, validation_alias="TKM_CONSUMER_BATCH_SIZE")
+    relay_batch_size: int = Field(500, ge=1, validation_alias="TKM_RELAY_BATCH_SIZE")
+    relay_poll_interval_s: float = Field(0.2, gt=0, validation_alias="TKM_RELAY_POLL_INTERVAL_S")
+    db_pool_max: int = Field(10, ge=2, validation_alias="TKM_DB_POOL_MAX")
+
+    @model_validator(mode="after")
+    def _checks(self) -> ServiceSettings:
+        if not self.database_url:
+            raise ValueError(f"{self.service_name.upper()}_DATABASE_URL is not set")
+        if (self.environment == "production"
+                and self.auth_signing_key.get_secret_value() == DEV_SIGNING_KEY):
+            raise ValueError("TKM_AUTH_SIGNING_KEY must be set in production")
+        return self
+
+    @classmethod
+    def env_names(cls, service: str) -> set[str]:
+        """Every environment variable the service reads (checked against docker-compose.yml)."""
+        model = settings_class(service)
+        return {f.validation_alias for f in model.model_fields.values()
+                if isinstance(f.validation_alias, str)}
+
+
+@cache
+def settings_class(service: str) -> type[ServiceSettings]:
+    """The settings model of one service. Raises ValueError for an unknown service."""
+    if service not in SERVICE_PORTS:
+        raise ValueError(f"unknown service {service!r}; known: {', '.join(SERVICE_PORTS)}")
+    prefix = service.upper()
+    model = create_model(
+        f"{service.title()}Settings", __base__=ServiceSettings,
+        database_url=(str, Field("", validation_alias=f"{prefix}_DATABASE_URL")),
+        http_port=(int, Field(SERVICE_PORTS[service], validation_alias=f"{prefix}_HTTP_PORT")))
+    model.service_name = service
+    return model
+
+
+def load_settings(service: str, **overrides: Any) -> ServiceSettings:
+    """Settings of `service` from the environment; keyword overrides (by field name) win."""
+    return settings_class(service)(**overrides)

@@ -1,0 +1,38 @@
+"""Shared fixtures: the real Kafka broker and Postgres server, started once per test run on free
+ports (or taken from KAFKA_BOOTSTRAP_SERVERS and TKM_POSTGRES_URL when those are set)."""
+
+from __future__ import annotations
+
+import os
+import uuid
+
+import asyncpg
+import pytest
+
+from scripts import infra as local_infra
+
+
+@pytest.fixture(scope="session")
+def infra(tmp_path_factory: pytest.TempPathFactory):
+    if os.environ.get("KAFKA_BOOTSTRAP_SERVERS") and os.environ.get("TKM_POSTGRES_URL"):
+        yield local_infra.Endpoints(os.environ["KAFKA_BOOTSTRAP_SERVERS"],
+                                    os.environ["TKM_POSTGRES_URL"])
+        return
+    state = tmp_path_factory.mktemp("infra")
+    endpoints, _ = local_infra.up(state)
+    try:
+        yield endpoints
+    finally:
+        local_infra.down(state)
+
+
+@pytest.fixture
+async def database_url(infra: local_infra.Endpoints) -> str:
+    """A new, empty database of its own for one test."""
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    conn = await asyncpg.connect(infra.database_url("postgres"))
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    return infra.database_url(name)

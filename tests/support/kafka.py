@@ -1,0 +1,60 @@
+"""Reading and writing topics directly, for assertions about what the broker holds."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import Callable
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+
+async def read_topic(bootstrap: str, topic: str, *, until: Callable[[list], bool],
+                     timeout: float = 60) -> list:
+    """Every record of `topic` from the beginning, read until `until(records)` holds.
+    Raises TimeoutError with what was read when it never does."""
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap,
+                                group_id=f"test-reader-{uuid.uuid4().hex}",
+                                auto_offset_reset="earliest", enable_auto_commit=False)
+    await consumer.start()
+    records: list = []
+    try:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while not until(records):
+            if loop.time() > deadline:
+                raise TimeoutError(f"{topic}: condition not met after {len(records)} records")
+            batch = await consumer.getmany(timeout_ms=500)
+            for recs in batch.values():
+                records.extend(recs)
+        return records
+    finally:
+        await consumer.stop()
+
+
+async def produce(bootstrap: str, topic: str, messages: list[tuple[bytes, bytes]]) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)
+    await producer.start()
+    try:
+        for key, value in messages:
+            await producer.send_and_wait(topic, value=value, key=key)
+    finally:
+        await producer.stop()
+
+
+def values(records: list) -> list[dict]:
+    return [json.loads(r.value) for r in records]
+
+
+async def eventually(check: Callable, timeout: float = 60, interval: float = 0.2):
+    """Await `check()` until it returns a truthy value; return it. Raises TimeoutError."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        result = await check()
+        if result:
+            return result
+        if loop.time() > deadline:
+            raise TimeoutError(f"condition not met within {timeout}s (last: {result!r})")
+        await asyncio.sleep(interval)
