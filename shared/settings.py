@@ -46,6 +46,8 @@ class ServiceSettings(BaseSettings):
         if (self.environment == "production"
                 and self.auth_signing_key.get_secret_value() == DEV_SIGNING_KEY):
             raise ValueError("TKM_AUTH_SIGNING_KEY must be set in production")
+        if len(self.auth_signing_key.get_secret_value()) < 32:
+            raise ValueError("TKM_AUTH_SIGNING_KEY must be at least 32 characters (HS256)")
         return self
 
     @classmethod
