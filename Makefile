@@ -35,7 +35,7 @@ test-unit: install
 	$(PY) -m pytest -q -m "not integration"
 
 demo: install
-	$(PY) -m shared.cli demo
+	$(PY) -m scripts.cli demo $(DEMO_ARGS)
 
 lint: install
 	$(VENV)/bin/ruff check shared services scripts tests

