@@ -46,7 +46,7 @@ class OutboxRelay:
         while not stop.is_set():
             try:
                 await self._session(stop)
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, KafkaError) as exc:
+            except Exception as exc:  # noqa: BLE001 - the relay outlives any outage or driver fault
                 self.active = False
                 log.warning("outbox relay interrupted, reconnecting: %r", exc)
                 await _sleep_or_stop(stop, 1.0)

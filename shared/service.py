@@ -112,8 +112,10 @@ def create_app(spec: ServiceSpec, settings: ServiceSettings | None = None) -> Fa
         finally:
             stop.set()
             await broker.stop()
-            with contextlib.suppress(asyncio.TimeoutError):
+            try:
                 await asyncio.wait_for(relay_task, 10)
+            except Exception:  # noqa: BLE001 - shutting down: the relay's fate no longer matters
+                log.warning("outbox relay did not stop cleanly", exc_info=True)
             try:
                 await asyncio.wait_for(pool.close(), 10)
             except Exception:  # a connection broken by an outage cannot close politely
