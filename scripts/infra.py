@@ -333,6 +333,10 @@ def _stop_pid(pid: int | None, timeout: float = 40) -> bool:
     return True
 
 
+def stop_kafka(state: Path) -> bool:
+    return _stop_pid(_read_pid(state / "kafka.pid"))
+
+
 def status(state: Path = DEFAULT_STATE) -> Endpoints | None:
     info = state / "endpoints.json"
     if not info.exists():
@@ -375,7 +379,7 @@ def up(state: Path = DEFAULT_STATE, kafka_port: int | None = None,
 def down(state: Path = DEFAULT_STATE) -> list[str]:
     """Stop whatever runs from `state`; returns what was stopped (empty when nothing ran)."""
     stopped = []
-    if _stop_pid(_read_pid(state / "kafka.pid")):
+    if stop_kafka(state):
         stopped.append("kafka")
     if stop_postgres(state):
         stopped.append("postgres")
