@@ -128,7 +128,7 @@ def build(seed: int = 2023, groups: int | None = None, members_per_group: int = 
         plans = [RegencyPlan(r.code, r.province_code) for r in picked]
         tks_split = _split(target.tks, [weights[p.province_code] for p in plans], rng, minimum=1)
         group_split = _split(target.groups, tks_split, rng, minimum=0)
-        for plan, n_tks, n_groups in zip(plans, tks_split, group_split):
+        for plan, n_tks, n_groups in zip(plans, tks_split, group_split, strict=True):
             plan.tks = [_person(rng, plan.code, used_niks, age=(22, 34)) for _ in range(n_tks)]
             plan.groups = [
                 GroupPlan(ref=f"{year}-{target.stage}-{plan.code}-{i + 1:03d}",
@@ -150,7 +150,7 @@ def _split(total: int, weights: list[float], rng: random.Random, minimum: int) -
         raise ValueError(f"cannot give {len(weights)} parts at least {minimum} from {total}")
     wsum = sum(weights) or 1
     exact = [rest * w / wsum for w in weights]
-    parts = [p + int(e) for p, e in zip(parts, exact)]
+    parts = [p + int(e) for p, e in zip(parts, exact, strict=True)]
     order = sorted(range(len(weights)), key=lambda i: (exact[i] - int(exact[i]), rng.random()),
                    reverse=True)
     for i in order[:total - sum(parts)]:

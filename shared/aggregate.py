@@ -78,7 +78,7 @@ class UnitOfWork:
             correlation_id=self.correlation_id, causation_id=self.causation_id)
         agg.version += len(events)
         if self.projector and envelopes:
-            await self.projector(self.conn, list(zip(envelopes, events)))
+            await self.projector(self.conn, list(zip(envelopes, events, strict=True)))
         self.saved.extend(envelopes)
         return envelopes
 

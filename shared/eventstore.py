@@ -139,7 +139,7 @@ class EventStore:
                  for v in envelopes])
         except asyncpg.UniqueViolationError as exc:
             raise ConcurrencyError(stream_id, expected_version) from exc
-        published = [(e.topic, v) for e, v in zip(events, envelopes) if e.topic]
+        published = [(e.topic, v) for e, v in zip(events, envelopes, strict=True) if e.topic]
         if published:
             await conn.executemany(
                 "INSERT INTO outbox (topic, message_key, event_id, value) VALUES ($1, $2, $3, $4)",
@@ -150,7 +150,7 @@ class EventStore:
     async def read_stream(self, conn: asyncpg.Connection, stream_id: str) -> list[tuple[Envelope, Event]]:
         rows = await conn.fetch("SELECT * FROM events WHERE stream_id = $1 ORDER BY stream_version",
                                 stream_id)
-        return [_typed(_envelope(r)) for r in rows]
+        return [_typed(envelope_from_row(r)) for r in rows]
 
     async def read_all(self, conn: asyncpg.Connection, after: tuple[int, int] = (0, 0),
                        limit: int = 1000) -> tuple[list[Recorded], tuple[int, int]]:
@@ -162,10 +162,10 @@ class EventStore:
             "AND tx_id < pg_snapshot_xmin(pg_current_snapshot()) "
             "ORDER BY tx_id, global_position LIMIT $3", after[0], after[1], limit)
         cursor = (rows[-1]["tx"], rows[-1]["global_position"]) if rows else after
-        return [Recorded(r["global_position"], _envelope(r)) for r in rows], cursor
+        return [Recorded(r["global_position"], envelope_from_row(r)) for r in rows], cursor
 
 
-def _envelope(row: asyncpg.Record) -> Envelope:
+def envelope_from_row(row: asyncpg.Record) -> Envelope:
     # rows were validated when written; rebuilding them unchecked keeps replays fast
     return Envelope.model_construct(
         event_id=row["event_id"], event_type=row["event_type"],

@@ -114,11 +114,11 @@ def create_app(spec: ServiceSpec, settings: ServiceSettings | None = None) -> Fa
             await broker.stop()
             try:
                 await asyncio.wait_for(relay_task, 10)
-            except Exception:  # noqa: BLE001 - shutting down: the relay's fate no longer matters
+            except Exception:  # shutting down: the relay's fate no longer matters
                 log.warning("outbox relay did not stop cleanly", exc_info=True)
             try:
                 await asyncio.wait_for(pool.close(), 10)
-            except Exception:  # a connection broken by an outage cannot close politely
+            except Exception:  # noqa: BLE001 - a connection broken by an outage cannot close politely
                 pool.terminate()
 
     app = FastAPI(title=f"TKM {spec.name} service", description=spec.description,
@@ -212,11 +212,11 @@ async def _postgres_answers(dsn: str) -> bool:
     # a connection of its own: a probe cancelled by its timeout must not spoil a pooled one
     try:
         conn = await asyncpg.connect(dsn, timeout=2)
-    except Exception:
+    except Exception:  # noqa: BLE001 - a probe answers yes or no
         return False
     try:
         return await conn.fetchval("SELECT 1", timeout=2) == 1
-    except Exception:
+    except Exception:  # noqa: BLE001
         return False
     finally:
         conn.terminate()

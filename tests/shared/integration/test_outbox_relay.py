@@ -26,7 +26,7 @@ async def _store_events(database_url: str, streams: int, per_stream: int) -> tup
     conn = await asyncpg.connect(database_url)
     await migrate(conn, "kerneltest")
     store, ids, names = EventStore("kerneltest"), set(), []
-    for s in range(streams):
+    for _ in range(streams):
         stream = f"relaytest-{uuid.uuid4()}"
         names.append(stream)
         for v in range(per_stream):
