@@ -14,10 +14,10 @@ from shared.topics import CONTRACT_TOPICS
 
 OUT = Path(__file__).resolve().parent.parent / "docs" / "contracts" / "asyncapi.json"
 KEYS = {
-    "tkm.recruitment.v1": "TKS stream id (tks-<id>); round events: round-<id>",
+    "tkm.recruitment.v1": "stream id: tks-<id>, round-<id>, vacancy-<id>",
     "tkm.groups.v1": "group stream id (group-<id>)",
     "tkm.mentoring.v1": "group stream id; PeriodClosed: period-<YYYY-MM>",
-    "tkm.evaluation.v1": "TKS stream id; cycle events: evaluation-<year>",
+    "tkm.evaluation.v1": "TKS stream id (tks-<id>); cycle events: evaluation-<year>",
 }
 
 

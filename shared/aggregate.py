@@ -47,6 +47,13 @@ class Aggregate:
 
 
 A = TypeVar("A", bound=Aggregate)
+
+
+async def lock_stream(conn: asyncpg.Connection, stream_id: str, *, shared: bool = False) -> None:
+    """Take the stream's transaction-scoped advisory lock: exclusive for writers (what
+    `UnitOfWork.load` takes), shared for readers that must not interleave with a writer."""
+    fn = "pg_advisory_xact_lock_shared" if shared else "pg_advisory_xact_lock"
+    await conn.execute(f"SELECT {fn}(hashtextextended($1, 0))", stream_id)
 Projector = Callable[[asyncpg.Connection, list[tuple[Envelope, Event]]], Awaitable[None]]
 
 
@@ -63,7 +70,7 @@ class UnitOfWork:
     async def load(self, cls: type[A], stream_id: str) -> A | None:
         """The aggregate rebuilt from its stream, or None when the stream is empty. Writers of one
         stream queue on a transaction-scoped advisory lock instead of failing on each other."""
-        await self.conn.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", stream_id)
+        await lock_stream(self.conn, stream_id)
         history = await self.store.read_stream(self.conn, stream_id)
         if not history:
             return None
@@ -85,17 +92,18 @@ class UnitOfWork:
 
 async def run_command(pool: asyncpg.Pool, store: EventStore, decide: Callable[[UnitOfWork], Awaitable[Any]],
                       *, actor: str, correlation_id: uuid.UUID | None = None,
-                      projector: Projector | None = None, attempts: int = 8) -> Any:
+                      projector: Projector | None = None, attempts: int = 8,
+                      isolation: str | None = None) -> Any:
     """Run `decide(uow)` in one transaction and commit. On ConcurrencyError the transaction is
     rolled back and `decide` runs again on fresh state, up to `attempts` times; then the
     ConcurrencyError propagates. Domain errors propagate at once and nothing is written."""
     correlation_id = correlation_id or uuid.uuid4()
     for attempt in range(attempts):
         try:
-            async with pool.acquire() as conn, conn.transaction():
+            async with pool.acquire() as conn, conn.transaction(isolation=isolation):
                 uow = UnitOfWork(conn, store, actor, correlation_id, projector=projector)
                 return await decide(uow)
-        except (ConcurrencyError, asyncpg.DeadlockDetectedError):
+        except (ConcurrencyError, asyncpg.DeadlockDetectedError, asyncpg.SerializationError):
             if attempt == attempts - 1:
                 raise
             await asyncio.sleep(random.uniform(0, 0.01 * (attempt + 1)))

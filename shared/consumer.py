@@ -25,7 +25,7 @@ from typing import Any
 import asyncpg
 from aiokafka import ConsumerRecord
 
-from shared.aggregate import UnitOfWork
+from shared.aggregate import Projector, UnitOfWork
 from shared.envelope import ContractError, Envelope, Event, decode, utcnow
 from shared.eventstore import OUTBOX_CHANNEL, EventStore
 from shared.observability import (
@@ -47,8 +47,10 @@ class EventConsumer:
     functions; valid events of other types are recorded as ignored."""
 
     def __init__(self, pool: asyncpg.Pool, store: EventStore, service: str,
-                 handlers: dict[str, Handler], dead_letter_topic: str, *, max_retries: int = 3):
+                 handlers: dict[str, Handler], dead_letter_topic: str, *, max_retries: int = 3,
+                 projector: Projector | None = None):
         self.pool, self.store, self.service = pool, store, service
+        self.projector = projector  # events a policy saves update the read models too
         self.handlers, self.dlq, self.max_retries = handlers, dead_letter_topic, max_retries
 
     async def process(self, records: list[ConsumerRecord]) -> dict[str, int]:
@@ -91,7 +93,8 @@ class EventConsumer:
             try:
                 async with conn.transaction():  # a savepoint: a failed try leaves no trace
                     uow = UnitOfWork(conn, self.store, f"system:{self.service}",
-                                     envelope.correlation_id, causation_id=envelope.event_id)
+                                     envelope.correlation_id, causation_id=envelope.event_id,
+                                     projector=self.projector)
                     await handler(uow, envelope, event)
                 await self._set_outcome(conn, envelope.event_id, "applied")
                 return "applied"

@@ -57,10 +57,13 @@ class ServiceContext:
     relay: OutboxRelay
     broker: KafkaBroker
 
-    async def command(self, decide: Callable[[UnitOfWork], Awaitable[Any]], actor: Actor) -> Any:
-        """Run a command's decision in one transaction (events + outbox + inline projection)."""
+    async def command(self, decide: Callable[[UnitOfWork], Awaitable[Any]], actor: Actor, *,
+                      isolation: str | None = None) -> Any:
+        """Run a command's decision in one transaction (events + outbox + inline projection);
+        `isolation` ("repeatable_read", "serializable") when its reads need one snapshot."""
         return await run_command(self.pool, self.store, decide, actor=actor.id,
-                                 correlation_id=_correlation_uuid(), projector=self.spec.projector)
+                                 correlation_id=_correlation_uuid(), projector=self.spec.projector,
+                                 isolation=isolation)
 
 
 def _correlation_uuid() -> uuid.UUID:
@@ -101,7 +104,8 @@ def create_app(spec: ServiceSpec, settings: ServiceSettings | None = None) -> Fa
         app.state.ctx = ServiceContext(spec, settings, pool, store, relay, broker)
         if spec.consumes:
             _subscribe(broker, EventConsumer(pool, store, spec.name, spec.handlers, dlq,
-                                             max_retries=settings.consumer_max_retries),
+                                             max_retries=settings.consumer_max_retries,
+                                             projector=spec.projector),
                        spec, settings)
         await broker.start()
         stop = asyncio.Event()

@@ -1,4 +1,5 @@
-"""Topic `tkm.evaluation.v1`, keyed by TKS id (cycle events by year)."""
+"""Topic `tkm.evaluation.v1`; the message key is the stream id: `tks-<id>` for TksEvaluated,
+`evaluation-<year>` for the cycle events."""
 
 from __future__ import annotations
 

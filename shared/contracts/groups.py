@@ -1,4 +1,5 @@
-"""Topic `tkm.groups.v1`, keyed by group id. Member counts only: no member NIKs or names."""
+"""Topic `tkm.groups.v1`, keyed by the group's stream id. Member counts only: no member NIKs or
+names."""
 
 from __future__ import annotations
 

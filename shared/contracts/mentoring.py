@@ -1,4 +1,5 @@
-"""Topic `tkm.mentoring.v1`, keyed by group id (PeriodClosed by period)."""
+"""Topic `tkm.mentoring.v1`; the message key is the stream id (the group's mentoring stream;
+PeriodClosed: the period's stream)."""
 
 from __future__ import annotations
 

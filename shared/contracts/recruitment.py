@@ -1,4 +1,5 @@
-"""Topic `tkm.recruitment.v1`, keyed by TKS id (round events by round id)."""
+"""Topic `tkm.recruitment.v1`; the message key is the stream id: `tks-<id>`, `round-<id>`,
+`vacancy-<id>`."""
 
 from __future__ import annotations
 

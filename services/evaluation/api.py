@@ -1,0 +1,338 @@
+"""HTTP API of the year-end evaluation: open, preview, close, and the queries on results."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, Path, Query
+from pydantic import BaseModel, Field
+
+from services.evaluation import handlers, views
+from services.evaluation.config import Policy
+from services.evaluation.scoring import Scored, evaluate_year, exclusion, histogram, score
+from shared.auth import ANY_ROLE, Actor, Role, require
+from shared.contracts.evaluation import Decision
+from shared.errors import ConflictError, NotFoundError
+from shared.service import ServiceContext, context
+
+YearPath = Annotated[int, Path(ge=2000, le=2100, description="the programme year evaluated")]
+ProvinceQuery = Annotated[str | None, Query(pattern=r"^\d{2}$", description="Kemendagri code")]
+RegencyQuery = Annotated[str | None, Query(pattern=r"^\d{4}$", description="Kemendagri code")]
+Limit = Annotated[int, Query(ge=1, le=500)]
+Offset = Annotated[int, Query(ge=0)]
+Admin = Annotated[Actor, Depends(require(Role.ADMIN))]
+Reader = Annotated[Actor, Depends(require(Role.ADMIN, Role.PROVINCE, Role.AGENCY))]
+Ctx = Annotated[ServiceContext, Depends(context)]
+
+
+class IndicatorOut(BaseModel):
+    name: str
+    value: float
+    weight: float
+    contribution: float
+    normalised: float | None = Field(None, description="value mapped into 0..1 with its cap")
+    basis: dict[str, float | int | None] | None = Field(
+        None, description="the counts the value comes from (provisional figures only)")
+
+
+class Outcome(BaseModel):
+    tks_id: str
+    province_code: str
+    regency_code: str
+    score: float
+    decision: Decision
+    policy_version: str
+    indicators: list[IndicatorOut]
+
+
+class NotEvaluated(BaseModel):
+    tks_id: str
+    reason: str
+    months_served: int
+    province_code: str | None
+    regency_code: str | None
+
+
+class CycleSummary(BaseModel):
+    year: int
+    status: Literal["open", "closed"]
+    policy_version: str
+    policy: Policy | None
+    opened_at: datetime
+    closed_at: datetime | None
+    evaluated: int | None
+    continued: int | None
+    replaced: int | None
+    not_evaluated: dict[str, int]
+
+
+class CloseResult(BaseModel):
+    summary: CycleSummary
+    outcomes: list[Outcome]
+    not_evaluated: list[NotEvaluated]
+
+
+class PreviewItem(BaseModel):
+    tks_id: str
+    province_code: str | None
+    regency_code: str | None
+    months_served: int
+    evaluable: bool
+    reason: str | None = Field(None, description="why the TKS would not be evaluated")
+    score: float
+    decision: Decision | None
+    indicators: list[IndicatorOut]
+
+
+class Preview(BaseModel):
+    year: int
+    policy_version: str
+    periods_closed: int = Field(description="monthly reporting periods of the year closed so far")
+    evaluable: int
+    would_continue: int
+    would_replace: int
+    not_evaluable: dict[str, int]
+    total: int
+    limit: int
+    offset: int
+    items: list[PreviewItem]
+
+
+class ResultsPage(BaseModel):
+    year: int
+    total: int
+    limit: int
+    offset: int
+    items: list[Outcome]
+
+
+class Breakdown(BaseModel):
+    year: int
+    tks_id: str
+    provisional: bool = Field(description="true until the year's evaluation is closed")
+    evaluated: bool
+    reason: str | None = None
+    months_served: int | None = None
+    province_code: str | None
+    regency_code: str | None
+    score: float | None
+    decision: Decision | None
+    policy_version: str
+    indicators: list[IndicatorOut]
+
+
+class Bucket(BaseModel):
+    min_score: int
+    max_score: int
+    count: int
+
+
+class Distribution(BaseModel):
+    year: int
+    bucket_width: int
+    total: int
+    buckets: list[Bucket]
+
+
+class LateEvent(BaseModel):
+    event_id: uuid.UUID
+    topic: str
+    event_type: str
+    tks_id: str | None
+    group_id: str | None
+    occurred_at: datetime
+    received_at: datetime
+
+
+class LateEventsPage(BaseModel):
+    year: int
+    total: int
+    limit: int
+    offset: int
+    items: list[LateEvent]
+
+
+def _scope(actor: Actor, province_code: str | None) -> str | None:
+    if actor.role is Role.PROVINCE:
+        assert actor.province_code is not None
+        actor.ensure_province(province_code or actor.province_code)
+        return actor.province_code
+    return province_code
+
+
+def _indicators(scored: Scored) -> list[IndicatorOut]:
+    return [IndicatorOut(name=i.name, value=i.value, weight=i.weight,
+                         contribution=i.contribution, normalised=i.normalised, basis=i.basis)
+            for i in scored.indicators]
+
+
+def _closed_indicators(indicators: list[dict[str, Any]]) -> list[IndicatorOut]:
+    return [IndicatorOut(**i, normalised=round(i["contribution"] / (i["weight"] * 100), 4)
+                         if i["weight"] else None) for i in indicators]
+
+
+async def _open_policy(ctx: ServiceContext, year: int) -> Policy:
+    row = await views.cycle(ctx.pool, year)
+    if row is None:
+        raise NotFoundError(f"no evaluation has been opened for {year}", field="year")
+    if row["status"] == "closed":
+        raise ConflictError(f"the {year} evaluation is closed: read its results instead",
+                            field="year", results=f"/evaluations/{year}/results")
+    return Policy.model_validate_json(row["policy"])
+
+
+def build_router(policy: Policy) -> APIRouter:
+    router = APIRouter(prefix="/evaluations", tags=["evaluation"])
+
+    @router.post("/{year}/open", status_code=201, response_model=CycleSummary)
+    async def open_evaluation(year: YearPath, ctx: Ctx, actor: Admin) -> dict[str, Any]:
+        """Open the year's evaluation; it adopts the policy in force now until it is closed."""
+        return await handlers.open_evaluation(ctx, year, policy, actor)
+
+    @router.get("/{year}", response_model=CycleSummary)
+    async def get_cycle(year: YearPath, ctx: Ctx,
+                        actor: Annotated[Actor, Depends(require(*ANY_ROLE))]) -> dict[str, Any]:
+        return await views.cycle_summary(ctx.pool, year)
+
+    @router.get("/{year}/preview", response_model=Preview)
+    async def preview(year: YearPath, ctx: Ctx, actor: Reader,
+                      province_code: ProvinceQuery = None, regency_code: RegencyQuery = None,
+                      limit: Limit = 100, offset: Offset = 0) -> Preview:
+        """Scores as they would be if the evaluation closed now."""
+        adopted = await _open_policy(ctx, year)
+        province_code = _scope(actor, province_code)
+        facts = [f for f in await views.tks_facts(ctx.pool, year)
+                 if (province_code is None or f.province_code == province_code)
+                 and (regency_code is None or f.regency_code == regency_code)]
+        outcome = evaluate_year(facts, adopted)
+        items = [PreviewItem(tks_id=s.facts.tks_id, province_code=s.facts.province_code,
+                             regency_code=s.facts.regency_code,
+                             months_served=s.facts.months_served, evaluable=True, score=s.score,
+                             decision=s.decision, indicators=_indicators(s))
+                 for s in outcome.evaluated]
+        items.sort(key=lambda i: (-i.score, i.tks_id))
+        not_evaluable: dict[str, int] = {}
+        for f, reason in outcome.excluded:
+            not_evaluable[reason] = not_evaluable.get(reason, 0) + 1
+            scored = score(f, adopted)
+            items.append(PreviewItem(tks_id=f.tks_id, province_code=f.province_code,
+                                     regency_code=f.regency_code, months_served=f.months_served,
+                                     evaluable=False, reason=reason, score=scored.score,
+                                     decision=None, indicators=_indicators(scored)))
+        continued = sum(1 for s in outcome.evaluated if s.decision == "continue")
+        return Preview(year=year, policy_version=adopted.version,
+                       periods_closed=await views.periods_closed(ctx.pool, year),
+                       evaluable=len(outcome.evaluated), would_continue=continued,
+                       would_replace=len(outcome.evaluated) - continued,
+                       not_evaluable=not_evaluable, total=len(items), limit=limit, offset=offset,
+                       items=items[offset:offset + limit])
+
+    @router.post("/{year}/close", response_model=CloseResult)
+    async def close_evaluation(year: YearPath, ctx: Ctx, actor: Admin) -> CloseResult:
+        """Decide every evaluable TKS and publish the outcomes. Final: closing again answers 409
+        with the first result."""
+        try:
+            result = await handlers.close_evaluation(ctx, year, actor)
+        except ConflictError as exc:
+            if "result" in exc.details:  # the same shape and encoding as the first answer
+                exc.details["result"] = CloseResult.model_validate(
+                    exc.details["result"]).model_dump(mode="json")
+            raise
+        return CloseResult.model_validate(result)
+
+    @router.get("/{year}/results", response_model=ResultsPage)
+    async def results(year: YearPath, ctx: Ctx, actor: Reader,
+                      province_code: ProvinceQuery = None, regency_code: RegencyQuery = None,
+                      decision: Decision | None = None, limit: Limit = 50,
+                      offset: Offset = 0) -> dict[str, Any]:
+        await _closed(ctx, year)
+        total, items = await views.results(
+            ctx.pool, year, province_code=_scope(actor, province_code),
+            regency_code=regency_code, decision=decision, limit=limit, offset=offset)
+        for item in items:
+            item["indicators"] = _closed_indicators(item["indicators"])
+        return {"year": year, "total": total, "limit": limit, "offset": offset, "items": items}
+
+    @router.get("/{year}/tks/{tks_id}", response_model=Breakdown)
+    async def breakdown(year: YearPath, tks_id: Annotated[str, Path(min_length=1, max_length=64)],
+                        ctx: Ctx,
+                        actor: Annotated[Actor, Depends(require(*ANY_ROLE))]) -> Breakdown:
+        """One TKS's indicators: final once the year is closed, provisional before."""
+        actor.ensure_tks(tks_id)
+        row = await views.cycle(ctx.pool, year)
+        if row is not None and row["status"] == "closed":
+            return await _final_breakdown(ctx, year, tks_id, actor)
+        adopted = Policy.model_validate_json(row["policy"]) if row else policy
+        facts = (await views.tks_facts(ctx.pool, year, tks_id))[0]
+        if actor.role is Role.PROVINCE:
+            _visible_to(actor, facts.province_code)
+        reason = exclusion(facts, adopted)
+        scored = score(facts, adopted)
+        return Breakdown(year=year, tks_id=tks_id, provisional=True, evaluated=reason is None,
+                         reason=reason, months_served=facts.months_served,
+                         province_code=facts.province_code, regency_code=facts.regency_code,
+                         score=scored.score, decision=None if reason else scored.decision,
+                         policy_version=adopted.version, indicators=_indicators(scored))
+
+    @router.get("/{year}/distribution", response_model=Distribution)
+    async def distribution(year: YearPath, ctx: Ctx, actor: Reader,
+                           province_code: ProvinceQuery = None,
+                           regency_code: RegencyQuery = None,
+                           bucket_width: Annotated[int, Query(ge=1, le=100)] = 10) -> Distribution:
+        """How the closed year's scores spread over buckets [min_score, max_score)."""
+        await _closed(ctx, year)
+        found = await views.scores(ctx.pool, year, _scope(actor, province_code), regency_code)
+        return Distribution(year=year, bucket_width=bucket_width, total=len(found),
+                            buckets=[Bucket(**b) for b in histogram(found, bucket_width)])
+
+    @router.get("/{year}/late-events", response_model=LateEventsPage)
+    async def late_events(year: YearPath, ctx: Ctx,
+                          actor: Annotated[Actor, Depends(require(Role.ADMIN, Role.AGENCY))],
+                          limit: Limit = 50, offset: Offset = 0) -> dict[str, Any]:
+        """Events about the year that arrived after it closed: kept, not applied to results."""
+        total, items = await views.late_events(ctx.pool, year, limit, offset)
+        return {"year": year, "total": total, "limit": limit, "offset": offset, "items": items}
+
+    return router
+
+
+def _visible_to(actor: Actor, province_code: str | None) -> None:
+    if province_code is None:  # nothing known about the TKS: do not reveal even that
+        raise NotFoundError("no such TKS in this province", field="tks_id")
+    actor.ensure_province(province_code)
+
+
+async def _closed(ctx: ServiceContext, year: int) -> None:
+    row = await views.cycle(ctx.pool, year)
+    if row is None or row["status"] != "closed":
+        raise NotFoundError(f"the {year} evaluation has no results: it is "
+                            f"{row['status'] if row else 'not opened'}", field="year",
+                            status=row["status"] if row else None)
+
+
+async def _final_breakdown(ctx: ServiceContext, year: int, tks_id: str,
+                           actor: Actor) -> Breakdown:
+    found = await views.result(ctx.pool, year, tks_id)
+    if found is not None:
+        if actor.role is Role.PROVINCE:
+            _visible_to(actor, found["province_code"])
+        return Breakdown(year=year, tks_id=tks_id, provisional=False, evaluated=True,
+                         province_code=found["province_code"],
+                         regency_code=found["regency_code"], score=found["score"],
+                         decision=found["decision"], policy_version=found["policy_version"],
+                         indicators=_closed_indicators(found["indicators"]))
+    excluded = await views.exclusions(ctx.pool, year, tks_id=tks_id)
+    if not excluded:
+        raise NotFoundError(f"TKS {tks_id} was not part of the {year} evaluation",
+                            field="tks_id")
+    x = excluded[0]
+    if actor.role is Role.PROVINCE:
+        _visible_to(actor, x["province_code"])
+    row = await views.cycle(ctx.pool, year)
+    return Breakdown(year=year, tks_id=tks_id, provisional=False, evaluated=False,
+                     reason=x["reason"], months_served=x["months_served"],
+                     province_code=x["province_code"], regency_code=x["regency_code"],
+                     score=None, decision=None, policy_version=row["policy_version"],
+                     indicators=[])

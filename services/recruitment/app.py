@@ -1,0 +1,25 @@
+"""Composition root of the recruitment service."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import shared.contracts  # noqa: F401 - registers the consumed and published event types
+from services.recruitment.api import make_router
+from services.recruitment.config import RecruitmentConfig, load_config
+from services.recruitment.handlers import HANDLERS
+from services.recruitment.projections import project
+from shared.service import ServiceSpec
+from shared.topics import EVALUATION, RECRUITMENT
+
+DESCRIPTION = """Recruitment of volunteer facilitators (TKS): rounds with quotas per province and
+regency, applicants (NIK shown masked), screening, briefing in stages, recruitment, resignation,
+and contracts renewed or ended after the year-end evaluation. Publishes `tkm.recruitment.v1`
+(no personal data); consumes `TksEvaluated` from `tkm.evaluation.v1`."""
+
+
+def build_spec(config: RecruitmentConfig | None = None) -> ServiceSpec:
+    return ServiceSpec(
+        name="recruitment", topic=RECRUITMENT, routers=[make_router(config or load_config())],
+        migrations=Path(__file__).parent / "migrations", consumes=(EVALUATION,),
+        handlers=dict(HANDLERS), projector=project, description=DESCRIPTION)

@@ -1,0 +1,63 @@
+"""Programme configuration: eligibility rules, screening reasons, limits. Data, not code."""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+DEFAULT_FILE = Path(__file__).parent / "config" / "recruitment.toml"
+ENV_VAR = "RECRUITMENT_CONFIG_FILE"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Eligibility(_Strict):
+    education_levels: tuple[str, ...] = Field(min_length=1)
+    minimum_education: str
+    min_age: int = Field(ge=0)
+    max_age: int = Field(ge=0)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Eligibility:
+        if self.minimum_education not in self.education_levels:
+            raise ValueError(f"minimum_education {self.minimum_education!r} is not a level")
+        if self.min_age > self.max_age:
+            raise ValueError("min_age is above max_age")
+        return self
+
+    def rank(self, education: str) -> int:
+        return self.education_levels.index(education)
+
+
+class Screening(_Strict):
+    rejection_reasons: tuple[str, ...] = Field(min_length=1)
+
+
+class Contact(_Strict):
+    phone_region: str = Field(pattern=r"^[A-Z]{2}$")
+
+
+class Limits(_Strict):
+    batch_max_items: int = Field(ge=1)
+    page_size_default: int = Field(ge=1)
+    page_size_max: int = Field(ge=1)
+
+
+class RecruitmentConfig(_Strict):
+    eligibility: Eligibility
+    screening: Screening
+    contact: Contact
+    limits: Limits
+
+
+def load_config(path: str | Path | None = None) -> RecruitmentConfig:
+    """The given file, else the one named by RECRUITMENT_CONFIG_FILE, else the packaged default.
+    Raises pydantic.ValidationError for a file of the wrong shape."""
+    chosen = Path(path or os.environ.get(ENV_VAR) or DEFAULT_FILE)
+    with chosen.open("rb") as f:
+        return RecruitmentConfig.model_validate(tomllib.load(f))

@@ -1,0 +1,295 @@
+"""Command handlers (load, decide, save) and the policy on evaluation outcomes."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import phonenumbers
+from email_validator import EmailNotValidError, validate_email
+
+from services.recruitment import domain
+from services.recruitment.commands import (
+    BriefApplicant,
+    IntakeItem,
+    OpenRound,
+    RecruitApplicant,
+    RegisterApplicant,
+    ResignTks,
+    ScreenApplicant,
+)
+from services.recruitment.config import RecruitmentConfig
+from services.recruitment.domain import Applicant, RecruitmentRound, Tks, Vacancy
+from services.recruitment.projections import project
+from shared.aggregate import Aggregate, UnitOfWork
+from shared.auth import Actor
+from shared.contracts.evaluation import TksEvaluated
+from shared.contracts.recruitment import Quota
+from shared.envelope import Envelope
+from shared.errors import ConflictError, DomainError, NotFoundError
+from shared.service import ServiceContext
+
+log = logging.getLogger("tkm.recruitment")
+A = TypeVar("A", bound=Aggregate)
+
+
+async def _existing(uow: UnitOfWork, cls: type[A], kind: str, id_: str) -> A:
+    agg = await uow.load(cls, f"{kind}-{id_}")
+    if agg is None:
+        raise NotFoundError(f"no such {kind}", field=f"{kind}_id", **{f"{kind}_id": id_})
+    return agg
+
+
+def _registration(cmd: RegisterApplicant, config: RecruitmentConfig) -> domain.Registration:
+    try:
+        number = phonenumbers.parse(cmd.phone, config.contact.phone_region)
+    except phonenumbers.NumberParseException as exc:
+        raise DomainError(f"not a phone number: {exc}", field="phone") from exc
+    if not phonenumbers.is_valid_number(number):
+        raise DomainError("not a valid phone number", field="phone")
+    try:
+        email = validate_email(cmd.email, check_deliverability=False).normalized
+    except EmailNotValidError as exc:
+        raise DomainError(f"not a valid e-mail address: {exc}", field="email") from exc
+    return domain.Registration(
+        year=cmd.year, nik=cmd.nik.strip(), full_name=cmd.full_name, sex=cmd.sex,
+        birth_date=cmd.birth_date, education=cmd.education,
+        domicile_regency_code=cmd.domicile_regency_code,
+        phone=phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164),
+        email=email)
+
+
+async def _claim_nik(uow: UnitOfWork, year: int, nik: str, applicant_id: str) -> None:
+    # the unique key decides races between concurrent registrations of one NIK
+    claimed = await uow.conn.fetchval(
+        "INSERT INTO applicant_nik (year, nik, applicant_id) VALUES ($1, $2, $3) "
+        "ON CONFLICT (year, nik) DO NOTHING RETURNING applicant_id", year, nik, applicant_id)
+    if claimed is None:
+        existing = await uow.conn.fetchval(
+            "SELECT applicant_id FROM applicant_nik WHERE year = $1 AND nik = $2", year, nik)
+        raise ConflictError(f"this NIK is already registered for {year}", field="nik",
+                            applicant_id=existing)
+
+
+async def _new_applicant(uow: UnitOfWork, cmd: RegisterApplicant, config: RecruitmentConfig,
+                         actor: Actor) -> Applicant:
+    """A registered applicant, its events pending, its NIK claimed for the year."""
+    applicant = Applicant(f"applicant-{uuid.uuid4()}")
+    reg = _registration(cmd, config)
+    applicant.register(reg, config.eligibility)
+    actor.ensure_province(applicant.province_code)
+    await _claim_nik(uow, cmd.year, reg.nik, applicant.applicant_id)
+    return applicant
+
+
+def _applicant_view(applicant: Applicant) -> dict[str, Any]:
+    return {"applicant_id": applicant.applicant_id, "nik_masked": applicant.nik_masked,
+            "year": applicant.year, "province_code": applicant.province_code,
+            "status": applicant.status}
+
+
+def _tks_view(tks: Tks, rnd: RecruitmentRound | None = None) -> dict[str, Any]:
+    view = {"tks_id": tks.tks_id, "round_id": tks.round_id, "year": tks.contract_year,
+            "stage": tks.stage, "province_code": tks.province_code,
+            "regency_code": tks.regency_code, "status": tks.status,
+            "contract_start": tks.contract_start, "contract_end": tks.contract_end}
+    if rnd is not None:
+        view["remaining_quota"] = rnd.remaining(tks.province_code, tks.regency_code)
+    return view
+
+
+def _item_error(index: int, exc: DomainError) -> dict[str, Any]:
+    return {"index": index, "status": exc.status, **exc.body()}
+
+
+async def open_round(ctx: ServiceContext, cmd: OpenRound, actor: Actor) -> dict[str, Any]:
+    round_id = str(cmd.round_id or uuid.uuid4())
+
+    async def decide(uow: UnitOfWork) -> dict[str, Any]:
+        stream = f"round-{round_id}"
+        rnd = await uow.load(RecruitmentRound, stream) or RecruitmentRound(stream)
+        rnd.open(cmd.year, cmd.stage, [Quota(province_code=q.province_code,
+                                             regency_code=q.regency_code, places=q.places)
+                                       for q in cmd.quotas])
+        await uow.save(rnd)
+        return {"round_id": round_id, "year": rnd.year, "stage": rnd.stage,
+                "status": rnd.status, "places": sum(q.places for q in cmd.quotas)}
+
+    return await ctx.command(decide, actor)
+
+
+async def close_round(ctx: ServiceContext, round_id: str, actor: Actor) -> dict[str, Any]:
+    async def decide(uow: UnitOfWork) -> dict[str, Any]:
+        rnd = await _existing(uow, RecruitmentRound, "round", round_id)
+        rnd.close()
+        await uow.save(rnd)
+        return {"round_id": round_id, "status": rnd.status, "recruited": rnd.recruited}
+
+    return await ctx.command(decide, actor)
+
+
+async def register_applicant(ctx: ServiceContext, cmd: RegisterApplicant,
+                             config: RecruitmentConfig, actor: Actor) -> dict[str, Any]:
+    async def decide(uow: UnitOfWork) -> dict[str, Any]:
+        applicant = await _new_applicant(uow, cmd, config, actor)
+        await uow.save(applicant)
+        return _applicant_view(applicant)
+
+    return await ctx.command(decide, actor)
+
+
+async def register_applicants(ctx: ServiceContext, cmds: list[RegisterApplicant],
+                              config: RecruitmentConfig, actor: Actor) -> list[dict[str, Any]]:
+    """One transaction; each item in a savepoint, so a refused item leaves no trace."""
+
+    async def decide(uow: UnitOfWork) -> list[dict[str, Any]]:
+        results = []
+        for i, cmd in enumerate(cmds):
+            try:
+                async with uow.conn.transaction():
+                    applicant = await _new_applicant(uow, cmd, config, actor)
+                    await uow.save(applicant)
+                results.append({"index": i, **_applicant_view(applicant), "status": 201})
+            except DomainError as exc:
+                results.append(_item_error(i, exc))
+        return results
+
+    return await ctx.command(decide, actor)
+
+
+async def _change_applicant(ctx: ServiceContext, applicant_id: str, actor: Actor,
+                            change: Callable[[Applicant], None]) -> dict[str, Any]:
+    async def decide(uow: UnitOfWork) -> dict[str, Any]:
+        applicant = await _existing(uow, Applicant, "applicant", applicant_id)
+        actor.ensure_province(applicant.province_code)
+        change(applicant)
+        await uow.save(applicant)
+        return _applicant_view(applicant)
+
+    return await ctx.command(decide, actor)
+
+
+async def screen_applicant(ctx: ServiceContext, applicant_id: str, cmd: ScreenApplicant,
+                           config: RecruitmentConfig, actor: Actor) -> dict[str, Any]:
+    return await _change_applicant(ctx, applicant_id, actor, lambda a: a.screen(
+        cmd.passed, cmd.reason, cmd.note, config.screening.rejection_reasons))
+
+
+async def brief_applicant(ctx: ServiceContext, applicant_id: str, cmd: BriefApplicant,
+                          actor: Actor) -> dict[str, Any]:
+    return await _change_applicant(ctx, applicant_id, actor,
+                                   lambda a: a.brief(cmd.stage, cmd.city, cmd.briefed_on))
+
+
+async def recruit_applicant(ctx: ServiceContext, round_id: str, cmd: RecruitApplicant,
+                            actor: Actor) -> dict[str, Any]:
+    async def decide(uow: UnitOfWork) -> dict[str, Any]:
+        # lock order everywhere: round, applicant, tks, vacancy
+        rnd = await _existing(uow, RecruitmentRound, "round", round_id)
+        tks = await _recruit(uow, rnd, cmd.applicant_id, cmd, actor, None, None)
+        await uow.save(rnd)
+        return _tks_view(tks, rnd)
+
+    return await ctx.command(decide, actor)
+
+
+async def _recruit(uow: UnitOfWork, rnd: RecruitmentRound, applicant_id: uuid.UUID,
+                   cmd: RecruitApplicant | IntakeItem, actor: Actor,
+                   new_applicant: Applicant | None, briefing: Any) -> Tks:
+    """Recruit into `rnd` (saved by the caller, once). Saves the applicant, TKS and vacancy."""
+    regency = domain.known_regency(cmd.regency_code)
+    actor.ensure_province(regency.province_code)
+    if new_applicant is not None:
+        applicant, tks = new_applicant, Tks(f"tks-{applicant_id}")
+    else:
+        applicant = await _existing(uow, Applicant, "applicant", str(applicant_id))
+        tks = await uow.load(Tks, f"tks-{applicant_id}") or Tks(f"tks-{applicant_id}")
+    if briefing is not None:
+        applicant.brief(rnd.stage, briefing.city, briefing.briefed_on)
+    vacancy = (await _existing(uow, Vacancy, "vacancy", str(cmd.vacancy_id))
+               if cmd.vacancy_id else None)
+    domain.recruit(rnd, applicant, tks, regency.code, cmd.contract_start, cmd.contract_end,
+                   vacancy)
+    await uow.save(applicant)
+    await uow.save(tks)
+    if vacancy is not None:
+        await uow.save(vacancy)
+    return tks
+
+
+async def intake(ctx: ServiceContext, round_id: str, items: list[IntakeItem],
+                 config: RecruitmentConfig, actor: Actor) -> list[dict[str, Any]]:
+    """Register, screen, brief and recruit many applicants into one round in one transaction,
+    each item in a savepoint. The round is loaded and saved once for the whole batch."""
+
+    async def decide(uow: UnitOfWork) -> list[dict[str, Any]]:
+        rnd = await _existing(uow, RecruitmentRound, "round", round_id)
+        rnd.ensure_open()
+        results = []
+        for i, item in enumerate(items):
+            try:
+                async with uow.conn.transaction():
+                    if item.applicant is not None:
+                        applicant = await _new_applicant(uow, item.applicant, config, actor)
+                        applicant.screen(True, None, None, config.screening.rejection_reasons)
+                        tks = await _recruit(uow, rnd, uuid.UUID(applicant.applicant_id), item,
+                                             actor, applicant, item.briefing)
+                    else:
+                        assert item.applicant_id is not None
+                        tks = await _recruit(uow, rnd, item.applicant_id, item, actor, None,
+                                             item.briefing)
+                results.append({"index": i, **_tks_view(tks), "status": 201})
+            except DomainError as exc:
+                results.append(_item_error(i, exc))
+        await uow.save(rnd)
+        return results
+
+    return await ctx.command(decide, actor)
+
+
+async def resign_tks(ctx: ServiceContext, tks_id: str, cmd: ResignTks,
+                     actor: Actor) -> dict[str, Any]:
+    async def decide(uow: UnitOfWork) -> dict[str, Any]:
+        tks = await _existing(uow, Tks, "tks", tks_id)
+        actor.ensure_province(tks.province_code)
+        vacancy = tks.resign(cmd.effective_date, cmd.open_vacancy)
+        await uow.save(tks)
+        if vacancy is not None:
+            await uow.save(vacancy)
+        return {**_tks_view(tks), "vacancy_id": vacancy.vacancy_id if vacancy else None}
+
+    return await ctx.command(decide, actor)
+
+
+async def on_tks_evaluated(uow: UnitOfWork, envelope: Envelope, event: TksEvaluated) -> None:
+    """A "continue" renews the contract for the next year; a "replace" releases the TKS and
+    opens a vacancy. An outcome already applied is a no-op (the inbox drops redeliveries; this
+    covers a re-issued evaluation). An outcome about a TKS unknown here, or contradicting what
+    was applied, raises and is dead-lettered for an operator."""
+    uow.projector = project  # the consumer's unit of work carries no projector of its own
+    tks = await uow.load(Tks, f"tks-{event.tks_id}")
+    if tks is None:
+        raise NotFoundError(f"TKS {event.tks_id} was never recruited", field="tks_id")
+    if tks.status == "resigned":
+        log.warning("evaluation of TKS %s ignored: it resigned", tks.tks_id)
+        return
+    if event.decision == "continue":
+        if tks.renewed_for(event.year + 1):
+            log.info("TKS %s is already renewed for %s", tks.tks_id, event.year + 1)
+            return
+        tks.renew(event.year, event.score)
+        await uow.save(tks)
+    else:
+        if tks.status == "released" and tks.contract_year == event.year:
+            log.info("TKS %s is already released after %s", tks.tks_id, event.year)
+            return
+        vacancy = tks.release_after_evaluation(event.year)
+        await uow.save(tks)
+        await uow.save(vacancy)
+
+
+HANDLERS: dict[str, Callable[[UnitOfWork, Envelope, Any], Awaitable[None]]] = {
+    TksEvaluated.event_type: on_tks_evaluated,
+}

@@ -1,0 +1,109 @@
+"""Read queries (SELECT only) on the read models."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import asyncpg
+
+TKS_COLUMNS = ("r.tks_id, r.year, r.round_id, r.stage, r.recruited_year, r.province_code, "
+               "r.regency_code, r.status, r.contract_start, r.contract_end, r.evaluation_score, "
+               "r.ended_on, r.end_reason, a.nik_masked")
+PERSONAL_COLUMNS = ", a.full_name, a.sex, a.birth_date, a.education, a.phone, a.email"
+APPLICANT_COLUMNS = ("applicant_id, year, nik_masked, full_name, sex, birth_date, education, "
+                     "province_code, regency_code, phone, email, status, passed_screening, "
+                     "rejection_reason, rejection_note, briefing_stage, briefing_city, "
+                     "briefed_on, registered_at")
+
+
+def _where(alias: str = "", **filters: Any) -> tuple[str, list[Any]]:
+    """`col = $n` for every filter given (None = not filtered); keys are trusted column names."""
+    prefix = f"{alias}." if alias else ""
+    parts, args = [], []
+    for column, value in filters.items():
+        if value is not None:
+            args.append(value)
+            parts.append(f"{prefix}{column} = ${len(args)}")
+    return (" WHERE " + " AND ".join(parts) if parts else ""), args
+
+
+async def _page(pool: asyncpg.Pool, select: str, from_where: str, args: list[Any],
+                order: str, limit: int, offset: int) -> dict[str, Any]:
+    n = len(args)
+    total = await pool.fetchval(f"SELECT count(*) {from_where}", *args)
+    rows = await pool.fetch(f"SELECT {select} {from_where} ORDER BY {order} "
+                            f"LIMIT ${n + 1} OFFSET ${n + 2}", *args, limit, offset)
+    return {"total": total, "limit": limit, "offset": offset, "items": [dict(r) for r in rows]}
+
+
+async def roster(pool: asyncpg.Pool, *, personal: bool, limit: int, offset: int,
+                 **filters: Any) -> dict[str, Any]:
+    where, args = _where("r", **filters)
+    return await _page(
+        pool, TKS_COLUMNS + (PERSONAL_COLUMNS if personal else ""),
+        f"FROM tks_roster r LEFT JOIN applicants a ON a.applicant_id = r.tks_id{where}", args,
+        "r.year, r.province_code, r.regency_code, r.tks_id", limit, offset)
+
+
+async def tks_contracts(pool: asyncpg.Pool, tks_id: str, *, personal: bool) -> list[dict]:
+    rows = await pool.fetch(
+        f"SELECT {TKS_COLUMNS}{PERSONAL_COLUMNS if personal else ''} FROM tks_roster r "
+        "LEFT JOIN applicants a ON a.applicant_id = r.tks_id WHERE r.tks_id = $1 "
+        "ORDER BY r.year", tks_id)
+    return [dict(r) for r in rows]
+
+
+async def round_fill(pool: asyncpg.Pool, round_id: str,
+                     province_code: str | None) -> dict[str, Any] | None:
+    head = await pool.fetchrow("SELECT * FROM rounds WHERE round_id = $1", round_id)
+    if head is None:
+        return None
+    where, args = _where(round_id=round_id, province_code=province_code)
+    rows = await pool.fetch(
+        "SELECT province_code, nullif(regency_code, '') AS regency_code, places, recruited, "
+        f"places - recruited AS remaining FROM round_quotas{where} "
+        "ORDER BY province_code, regency_code", *args)
+    quotas = [dict(r) for r in rows]
+    return {**dict(head), "places": sum(q["places"] for q in quotas),
+            "filled": sum(q["recruited"] for q in quotas), "quotas": quotas}
+
+
+async def rounds(pool: asyncpg.Pool, year: int | None, stage: int | None) -> list[dict]:
+    where, args = _where(year=year, stage=stage)
+    rows = await pool.fetch(f"SELECT * FROM rounds{where} ORDER BY year, stage, opened_at", *args)
+    return [dict(r) for r in rows]
+
+
+async def funnel(pool: asyncpg.Pool, year: int, province_code: str | None) -> dict[str, Any]:
+    where, args = _where(year=year, province_code=province_code)
+    counts = await pool.fetchrow(
+        "SELECT count(*) AS registered, count(*) FILTER (WHERE passed_screening) AS screened, "
+        "count(*) FILTER (WHERE briefed_on IS NOT NULL) AS briefed, "
+        "count(*) FILTER (WHERE status = 'recruited') AS recruited, "
+        f"count(*) FILTER (WHERE status = 'rejected') AS rejected FROM applicants{where}", *args)
+    reasons = await pool.fetch(
+        f"SELECT rejection_reason AS reason, count(*) AS count FROM applicants{where} "
+        f"{'AND' if where else 'WHERE'} status = 'rejected' GROUP BY rejection_reason "
+        "ORDER BY count DESC, reason", *args)
+    return {"year": year, "province_code": province_code, **dict(counts),
+            "rejections": [dict(r) for r in reasons]}
+
+
+async def vacancies(pool: asyncpg.Pool, *, limit: int, offset: int,
+                    **filters: Any) -> dict[str, Any]:
+    where, args = _where(**filters)
+    return await _page(pool, "*", f"FROM vacancies{where}", args,
+                       "year, province_code, regency_code, opened_at", limit, offset)
+
+
+async def applicant(pool: asyncpg.Pool, applicant_id: str) -> dict[str, Any] | None:
+    row = await pool.fetchrow(f"SELECT {APPLICANT_COLUMNS} FROM applicants "
+                              "WHERE applicant_id = $1", applicant_id)
+    return dict(row) if row else None
+
+
+async def applicants(pool: asyncpg.Pool, *, limit: int, offset: int,
+                     **filters: Any) -> dict[str, Any]:
+    where, args = _where(**filters)
+    return await _page(pool, APPLICANT_COLUMNS, f"FROM applicants{where}", args,
+                       "registered_at, applicant_id", limit, offset)
