@@ -6,7 +6,9 @@ Guarantees:
 - A stream's versions are gapless; appending at a stale expected version raises
   `ConcurrencyError` and writes nothing (the unique (stream_id, stream_version) key decides races).
 - `read_all` follows (transaction id, position) and only returns rows of transactions older than
-  every transaction still in flight, so a late-committing transaction is never skipped.
+  every transaction still in flight, so a late-committing transaction is never skipped. Postgres
+  transaction ids are server-wide: a long transaction in another database on the same server
+  delays what `read_all` returns (never skips it).
 """
 
 from __future__ import annotations

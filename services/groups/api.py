@@ -1,0 +1,244 @@
+"""HTTP API of the groups service."""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, Path, Query, Request
+
+from services.groups import handlers, views
+from services.groups.commands import (
+    ApproveGroups,
+    ChangeMembers,
+    DissolveGroup,
+    FundGroup,
+    FundGroups,
+    RecordBimtek,
+    RecordExpo,
+    RecordProductEvidence,
+    RegisterGroup,
+    RejectGroup,
+    ReturnLpj,
+    SubmitLpj,
+)
+from services.groups.config import ProgrammeConfig
+from services.groups.csv_import import CSV_LAYOUT
+from shared.auth import ANY_ROLE, Actor, Role, require
+from shared.errors import DomainError, NotFoundError
+from shared.service import ServiceContext, context
+
+Writer = Annotated[Actor, Depends(require(Role.ADMIN, Role.PROVINCE))]
+Reader = Annotated[Actor, Depends(require(*ANY_ROLE))]
+Ministry = Annotated[Actor, Depends(require(Role.ADMIN))]
+Stage = Literal["pemula", "lanjutan", "pengembangan"]
+Status = Literal["registered", "approved", "rejected", "funded", "dissolved"]
+GroupId = Annotated[str, Path(min_length=1, max_length=64)]
+ReportId = Annotated[str, Path(min_length=1, max_length=64)]
+ProvinceQ = Annotated[str | None, Query(pattern=r"^\d{2}$", description="Kemendagri code")]
+RegencyQ = Annotated[str | None, Query(pattern=r"^\d{4}$", description="Kemendagri code")]
+YearQ = Annotated[int | None, Query(ge=2000, le=2100)]
+PageQ = Annotated[int, Query(ge=1)]
+PageSizeQ = Annotated[int, Query(ge=1, le=500)]
+Ctx = Annotated[ServiceContext, Depends(context)]
+
+
+class UnsupportedMediaError(DomainError):
+    status = 415
+
+
+def _scope(actor: Actor, province_code: str | None) -> str | None:
+    # a provincial officer reads its own province, whatever it asked for
+    if actor.role is Role.PROVINCE:
+        if province_code is not None:
+            actor.ensure_province(province_code)
+        return actor.province_code
+    return province_code
+
+
+def build_router(config: ProgrammeConfig) -> APIRouter:
+    router = APIRouter()
+
+    @router.get("/business-types", tags=["catalogue"])
+    async def business_types(actor: Reader) -> list[dict[str, str]]:
+        """The catalogue of business types (configuration data)."""
+        return [b.model_dump() for b in config.business_types]
+
+    @router.post("/groups", status_code=201, tags=["registration"])
+    async def register(body: RegisterGroup, ctx: Ctx,
+                       actor: Writer) -> dict[str, Any]:
+        """Register a TKM group with its members. The group id is derived from (year, regency,
+        name): the same group registered twice is a 409. A person already in another active
+        group that year is a 409 naming that group."""
+        return await handlers.register_group(ctx, body, actor, config)
+
+    @router.post("/groups/imports", tags=["registration"], description=(
+        "Bulk registration from a regional labour office's CSV file. Answers 200 with a "
+        "per-row error report and a result per group (registered, already_registered, "
+        "refused).\n\n" + CSV_LAYOUT),
+        openapi_extra={"requestBody": {"required": True, "content": {
+            "text/csv": {"schema": {"type": "string"}}}}})
+    async def import_csv(request: Request, ctx: Ctx,
+                         actor: Writer) -> dict[str, Any]:
+        if request.headers.get("content-type", "").startswith("multipart/"):
+            raise UnsupportedMediaError("send the file itself as the body, Content-Type "
+                                        "text/csv", field="Content-Type")
+        raw = await request.body()
+        if not raw.strip():
+            raise DomainError("the file is empty", field="file")
+        return await handlers.import_groups_csv(ctx, raw, actor, config)
+
+    @router.get("/groups", tags=["queries"])
+    async def list_groups(ctx: Ctx, actor: Reader, year: YearQ = None,
+                          stage: Stage | None = None, province_code: ProvinceQ = None,
+                          regency_code: RegencyQ = None,
+                          business_type: str | None = None, status: Status | None = None,
+                          page: PageQ = 1, page_size: PageSizeQ = 50) -> dict[str, Any]:
+        """Groups by year, stage, province, regency, business type, status (no member data)."""
+        if regency_code and actor.role is Role.PROVINCE:
+            actor.ensure_province(regency_code[:2])
+        where = views.GroupFilter(year, stage, _scope(actor, province_code), regency_code,
+                                  business_type, status)
+        return await views.list_groups(ctx.pool, where, views.Page(page, page_size))
+
+    @router.get("/groups/{group_id}", tags=["queries"])
+    async def group_detail(group_id: GroupId, ctx: Ctx, actor: Reader) -> dict[str, Any]:
+        """One group. Members (NIK masked) only for the ministry and the group's provincial
+        officer."""
+        with_members = actor.role in (Role.ADMIN, Role.PROVINCE)
+        group = await views.group_detail(ctx.pool, group_id, with_members)
+        if group is None:
+            raise NotFoundError("no such group", field="group_id")
+        if actor.role is Role.PROVINCE:
+            actor.ensure_province(group["province_code"])
+        return group
+
+    @router.put("/groups/{group_id}/members", tags=["registration"])
+    async def change_members(group_id: GroupId, body: ChangeMembers, ctx: Ctx,
+                             actor: Writer) -> dict[str, Any]:
+        """Replace the member list (allowed until the group is funded)."""
+        return await handlers.change_members(ctx, group_id, body, actor, config)
+
+    @router.post("/groups/{group_id}/approval", tags=["approval"])
+    async def approve(group_id: GroupId, ctx: Ctx,
+                      actor: Writer) -> dict[str, Any]:
+        group, _ = await handlers.act_on_group(ctx, actor, group_id, lambda g: g.approve())
+        return handlers.summary(group)
+
+    @router.post("/groups/{group_id}/rejection", tags=["approval"])
+    async def reject(group_id: GroupId, body: RejectGroup, ctx: Ctx,
+                     actor: Writer) -> dict[str, Any]:
+        group, _ = await handlers.act_on_group(ctx, actor, group_id,
+                                               lambda g: g.reject(body.reason))
+        return handlers.summary(group)
+
+    @router.post("/groups/approvals", tags=["approval"])
+    async def approve_many(body: ApproveGroups, ctx: Ctx,
+                           actor: Writer) -> dict[str, Any]:
+        """Approve many groups; one result per id (status 200, or the error's status)."""
+        return {"results": await handlers.approve_groups(ctx, body.group_ids, actor, config)}
+
+    @router.post("/groups/{group_id}/funding", status_code=201, tags=["funding"])
+    async def fund(group_id: GroupId, body: FundGroup, ctx: Ctx,
+                   actor: Ministry) -> dict[str, Any]:
+        """Disburse a tranche to an approved group (ministry only). The same tranche twice is
+        a 409; the total at a stage stays within the configured ceiling."""
+        return await handlers.fund_group(ctx, group_id, body, actor, config)
+
+    @router.post("/groups/fundings", tags=["funding"])
+    async def fund_many(body: FundGroups, ctx: Ctx,
+                        actor: Ministry) -> dict[str, Any]:
+        """Fund many groups; one result per item (status 201, or the error's status)."""
+        return {"results": await handlers.fund_groups(ctx, body.items, actor, config)}
+
+    @router.post("/groups/{group_id}/lpj", status_code=201, tags=["accountability"])
+    async def submit_lpj(group_id: GroupId, body: SubmitLpj, ctx: Ctx,
+                         actor: Writer) -> dict[str, Any]:
+        """Submit the accountability report (LPJ): spending to date by category. Spending
+        beyond the funds received is refused."""
+        return await handlers.submit_lpj(ctx, group_id, body, actor)
+
+    @router.post("/groups/{group_id}/lpj/{report_id}/acceptance", tags=["accountability"])
+    async def accept_lpj(group_id: GroupId, report_id: ReportId, ctx: Ctx,
+                         actor: Writer) -> dict[str, Any]:
+        await handlers.act_on_group(ctx, actor, group_id, lambda g: g.accept_lpj(report_id))
+        return {"group_id": group_id, "report_id": report_id, "status": "accepted"}
+
+    @router.post("/groups/{group_id}/lpj/{report_id}/return", tags=["accountability"])
+    async def return_lpj(group_id: GroupId, report_id: ReportId, body: ReturnLpj, ctx: Ctx,
+                         actor: Writer) -> dict[str, Any]:
+        await handlers.act_on_group(ctx, actor, group_id,
+                                    lambda g: g.return_lpj(report_id, body.reason))
+        return {"group_id": group_id, "report_id": report_id, "status": "returned"}
+
+    @router.post("/groups/{group_id}/bimtek", status_code=201, tags=["empowerment"])
+    async def bimtek(group_id: GroupId, body: RecordBimtek, ctx: Ctx,
+                     actor: Writer) -> dict[str, Any]:
+        """Record institutional technical guidance (Bimtek kelembagaan) attended."""
+        group, _ = await handlers.act_on_group(
+            ctx, actor, group_id, lambda g: g.attend_bimtek(body.subject, body.held_on))
+        return handlers.summary(group)
+
+    @router.post("/groups/{group_id}/product-evidence", status_code=201, tags=["empowerment"])
+    async def product(group_id: GroupId, body: RecordProductEvidence, ctx: Ctx,
+                      actor: Writer) -> dict[str, Any]:
+        group, _ = await handlers.act_on_group(ctx, actor, group_id, lambda g: g.record_product(
+            body.product, body.evidence_count, body.recorded_on))
+        return handlers.summary(group)
+
+    @router.post("/groups/{group_id}/expos", status_code=201, tags=["empowerment"])
+    async def expo(group_id: GroupId, body: RecordExpo, ctx: Ctx,
+                   actor: Writer) -> dict[str, Any]:
+        group, _ = await handlers.act_on_group(
+            ctx, actor, group_id, lambda g: g.showcase(body.expo, body.place, body.held_on))
+        return handlers.summary(group)
+
+    @router.post("/groups/{group_id}/advancement", tags=["empowerment"])
+    async def advance(group_id: GroupId, ctx: Ctx,
+                      actor: Writer) -> dict[str, Any]:
+        """Move the group to the next stage (pemula -> lanjutan -> pengembangan) once it has
+        done what the configuration requires at its stage."""
+        group, event = await handlers.act_on_group(ctx, actor, group_id,
+                                                   lambda g: g.advance(config))
+        return {**handlers.summary(group), "from_stage": event.from_stage}
+
+    @router.post("/groups/{group_id}/dissolution", tags=["empowerment"])
+    async def dissolve(group_id: GroupId, body: DissolveGroup, ctx: Ctx,
+                       actor: Writer) -> dict[str, Any]:
+        group, _ = await handlers.act_on_group(ctx, actor, group_id,
+                                               lambda g: g.dissolve(body.reason))
+        return handlers.summary(group)
+
+    @router.get("/reports/people-reached", tags=["queries"])
+    async def people_reached(ctx: Ctx, actor: Reader, year: YearQ = None,
+                             province_code: ProvinceQ = None) -> list[dict[str, Any]]:
+        """Members of active registered groups and of funded groups, by year and province."""
+        return await views.people_reached(ctx.pool, year, _scope(actor, province_code))
+
+    @router.get("/reports/funding", tags=["queries"])
+    async def funding(ctx: Ctx, actor: Reader, budget_year: YearQ = None,
+                      province_code: ProvinceQ = None) -> list[dict[str, Any]]:
+        """Funds disbursed and accounted for (accepted LPJ spending), by budget year and
+        province."""
+        return await views.funding_by_province(ctx.pool, budget_year,
+                                               _scope(actor, province_code))
+
+    @router.get("/lpj/outstanding", tags=["accountability"])
+    async def lpj_outstanding(ctx: Ctx, actor: Reader, year: YearQ = None,
+                              province_code: ProvinceQ = None, page: PageQ = 1,
+                              page_size: PageSizeQ = 50) -> dict[str, Any]:
+        """Funded groups whose funds are not yet accounted for by an accepted LPJ."""
+        where = views.GroupFilter(year=year, province_code=_scope(actor, province_code))
+        return await views.lpj_outstanding(ctx.pool, where, views.Page(page, page_size), None)
+
+    @router.get("/lpj/overdue", tags=["accountability"])
+    async def lpj_overdue(ctx: Ctx, actor: Reader, as_of: date | None = None, year: YearQ = None,
+                          province_code: ProvinceQ = None, page: PageQ = 1,
+                          page_size: PageSizeQ = 50) -> dict[str, Any]:
+        """Outstanding LPJs past their due date on `as_of` (default today, UTC), excluding
+        reports that await review."""
+        where = views.GroupFilter(year=year, province_code=_scope(actor, province_code))
+        return await views.lpj_outstanding(ctx.pool, where, views.Page(page, page_size),
+                                           as_of or handlers.today())
+
+    return router

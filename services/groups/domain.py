@@ -1,0 +1,447 @@
+"""The TKM group aggregate and its rules: pure, no I/O.
+
+One rule is not here: a person belongs to at most one active group per year. It spans groups, so
+the `active_memberships` table (primary key year + NIK, written in the command's transaction)
+enforces it; see projections.py.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from dataclasses import dataclass
+from datetime import date, timedelta
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from services.groups.config import ProgrammeConfig
+from shared import regions
+from shared.aggregate import Aggregate
+from shared.contracts.groups import (
+    AccountabilityReportAccepted,
+    AccountabilityReportReturned,
+    AccountabilityReportSubmitted,
+    GroupAdvanced,
+    GroupApproved,
+    GroupDissolved,
+    GroupFunded,
+    GroupRegistered,
+    GroupRejected,
+    GroupShowcasedAtExpo,
+)
+from shared.envelope import Event, register
+from shared.errors import ConflictError, DomainError, NotFoundError, RuleViolationError
+from shared.nik import InvalidNikError, parse_nik
+
+# Group ids derive from this namespace: changing it would register every re-uploaded group anew.
+GROUP_ID_NAMESPACE = uuid.UUID("6f1d7a52-3c1e-4f0b-9a57-2b8e4d0c9e11")
+_PHONE = re.compile(r"^(?:\+62|62|0)(8\d{7,11})$")
+MAX_TEXT = 200
+MAX_REASON = 500
+
+
+class MemberRecord(BaseModel):
+    model_config = ConfigDict(strict=True, frozen=True, extra="forbid")
+    nik: str = Field(pattern=r"^\d{16}$")
+    name: str = Field(min_length=1, max_length=MAX_TEXT)
+    phone: str | None = None
+    birth_date: date
+
+
+@register
+class RosterRecorded(Event):
+    """Internal (personal data): the group's name and members as registered."""
+
+    event_type = "groups.RosterRecorded"
+    group_id: str
+    name: str
+    external_ref: str | None = None
+    registered_on: date
+    members: tuple[MemberRecord, ...]
+
+
+@register
+class RosterChanged(Event):
+    """Internal (personal data): members who joined or left before funding."""
+
+    event_type = "groups.RosterChanged"
+    group_id: str
+    added: tuple[MemberRecord, ...]
+    removed: tuple[str, ...]  # NIKs
+    changed_on: date
+
+
+@register
+class BimtekAttended(Event):
+    event_type = "groups.BimtekAttended"
+    group_id: str
+    subject: str
+    held_on: date
+
+
+@register
+class ProductEvidenceRecorded(Event):
+    event_type = "groups.ProductEvidenceRecorded"
+    group_id: str
+    product: str
+    evidence_count: int
+    recorded_on: date
+
+
+def normalise_name(name: str) -> str:
+    return " ".join(name.split())
+
+
+def group_id_for(year: int, regency_code: str, name: str) -> str:
+    """Deterministic: the same group (year, regency, name ignoring case and spacing) always gets
+    the same id, so registering it again, by hand or by re-uploading a file, finds it."""
+    key = f"{year}|{regency_code}|{normalise_name(name).casefold()}"
+    return str(uuid.uuid5(GROUP_ID_NAMESPACE, key))
+
+
+def stream_id(group_id: str) -> str:
+    return f"group-{group_id}"
+
+
+def age_on(birth_date: date, day: date) -> int:
+    return day.year - birth_date.year - ((day.month, day.day) < (birth_date.month, birth_date.day))
+
+
+def member_from_input(nik: str, name: str, phone: str | None, today: date) -> MemberRecord:
+    """A member from what the caller typed; the birth date comes from the NIK.
+    Raises DomainError naming the field (nik, name, phone)."""
+    try:
+        info = parse_nik(nik, today)
+    except InvalidNikError as exc:
+        raise DomainError(f"invalid NIK: {exc.reason}", field="nik") from None
+    clean = normalise_name(name or "")
+    if not clean or len(clean) > MAX_TEXT:
+        raise DomainError(f"name must be 1 to {MAX_TEXT} characters", field="name")
+    number = None
+    if phone and phone.strip():
+        match = _PHONE.fullmatch(re.sub(r"[\s\-().]", "", phone))
+        if match is None:
+            raise DomainError("phone must be an Indonesian mobile number (08..., +628...)",
+                              field="phone")
+        number = f"+62{match.group(1)}"
+    return MemberRecord(nik=info.nik, name=clean, phone=number, birth_date=info.birth_date)
+
+
+def check_age(person: MemberRecord, config: ProgrammeConfig, today: date, *,
+              field: str = "nik", **details: object) -> None:
+    rules, age = config.members, age_on(person.birth_date, today)
+    if not rules.min_age <= age <= rules.max_age:
+        raise RuleViolationError(f"member is {age} years old; members must be {rules.min_age} "
+                                 f"to {rules.max_age} when registered", field=field, **details)
+
+
+def check_roster(members: list[MemberRecord], config: ProgrammeConfig) -> None:
+    rules = config.members
+    if not rules.min_count <= len(members) <= rules.max_count:
+        raise RuleViolationError(f"a group has {rules.min_count} to {rules.max_count} members, "
+                                 f"not {len(members)}", field="members")
+    seen: set[str] = set()
+    for i, m in enumerate(members):
+        if m.nik in seen:
+            raise DomainError("the same NIK appears twice in the group",
+                              field=f"members[{i}].nik", member=i)
+        seen.add(m.nik)
+
+
+@dataclass(frozen=True)
+class GroupHeader:
+    year: int
+    stage: str
+    regency_code: str
+    province_code: str
+    business_type: str
+    name: str
+
+    @property
+    def group_id(self) -> str:
+        return group_id_for(self.year, self.regency_code, self.name)
+
+
+def group_header(year: int, stage: str, regency_code: str, business_type: str, name: str,
+                 config: ProgrammeConfig) -> GroupHeader:
+    """The group's own fields, checked. Raises DomainError naming the field."""
+    if not 2000 <= year <= 2100:
+        raise DomainError("year must be 2000 to 2100", field="year")
+    if stage not in config.stages:
+        raise DomainError(f"stage must be one of {', '.join(config.stages)}", field="stage")
+    regency = regions.regency(regency_code or "")
+    if regency is None:
+        raise DomainError("not a current Kemendagri regency/city code", field="regency_code")
+    if business_type not in config.business_type_codes():
+        raise DomainError("not in the business type catalogue (GET /business-types)",
+                          field="business_type")
+    clean = normalise_name(name or "")
+    if not clean or len(clean) > MAX_TEXT:
+        raise DomainError(f"name must be 1 to {MAX_TEXT} characters", field="name")
+    return GroupHeader(year, stage, regency.code, regency.province_code, business_type, clean)
+
+
+def _text(value: str, field: str, limit: int = MAX_TEXT) -> str:
+    clean = " ".join((value or "").split())
+    if not clean or len(clean) > limit:
+        raise DomainError(f"{field} must be 1 to {limit} characters", field=field)
+    return clean
+
+
+@dataclass
+class Report:
+    spent: int
+    covers: int  # funds received when it was submitted
+    status: str  # submitted, accepted, returned
+
+
+class Group(Aggregate):
+    def __init__(self, stream_id: str):
+        super().__init__(stream_id)
+        self.group_id = stream_id.removeprefix("group-")
+        self.status = "new"
+        self.year = 0
+        self.stage = ""
+        self.province_code = self.regency_code = self.business_type = self.name = ""
+        self.members: dict[str, MemberRecord] = {}
+        self.tranches = 0
+        self.funded_total = 0
+        self.stage_funded = 0
+        self.lpj_due_on: date | None = None
+        self.reports: dict[str, Report] = {}
+        self.lpj_accepted = False  # an accepted report covers every rupiah received
+        self.stage_bimtek = 0
+        self.stage_products = 0
+        self.expos = 0
+
+    def apply(self, event: Event) -> None:
+        match event:
+            case GroupRegistered():
+                self.status, self.year, self.stage = "registered", event.year, event.stage
+                self.province_code, self.regency_code = event.province_code, event.regency_code
+                self.business_type = event.business_type
+            case RosterRecorded():
+                self.name = event.name
+                self.members = {m.nik: m for m in event.members}
+            case RosterChanged():
+                for nik in event.removed:
+                    self.members.pop(nik, None)
+                self.members.update({m.nik: m for m in event.added})
+            case GroupApproved():
+                self.status = "approved"
+            case GroupRejected():
+                self.status = "rejected"
+            case GroupFunded():
+                self.status, self.tranches = "funded", event.tranche
+                self.funded_total += event.amount
+                self.stage_funded += event.amount
+                self.lpj_due_on, self.lpj_accepted = event.lpj_due_on, False
+            case AccountabilityReportSubmitted():
+                spent = event.tools + event.materials + event.other
+                self.reports[event.report_id] = Report(spent, self.funded_total, "submitted")
+            case AccountabilityReportAccepted():
+                report = self.reports[event.report_id]
+                report.status = "accepted"
+                self.lpj_accepted = report.covers == self.funded_total
+            case AccountabilityReportReturned():
+                self.reports[event.report_id].status = "returned"
+            case BimtekAttended():
+                self.stage_bimtek += 1
+            case ProductEvidenceRecorded():
+                self.stage_products += 1
+            case GroupShowcasedAtExpo():
+                self.expos += 1
+            case GroupAdvanced():
+                self.stage, self.stage_funded = event.to_stage, 0
+                self.stage_bimtek = self.stage_products = 0
+            case GroupDissolved():
+                self.status = "dissolved"
+            case _:
+                raise TypeError(f"Group cannot apply {event.event_type}")
+
+    @classmethod
+    def register(cls, header: GroupHeader, members: list[MemberRecord], *,
+                 external_ref: str | None, config: ProgrammeConfig, today: date) -> Group:
+        check_roster(members, config)
+        for i, member in enumerate(members):
+            check_age(member, config, today, field=f"members[{i}].nik", member=i)
+        group = cls(stream_id(header.group_id))
+        group.record(GroupRegistered(
+            group_id=header.group_id, year=header.year, stage=header.stage,
+            province_code=header.province_code, regency_code=header.regency_code,
+            business_type=header.business_type, member_count=len(members)))
+        group.record(RosterRecorded(group_id=header.group_id, name=header.name,
+                                    external_ref=external_ref or None, registered_on=today,
+                                    members=tuple(members)))
+        return group
+
+    def _ensure_open(self) -> None:
+        if self.status in ("rejected", "dissolved"):
+            raise RuleViolationError(f"the group is {self.status}", field="group_id",
+                                     status=self.status)
+
+    def _ensure_funded(self, what: str) -> None:
+        self._ensure_open()
+        if self.status != "funded":
+            raise RuleViolationError(f"{what} needs a funded group; this one is {self.status}",
+                                     field="group_id", status=self.status)
+
+    def change_members(self, members: list[MemberRecord], *, config: ProgrammeConfig,
+                       today: date) -> None:
+        self._ensure_open()
+        if self.status not in ("registered", "approved"):
+            raise RuleViolationError("members can change only until the group is funded",
+                                     field="members", status=self.status)
+        check_roster(members, config)
+        wanted = {m.nik: m for m in members}
+        added = [m for m in members if m.nik not in self.members]
+        for i, member in enumerate(members):
+            if member.nik not in self.members:
+                check_age(member, config, today, field=f"members[{i}].nik", member=i)
+        removed = [nik for nik in self.members if nik not in wanted]
+        if added or removed:
+            self.record(RosterChanged(group_id=self.group_id, added=tuple(added),
+                                      removed=tuple(removed), changed_on=today))
+
+    def approve(self) -> None:
+        self._ensure_open()
+        if self.status != "registered":
+            raise ConflictError(f"the group is already {self.status}", field="group_id",
+                                status=self.status)
+        self.record(GroupApproved(group_id=self.group_id))
+
+    def reject(self, reason: str) -> None:
+        reason = _text(reason, "reason", MAX_REASON)
+        self._ensure_open()
+        if self.status != "registered":
+            raise ConflictError(f"the group is already {self.status}", field="group_id",
+                                status=self.status)
+        self.record(GroupRejected(group_id=self.group_id, reason=reason))
+
+    def fund(self, *, tranche: int, amount: int, disbursed_on: date, budget_year: int,
+             config: ProgrammeConfig) -> GroupFunded:
+        if amount <= 0:
+            raise DomainError("amount must be a positive number of rupiah", field="amount")
+        if not 2000 <= budget_year <= 2100:
+            raise DomainError("budget_year must be 2000 to 2100", field="budget_year")
+        if tranche < 1:
+            raise DomainError("tranche numbers start at 1", field="tranche")
+        self._ensure_open()
+        if tranche <= self.tranches:
+            raise ConflictError(f"tranche {tranche} of this group is already funded",
+                                field="tranche", funded_tranches=self.tranches)
+        if self.status not in ("approved", "funded"):
+            raise RuleViolationError(f"only an approved group can be funded; this one is "
+                                     f"{self.status}", field="group_id", status=self.status)
+        if tranche != self.tranches + 1:
+            raise RuleViolationError(f"the next tranche of this group is {self.tranches + 1}",
+                                     field="tranche")
+        if budget_year < self.year:
+            raise RuleViolationError(f"budget_year is before the group's year {self.year}",
+                                     field="budget_year")
+        ceiling = config.funding.ceiling_per_group
+        if self.stage_funded + amount > ceiling:
+            raise RuleViolationError(
+                f"funding at stage {self.stage} would reach Rp {self.stage_funded + amount:,}, "
+                f"above the ceiling of Rp {ceiling:,}", field="amount",
+                already_funded=self.stage_funded, ceiling=ceiling)
+        event = GroupFunded(
+            group_id=self.group_id, tranche=tranche, amount=amount, disbursed_on=disbursed_on,
+            budget_year=budget_year, year=self.year, province_code=self.province_code,
+            regency_code=self.regency_code,
+            lpj_due_on=disbursed_on + timedelta(days=config.lpj.due_days))
+        self.record(event)
+        return event
+
+    def submit_lpj(self, report_id: str, *, tools: int, materials: int, other: int,
+                   evidence_count: int) -> AccountabilityReportSubmitted:
+        for field, value in (("tools", tools), ("materials", materials), ("other", other),
+                             ("evidence_count", evidence_count)):
+            if value < 0:
+                raise DomainError(f"{field} must not be negative", field=field)
+        # a dissolved group still accounts for what it received
+        if self.tranches == 0:
+            raise RuleViolationError(f"an accountability report needs a funded group; this one "
+                                     f"is {self.status}", field="group_id", status=self.status)
+        pending = [rid for rid, r in self.reports.items() if r.status == "submitted"]
+        if pending:
+            raise ConflictError("an earlier report still awaits review", field="group_id",
+                                report_id=pending[0])
+        if self.lpj_accepted:
+            raise ConflictError("the funds received are already accounted for",
+                                field="group_id")
+        spent = tools + materials + other
+        if spent > self.funded_total:
+            raise RuleViolationError(f"spending of Rp {spent:,} exceeds the Rp "
+                                     f"{self.funded_total:,} received", field="spending",
+                                     received=self.funded_total)
+        event = AccountabilityReportSubmitted(
+            group_id=self.group_id, report_id=report_id, tools=tools, materials=materials,
+            other=other, remaining_balance=self.funded_total - spent,
+            evidence_count=evidence_count)
+        self.record(event)
+        return event
+
+    def _pending_report(self, report_id: str) -> Report:
+        report = self.reports.get(report_id)
+        if report is None:
+            raise NotFoundError("no such report for this group", field="report_id")
+        if report.status != "submitted":
+            raise ConflictError(f"the report is already {report.status}", field="report_id",
+                                status=report.status)
+        return report
+
+    def accept_lpj(self, report_id: str) -> None:
+        self._pending_report(report_id)
+        self.record(AccountabilityReportAccepted(group_id=self.group_id, report_id=report_id))
+
+    def return_lpj(self, report_id: str, reason: str) -> None:
+        reason = _text(reason, "reason", MAX_REASON)
+        self._pending_report(report_id)
+        self.record(AccountabilityReportReturned(group_id=self.group_id, report_id=report_id,
+                                                 reason=reason))
+
+    def attend_bimtek(self, subject: str, held_on: date) -> None:
+        subject = _text(subject, "subject")
+        self._ensure_funded("institutional technical guidance")
+        self.record(BimtekAttended(group_id=self.group_id, subject=subject, held_on=held_on))
+
+    def record_product(self, product: str, evidence_count: int, recorded_on: date) -> None:
+        product = _text(product, "product")
+        if evidence_count < 1:
+            raise DomainError("product evidence needs at least one item", field="evidence_count")
+        self._ensure_funded("product evidence")
+        self.record(ProductEvidenceRecorded(group_id=self.group_id, product=product,
+                                            evidence_count=evidence_count,
+                                            recorded_on=recorded_on))
+
+    def showcase(self, expo: str, place: str, held_on: date) -> None:
+        expo, place = _text(expo, "expo"), _text(place, "place")
+        self._ensure_funded("an expo")
+        self.record(GroupShowcasedAtExpo(group_id=self.group_id, expo=expo, place=place,
+                                         held_on=held_on))
+
+    def advance(self, config: ProgrammeConfig) -> GroupAdvanced:
+        self._ensure_funded("advancement")
+        to_stage = config.next_stage(self.stage)
+        if to_stage is None:
+            raise RuleViolationError(f"{self.stage} is the last stage", field="stage")
+        rules = config.advancement
+        missing = [what for what, needed, done in (
+            ("an accepted LPJ for all funds received", rules.requires_accepted_lpj,
+             self.lpj_accepted),
+            ("institutional technical guidance (Bimtek)", rules.requires_bimtek,
+             self.stage_bimtek > 0),
+            ("product evidence", rules.requires_product_evidence, self.stage_products > 0),
+        ) if needed and not done]
+        if missing:
+            raise RuleViolationError(f"before advancing from {self.stage} the group needs "
+                                     f"{'; '.join(missing)}", field="group_id", missing=missing)
+        event = GroupAdvanced(group_id=self.group_id, from_stage=self.stage, to_stage=to_stage)
+        self.record(event)
+        return event
+
+    def dissolve(self, reason: str) -> None:
+        reason = _text(reason, "reason", MAX_REASON)
+        self._ensure_open()
+        self.record(GroupDissolved(group_id=self.group_id, reason=reason))

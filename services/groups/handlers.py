@@ -1,0 +1,242 @@
+"""Command handlers: load the group, let it decide, save, in one transaction per group."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import date
+from typing import Any
+
+from services.groups import views
+from services.groups.commands import (
+    ChangeMembers,
+    FundGroup,
+    FundItem,
+    MemberIn,
+    RegisterGroup,
+    SubmitLpj,
+)
+from services.groups.config import ProgrammeConfig
+from services.groups.csv_import import GroupDraft, ParsedFile, RowError, parse_groups_csv
+from services.groups.domain import (
+    Group,
+    GroupHeader,
+    MemberRecord,
+    group_header,
+    member_from_input,
+    stream_id,
+)
+from services.groups.projections import MembershipTakenError
+from shared.aggregate import UnitOfWork
+from shared.auth import Actor
+from shared.envelope import utcnow
+from shared.errors import ConflictError, DomainError, NotFoundError
+from shared.service import ServiceContext
+
+
+class GroupExistsError(ConflictError):
+    pass
+
+
+def today() -> date:
+    return utcnow().date()
+
+
+def _members(members: list[MemberIn], on: date) -> list[MemberRecord]:
+    out = []
+    for i, m in enumerate(members):
+        try:
+            out.append(member_from_input(m.nik, m.name, m.phone, on))
+        except DomainError as exc:
+            raise DomainError(exc.reason, field=f"members[{i}].{exc.field}", member=i) from None
+    return out
+
+
+def _point_at_member(exc: MembershipTakenError, members: list[MemberRecord]) -> DomainError:
+    i = next(i for i, m in enumerate(members) if m.nik == exc.nik)
+    return ConflictError(exc.reason, field=f"members[{i}].nik", member=i, **exc.details)
+
+
+async def _register(uow: UnitOfWork, header: GroupHeader, members: list[MemberRecord],
+                    external_ref: str | None, config: ProgrammeConfig, on: date) -> Group:
+    if await uow.load(Group, stream_id(header.group_id)) is not None:
+        raise GroupExistsError(
+            f"group '{header.name}' is already registered in regency {header.regency_code} "
+            f"for {header.year}", field="name", group_id=header.group_id)
+    group = Group.register(header, members, external_ref=external_ref, config=config, today=on)
+    await uow.save(group)
+    return group
+
+
+async def register_group(ctx: ServiceContext, cmd: RegisterGroup, actor: Actor,
+                         config: ProgrammeConfig) -> dict[str, Any]:
+    on = today()
+    header = group_header(cmd.year, cmd.stage, cmd.regency_code, cmd.business_type, cmd.name,
+                          config)
+    actor.ensure_province(header.province_code)
+    members = _members(cmd.members, on)
+
+    async def decide(uow: UnitOfWork) -> Group:
+        return await _register(uow, header, members, cmd.external_ref, config, on)
+
+    try:
+        group = await ctx.command(decide, actor)
+    except MembershipTakenError as exc:
+        raise _point_at_member(exc, members) from None
+    return summary(group)
+
+
+def summary(group: Group) -> dict[str, Any]:
+    return {"group_id": group.group_id, "status": group.status, "stage": group.stage,
+            "year": group.year, "province_code": group.province_code,
+            "regency_code": group.regency_code, "member_count": len(group.members),
+            "tranches": group.tranches, "funded_total": group.funded_total}
+
+
+async def act_on_group(ctx: ServiceContext, actor: Actor, group_id: str,
+                       act: Callable[[Group], Any]) -> tuple[Group, Any]:
+    """Load the group, check the caller may act in its province, run `act`, save."""
+
+    async def decide(uow: UnitOfWork) -> tuple[Group, Any]:
+        group = await uow.load(Group, stream_id(group_id))
+        if group is None:
+            raise NotFoundError("no such group", field="group_id", group_id=group_id)
+        actor.ensure_province(group.province_code)
+        outcome = act(group)
+        await uow.save(group)
+        return group, outcome
+
+    return await ctx.command(decide, actor)
+
+
+async def change_members(ctx: ServiceContext, group_id: str, cmd: ChangeMembers, actor: Actor,
+                         config: ProgrammeConfig) -> dict[str, Any]:
+    on = today()
+    members = _members(cmd.members, on)
+    try:
+        group, _ = await act_on_group(ctx, actor, group_id, lambda g: g.change_members(
+            members, config=config, today=on))
+    except MembershipTakenError as exc:
+        raise _point_at_member(exc, members) from None
+    return summary(group)
+
+
+async def fund_group(ctx: ServiceContext, group_id: str, cmd: FundGroup, actor: Actor,
+                     config: ProgrammeConfig) -> dict[str, Any]:
+    group, event = await act_on_group(ctx, actor, group_id, lambda g: g.fund(
+        tranche=cmd.tranche, amount=cmd.amount, disbursed_on=cmd.disbursed_on,
+        budget_year=cmd.budget_year, config=config))
+    split = config.funding
+    return {**summary(group), "tranche": event.tranche, "amount": event.amount,
+            "lpj_due_on": event.lpj_due_on.isoformat(),
+            "planned_tools": event.amount * split.tools_percent // 100,
+            "planned_materials": event.amount - event.amount * split.tools_percent // 100}
+
+
+async def submit_lpj(ctx: ServiceContext, group_id: str, cmd: SubmitLpj,
+                     actor: Actor) -> dict[str, Any]:
+    report_id = str(uuid.uuid4())
+    _, event = await act_on_group(ctx, actor, group_id, lambda g: g.submit_lpj(
+        report_id, tools=cmd.tools, materials=cmd.materials, other=cmd.other,
+        evidence_count=cmd.evidence_count))
+    return {"group_id": group_id, "report_id": report_id, "status": "submitted",
+            "remaining_balance": event.remaining_balance}
+
+
+def _failure(group_id: str, exc: DomainError) -> dict[str, Any]:
+    return {"group_id": group_id, "status": exc.status, "error": exc.body()["error"]}
+
+
+async def _each(items: list[Any], key: Callable[[Any], str], config: ProgrammeConfig,
+                run: Callable[[Any], Awaitable[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """Results in the order of `items`. Items of one group run in their order (tranche 2 after
+    tranche 1), different groups side by side."""
+    if len(items) > config.bulk.max_items:
+        raise DomainError(f"at most {config.bulk.max_items} items a request", field="items")
+    chains: dict[str, list[int]] = {}
+    for i, item in enumerate(items):
+        chains.setdefault(key(item), []).append(i)
+    results: list[dict[str, Any]] = [{} for _ in items]
+    gate = asyncio.Semaphore(config.bulk.concurrency)
+
+    async def chain(indices: list[int]) -> None:
+        for i in indices:
+            async with gate:
+                results[i] = await run(items[i])
+
+    await asyncio.gather(*(chain(indices) for indices in chains.values()))
+    return results
+
+
+async def approve_groups(ctx: ServiceContext, group_ids: list[str], actor: Actor,
+                         config: ProgrammeConfig) -> list[dict[str, Any]]:
+    async def run(group_id: str) -> dict[str, Any]:
+        try:
+            group, _ = await act_on_group(ctx, actor, group_id, lambda g: g.approve())
+        except DomainError as exc:
+            return _failure(group_id, exc)
+        return {"group_id": group_id, "status": 200, "result": summary(group)}
+
+    return await _each(group_ids, lambda group_id: group_id, config, run)
+
+
+async def fund_groups(ctx: ServiceContext, items: list[FundItem], actor: Actor,
+                      config: ProgrammeConfig) -> list[dict[str, Any]]:
+    async def run(item: FundItem) -> dict[str, Any]:
+        try:
+            result = await fund_group(ctx, item.group_id, item, actor, config)
+        except DomainError as exc:
+            return _failure(item.group_id, exc)
+        return {"group_id": item.group_id, "status": 201, "result": result}
+
+    return await _each(items, lambda item: item.group_id, config, run)
+
+
+async def import_groups_csv(ctx: ServiceContext, raw: bytes, actor: Actor,
+                            config: ProgrammeConfig) -> dict[str, Any]:
+    on = today()
+    parsed = parse_groups_csv(raw, config, on)
+    ready = [g for g in parsed.groups if not g.errors and g.header is not None]
+    known = await views.existing_group_ids(ctx.pool, [g.header.group_id for g in ready])
+    gate = asyncio.Semaphore(config.bulk.concurrency)
+
+    async def register(draft: GroupDraft) -> str:
+        header = draft.header
+        if header.group_id in known:
+            return "already_registered"
+        try:
+            actor.ensure_province(header.province_code)
+            async with gate:
+                await ctx.command(lambda uow: _register(uow, header, draft.members,
+                                                        draft.external_ref, config, on), actor)
+        except GroupExistsError:
+            return "already_registered"
+        except MembershipTakenError as exc:
+            draft.fail(draft.row_of(exc.nik), "member_nik", exc.reason)
+        except DomainError as exc:
+            draft.fail(draft.first_row, exc.field or "group_name", exc.reason)
+        return "refused" if draft.errors else "registered"
+
+    outcomes = dict(zip((id(g) for g in ready),
+                        await asyncio.gather(*(register(g) for g in ready)), strict=True))
+    return _import_report(parsed, outcomes)
+
+
+def _import_report(parsed: ParsedFile, outcomes: dict[int, str]) -> dict[str, Any]:
+    results, errors = [], list(parsed.errors)
+    for draft in parsed.groups:
+        status = outcomes.get(id(draft), "refused")
+        errors.extend(draft.errors)
+        results.append({"group_id": draft.header.group_id if draft.header else None,
+                        "group_name": draft.name, "first_row": draft.first_row,
+                        "member_rows": draft.row_count, "status": status})
+    counts = {s: sum(1 for r in results if r["status"] == s)
+              for s in ("registered", "already_registered", "refused")}
+    errors.sort(key=lambda e: (e.row, e.field))
+    return {"rows": parsed.rows, "groups": len(results), **counts,
+            "errors": [_row_error(e) for e in errors], "results": results}
+
+
+def _row_error(e: RowError) -> dict[str, Any]:
+    return {"row": e.row, "field": e.field, "reason": e.reason, "group_name": e.group_name}

@@ -1,0 +1,304 @@
+"""Inline projector: the groups service's read models, updated in the command's transaction.
+
+Counters (people_reached, funding_by_province) are upserted in place and touched last in each
+transaction, so concurrent commands in one province hold that row only until they commit.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+import asyncpg
+
+from services.groups.domain import (
+    BimtekAttended,
+    MemberRecord,
+    ProductEvidenceRecorded,
+    RosterChanged,
+    RosterRecorded,
+)
+from shared.contracts.groups import (
+    AccountabilityReportAccepted,
+    AccountabilityReportReturned,
+    AccountabilityReportSubmitted,
+    GroupAdvanced,
+    GroupApproved,
+    GroupDissolved,
+    GroupFunded,
+    GroupRegistered,
+    GroupRejected,
+    GroupShowcasedAtExpo,
+)
+from shared.envelope import Envelope, Event, parse_payload
+from shared.errors import ConflictError
+
+READ_MODELS = ("group_registry", "group_members", "active_memberships", "people_reached",
+               "funding_by_province", "lpj_reports", "group_activities")
+
+
+class MembershipTakenError(ConflictError):
+    """A member already belongs to another active group that year. `nik` lets the caller point
+    at the member (row, list index) without the NIK appearing in the error body."""
+
+    def __init__(self, nik: str, year: int, other_group_id: str, other_group_name: str):
+        super().__init__(
+            f"this person is already a member of active group '{other_group_name}' "
+            f"({other_group_id}) in {year}", field="nik",
+            other_group_id=other_group_id, other_group_name=other_group_name)
+        self.nik = nik
+
+
+async def project(conn: asyncpg.Connection, items: list[tuple[Envelope, Event]]) -> None:
+    for envelope, event in items:
+        handler = _HANDLERS.get(type(event))
+        if handler is not None:
+            await handler(conn, envelope, event)
+
+
+async def rebuild(conn: asyncpg.Connection, batch_size: int = 2000) -> int:
+    """Empty the read models and replay every stored event through the projector in one
+    transaction; returns the number of events replayed. Commands wait on the TRUNCATE lock and
+    project themselves after it commits.
+
+    Events are read in position order as this transaction sees them, not with
+    EventStore.read_all: its in-flight filter is cluster-wide, so any older open transaction on
+    the server (another service's database included) would end the replay early."""
+    replayed, after = 0, 0
+    async with conn.transaction():
+        await conn.execute(f"TRUNCATE {', '.join(READ_MODELS)}")
+        while True:
+            rows = await conn.fetch("SELECT * FROM events WHERE global_position > $1 "
+                                    "ORDER BY global_position LIMIT $2", after, batch_size)
+            if not rows:
+                return replayed
+            await project(conn, [_stored(r) for r in rows])
+            after, replayed = rows[-1]["global_position"], replayed + len(rows)
+
+
+def _stored(row: asyncpg.Record) -> tuple[Envelope, Event]:
+    envelope = Envelope.model_construct(
+        event_id=row["event_id"], event_type=row["event_type"],
+        schema_version=row["schema_version"], occurred_at=row["occurred_at"],
+        stream_id=row["stream_id"], stream_version=row["stream_version"],
+        correlation_id=row["correlation_id"], causation_id=row["causation_id"],
+        producer="groups", actor=row["actor"], payload=json.loads(row["payload"]))
+    return envelope, parse_payload(envelope)
+
+
+async def _registered(conn: asyncpg.Connection, env: Envelope, e: GroupRegistered) -> None:
+    await conn.execute(
+        "INSERT INTO group_registry (group_id, year, stage, province_code, regency_code, "
+        "business_type, status, member_count, registered_at, updated_at) "
+        "VALUES ($1, $2, $3, $4, $5, $6, 'registered', $7, $8, $8)",
+        e.group_id, e.year, e.stage, e.province_code, e.regency_code, e.business_type,
+        e.member_count, env.occurred_at)
+
+
+async def _roster_recorded(conn: asyncpg.Connection, env: Envelope, e: RosterRecorded) -> None:
+    row = await conn.fetchrow(
+        "UPDATE group_registry SET name = $2, external_ref = $3 WHERE group_id = $1 "
+        "RETURNING year, province_code", e.group_id, e.name, e.external_ref)
+    await _insert_members(conn, e.group_id, e.members)
+    await _reserve(conn, e.group_id, row["year"], e.members)
+    await _reached(conn, row["year"], row["province_code"], groups=1, members=len(e.members))
+
+
+async def _roster_changed(conn: asyncpg.Connection, env: Envelope, e: RosterChanged) -> None:
+    delta = len(e.added) - len(e.removed)
+    row = await conn.fetchrow(
+        "UPDATE group_registry SET member_count = member_count + $2, updated_at = $3 "
+        "WHERE group_id = $1 RETURNING year, province_code", e.group_id, delta, env.occurred_at)
+    if e.removed:
+        await conn.execute("DELETE FROM group_members WHERE group_id = $1 AND nik = ANY($2)",
+                           e.group_id, list(e.removed))
+        await conn.execute("DELETE FROM active_memberships WHERE group_id = $1 AND nik = ANY($2)",
+                           e.group_id, list(e.removed))
+    await _insert_members(conn, e.group_id, e.added)
+    await _reserve(conn, e.group_id, row["year"], e.added)
+    await _reached(conn, row["year"], row["province_code"], members=delta)
+
+
+async def _insert_members(conn: asyncpg.Connection, group_id: str,
+                          members: Sequence[MemberRecord]) -> None:
+    if members:
+        await conn.execute(
+            "INSERT INTO group_members (group_id, nik, name, phone, birth_date) "
+            "SELECT $1, * FROM unnest($2::text[], $3::text[], $4::text[], $5::date[])",
+            group_id, [m.nik for m in members], [m.name for m in members],
+            [m.phone for m in members], [m.birth_date for m in members])
+
+
+async def _reserve(conn: asyncpg.Connection, group_id: str, year: int,
+                   members: Sequence[MemberRecord]) -> None:
+    # sorted, so two groups claiming overlapping NIKs lock them in the same order
+    niks = sorted(m.nik for m in members)
+    if not niks:
+        return
+    claimed = await conn.fetch(
+        "INSERT INTO active_memberships (year, nik, group_id) "
+        "SELECT $1, n, $3 FROM unnest($2::text[]) AS n ON CONFLICT (year, nik) DO NOTHING "
+        "RETURNING nik", year, niks, group_id)
+    if len(claimed) == len(niks):
+        return
+    taken = sorted(set(niks) - {r["nik"] for r in claimed})
+    holder = await conn.fetchrow(
+        "SELECT m.nik, m.group_id, coalesce(g.name, '') AS name FROM active_memberships m "
+        "LEFT JOIN group_registry g USING (group_id) WHERE m.year = $1 AND m.nik = $2",
+        year, taken[0])
+    raise MembershipTakenError(taken[0], year, holder["group_id"], holder["name"])
+
+
+async def _reached(conn: asyncpg.Connection, year: int, province_code: str, *, groups: int = 0,
+                   members: int = 0, funded_groups: int = 0, funded_members: int = 0) -> None:
+    await conn.execute(
+        "INSERT INTO people_reached AS p (year, province_code, groups_registered, "
+        "members_registered, groups_funded, members_funded) VALUES ($1, $2, $3, $4, $5, $6) "
+        "ON CONFLICT (year, province_code) DO UPDATE SET "
+        "groups_registered = p.groups_registered + EXCLUDED.groups_registered, "
+        "members_registered = p.members_registered + EXCLUDED.members_registered, "
+        "groups_funded = p.groups_funded + EXCLUDED.groups_funded, "
+        "members_funded = p.members_funded + EXCLUDED.members_funded",
+        year, province_code, groups, members, funded_groups, funded_members)
+
+
+async def _status(conn: asyncpg.Connection, env: Envelope, group_id: str, status: str,
+                  reason: str | None = None) -> asyncpg.Record:
+    return await conn.fetchrow(
+        "UPDATE group_registry SET status = $2, status_reason = $3, updated_at = $4 "
+        "WHERE group_id = $1 RETURNING year, province_code, member_count, tranches",
+        group_id, status, reason, env.occurred_at)
+
+
+async def _approved(conn: asyncpg.Connection, env: Envelope, e: GroupApproved) -> None:
+    await _status(conn, env, e.group_id, "approved")
+
+
+async def _rejected(conn: asyncpg.Connection, env: Envelope, e: GroupRejected) -> None:
+    row = await _status(conn, env, e.group_id, "rejected", e.reason)
+    await conn.execute("DELETE FROM active_memberships WHERE group_id = $1", e.group_id)
+    await _reached(conn, row["year"], row["province_code"], groups=-1,
+                   members=-row["member_count"])
+
+
+async def _dissolved(conn: asyncpg.Connection, env: Envelope, e: GroupDissolved) -> None:
+    row = await _status(conn, env, e.group_id, "dissolved", e.reason)
+    await conn.execute("DELETE FROM active_memberships WHERE group_id = $1", e.group_id)
+    if row["tranches"] == 0:  # never funded: it reached nobody; funded members stay reached
+        await _reached(conn, row["year"], row["province_code"], groups=-1,
+                       members=-row["member_count"])
+
+
+async def _funded(conn: asyncpg.Connection, env: Envelope, e: GroupFunded) -> None:
+    row = await conn.fetchrow(
+        "UPDATE group_registry SET status = 'funded', tranches = $2, "
+        "funded_total = funded_total + $3, last_budget_year = $4, last_disbursed_on = $5, "
+        "lpj_due_on = $6, lpj_status = CASE WHEN lpj_status = 'submitted' THEN 'submitted' "
+        "ELSE 'due' END, updated_at = $7 WHERE group_id = $1 RETURNING member_count",
+        e.group_id, e.tranche, e.amount, e.budget_year, e.disbursed_on, e.lpj_due_on,
+        env.occurred_at)
+    first = e.tranche == 1
+    if first:
+        await _reached(conn, e.year, e.province_code, funded_groups=1,
+                       funded_members=row["member_count"])
+    await conn.execute(
+        "INSERT INTO funding_by_province AS f (budget_year, province_code, groups_funded, "
+        "tranches, amount_disbursed) VALUES ($1, $2, $3, 1, $4) "
+        "ON CONFLICT (budget_year, province_code) DO UPDATE SET "
+        "groups_funded = f.groups_funded + EXCLUDED.groups_funded, tranches = f.tranches + 1, "
+        "amount_disbursed = f.amount_disbursed + EXCLUDED.amount_disbursed",
+        e.budget_year, e.province_code, int(first), e.amount)
+
+
+async def _lpj_submitted(conn: asyncpg.Connection, env: Envelope,
+                         e: AccountabilityReportSubmitted) -> None:
+    await conn.execute(
+        "INSERT INTO lpj_reports (report_id, group_id, tools, materials, other, "
+        "remaining_balance, evidence_count, funds_covered, status, submitted_at) "
+        "SELECT $1, $2, $3, $4, $5, $6, $7, funded_total, 'submitted', $8 "
+        "FROM group_registry WHERE group_id = $2",
+        e.report_id, e.group_id, e.tools, e.materials, e.other, e.remaining_balance,
+        e.evidence_count, env.occurred_at)
+    await conn.execute("UPDATE group_registry SET lpj_status = 'submitted', updated_at = $2 "
+                       "WHERE group_id = $1", e.group_id, env.occurred_at)
+
+
+async def _lpj_accepted(conn: asyncpg.Connection, env: Envelope,
+                        e: AccountabilityReportAccepted) -> None:
+    report = await conn.fetchrow(
+        "UPDATE lpj_reports SET status = 'accepted', reviewed_at = $2 WHERE report_id = $1 "
+        "RETURNING tools + materials + other AS spent, remaining_balance, funds_covered",
+        e.report_id, env.occurred_at)
+    before = await conn.fetchrow(
+        "SELECT accounted_total, funded_total, last_budget_year, province_code "
+        "FROM group_registry WHERE group_id = $1", e.group_id)
+    covered = report["funds_covered"] >= before["funded_total"]
+    await conn.execute(
+        "UPDATE group_registry SET accounted_total = $2, lpj_status = $3, updated_at = $4 "
+        "WHERE group_id = $1",
+        e.group_id, report["spent"], "accepted" if covered else "due", env.occurred_at)
+    await conn.execute(
+        "UPDATE funding_by_province SET amount_accounted = amount_accounted + $3 "
+        "WHERE budget_year = $1 AND province_code = $2", before["last_budget_year"],
+        before["province_code"], report["spent"] - before["accounted_total"])
+
+
+async def _lpj_returned(conn: asyncpg.Connection, env: Envelope,
+                        e: AccountabilityReportReturned) -> None:
+    await conn.execute("UPDATE lpj_reports SET status = 'returned', reason = $2, "
+                       "reviewed_at = $3 WHERE report_id = $1",
+                       e.report_id, e.reason, env.occurred_at)
+    await conn.execute("UPDATE group_registry SET lpj_status = 'returned', updated_at = $2 "
+                       "WHERE group_id = $1", e.group_id, env.occurred_at)
+
+
+_COUNTER = {"bimtek": "bimtek_count", "product": "product_evidence_count", "expo": "expo_count"}
+
+
+async def _activity(conn: asyncpg.Connection, env: Envelope, group_id: str, kind: str,
+                    title: str, held_on: Any, place: str | None = None,
+                    evidence_count: int | None = None) -> None:
+    await conn.execute(
+        "INSERT INTO group_activities (group_id, stream_version, kind, title, place, held_on, "
+        "evidence_count) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        group_id, env.stream_version, kind, title, place, held_on, evidence_count)
+    column = _COUNTER[kind]
+    await conn.execute(f"UPDATE group_registry SET {column} = {column} + 1, updated_at = $2 "
+                       "WHERE group_id = $1", group_id, env.occurred_at)
+
+
+async def _bimtek(conn: asyncpg.Connection, env: Envelope, e: BimtekAttended) -> None:
+    await _activity(conn, env, e.group_id, "bimtek", e.subject, e.held_on)
+
+
+async def _product(conn: asyncpg.Connection, env: Envelope, e: ProductEvidenceRecorded) -> None:
+    await _activity(conn, env, e.group_id, "product", e.product, e.recorded_on,
+                    evidence_count=e.evidence_count)
+
+
+async def _expo(conn: asyncpg.Connection, env: Envelope, e: GroupShowcasedAtExpo) -> None:
+    await _activity(conn, env, e.group_id, "expo", e.expo, e.held_on, place=e.place)
+
+
+async def _advanced(conn: asyncpg.Connection, env: Envelope, e: GroupAdvanced) -> None:
+    await conn.execute("UPDATE group_registry SET stage = $2, updated_at = $3 "
+                       "WHERE group_id = $1", e.group_id, e.to_stage, env.occurred_at)
+
+
+_HANDLERS: dict[type[Event], Callable[[asyncpg.Connection, Envelope, Any], Awaitable[None]]] = {
+    GroupRegistered: _registered,
+    RosterRecorded: _roster_recorded,
+    RosterChanged: _roster_changed,
+    GroupApproved: _approved,
+    GroupRejected: _rejected,
+    GroupDissolved: _dissolved,
+    GroupFunded: _funded,
+    AccountabilityReportSubmitted: _lpj_submitted,
+    AccountabilityReportAccepted: _lpj_accepted,
+    AccountabilityReportReturned: _lpj_returned,
+    BimtekAttended: _bimtek,
+    ProductEvidenceRecorded: _product,
+    GroupShowcasedAtExpo: _expo,
+    GroupAdvanced: _advanced,
+}

@@ -1,0 +1,133 @@
+"""Read queries over the groups read models (SELECT only)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date
+from typing import Any
+
+import asyncpg
+
+from shared.nik import mask_nik
+
+_LISTED = ("group_id, name, external_ref, year, stage, province_code, regency_code, "
+           "business_type, status, status_reason, member_count, tranches, funded_total, "
+           "accounted_total, funded_total - accounted_total AS remaining_balance, "
+           "last_budget_year, last_disbursed_on, lpj_status, lpj_due_on, bimtek_count, "
+           "product_evidence_count, expo_count, registered_at, updated_at")
+
+
+@dataclass(frozen=True)
+class GroupFilter:
+    year: int | None = None
+    stage: str | None = None
+    province_code: str | None = None
+    regency_code: str | None = None
+    business_type: str | None = None
+    status: str | None = None
+
+    def where(self, args: list[Any]) -> list[str]:
+        conditions = []
+        for column in ("year", "stage", "province_code", "regency_code", "business_type",
+                       "status"):
+            value = getattr(self, column)
+            if value is not None:
+                args.append(value)
+                conditions.append(f"{column} = ${len(args)}")
+        return conditions
+
+
+@dataclass(frozen=True)
+class Page:
+    number: int
+    size: int
+
+    def window(self, args: list[Any]) -> str:
+        args.extend([self.size, (self.number - 1) * self.size])
+        return f"LIMIT ${len(args) - 1} OFFSET ${len(args)}"
+
+
+def _row(record: asyncpg.Record) -> dict[str, Any]:
+    return {k: (v.isoformat() if isinstance(v, date) else v) for k, v in record.items()}
+
+
+async def _paged(pool: asyncpg.Pool, conditions: list[str], args: list[Any], page: Page,
+                 order: str) -> dict[str, Any]:
+    where = f"WHERE {' AND '.join(conditions)}" if conditions else ""
+    total = await pool.fetchval(f"SELECT count(*) FROM group_registry {where}", *args)
+    rows = await pool.fetch(f"SELECT {_LISTED} FROM group_registry {where} ORDER BY {order} "
+                            f"{page.window(args)}", *args)
+    return {"items": [_row(r) for r in rows], "total": total, "page": page.number,
+            "page_size": page.size}
+
+
+async def existing_group_ids(pool: asyncpg.Pool, group_ids: list[str]) -> set[str]:
+    rows = await pool.fetch("SELECT group_id FROM group_registry WHERE group_id = ANY($1)",
+                            group_ids)
+    return {r["group_id"] for r in rows}
+
+
+async def list_groups(pool: asyncpg.Pool, where: GroupFilter, page: Page) -> dict[str, Any]:
+    args: list[Any] = []
+    return await _paged(pool, where.where(args), args, page,
+                        "year, province_code, regency_code, name, group_id")
+
+
+async def group_detail(pool: asyncpg.Pool, group_id: str,
+                       with_members: bool) -> dict[str, Any] | None:
+    async with pool.acquire() as conn:
+        row = await conn.fetchrow(f"SELECT {_LISTED} FROM group_registry WHERE group_id = $1",
+                                  group_id)
+        if row is None:
+            return None
+        group = _row(row)
+        reports = await conn.fetch(
+            "SELECT report_id, tools, materials, other, remaining_balance, evidence_count, "
+            "status, reason, submitted_at, reviewed_at FROM lpj_reports WHERE group_id = $1 "
+            "ORDER BY submitted_at", group_id)
+        activities = await conn.fetch(
+            "SELECT kind, title, place, held_on, evidence_count FROM group_activities "
+            "WHERE group_id = $1 ORDER BY stream_version", group_id)
+        group["lpj_reports"] = [_row(r) for r in reports]
+        group["activities"] = [_row(r) for r in activities]
+        if with_members:
+            members = await conn.fetch("SELECT nik, name, phone FROM group_members "
+                                       "WHERE group_id = $1 ORDER BY name, nik", group_id)
+            group["members"] = [{"nik": mask_nik(m["nik"]), "name": m["name"],
+                                 "phone": m["phone"]} for m in members]
+    return group
+
+
+async def people_reached(pool: asyncpg.Pool, year: int | None,
+                         province_code: str | None) -> list[dict[str, Any]]:
+    rows = await pool.fetch(
+        "SELECT year, province_code, groups_registered, members_registered, groups_funded, "
+        "members_funded FROM people_reached WHERE ($1::int IS NULL OR year = $1) "
+        "AND ($2::text IS NULL OR province_code = $2) ORDER BY year, province_code",
+        year, province_code)
+    return [dict(r) for r in rows]
+
+
+async def funding_by_province(pool: asyncpg.Pool, budget_year: int | None,
+                              province_code: str | None) -> list[dict[str, Any]]:
+    rows = await pool.fetch(
+        "SELECT budget_year, province_code, groups_funded, tranches, amount_disbursed, "
+        "amount_accounted FROM funding_by_province "
+        "WHERE ($1::int IS NULL OR budget_year = $1) "
+        "AND ($2::text IS NULL OR province_code = $2) ORDER BY budget_year, province_code",
+        budget_year, province_code)
+    return [dict(r) for r in rows]
+
+
+async def lpj_outstanding(pool: asyncpg.Pool, where: GroupFilter, page: Page,
+                          overdue_on: date | None) -> dict[str, Any]:
+    """Funded groups whose funds are not yet accounted for by an accepted LPJ. With
+    `overdue_on`, only those past their due date and not awaiting review of a report."""
+    args: list[Any] = []
+    conditions = where.where(args)
+    if overdue_on is None:
+        conditions.append("lpj_status IN ('due', 'submitted', 'returned')")
+    else:
+        args.append(overdue_on)
+        conditions.append(f"lpj_status IN ('due', 'returned') AND lpj_due_on < ${len(args)}")
+    return await _paged(pool, conditions, args, page, "lpj_due_on, group_id")

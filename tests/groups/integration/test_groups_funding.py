@@ -1,0 +1,111 @@
+"""Funding through the HTTP API: once per tranche under concurrency, totals that match the topic."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections import Counter
+
+import pytest
+
+from shared.auth import Role
+from shared.topics import GROUPS
+from tests.groups.groups_support import ADMIN, AGENCY, auth, registration, running_groups
+from tests.support.kafka import read_topic
+
+pytestmark = pytest.mark.integration
+
+
+def funding(tranche: int = 1, amount: int = 20_000_000, budget_year: int = 2023) -> dict:
+    return {"tranche": tranche, "amount": amount, "disbursed_on": f"{budget_year}-06-01",
+            "budget_year": budget_year}
+
+
+async def approved_group(groups, regency_code: str = "3201") -> str:
+    created = await groups.client.post("/groups", json=registration(regency_code), headers=ADMIN)
+    group_id = created.json()["group_id"]
+    approved = await groups.client.post(f"/groups/{group_id}/approval", headers=ADMIN)
+    assert approved.status_code == 200, approved.text
+    return group_id
+
+
+def _events(records: list, group_ids: set[str], event_type: str) -> list[dict]:
+    keys = {f"group-{g}".encode() for g in group_ids}
+    return [envelope for envelope in (json.loads(r.value) for r in records if r.key in keys)
+            if envelope["event_type"] == event_type]
+
+
+async def test_ten_concurrent_fundings_of_one_tranche_fund_it_once(groups):
+    group_id = await approved_group(groups)
+    answers = await asyncio.gather(*(
+        groups.client.post(f"/groups/{group_id}/funding", json=funding(), headers=ADMIN)
+        for _ in range(10)))
+    assert Counter(a.status_code for a in answers) == {201: 1, 409: 9}
+    assert all(a.json()["error"]["field"] == "tranche" for a in answers if a.status_code == 409)
+
+    records = await read_topic(groups.kafka_bootstrap, GROUPS, until=lambda recs: _events(
+        recs, {group_id}, "GroupFunded"))
+    funded = _events(records, {group_id}, "GroupFunded")
+    assert len(funded) == 1
+    assert funded[0]["payload"]["amount"] == 20_000_000
+
+
+async def test_funding_is_the_ministry_s_and_needs_an_approved_group(groups):
+    group_id = await approved_group(groups)
+    officer = await groups.client.post(f"/groups/{group_id}/funding", json=funding(),
+                                       headers=auth(Role.PROVINCE, "32"))
+    assert officer.status_code == 403
+    created = await groups.client.post("/groups", json=registration(), headers=ADMIN)
+    unapproved = await groups.client.post(f"/groups/{created.json()['group_id']}/funding",
+                                          json=funding(), headers=ADMIN)
+    assert unapproved.status_code == 422
+    too_much = await groups.client.post(f"/groups/{group_id}/funding",
+                                        json=funding(amount=20_000_001), headers=ADMIN)
+    assert (too_much.status_code, too_much.json()["error"]["field"]) == (422, "amount")
+    nothing = await groups.client.post(f"/groups/{group_id}/funding", json=funding(amount=0),
+                                       headers=ADMIN)
+    assert nothing.status_code == 422 and nothing.json()["error"]["field"] == "amount"
+    unknown = await groups.client.post("/groups/nope/funding", json=funding(), headers=ADMIN)
+    assert unknown.status_code == 404
+
+
+async def test_provincial_totals_equal_the_group_funded_events_on_the_topic(infra):
+    # a database of its own, so the totals hold only this test's groups
+    async with running_groups(infra) as groups:
+        regencies = ["3201", "3273", "6501", "5171", "5171"]
+        ids = [await approved_group(groups, r) for r in regencies]
+        items = [{"group_id": g, **funding(amount=10_000_000 + i * 1_000_000)}
+                 for i, g in enumerate(ids)]
+        # tranche 2 listed right after tranche 1 of the same group still comes second
+        items.insert(1, {"group_id": ids[0], **funding(tranche=2, amount=2_500_000)})
+        items.append({"group_id": ids[1], **funding(tranche=1)})  # a repeat: refused
+        bulk = await groups.client.post("/groups/fundings", json={"items": items}, headers=ADMIN)
+        statuses = [r["status"] for r in bulk.json()["results"]]
+        assert statuses == [201] * 6 + [409], bulk.text
+
+        totals = (await groups.client.get("/reports/funding", params={"budget_year": 2023},
+                                          headers=AGENCY)).json()
+        records = await read_topic(groups.kafka_bootstrap, GROUPS, until=lambda recs: len(
+            _events(recs, set(ids), "GroupFunded")) >= 6)
+        from_topic: Counter = Counter()
+        for event in _events(records, set(ids), "GroupFunded"):
+            from_topic[event["payload"]["province_code"]] += event["payload"]["amount"]
+        assert {t["province_code"]: t["amount_disbursed"] for t in totals} == dict(from_topic)
+        assert from_topic == {"32": 10_000_000 + 11_000_000 + 2_500_000, "65": 12_000_000,
+                              "51": 13_000_000 + 14_000_000}
+        by_province = {t["province_code"]: t for t in totals}
+        assert (by_province["51"]["groups_funded"], by_province["32"]["tranches"]) == (2, 3)
+
+        reached = (await groups.client.get("/reports/people-reached", params={"year": 2023},
+                                           headers=AGENCY)).json()
+        assert {r["province_code"]: r["members_funded"] for r in reached} == {
+            "32": 20, "65": 10, "51": 20}
+
+
+async def test_bulk_approval_answers_per_item(groups):
+    ids = [(await groups.client.post("/groups", json=registration(),
+                                     headers=ADMIN)).json()["group_id"] for _ in range(3)]
+    answer = await groups.client.post("/groups/approvals", headers=auth(Role.PROVINCE, "32"),
+                                      json={"group_ids": [*ids, ids[0], "missing"]})
+    results = answer.json()["results"]
+    assert [r["status"] for r in results] == [200, 200, 200, 409, 404]

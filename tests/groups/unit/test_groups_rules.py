@@ -1,0 +1,295 @@
+"""Given events, when a command, then events or an error: the TKM group's rules."""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+
+import pytest
+
+from services.groups.config import load_config
+from services.groups.domain import (
+    BimtekAttended,
+    Group,
+    ProductEvidenceRecorded,
+    RosterChanged,
+    RosterRecorded,
+    group_header,
+    group_id_for,
+    member_from_input,
+    stream_id,
+)
+from shared.contracts.groups import (
+    AccountabilityReportAccepted,
+    AccountabilityReportSubmitted,
+    GroupAdvanced,
+    GroupApproved,
+    GroupFunded,
+    GroupRegistered,
+    GroupRejected,
+)
+from shared.errors import ConflictError, DomainError, NotFoundError, RuleViolationError
+from shared.nik import make_nik
+from tests.groups.groups_support import TODAY, member_records
+
+CONFIG = load_config()
+HEADER = group_header(2023, "pemula", "6501", "poultry", "  Kelompok   Ternak Sejahtera ", CONFIG)
+
+
+def registered(members: int = 10) -> Group:
+    """A new group; `pending` keeps its whole history in these tests."""
+    return Group.register(HEADER, member_records(members, "6501"), external_ref="REF-1",
+                          config=CONFIG, today=TODAY)
+
+
+def funded(amount: int = 20_000_000) -> Group:
+    group = registered()
+    group.approve()
+    group.fund(tranche=1, amount=amount, disbursed_on=date(2023, 6, 1), budget_year=2023,
+               config=CONFIG)
+    return group
+
+
+def test_registration_records_published_counts_and_internal_roster():
+    group = Group.register(HEADER, member_records(12, "6501"), external_ref=None, config=CONFIG,
+                           today=TODAY)
+    published, roster = group.pending
+    assert isinstance(published, GroupRegistered)
+    assert published.topic == "tkm.groups.v1"
+    assert (published.member_count, published.province_code, published.regency_code) == (
+        12, "65", "6501")
+    # member data only in the internal event, which is never published
+    assert isinstance(roster, RosterRecorded) and roster.topic is None
+    assert "nik" not in published.model_dump_json()
+    assert roster.name == "Kelompok Ternak Sejahtera"
+
+
+def test_group_id_is_derived_from_year_regency_and_name_ignoring_case_and_spacing():
+    assert HEADER.group_id == group_id_for(2023, "6501", "kelompok ternak  SEJAHTERA")
+    assert HEADER.group_id != group_id_for(2024, "6501", "Kelompok Ternak Sejahtera")
+    assert HEADER.group_id != group_id_for(2023, "6502", "Kelompok Ternak Sejahtera")
+
+
+@pytest.mark.parametrize("size", [9, 17])
+def test_member_count_outside_the_configured_bounds_is_refused(size):
+    with pytest.raises(RuleViolationError) as err:
+        Group.register(HEADER, member_records(size), external_ref=None, config=CONFIG,
+                       today=TODAY)
+    assert err.value.field == "members"
+    assert "10 to 16" in err.value.reason
+
+
+def test_the_same_nik_twice_in_a_group_is_refused():
+    members = member_records(10)
+    members[7] = members[2]
+    with pytest.raises(DomainError) as err:
+        Group.register(HEADER, members, external_ref=None, config=CONFIG, today=TODAY)
+    assert err.value.field == "members[7].nik"
+
+
+@pytest.mark.parametrize("age, accepted", [(16, False), (17, True), (55, True), (56, False)])
+def test_members_must_be_17_to_55_on_the_day_they_register(age, accepted):
+    on = date(2024, 3, 15)
+    born = date(on.year - age, 3, 15)  # birthday today: exactly `age`
+    odd = member_from_input(make_nik("650101", born, "F", 7), "Siti", None, on)
+    members = [*member_records(9, "6501"), odd]
+    if accepted:
+        Group.register(HEADER, members, external_ref=None, config=CONFIG, today=on)
+        return
+    with pytest.raises(RuleViolationError) as err:
+        Group.register(HEADER, members, external_ref=None, config=CONFIG, today=on)
+    assert err.value.field == "members[9].nik"
+    assert f"{age} years old" in err.value.reason
+
+
+def test_member_input_takes_the_birth_date_from_the_nik_and_checks_fields():
+    member = member_from_input(make_nik("650101", date(1990, 5, 4), "F", 12), " Siti  Aminah ",
+                               "0812-3456-7890", TODAY)
+    assert member.birth_date == date(1990, 5, 4)
+    assert (member.name, member.phone) == ("Siti Aminah", "+6281234567890")
+    with pytest.raises(DomainError) as err:
+        member_from_input("1234", "Siti", None, TODAY)
+    assert err.value.field == "nik"
+    with pytest.raises(DomainError) as err:
+        member_from_input(member.nik, "Siti", "12345", TODAY)
+    assert err.value.field == "phone"
+
+
+def test_header_rules_name_the_field():
+    cases = {"regency_code": dict(regency_code="9999"), "business_type": dict(business_type="x"),
+             "stage": dict(stage="senior"), "name": dict(name="   ")}
+    for field, change in cases.items():
+        args = dict(year=2023, stage="pemula", regency_code="3201", business_type="catering",
+                    name="KUB A") | change
+        with pytest.raises(DomainError) as err:
+            group_header(**args, config=CONFIG)
+        assert err.value.field == field
+
+
+def test_approve_then_reject_conflicts():
+    group = registered()
+    group.approve()
+    assert isinstance(group.pending[-1], GroupApproved)
+    with pytest.raises(ConflictError):
+        group.reject("late")
+    with pytest.raises(ConflictError):
+        group.approve()
+
+
+def test_a_rejected_group_cannot_be_funded_or_approved():
+    group = registered()
+    group.reject("incomplete documents")
+    assert isinstance(group.pending[-1], GroupRejected)
+    with pytest.raises(RuleViolationError):
+        group.fund(tranche=1, amount=1, disbursed_on=TODAY, budget_year=2023, config=CONFIG)
+    with pytest.raises(RuleViolationError):
+        group.approve()
+
+
+def test_only_an_approved_group_is_funded():
+    group = registered()
+    with pytest.raises(RuleViolationError) as err:
+        group.fund(tranche=1, amount=20_000_000, disbursed_on=TODAY, budget_year=2023,
+                   config=CONFIG)
+    assert "approved" in err.value.reason
+    assert len(group.pending) == 2
+
+
+def test_funding_records_the_tranche_and_the_lpj_due_date():
+    group = registered()
+    group.approve()
+    event = group.fund(tranche=1, amount=20_000_000, disbursed_on=date(2023, 6, 1),
+                       budget_year=2023, config=CONFIG)
+    assert isinstance(event, GroupFunded)
+    assert event.lpj_due_on == date(2023, 6, 1) + timedelta(days=CONFIG.lpj.due_days)
+    assert (event.year, event.province_code, event.tranche) == (2023, "65", 1)
+
+
+def test_the_same_tranche_twice_is_a_conflict_and_tranches_go_in_order():
+    group = funded(10_000_000)
+    with pytest.raises(ConflictError) as err:
+        group.fund(tranche=1, amount=5_000_000, disbursed_on=TODAY, budget_year=2023,
+                   config=CONFIG)
+    assert err.value.field == "tranche"
+    with pytest.raises(RuleViolationError):
+        group.fund(tranche=3, amount=5_000_000, disbursed_on=TODAY, budget_year=2023,
+                   config=CONFIG)
+    group.fund(tranche=2, amount=10_000_000, disbursed_on=TODAY, budget_year=2023,
+               config=CONFIG)
+    assert group.funded_total == 20_000_000
+
+
+def test_funding_above_the_ceiling_or_not_positive_is_refused():
+    group = funded(15_000_000)
+    before = len(group.pending)
+    with pytest.raises(RuleViolationError) as err:
+        group.fund(tranche=2, amount=5_000_001, disbursed_on=TODAY, budget_year=2023,
+                   config=CONFIG)
+    assert err.value.field == "amount"
+    with pytest.raises(DomainError) as err:
+        group.fund(tranche=2, amount=0, disbursed_on=TODAY, budget_year=2023, config=CONFIG)
+    assert err.value.field == "amount"
+    assert len(group.pending) == before
+
+
+def test_members_change_until_funding_only():
+    group = registered()
+    members = list(group.members.values())
+    newcomer = member_records(1, "6501")[0]
+    group.change_members([*members[1:], newcomer], config=CONFIG, today=TODAY)
+    change = group.pending[-1]
+    assert isinstance(change, RosterChanged)
+    assert change.removed == (members[0].nik,) and change.added == (newcomer,)
+    assert len(group.members) == 10
+
+    paid = funded()
+    with pytest.raises(RuleViolationError) as err:
+        paid.change_members(members, config=CONFIG, today=TODAY)
+    assert "until the group is funded" in err.value.reason
+
+
+def test_lpj_spending_beyond_the_funds_received_is_refused():
+    group = funded(20_000_000)
+    with pytest.raises(RuleViolationError) as err:
+        group.submit_lpj("r1", tools=12_000_000, materials=8_000_000, other=1,
+                         evidence_count=3)
+    assert err.value.field == "spending"
+    event = group.submit_lpj("r1", tools=12_000_000, materials=7_000_000, other=0,
+                             evidence_count=14)
+    assert isinstance(event, AccountabilityReportSubmitted)
+    assert event.remaining_balance == 1_000_000
+
+
+def test_lpj_needs_funding_and_one_review_at_a_time():
+    with pytest.raises(RuleViolationError):
+        registered().submit_lpj("r0", tools=0, materials=0, other=0, evidence_count=0)
+    group = funded()
+    group.submit_lpj("r1", tools=1, materials=1, other=0, evidence_count=1)
+    with pytest.raises(ConflictError):
+        group.submit_lpj("r2", tools=1, materials=1, other=0, evidence_count=1)
+    group.return_lpj("r1", "receipts missing")
+    group.submit_lpj("r2", tools=12_000_000, materials=8_000_000, other=0, evidence_count=9)
+    group.accept_lpj("r2")
+    assert isinstance(group.pending[-1], AccountabilityReportAccepted)
+    with pytest.raises(ConflictError):
+        group.accept_lpj("r2")
+    with pytest.raises(NotFoundError):
+        group.accept_lpj("nope")
+    with pytest.raises(ConflictError):  # every rupiah received is accounted for
+        group.submit_lpj("r3", tools=1, materials=1, other=0, evidence_count=1)
+
+
+def test_advancing_needs_what_the_configuration_requires():
+    group = funded()
+    with pytest.raises(RuleViolationError) as err:
+        group.advance(CONFIG)
+    assert len(err.value.details["missing"]) == 3
+    group.submit_lpj("r1", tools=12_000_000, materials=8_000_000, other=0, evidence_count=9)
+    group.accept_lpj("r1")
+    group.attend_bimtek("Bimtek kelembagaan", date(2023, 9, 1))
+    group.record_product("Telur ayam kampung", 4, date(2023, 10, 1))
+    assert isinstance(group.pending[-2], BimtekAttended)
+    assert isinstance(group.pending[-1], ProductEvidenceRecorded)
+    event = group.advance(CONFIG)
+    assert isinstance(event, GroupAdvanced)
+    assert (event.from_stage, event.to_stage, group.stage) == ("pemula", "lanjutan", "lanjutan")
+    # the requirements start again at the new stage
+    with pytest.raises(RuleViolationError):
+        group.advance(CONFIG)
+
+
+def test_the_last_stage_does_not_advance():
+    group = funded()
+    group.stage = "pengembangan"
+    with pytest.raises(RuleViolationError) as err:
+        group.advance(CONFIG)
+    assert "last stage" in err.value.reason
+
+
+def test_expo_and_bimtek_need_a_funded_group():
+    group = registered()
+    with pytest.raises(RuleViolationError):
+        group.showcase("Expo TKM", "Denpasar", date(2019, 11, 1))
+    with pytest.raises(RuleViolationError):
+        group.attend_bimtek("Bimtek kelembagaan", date(2019, 11, 1))
+
+
+def test_a_dissolved_group_still_accounts_for_its_funds_but_does_nothing_else():
+    group = funded()
+    group.dissolve("members moved away")
+    with pytest.raises(RuleViolationError):
+        group.dissolve("again")
+    with pytest.raises(RuleViolationError):
+        group.showcase("Expo", "Bali", date(2023, 11, 1))
+    group.submit_lpj("r1", tools=5, materials=5, other=0, evidence_count=2)
+    group.accept_lpj("r1")
+    assert group.reports["r1"].status == "accepted"
+
+
+def test_history_replays_to_the_same_state():
+    group = funded(8_000_000)
+    group.submit_lpj("r1", tools=4_000_000, materials=4_000_000, other=0, evidence_count=5)
+    replayed = Group.from_history(stream_id(group.group_id), group.pending)
+    assert (replayed.status, replayed.funded_total, replayed.tranches) == ("funded", 8_000_000, 1)
+    assert replayed.reports["r1"].status == "submitted"
+    assert len(replayed.members) == 10
+    assert replayed.version == 5
