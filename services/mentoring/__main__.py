@@ -1,0 +1,4 @@
+from services.mentoring.app import build_spec
+from shared.service import serve
+
+serve(build_spec())

@@ -1,0 +1,224 @@
+"""HTTP API of the mentoring service."""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Path, Query
+from pydantic import BaseModel, ConfigDict, Field
+
+from services.mentoring import handlers, views
+from services.mentoring.config import MentoringConfig
+from services.mentoring.domain import MonthlyReport, deadline_of
+from shared.auth import Actor, Role, require
+from shared.contracts.common import Id, Period, ProvinceCode, RegencyCode
+from shared.errors import ConflictError, DomainError, ForbiddenError, NotFoundError
+from shared.service import ServiceContext, context
+
+PERIOD = r"^\d{4}-(0[1-9]|1[0-2])$"
+PeriodPath = Annotated[str, Path(pattern=PERIOD, examples=["2023-05"])]
+Ctx = Annotated[ServiceContext, Depends(context)]
+
+
+class AssignMentorRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    tks_id: Id
+    assigned_on: date | None = Field(None, description="default today; never in the future")
+
+
+class ApplySuggestionsRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    province_code: ProvinceCode | None = None
+    regency_code: RegencyCode | None = None
+    assigned_on: date | None = Field(None, description="default today")
+    on_funding_date: bool = Field(
+        False, description="date each assignment on its group's funding day (loading history)")
+
+
+class FileReportRequest(MonthlyReport):
+    tks_id: Id | None = Field(None, description="a TKS files as itself; ministry_admin names one")
+    filed_on: date | None = Field(None, description="ministry_admin only, loading history")
+
+
+class AmendReportRequest(MonthlyReport):
+    period: Period | None = Field(None, description="taken from the path")
+    tks_id: Id | None = None
+
+
+class BatchReport(FileReportRequest):
+    group_id: Id
+
+
+class BatchRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    reports: list[BatchReport] = Field(min_length=1)
+
+
+def _scope(actor: Actor, province_code: str | None,
+           regency_code: str | None) -> tuple[str | None, str | None]:
+    """A provincial officer sees its own province only (and by default)."""
+    if actor.role is Role.PROVINCE:
+        province_code = province_code or actor.province_code
+        actor.ensure_province(province_code or "")
+        if regency_code is not None:
+            actor.ensure_province(regency_code[:2])
+    return province_code, regency_code
+
+
+def build_router(config: MentoringConfig) -> APIRouter:
+    router = APIRouter()
+    assigners = require(Role.ADMIN, Role.PROVINCE)
+    filers = require(Role.ADMIN, Role.TKS)
+    aggregate_readers = require(Role.ADMIN, Role.PROVINCE, Role.AGENCY)
+
+    @router.post("/groups/{group_id}/mentor", status_code=201, tags=["assignment"],
+                 summary="Assign (or reassign) the TKS mentoring a funded group")
+    async def assign(group_id: str, body: AssignMentorRequest, ctx: Ctx,
+                     actor: Actor = Depends(assigners)) -> dict:
+        return await handlers.assign_mentor(ctx, config, group_id, body.tks_id, body.assigned_on,
+                                            actor)
+
+    @router.get("/assignments/suggestions", tags=["assignment"],
+                summary="Balanced assignments for every unassigned group in scope")
+    async def suggestions(ctx: Ctx, province_code: ProvinceCode | None = None,
+                          regency_code: RegencyCode | None = None,
+                          actor: Actor = Depends(assigners)) -> dict:
+        province_code, regency_code = _scope(actor, province_code, regency_code)
+        return await handlers.suggest(ctx, config, province_code, regency_code)
+
+    @router.post("/assignments/suggestions/apply", tags=["assignment"],
+                 summary="Compute and carry out the suggested assignments in bulk")
+    async def apply(body: ApplySuggestionsRequest, ctx: Ctx,
+                    actor: Actor = Depends(assigners)) -> dict:
+        province_code, regency_code = _scope(actor, body.province_code, body.regency_code)
+        return await handlers.apply_suggestions(ctx, config, province_code, regency_code,
+                                                body.assigned_on, body.on_funding_date, actor)
+
+    @router.get("/groups/unassigned", tags=["assignment"],
+                summary="Funded groups without a mentor, waiting for (re)assignment")
+    async def unassigned(ctx: Ctx, province_code: ProvinceCode | None = None,
+                         regency_code: RegencyCode | None = None,
+                         limit: Annotated[int, Query(ge=1, le=5000)] = 500,
+                         offset: Annotated[int, Query(ge=0)] = 0,
+                         actor: Actor = Depends(assigners)) -> dict:
+        province_code, regency_code = _scope(actor, province_code, regency_code)
+        async with ctx.pool.acquire() as conn:
+            return await views.unassigned_groups(conn, province_code, regency_code, limit,
+                                                 offset)
+
+    @router.post("/groups/{group_id}/reports", status_code=201, tags=["reports"],
+                 summary="File the monthly report on a group")
+    async def file(group_id: str, body: FileReportRequest, ctx: Ctx,
+                   actor: Actor = Depends(filers)) -> dict:
+        return await handlers.file_report(
+            ctx, config, group_id, body, handlers.author_of(actor, body.tks_id),
+            handlers.filing_date(actor, body.filed_on), actor)
+
+    @router.put("/groups/{group_id}/reports/{period}", tags=["reports"],
+                summary="Amend a monthly report until its period closes")
+    async def amend(group_id: str, period: PeriodPath, body: AmendReportRequest, ctx: Ctx,
+                    actor: Actor = Depends(filers)) -> dict:
+        if body.period is not None and body.period != period:
+            raise DomainError("the body's period differs from the path's", field="period")
+        fields = body.model_dump(include=set(MonthlyReport.model_fields) - {"period"})
+        report = MonthlyReport(**fields, period=period)
+        return await handlers.amend_report(ctx, config, group_id, report,
+                                           handlers.author_of(actor, body.tks_id), actor)
+
+    @router.post("/reports/batch", tags=["reports"],
+                 summary="File many monthly reports; one result per item")
+    async def batch(body: BatchRequest, ctx: Ctx, actor: Actor = Depends(filers)) -> dict:
+        if len(body.reports) > config.batch.max_reports:
+            raise DomainError(f"at most {config.batch.max_reports} reports in one batch",
+                              field="reports")
+        items, refused, seen = [], [], set()
+        for i, r in enumerate(body.reports):
+            try:
+                tks_id = handlers.author_of(actor, r.tks_id)
+                filed_on = handlers.filing_date(actor, r.filed_on)
+                if (r.group_id, r.period) in seen:
+                    raise ConflictError("the batch holds this group and period twice",
+                                        field="period")
+                seen.add((r.group_id, r.period))
+                items.append(handlers.BatchItem(i, r.group_id, tks_id, filed_on, r))
+            except DomainError as exc:
+                refused.append(handlers.refusal(i, r.group_id, r.period, exc))
+        results = await handlers.file_reports(ctx, config, items, refused, actor)
+        filed = sum(r["status"] == "filed" for r in results)
+        return {"filed": filed, "refused": len(results) - filed, "results": results}
+
+    @router.post("/periods/{period}/close", tags=["periods"],
+                 summary="Flag unfiled due reports overdue and close the month (idempotent)")
+    async def close(period: PeriodPath, ctx: Ctx, force: bool = False,
+                    actor: Actor = Depends(require(Role.ADMIN))) -> dict:
+        return await handlers.close_period(ctx, config, period, force, actor)
+
+    @router.get("/periods/{period}", tags=["periods"], summary="A month's deadline and closing")
+    async def period_status(period: PeriodPath, ctx: Ctx,
+                            actor: Actor = Depends(aggregate_readers)) -> dict:
+        async with ctx.pool.acquire() as conn:
+            closure = await views.period_view(conn, period)
+        return {"period": period, "deadline": deadline_of(period, config.reporting.deadline_day),
+                "closed": closure is not None, **(closure or {})}
+
+    @router.get("/periods/{period}/overdue", tags=["periods"],
+                summary="Reports flagged overdue when the month closed")
+    async def overdue(period: PeriodPath, ctx: Ctx, province_code: ProvinceCode | None = None,
+                      regency_code: RegencyCode | None = None,
+                      actor: Actor = Depends(assigners)) -> dict:
+        province_code, regency_code = _scope(actor, province_code, regency_code)
+        async with ctx.pool.acquire() as conn:
+            rows = await views.overdue_list(conn, period, province_code, regency_code)
+        return {"period": period, "overdue": rows}
+
+    @router.get("/tks/{tks_id}", tags=["queries"],
+                summary="A TKS: its groups, caseload and reports filed, due and overdue")
+    async def tks(tks_id: str, ctx: Ctx,
+                  actor: Actor = Depends(require(Role.ADMIN, Role.PROVINCE, Role.TKS))) -> dict:
+        actor.ensure_tks(tks_id)
+        async with ctx.pool.acquire() as conn:
+            view = await views.tks_view(conn, tks_id, handlers.today())
+        if view is None:
+            raise NotFoundError("TKS unknown to mentoring", field="tks_id")
+        actor.ensure_province(view["province_code"])
+        return {**view, "caseload_cap": config.assignment.caseload_cap}
+
+    @router.get("/groups/{group_id}", tags=["queries"],
+                summary="A group's mentors and its monthly series")
+    async def group(group_id: str, ctx: Ctx,
+                    actor: Actor = Depends(require(Role.ADMIN, Role.PROVINCE, Role.TKS))) -> dict:
+        async with ctx.pool.acquire() as conn:
+            view = await views.group_view(conn, group_id)
+        if view is None:
+            raise NotFoundError("group unknown to mentoring", field="group_id")
+        actor.ensure_province(view["province_code"])
+        if actor.role is Role.TKS and all(a["tks_id"] != actor.tks_id
+                                          for a in view["assignments"]):
+            raise ForbiddenError("a TKS sees only the groups it mentors", field="group_id")
+        return view
+
+    @router.get("/regencies/{regency_code}/summary", tags=["queries"],
+                summary="Report compliance, revenue and workers of a regency/city")
+    async def regency_summary(regency_code: Annotated[str, Path(pattern=r"^\d{4}$")], ctx: Ctx,
+                              year: Annotated[int | None, Query(ge=2000, le=2100)] = None,
+                              period: Annotated[str | None, Query(pattern=PERIOD)] = None,
+                              actor: Actor = Depends(aggregate_readers)) -> dict:
+        actor.ensure_province(regency_code[:2])
+        async with ctx.pool.acquire() as conn:
+            return await views.region_summary(conn, regency_code=regency_code, year=year,
+                                              period=period)
+
+    @router.get("/provinces/{province_code}/summary", tags=["queries"],
+                summary="Report compliance, revenue and workers of a province")
+    async def province_summary(province_code: Annotated[str, Path(pattern=r"^\d{2}$")],
+                               ctx: Ctx,
+                               year: Annotated[int | None, Query(ge=2000, le=2100)] = None,
+                               period: Annotated[str | None, Query(pattern=PERIOD)] = None,
+                               actor: Actor = Depends(aggregate_readers)) -> dict:
+        actor.ensure_province(province_code)
+        async with ctx.pool.acquire() as conn:
+            return await views.region_summary(conn, province_code=province_code, year=year,
+                                              period=period)
+
+    return router

@@ -1,0 +1,52 @@
+"""Programme configuration of the mentoring service, loaded from a TOML data file."""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field
+
+DEFAULT_FILE = Path(__file__).parent / "config" / "mentoring.toml"
+CONFIG_ENV = "MENTORING_CONFIG_FILE"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class AssignmentRules(_Section):
+    caseload_cap: int = Field(ge=1)
+    allow_same_province: bool
+
+
+class ReportingRules(_Section):
+    # 28 keeps the deadline a real day in every month
+    deadline_day: int = Field(ge=1, le=28)
+
+
+class PeriodCloseRules(_Section):
+    automatic: bool
+    check_interval_seconds: float = Field(gt=0)
+    window_days: int = Field(ge=0)
+
+
+class BatchLimits(_Section):
+    max_reports: int = Field(ge=1)
+    groups_per_transaction: int = Field(ge=1, le=1000)
+
+
+class MentoringConfig(_Section):
+    assignment: AssignmentRules
+    reporting: ReportingRules
+    period_close: PeriodCloseRules
+    batch: BatchLimits
+
+
+def load_config(path: str | Path | None = None) -> MentoringConfig:
+    """The configuration from `path`, else from $MENTORING_CONFIG_FILE, else the default file.
+    Raises pydantic.ValidationError for a file that breaks the model."""
+    chosen = Path(path or os.environ.get(CONFIG_ENV) or DEFAULT_FILE)
+    with chosen.open("rb") as f:
+        return MentoringConfig.model_validate(tomllib.load(f))

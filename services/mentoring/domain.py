@@ -1,0 +1,359 @@
+"""Mentoring rules: who mentors a funded TKM group, its monthly reports, and closing a month.
+
+Pure: facts the service learned from other topics (the funded group, the TKS) are passed in.
+A group's mentoring stream is `group-<group_id>`; a month's closing is `period-<YYYY-MM>`.
+"""
+
+from __future__ import annotations
+
+import calendar
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from datetime import date, timedelta
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from services.mentoring.config import AssignmentRules
+from shared.aggregate import Aggregate
+from shared.contracts.common import Id, Period, Rupiah
+from shared.contracts.mentoring import (
+    MentorAssigned,
+    MentorUnassigned,
+    PeriodClosed,
+    ReportAmended,
+    ReportFiled,
+    ReportOverdue,
+    Support,
+)
+from shared.envelope import Event, register
+from shared.errors import ConflictError, ForbiddenError, NotFoundError, RuleViolationError
+
+
+@register
+class ReportProblemsNoted(Event):
+    """The free-text problems of a report: internal to the ministry, never published."""
+
+    event_type = "mentoring.ReportProblemsNoted"
+    group_id: Id
+    period: Period
+    problems: str = Field(max_length=4000)
+
+
+def period_bounds(period: str) -> tuple[date, date]:
+    year, month = int(period[:4]), int(period[5:7])
+    return date(year, month, 1), date(year, month, calendar.monthrange(year, month)[1])
+
+
+def period_of(day: date) -> str:
+    return f"{day.year:04d}-{day.month:02d}"
+
+
+def deadline_of(period: str, deadline_day: int) -> date:
+    return (period_bounds(period)[1] + timedelta(days=1)).replace(day=deadline_day)
+
+
+class MonthlyReport(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    period: Period
+    revenue: Rupiah
+    production_units: int = Field(ge=0)
+    production_unit: str = Field(min_length=1, max_length=40, examples=["kg"])
+    members_active: int = Field(ge=0)
+    new_workers: int = Field(ge=0, description="people newly taken on by the group this month")
+    problems: str = Field("", max_length=4000, description="internal: never published")
+    support: tuple[Support, ...] = Field((), description="facilitation given this month")
+    lpj_help: bool = Field(False, description="helped the group with its LPJ")
+
+    @field_validator("support")
+    @classmethod
+    def _once_each(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if len(set(value)) != len(value):
+            raise ValueError("each kind of support may be listed once")
+        return tuple(sorted(value))
+
+
+@dataclass(frozen=True)
+class FundedGroup:
+    group_id: str
+    province_code: str
+    regency_code: str
+    funded_on: date
+    dissolved_on: date | None = None
+
+
+@dataclass(frozen=True)
+class Mentor:
+    tks_id: str
+    province_code: str
+    regency_code: str
+    active: bool
+    caseload: int
+    left_on: date | None = None
+
+
+@dataclass(frozen=True)
+class Stint:
+    """One TKS mentoring the group from `start` up to, not including, `end`."""
+
+    tks_id: str
+    start: date
+    end: date | None = None
+
+    def covers(self, first: date, last: date) -> bool:
+        return self.start <= last and (self.end is None or self.end > first)
+
+
+class GroupMentoring(Aggregate):
+    def __init__(self, stream_id: str):
+        super().__init__(stream_id)
+        self.group_id = stream_id.removeprefix("group-")
+        self.stints: list[Stint] = []
+        self.reports: dict[str, ReportFiled | ReportAmended] = {}
+        self.problems: dict[str, str] = {}
+        self.overdue: set[str] = set()
+
+    @staticmethod
+    def stream(group_id: str) -> str:
+        return f"group-{group_id}"
+
+    @property
+    def mentor(self) -> Stint | None:
+        return self.stints[-1] if self.stints and self.stints[-1].end is None else None
+
+    @property
+    def last_change(self) -> date | None:
+        return max((d for s in self.stints for d in (s.start, s.end) if d), default=None)
+
+    def apply(self, event: Event) -> None:
+        match event:
+            case MentorAssigned():
+                self.stints.append(Stint(event.tks_id, event.assigned_on))
+            case MentorUnassigned():
+                self.stints[-1] = replace(self.stints[-1], end=event.unassigned_on)
+            case ReportFiled() | ReportAmended():
+                self.reports[event.period] = event
+            case ReportProblemsNoted():
+                self.problems[event.period] = event.problems
+            case ReportOverdue():
+                self.overdue.add(event.period)
+            case _:
+                raise TypeError(f"GroupMentoring cannot apply {event.event_type}")
+
+    def assign(self, group: FundedGroup, mentor: Mentor | None, on: date,
+               rules: AssignmentRules) -> None:
+        if mentor is None:
+            raise NotFoundError("TKS unknown to mentoring: no TksRecruited seen for it",
+                                field="tks_id")
+        if group.dissolved_on is not None:
+            raise RuleViolationError(f"the group was dissolved on {group.dissolved_on}",
+                                     field="group_id")
+        if not mentor.active:
+            raise RuleViolationError(f"TKS {mentor.tks_id} is no longer active (left on "
+                                     f"{mentor.left_on})", field="tks_id")
+        if mentor.regency_code != group.regency_code and not (
+                rules.allow_same_province and mentor.province_code == group.province_code):
+            scope = "province" if rules.allow_same_province else "regency"
+            raise RuleViolationError(
+                f"TKS {mentor.tks_id} serves regency {mentor.regency_code}, outside the group's "
+                f"{scope} (regency {group.regency_code})", field="tks_id")
+        current = self.mentor
+        if current is not None and current.tks_id == mentor.tks_id:
+            raise ConflictError("this TKS already mentors the group", field="tks_id",
+                                assigned_on=current.start.isoformat())
+        if mentor.caseload >= rules.caseload_cap:
+            raise RuleViolationError(
+                f"TKS {mentor.tks_id} already mentors {mentor.caseload} groups, the cap is "
+                f"{rules.caseload_cap}", field="tks_id", caseload=mentor.caseload)
+        latest = self.last_change
+        if latest is not None and on < latest:
+            raise RuleViolationError(f"assigned_on {on} is before the group's last mentor "
+                                     f"change on {latest}", field="assigned_on")
+        if current is not None:
+            self.record(MentorUnassigned(group_id=self.group_id, tks_id=current.tks_id,
+                                         reason="reassigned", unassigned_on=on))
+        self.record(MentorAssigned(group_id=self.group_id, tks_id=mentor.tks_id,
+                                   province_code=group.province_code,
+                                   regency_code=group.regency_code, assigned_on=on))
+
+    def unassign(self, reason: str, on: date, *, only_tks: str | None = None) -> bool:
+        """End the current mentor's stint; False when there is none (or it is another TKS)."""
+        current = self.mentor
+        if current is None or (only_tks is not None and current.tks_id != only_tks):
+            return False
+        self.record(MentorUnassigned(group_id=self.group_id, tks_id=current.tks_id,
+                                     reason=reason, unassigned_on=max(on, current.start)))
+        return True
+
+    def file_report(self, group: FundedGroup, tks_id: str, report: MonthlyReport, *,
+                    filed_on: date, deadline: date, period_closed: bool) -> None:
+        self._check_author(group, tks_id, report.period, filed_on, period_closed)
+        if report.period in self.reports:
+            raise ConflictError(
+                f"a report on {report.period} was already filed for this group; amend it",
+                field="period", filed_by=self.reports[report.period].tks_id)
+        self.record(ReportFiled(group_id=self.group_id, tks_id=tks_id,
+                                on_time=filed_on <= deadline, **_published(report)))
+        if report.problems:
+            self._note(report)
+
+    def amend_report(self, group: FundedGroup, tks_id: str, report: MonthlyReport, *,
+                     today: date, period_closed: bool) -> bool:
+        """Record the new content; False when it equals what is on file."""
+        self._check_author(group, tks_id, report.period, today, period_closed)
+        current = self.reports.get(report.period)
+        if current is None:
+            raise NotFoundError(f"no report on {report.period} has been filed for this group",
+                                field="period")
+        amended = ReportAmended(group_id=self.group_id, tks_id=tks_id, on_time=current.on_time,
+                                **_published(report))
+        unchanged = amended.model_dump(exclude={"tks_id"}) == current.model_dump(
+            exclude={"tks_id"})
+        problems_changed = self.problems.get(report.period, "") != report.problems
+        if unchanged and not problems_changed:
+            return False
+        if not unchanged:
+            self.record(amended)
+        if problems_changed:
+            self._note(report)
+        return True
+
+    def mark_overdue(self, tks_id: str, period: str) -> bool:
+        if period in self.reports or period in self.overdue:
+            return False
+        self.record(ReportOverdue(group_id=self.group_id, tks_id=tks_id, period=period))
+        return True
+
+    def _note(self, report: MonthlyReport) -> None:
+        self.record(ReportProblemsNoted(group_id=self.group_id, period=report.period,
+                                        problems=report.problems))
+
+    def _check_author(self, group: FundedGroup, tks_id: str, period: str, today: date,
+                      period_closed: bool) -> None:
+        first, last = period_bounds(period)
+        if period_closed or period in self.overdue:
+            raise RuleViolationError(f"period {period} is closed: its reports can no longer "
+                                     "be filed or amended", field="period")
+        if first > today:
+            raise RuleViolationError(f"period {period} has not started yet", field="period")
+        if last < group.funded_on:
+            raise RuleViolationError(
+                f"period {period} ends before the group was funded on {group.funded_on}",
+                field="period", funded_on=group.funded_on.isoformat())
+        stints = [s for s in self.stints if s.tks_id == tks_id]
+        if not stints:
+            raise ForbiddenError(f"TKS {tks_id} is not assigned to group {self.group_id}",
+                                 field="tks_id")
+        if any(s.covers(first, last) for s in stints):
+            return
+        ends = [s.end for s in stints if s.end is not None and s.end <= first]
+        if len(ends) == len(stints):
+            left_on = max(ends)
+            raise RuleViolationError(
+                f"period {period} starts after TKS {tks_id} stopped mentoring this group on "
+                f"{left_on}", field="period", left_on=left_on.isoformat())
+        start = min(s.start for s in stints if s.start > last)
+        raise RuleViolationError(f"TKS {tks_id} began mentoring this group on {start}, after "
+                                 f"period {period}", field="period")
+
+
+def _published(report: MonthlyReport) -> dict:
+    # requests may extend MonthlyReport (group, author): only the report's own fields travel
+    return report.model_dump(include=set(MonthlyReport.model_fields) - {"problems"})
+
+
+@dataclass(frozen=True)
+class DueGroup:
+    """A group whose report on the period is due, the TKS answerable for it, and whether filed."""
+
+    group_id: str
+    tks_id: str
+    filed: bool
+
+
+class PeriodLedger(Aggregate):
+    def __init__(self, stream_id: str):
+        super().__init__(stream_id)
+        self.period = stream_id.removeprefix("period-")
+        self.closed: PeriodClosed | None = None
+
+    @staticmethod
+    def stream(period: str) -> str:
+        return f"period-{period}"
+
+    def apply(self, event: Event) -> None:
+        if not isinstance(event, PeriodClosed):
+            raise TypeError(f"PeriodLedger cannot apply {event.event_type}")
+        self.closed = event
+
+    def close(self, due: Sequence[DueGroup], *, today: date, deadline: date,
+              force: bool) -> list[DueGroup]:
+        """The due groups that become overdue; none when the period was closed before."""
+        if self.closed is not None:
+            return []
+        first, _ = period_bounds(self.period)
+        if first > today:
+            raise RuleViolationError(f"period {self.period} has not started yet", field="period")
+        if today <= deadline and not force:
+            raise RuleViolationError(
+                f"period {self.period} can be closed after its deadline {deadline} "
+                "(ministry_admin may force it)", field="period", deadline=deadline.isoformat())
+        overdue = [d for d in due if not d.filed]
+        self.record(PeriodClosed(period=self.period, due=len(due), filed=len(due) - len(overdue),
+                                 overdue=len(overdue)))
+        return overdue
+
+
+@dataclass(frozen=True)
+class Suggestion:
+    group_id: str
+    tks_id: str
+    regency_code: str
+
+
+@dataclass(frozen=True)
+class Unplaced:
+    group_id: str
+    regency_code: str
+    reason: str
+
+
+def suggest_assignments(groups: Sequence[FundedGroup], mentors: Sequence[Mentor],
+                        rules: AssignmentRules) -> tuple[list[Suggestion], list[Unplaced]]:
+    """Give each unassigned group the TKS of its regency with the lightest caseload (ties by id),
+    oldest funding first; with `allow_same_province`, groups left over then go to the lightest
+    TKS of the province. A TKS at the cap takes no more."""
+    load = {m.tks_id: m.caseload for m in mentors if m.active}
+    by_regency: dict[str, list[Mentor]] = defaultdict(list)
+    by_province: dict[str, list[Mentor]] = defaultdict(list)
+    for m in sorted((m for m in mentors if m.active), key=lambda m: m.tks_id):
+        by_regency[m.regency_code].append(m)
+        by_province[m.province_code].append(m)
+
+    def lightest(candidates: list[Mentor]) -> Mentor | None:
+        free = [m for m in candidates if load[m.tks_id] < rules.caseload_cap]
+        return min(free, key=lambda m: (load[m.tks_id], m.tks_id), default=None)
+
+    suggestions: list[Suggestion] = []
+    left_over: list[FundedGroup] = []
+    for group in sorted(groups, key=lambda g: (g.funded_on, g.group_id)):
+        mentor = lightest(by_regency[group.regency_code])
+        if mentor is None:
+            left_over.append(group)
+            continue
+        load[mentor.tks_id] += 1
+        suggestions.append(Suggestion(group.group_id, mentor.tks_id, group.regency_code))
+    unplaced: list[Unplaced] = []
+    for group in left_over:
+        mentor = lightest(by_province[group.province_code]) if rules.allow_same_province else None
+        if mentor is not None:
+            load[mentor.tks_id] += 1
+            suggestions.append(Suggestion(group.group_id, mentor.tks_id, group.regency_code))
+            continue
+        reason = ("every TKS within reach is at the caseload cap"
+                  if by_regency[group.regency_code] or (
+                      rules.allow_same_province and by_province[group.province_code])
+                  else "no active TKS serves this regency")
+        unplaced.append(Unplaced(group.group_id, group.regency_code, reason))
+    return suggestions, unplaced

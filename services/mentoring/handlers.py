@@ -1,0 +1,384 @@
+"""Command handlers (load, decide, save) and the policies applied to consumed events.
+
+Closing a month must see every filing of that month, and no filing may slip in after it: every
+writer of a group's stream first takes a shared advisory lock that a period close takes
+exclusively. Writers take it before any stream lock, so the two never wait on each other in a
+cycle.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, replace
+from datetime import date, timedelta
+
+import asyncpg
+
+from services.mentoring import projections, views
+from services.mentoring.bulk import load_many, save_many
+from services.mentoring.config import MentoringConfig
+from services.mentoring.domain import (
+    FundedGroup,
+    GroupMentoring,
+    MonthlyReport,
+    PeriodLedger,
+    Suggestion,
+    deadline_of,
+    period_of,
+    suggest_assignments,
+)
+from shared.aggregate import UnitOfWork
+from shared.auth import Actor, Role
+from shared.contracts.groups import GroupDissolved, GroupFunded
+from shared.contracts.mentoring import PeriodClosed
+from shared.contracts.recruitment import (
+    TksContractRenewed,
+    TksRecruited,
+    TksReleased,
+    TksResigned,
+)
+from shared.envelope import Envelope, utcnow
+from shared.errors import DomainError, ForbiddenError, NotFoundError
+from shared.service import ServiceContext
+
+CLOSE_LOCK = "mentoring.period-close"
+SYSTEM = Actor("period-closer", Role.ADMIN)
+
+
+def today() -> date:
+    return utcnow().date()
+
+
+async def _hold_off_close(conn: asyncpg.Connection) -> None:
+    await conn.execute("SELECT pg_advisory_xact_lock_shared(hashtextextended($1, 0))",
+                       CLOSE_LOCK)
+
+
+def _group_or_404(groups: dict[str, FundedGroup], group_id: str) -> FundedGroup:
+    group = groups.get(group_id)
+    if group is None:
+        raise NotFoundError("group unknown to mentoring: no GroupFunded seen for it",
+                            field="group_id", group_id=group_id)
+    return group
+
+
+# ---- assignment -------------------------------------------------------------------------------
+
+async def assign_mentor(ctx: ServiceContext, config: MentoringConfig, group_id: str,
+                        tks_id: str, assigned_on: date | None, actor: Actor) -> dict:
+    on = _not_future(assigned_on, "assigned_on")
+
+    async def decide(uow: UnitOfWork) -> dict:
+        await _hold_off_close(uow.conn)
+        stream = GroupMentoring.stream(group_id)
+        agg = await uow.load(GroupMentoring, stream) or GroupMentoring(stream)
+        group = _group_or_404(await views.funded_groups(uow.conn, [group_id]), group_id)
+        actor.ensure_province(group.province_code)
+        mentor = (await views.mentors(uow.conn, [tks_id], lock=True)).get(tks_id)
+        previous = agg.mentor
+        agg.assign(group, mentor, on, config.assignment)
+        await uow.save(agg)
+        return {"group_id": group_id, "tks_id": tks_id, "assigned_on": on,
+                "previous_tks_id": previous.tks_id if previous else None,
+                "caseload": mentor.caseload + 1 if mentor else None}
+
+    return await ctx.command(decide, actor)
+
+
+async def suggest(ctx: ServiceContext, config: MentoringConfig, province_code: str | None,
+                  regency_code: str | None) -> dict:
+    async with ctx.pool.acquire() as conn:
+        groups = await views.unassigned_facts(conn, province_code, regency_code)
+        mentors = await views.active_mentors(conn, {g.province_code for g in groups})
+    suggestions, unplaced = suggest_assignments(groups, mentors, config.assignment)
+    return {"suggestions": [asdict(s) for s in suggestions],
+            "unplaced": [asdict(u) for u in unplaced]}
+
+
+async def apply_suggestions(ctx: ServiceContext, config: MentoringConfig,
+                            province_code: str | None, regency_code: str | None,
+                            assigned_on: date | None, on_funding_date: bool,
+                            actor: Actor) -> dict:
+    """Compute the suggestion, then carry it out one transaction per regency (and at most
+    `groups_per_transaction` groups): each assignment is checked again under lock, so one
+    overtaken by a concurrent change is reported as skipped, not forced."""
+    on = _not_future(assigned_on, "assigned_on")
+    plan = await suggest(ctx, config, province_code, regency_code)
+    by_regency: dict[str, list[Suggestion]] = defaultdict(list)
+    for s in plan["suggestions"]:
+        by_regency[s["regency_code"]].append(Suggestion(**s))
+    chunks = [items[i:i + config.batch.groups_per_transaction]
+              for _, items in sorted(by_regency.items())
+              for i in range(0, len(items), config.batch.groups_per_transaction)]
+    assigned, skipped = 0, []
+    for chunk in chunks:
+        done, refused = await ctx.command(
+            lambda uow, chunk=chunk: _assign_chunk(uow, config, chunk, on, on_funding_date),
+            actor)
+        assigned += done
+        skipped.extend(refused)
+    return {"assigned": assigned, "skipped": skipped, "unplaced": plan["unplaced"]}
+
+
+async def _assign_chunk(uow: UnitOfWork, config: MentoringConfig, chunk: list[Suggestion],
+                        on: date, on_funding_date: bool) -> tuple[int, list[dict]]:
+    await _hold_off_close(uow.conn)
+    aggs = await load_many(uow, GroupMentoring, [GroupMentoring.stream(s.group_id)
+                                                 for s in chunk])
+    groups = await views.funded_groups(uow.conn, [s.group_id for s in chunk])
+    mentors = await views.mentors(uow.conn, [s.tks_id for s in chunk], lock=True)
+    done, skipped = 0, []
+    for s in chunk:
+        agg = aggs[GroupMentoring.stream(s.group_id)]
+        try:
+            group = _group_or_404(groups, s.group_id)
+            day = on
+            if on_funding_date:
+                day = max(group.funded_on, agg.last_change or group.funded_on)
+            agg.assign(group, mentors.get(s.tks_id), day, config.assignment)
+        except DomainError as exc:
+            skipped.append({"group_id": s.group_id, "tks_id": s.tks_id,
+                            "error": exc.body()["error"]})
+            continue
+        mentors[s.tks_id] = replace(mentors[s.tks_id], caseload=mentors[s.tks_id].caseload + 1)
+        done += 1
+    await save_many(uow, aggs.values())
+    return done, skipped
+
+
+# ---- monthly reports --------------------------------------------------------------------------
+
+def _not_future(day: date | None, field: str) -> date:
+    now = today()
+    if day is not None and day > now:
+        raise DomainError(f"{field} {day} is in the future", field=field)
+    return day or now
+
+
+def author_of(actor: Actor, tks_id: str | None) -> str:
+    """The TKS a report is filed as: a TKS files as itself, an administrator names one."""
+    if actor.role is Role.TKS:
+        actor.ensure_tks(tks_id or actor.tks_id or "")
+        return actor.tks_id or ""
+    if tks_id is None:
+        raise DomainError("tks_id is required when filing for a TKS", field="tks_id")
+    return tks_id
+
+
+def filing_date(actor: Actor, filed_on: date | None) -> date:
+    """Today, or for ministry_admin loading history, the day the report was really filed."""
+    if filed_on is not None and filed_on != today() and actor.role is not Role.ADMIN:
+        raise ForbiddenError("only ministry_admin may record another filing date than today",
+                             field="filed_on")
+    return _not_future(filed_on, "filed_on")
+
+
+async def file_report(ctx: ServiceContext, config: MentoringConfig, group_id: str,
+                      report: MonthlyReport, tks_id: str, filed_on: date, actor: Actor) -> dict:
+    async def decide(uow: UnitOfWork) -> dict:
+        await _hold_off_close(uow.conn)
+        stream = GroupMentoring.stream(group_id)
+        agg = await uow.load(GroupMentoring, stream) or GroupMentoring(stream)
+        group = _group_or_404(await views.funded_groups(uow.conn, [group_id]), group_id)
+        closed = await views.closed_periods(uow.conn, [report.period])
+        deadline = deadline_of(report.period, config.reporting.deadline_day)
+        agg.file_report(group, tks_id, report, filed_on=filed_on, deadline=deadline,
+                        period_closed=bool(closed))
+        await uow.save(agg)
+        return {"group_id": group_id, "period": report.period, "tks_id": tks_id,
+                "on_time": agg.reports[report.period].on_time, "deadline": deadline}
+
+    return await ctx.command(decide, actor)
+
+
+async def amend_report(ctx: ServiceContext, config: MentoringConfig, group_id: str,
+                       report: MonthlyReport, tks_id: str, actor: Actor) -> dict:
+    async def decide(uow: UnitOfWork) -> dict:
+        await _hold_off_close(uow.conn)
+        stream = GroupMentoring.stream(group_id)
+        agg = await uow.load(GroupMentoring, stream) or GroupMentoring(stream)
+        group = _group_or_404(await views.funded_groups(uow.conn, [group_id]), group_id)
+        closed = await views.closed_periods(uow.conn, [report.period])
+        changed = agg.amend_report(group, tks_id, report, today=today(),
+                                   period_closed=bool(closed))
+        await uow.save(agg)
+        return {"group_id": group_id, "period": report.period, "tks_id": tks_id,
+                "amended": changed, "on_time": agg.reports[report.period].on_time}
+
+    return await ctx.command(decide, actor)
+
+
+@dataclass(frozen=True)
+class BatchItem:
+    index: int
+    group_id: str
+    tks_id: str
+    filed_on: date
+    report: MonthlyReport
+
+
+async def file_reports(ctx: ServiceContext, config: MentoringConfig,
+                       items: Sequence[BatchItem], refused: Sequence[dict],
+                       actor: Actor) -> list[dict]:
+    """File many reports: one transaction per chunk of groups, a result per item. An item
+    refused by the rules leaves the others untouched."""
+    results = list(refused)
+    by_group: dict[str, list[BatchItem]] = defaultdict(list)
+    for item in items:
+        by_group[item.group_id].append(item)
+    group_ids = sorted(by_group)
+    step = config.batch.groups_per_transaction
+    for start in range(0, len(group_ids), step):
+        chunk = [i for g in group_ids[start:start + step] for i in by_group[g]]
+        results.extend(await ctx.command(
+            lambda uow, chunk=chunk: _file_chunk(uow, config, chunk), actor))
+    return sorted(results, key=lambda r: r["index"])
+
+
+async def _file_chunk(uow: UnitOfWork, config: MentoringConfig,
+                      chunk: list[BatchItem]) -> list[dict]:
+    await _hold_off_close(uow.conn)
+    group_ids = {i.group_id for i in chunk}
+    aggs = await load_many(uow, GroupMentoring, [GroupMentoring.stream(g) for g in group_ids])
+    groups = await views.funded_groups(uow.conn, group_ids)
+    closed = await views.closed_periods(uow.conn, {i.report.period for i in chunk})
+    results = []
+    for item in chunk:
+        agg = aggs[GroupMentoring.stream(item.group_id)]
+        period = item.report.period
+        try:
+            agg.file_report(_group_or_404(groups, item.group_id), item.tks_id, item.report,
+                            filed_on=item.filed_on,
+                            deadline=deadline_of(period, config.reporting.deadline_day),
+                            period_closed=period in closed)
+        except DomainError as exc:
+            results.append(refusal(item.index, item.group_id, period, exc))
+            continue
+        results.append({"index": item.index, "group_id": item.group_id, "period": period,
+                        "status": "filed", "on_time": agg.reports[period].on_time})
+    await save_many(uow, aggs.values())
+    return results
+
+
+def refusal(index: int, group_id: str, period: str, exc: DomainError) -> dict:
+    return {"index": index, "group_id": group_id, "period": period, "status": "refused",
+            "error": exc.body()["error"]}
+
+
+# ---- period close -----------------------------------------------------------------------------
+
+async def close_period(ctx: ServiceContext, config: MentoringConfig, period: str, force: bool,
+                       actor: Actor) -> dict:
+    """Flag every due, unfiled report of the month overdue and close it. Idempotent: closing a
+    closed month returns the counts of the first close and writes nothing."""
+    async def decide(uow: UnitOfWork) -> dict:
+        await uow.conn.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
+                               CLOSE_LOCK)
+        stream = PeriodLedger.stream(period)
+        ledger = await uow.load(PeriodLedger, stream) or PeriodLedger(stream)
+        if ledger.closed is not None:
+            return _closure(ledger.closed, config)
+        due = await views.due_groups(uow.conn, period)
+        overdue = ledger.close(due, today=today(), force=force,
+                               deadline=deadline_of(period, config.reporting.deadline_day))
+        # no filing can run meanwhile (the close lock), so these streams are not locked one by
+        # one: thousands of locks would not fit the lock table
+        aggs = await load_many(uow, GroupMentoring,
+                               [GroupMentoring.stream(d.group_id) for d in overdue], lock=False)
+        for d in overdue:
+            aggs[GroupMentoring.stream(d.group_id)].mark_overdue(d.tks_id, period)
+        await save_many(uow, [ledger, *aggs.values()])
+        assert ledger.closed is not None
+        return _closure(ledger.closed, config)
+
+    return await ctx.command(decide, actor)
+
+
+def _closure(event: PeriodClosed, config: MentoringConfig) -> dict:
+    return {"period": event.period, "due": event.due, "filed": event.filed,
+            "overdue": event.overdue,
+            "deadline": deadline_of(event.period, config.reporting.deadline_day)}
+
+
+async def close_due_periods(ctx: ServiceContext, config: MentoringConfig, on: date) -> list[dict]:
+    """Close the months whose deadline passed within the configured window."""
+    window = timedelta(days=config.period_close.window_days)
+    periods, day = [], on - window - timedelta(days=62)
+    while day <= on:
+        period = period_of(day)
+        deadline = deadline_of(period, config.reporting.deadline_day)
+        if on - window <= deadline < on and period not in periods:
+            periods.append(period)
+        day += timedelta(days=28)
+    async with ctx.pool.acquire() as conn:
+        closed = await views.closed_periods(conn, periods)
+    return [await close_period(ctx, config, p, False, SYSTEM) for p in periods
+            if p not in closed]
+
+
+# ---- policies on consumed events --------------------------------------------------------------
+
+def _with_projector(uow: UnitOfWork) -> UnitOfWork:
+    # the kernel's consumer opens its unit of work without the service's projector
+    if uow.projector is None:
+        uow.projector = projections.project
+    return uow
+
+
+async def on_tks_contracted(uow: UnitOfWork, envelope: Envelope,
+                            event: TksRecruited | TksContractRenewed) -> None:
+    # a renewal may be the first we hear of a TKS (recruited before this service existed)
+    await projections.record_tks(uow.conn, event.tks_id, event.province_code,
+                                 event.regency_code, event.year)
+
+
+async def on_tks_left(uow: UnitOfWork, envelope: Envelope,
+                      event: TksReleased | TksResigned) -> None:
+    """Its groups lose their mentor (tks_left) and wait for reassignment. A TKS never seen is
+    ignored: it mentors nothing here."""
+    _with_projector(uow)
+    await _hold_off_close(uow.conn)
+    await _unassign_groups_of(uow, event.tks_id, event.effective_date)
+    if await projections.record_tks_left(uow.conn, event.tks_id, event.effective_date):
+        # an assignment to this TKS that committed meanwhile is caught by a second pass; none
+        # can follow, the TKS's row now being locked by this transaction and inactive
+        await _unassign_groups_of(uow, event.tks_id, event.effective_date)
+
+
+async def _unassign_groups_of(uow: UnitOfWork, tks_id: str, on: date) -> None:
+    rows = await uow.conn.fetch("SELECT group_id FROM mentored_groups WHERE tks_id = $1", tks_id)
+    if not rows:
+        return
+    aggs = await load_many(uow, GroupMentoring,
+                           [GroupMentoring.stream(r["group_id"]) for r in rows])
+    for agg in aggs.values():
+        agg.unassign("tks_left", on, only_tks=tks_id)
+    await save_many(uow, aggs.values())
+
+
+async def on_group_funded(uow: UnitOfWork, envelope: Envelope, event: GroupFunded) -> None:
+    await projections.record_funding(uow.conn, event)
+
+
+async def on_group_dissolved(uow: UnitOfWork, envelope: Envelope, event: GroupDissolved) -> None:
+    """A dissolved group needs no mentor. A group never funded is none of mentoring's business."""
+    on = envelope.occurred_at.date()
+    _with_projector(uow)
+    await _hold_off_close(uow.conn)
+    # the stream lock first, as commands take it before they touch the group's row
+    agg = await uow.load(GroupMentoring, GroupMentoring.stream(event.group_id))
+    if not await projections.record_dissolution(uow.conn, event.group_id, on):
+        return
+    if agg is not None and agg.unassign("group_dissolved", on):
+        await uow.save(agg)
+
+
+HANDLERS = {
+    TksRecruited.event_type: on_tks_contracted,
+    TksContractRenewed.event_type: on_tks_contracted,
+    TksReleased.event_type: on_tks_left,
+    TksResigned.event_type: on_tks_left,
+    GroupFunded.event_type: on_group_funded,
+    GroupDissolved.event_type: on_group_dissolved,
+}
