@@ -1,8 +1,9 @@
-"""The `tkm` command line: tokens for local runs, the demo."""
+"""The `tkm` command line: tokens for local runs, the programme demo."""
 
 from __future__ import annotations
 
 from datetime import timedelta
+from pathlib import Path
 
 import typer
 
@@ -26,11 +27,31 @@ def token(role: Role = typer.Option(..., help="who the caller is"),
 
 
 @app.command()
-def demo() -> None:
-    """Bring up the infrastructure and run the programme demo (see README)."""
+def simulate(seed: int = typer.Option(2023, help="same seed, same year"),
+             groups: int | None = typer.Option(None, help="scale the 2023 intake to N groups"),
+             json_out: Path | None = typer.Option(None, "--json", help="write results here"),
+             keep_running: bool = typer.Option(False, help="leave services and infra up"),
+             missing_share: float = typer.Option(0.04, help="reports never filed (diligent TKS)"),
+             late_share: float = typer.Option(0.06, help="reports filed late (diligent TKS)"),
+             ) -> None:
+    """Fresh infrastructure and services, a programme year through their APIs, the results.
+    Exit codes: 0 done, 1 the year failed, 2 a service did not come up, 3 infrastructure."""
+    from scripts.demo import run_demo
+    from scripts.simulate import Options
+
+    raise typer.Exit(run_demo(seed=seed, groups=groups, json_out=json_out,
+                              keep_running=keep_running,
+                              options=Options(missing_share=missing_share,
+                                              late_share=late_share)))
+
+
+@app.command()
+def demo(groups: int | None = typer.Option(None, help="scale the 2023 intake to N groups"),
+         json_out: Path | None = typer.Option(None, "--json", help="write results here")) -> None:
+    """The default programme year (the 2023 figures), as `make demo` runs it."""
     from scripts.demo import run_demo
 
-    raise typer.Exit(run_demo())
+    raise typer.Exit(run_demo(groups=groups, json_out=json_out))
 
 
 if __name__ == "__main__":

@@ -33,10 +33,12 @@ class StageTarget:
     funded_on: date
 
 
+# briefing and funding dates are illustrative; every stage serves the six months the default
+# evaluation policy asks of a TKS before it is evaluated
 TARGETS_2023 = (
     StageTarget(1, 386, 141, 4398, date(2023, 2, 20), date(2023, 3, 15)),
-    StageTarget(2, 333, 182, 3790, date(2023, 5, 22), date(2023, 6, 15)),
-    StageTarget(3, 181, 118, 2767, date(2023, 7, 24), date(2023, 8, 15)),
+    StageTarget(2, 333, 182, 3790, date(2023, 4, 17), date(2023, 5, 15)),
+    StageTarget(3, 181, 118, 2767, date(2023, 6, 19), date(2023, 7, 17)),
 )
 
 
@@ -46,7 +48,7 @@ class Person:
     name: str
     sex: str
     phone: str
-
+    diligent: bool = True  # for a TKS: files on time and its groups grow
 
 @dataclass
 class GroupPlan:
@@ -55,7 +57,7 @@ class GroupPlan:
     regency_code: str
     business_type: str
     members: list[Person]
-
+    base_revenue: int = 5_000_000  # rupiah a month when funded
 
 @dataclass
 class RegencyPlan:
@@ -108,7 +110,7 @@ def scaled_targets(groups: int | None) -> tuple[StageTarget, ...]:
 
 
 def build(seed: int = 2023, groups: int | None = None, members_per_group: int = 10,
-          year: int = 2023) -> Scenario:
+          year: int = 2023, poor_share: float = 0.15) -> Scenario:
     rng = random.Random(seed)
     targets = scaled_targets(groups)
     weights = province_weights()
@@ -130,12 +132,15 @@ def build(seed: int = 2023, groups: int | None = None, members_per_group: int = 
         group_split = _split(target.groups, tks_split, rng, minimum=0)
         for plan, n_tks, n_groups in zip(plans, tks_split, group_split, strict=True):
             plan.tks = [_person(rng, plan.code, used_niks, age=(22, 34)) for _ in range(n_tks)]
+            for tks in plan.tks:
+                tks.diligent = rng.random() >= poor_share
             plan.groups = [
                 GroupPlan(ref=f"{year}-{target.stage}-{plan.code}-{i + 1:03d}",
                           name=f"KUB {rng.choice(_GROUP_WORDS)} {plan.code}-{i + 1}",
                           regency_code=plan.code, business_type=rng.choice(BUSINESS_TYPES),
                           members=[_person(rng, plan.code, used_niks, age=(18, 50))
-                                   for _ in range(members_per_group)])
+                                   for _ in range(members_per_group)],
+                          base_revenue=rng.randrange(2_000_000, 15_000_000, 50_000))
                 for i in range(n_groups)]
         stages.append(StagePlan(target, plans))
     return Scenario(year, seed, stages, members_per_group)
@@ -158,6 +163,9 @@ def _split(total: int, weights: list[float], rng: random.Random, minimum: int) -
     return parts
 
 
+# prefixes of Indonesian mobile operators, so generated numbers pass phone validation
+_MOBILE_PREFIXES = ("0812", "0813", "0821", "0822", "0852", "0853", "0857", "0858", "0877",
+                    "0878", "0881", "0896")
 _GROUP_WORDS = ("Maju Bersama", "Sejahtera", "Karya Mandiri", "Berkah", "Harapan Baru",
                 "Sumber Rejeki", "Makmur Jaya", "Tunas Muda", "Mekar Sari", "Bina Usaha")
 _FIRST = ("Siti", "Budi", "Dewi", "Agus", "Rina", "Andi", "Sri", "Eko", "Nur", "Wahyu", "Putri",
@@ -176,4 +184,4 @@ def _person(rng: random.Random, regency_code: str, used: set[str], age: tuple[in
             used.add(nik)
             break
     return Person(nik=nik, name=f"{rng.choice(_FIRST)} {rng.choice(_LAST)}", sex=sex,
-                  phone=f"08{rng.randint(10**9, 10**10 - 1)}")
+                  phone=f"{rng.choice(_MOBILE_PREFIXES)}{rng.randint(10**7, 10**8 - 1)}")

@@ -1,0 +1,89 @@
+"""A small async client for the four services' HTTP APIs, used by the simulator and e2e tests."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import httpx
+
+from shared.auth import Role, mint_token
+from shared.settings import DEV_SIGNING_KEY
+
+
+class ApiError(RuntimeError):
+    def __init__(self, method: str, url: str, status: int, body: Any):
+        super().__init__(f"{method} {url} -> {status}: {body}")
+        self.status, self.body = status, body
+
+
+class Api:
+    """Calls one of the services by name. Connection failures and 5xx answers are retried a few
+    times (commands are idempotent where the simulator relies on retries); 4xx raise ApiError."""
+
+    def __init__(self, urls: dict[str, str], *, signing_key: str = DEV_SIGNING_KEY,
+                 concurrency: int = 8, timeout: float = 120):
+        self.urls = urls
+        token = mint_token(signing_key, "programme-simulator", Role.ADMIN)
+        self.client = httpx.AsyncClient(
+            headers={"Authorization": f"Bearer {token}"}, timeout=timeout,
+            limits=httpx.Limits(max_connections=concurrency * 4))
+        self.gate = asyncio.Semaphore(concurrency)
+        self.calls = 0
+
+    async def close(self) -> None:
+        await self.client.aclose()
+
+    async def get(self, service: str, path: str, **params: Any) -> Any:
+        params = {k: v for k, v in params.items() if v is not None}
+        return await self._call("GET", service, path, params=params)
+
+    async def post(self, service: str, path: str, body: Any = None, *, content: bytes | None = None,
+                   content_type: str | None = None, ok: tuple[int, ...] = ()) -> Any:
+        headers = {"Content-Type": content_type} if content_type else None
+        return await self._call("POST", service, path, json=body if content is None else None,
+                                content=content, headers=headers, ok=ok)
+
+    async def get_all(self, service: str, path: str, *, page_style: str = "offset",
+                      page_size: int = 500, **params: Any) -> list[dict]:
+        """Every item of a paginated listing (offset/limit or page/page_size)."""
+        items: list[dict] = []
+        while True:
+            if page_style == "offset":
+                page = await self.get(service, path, limit=page_size, offset=len(items), **params)
+            else:
+                page = await self.get(service, path, page=len(items) // page_size + 1,
+                                      page_size=page_size, **params)
+            batch = page["items"]
+            items.extend(batch)
+            if len(batch) < page_size or len(items) >= page.get("total", 1 << 62):
+                return items
+
+    async def _call(self, method: str, service: str, path: str, *, ok: tuple[int, ...] = (),
+                    **kwargs: Any) -> Any:
+        url = self.urls[service] + path
+        async with self.gate:
+            for attempt in range(5):
+                try:
+                    response = await self.client.request(method, url, **kwargs)
+                except httpx.TransportError:
+                    if attempt == 4:
+                        raise
+                    await asyncio.sleep(0.5 * (attempt + 1))
+                    continue
+                self.calls += 1
+                if response.status_code >= 500 and attempt < 4:
+                    await asyncio.sleep(0.5 * (attempt + 1))
+                    continue
+                body = _body(response)
+                if response.status_code >= 400 and response.status_code not in ok:
+                    raise ApiError(method, url, response.status_code, body)
+                return body
+        raise AssertionError("unreachable")
+
+
+def _body(response: httpx.Response) -> Any:
+    try:
+        return response.json()
+    except ValueError:
+        return response.text

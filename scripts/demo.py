@@ -1,0 +1,99 @@
+"""`make demo`: fresh Kafka and Postgres, the four services as processes, a programme year
+through their HTTP APIs, and the results read back from them."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+from rich.console import Console
+
+from scripts import infra
+from scripts import services as service_processes
+from scripts.api_client import Api, ApiError
+from scripts.results import collect, render
+from scripts.scenario import build
+from scripts.simulate import Options, Simulation, SimulationError, progress_bar
+
+EXIT_OK, EXIT_SCENARIO, EXIT_SERVICES, EXIT_INFRA = 0, 1, 2, 3
+DEMO_STATE = infra.ROOT / ".infra" / "demo"
+
+
+def run_demo(*, seed: int = 2023, groups: int | None = None, json_out: Path | None = None,
+             keep_running: bool = False, options: Options | None = None) -> int:
+    console = Console(width=max(200, Console().width))  # the tables are wide
+    options = options or Options()
+    timings: dict[str, float] = {}
+    started = time.perf_counter()
+    # a demo of its own: fresh broker and databases, so its figures never mix with other runs
+    infra.down(DEMO_STATE)
+    shutil.rmtree(DEMO_STATE, ignore_errors=True)
+    running = None
+    try:
+        with console.status("starting Kafka and PostgreSQL"):
+            t0 = time.perf_counter()
+            try:
+                endpoints, _ = infra.up(DEMO_STATE)
+            except (infra.InfraError, OSError) as exc:
+                console.print(f"[red]infrastructure did not come up:[/red] {exc}")
+                return EXIT_INFRA
+            timings["infrastructure"] = round(time.perf_counter() - t0, 1)
+        console.print(f"Kafka {infra.kafka_version()} at {endpoints.kafka_bootstrap}, "
+                      f"PostgreSQL at {endpoints.postgres_url}")
+        with console.status("starting the four services"):
+            t0 = time.perf_counter()
+            try:
+                running = service_processes.start(endpoints, DEMO_STATE / "logs")
+            except service_processes.ServiceStartError as exc:
+                console.print(f"[red]a service did not come up:[/red] {exc}")
+                return EXIT_SERVICES
+            timings["services"] = round(time.perf_counter() - t0, 1)
+        for name, url in running.urls.items():
+            console.print(f"  {name:<12} {url}/docs   log: {running.logs[name]}")
+        scenario = build(seed=seed, groups=groups)
+        console.print(f"Scenario: year {scenario.year}, seed {seed}, "
+                      f"{sum(s.tks_count for s in scenario.stages):,} TKS, "
+                      f"{sum(s.group_count for s in scenario.stages):,} groups of "
+                      f"{scenario.members_per_group}")
+        try:
+            results, phases = asyncio.run(_simulate(running.urls, scenario, options,
+                                                    endpoints.kafka_bootstrap, console))
+        except (SimulationError, ApiError) as exc:
+            console.print(f"[red]the programme year failed:[/red] {exc}")
+            return EXIT_SCENARIO
+        timings.update(phases)
+        timings["total"] = round(time.perf_counter() - started, 1)
+        render(results, timings, console)
+        if json_out:
+            json_out.write_text(json.dumps({"results": results, "timings": timings,
+                                            "options": asdict(options), "seed": seed},
+                                           indent=2, default=str))
+            console.print(f"results written to {json_out}")
+        return EXIT_OK
+    finally:
+        if keep_running and running is not None:
+            console.print("still running (--keep-running); stop with: "
+                          f"TKM_INFRA_DIR={DEMO_STATE.relative_to(infra.ROOT)} make infra-down "
+                          "and kill the service processes")
+        else:
+            if running is not None:
+                running.stop()
+            infra.down(DEMO_STATE)
+
+
+async def _simulate(urls: dict[str, str], scenario, options: Options, bootstrap: str,
+                    console: Console) -> tuple[dict, dict[str, float]]:
+    api = Api(urls)
+    try:
+        with progress_bar(console=console) as progress:
+            run = await Simulation(api, scenario, options, progress).execute()
+        t0 = time.perf_counter()
+        results = await collect(api, scenario.year, bootstrap)
+        run.phases["read back results"] = round(time.perf_counter() - t0, 1)
+        return results, run.phases
+    finally:
+        await api.close()

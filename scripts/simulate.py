@@ -1,0 +1,367 @@
+"""Drives a programme year through the four services' HTTP APIs, only.
+
+recruitment rounds and briefing stages I-III -> groups registered (CSV), approved, funded ->
+mentors assigned -> twelve monthly periods of reports (some missing, some late) and closes ->
+LPJs submitted (some returned, then accepted) -> a few TKS resign and their groups are
+reassigned -> the year-end evaluation -> renewals and replacement vacancies for the next year.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+import random
+import time
+import uuid
+from calendar import monthrange
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+from typing import Any
+
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from scripts.api_client import Api
+from scripts.scenario import GroupPlan, Person, Scenario, StagePlan
+from shared.nik import parse_nik
+
+FUNDING = 20_000_000  # the 2023 norm for a TKM Pemula group
+UNITS = {"poultry": "ekor", "cattle": "ekor", "goats": "ekor", "catering": "porsi",
+         "printing": "lembar", "screen_printing": "lembar", "welding": "unit",
+         "small_construction": "unit", "motorbike_repair": "servis", "bridal_makeup": "acara"}
+
+
+class SimulationError(RuntimeError):
+    pass
+
+
+@dataclass
+class Options:
+    missing_share: float = 0.04  # reports never filed, for a diligent TKS
+    late_share: float = 0.06  # reports filed after the deadline, for a diligent TKS
+    returned_lpj_share: float = 0.08
+    resignations: int = 3
+    batch: int = 1000
+
+
+@dataclass
+class Run:
+    """What the simulation did (ids it got back), not what it reports: the tables are read back
+    from the services afterwards."""
+
+    scenario: Scenario
+    tks_ids: dict[str, str] = field(default_factory=dict)  # NIK -> tks id
+    tks_of: dict[str, Person] = field(default_factory=dict)  # tks id -> person
+    tks_regency: dict[str, str] = field(default_factory=dict)  # tks id -> regency code
+    group_ids: dict[str, str] = field(default_factory=dict)  # group ref -> group id
+    plans: dict[str, GroupPlan] = field(default_factory=dict)  # group id -> plan
+    funded_on: dict[str, date] = field(default_factory=dict)  # group id -> date
+    mentor: dict[str, str] = field(default_factory=dict)  # group id -> tks id
+    resigned: list[str] = field(default_factory=list)
+    phases: dict[str, float] = field(default_factory=dict)
+    reports_filed: int = 0
+    reports_overdue: int = 0
+
+
+class Simulation:
+    def __init__(self, api: Api, scenario: Scenario, options: Options, progress: Progress):
+        self.api, self.options, self.progress = api, options, progress
+        self.run = Run(scenario)
+        self.rng = random.Random(scenario.seed * 7919)
+        self.year = scenario.year
+
+    async def execute(self) -> Run:
+        steps: list[tuple[str, Callable[[], Awaitable[None]]]] = [
+            ("recruitment", self.recruit),
+            ("groups", self.register_and_fund_groups),
+            ("mentors", self.assign_mentors),
+            ("reports", self.report_the_year),
+            ("lpj", self.account_for_funds),
+            ("evaluation", self.evaluate),
+        ]
+        for name, step in steps:
+            started = time.perf_counter()
+            await step()
+            self.run.phases[name] = round(time.perf_counter() - started, 1)
+        return self.run
+
+    # ------------------------------------------------------------------ recruitment
+
+    async def recruit(self) -> None:
+        stages = self.run.scenario.stages
+        task = self._task("recruiting TKS (rounds, applicants, briefings)",
+                          sum(s.tks_count for s in stages))
+        for stage in stages:
+            round_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"tkm-demo/{self.run.scenario.seed}/"
+                                                          f"{self.year}/{stage.target.stage}"))
+            quotas = [{"province_code": r.province_code, "regency_code": r.code,
+                       "places": len(r.tks)} for r in stage.regencies]
+            await self.api.post("recruitment", "/rounds", {
+                "year": self.year, "stage": stage.target.stage, "quotas": quotas,
+                "round_id": round_id}, ok=(409,))
+            items = [(r, person) for r in stage.regencies for person in r.tks]
+            for chunk in _chunks(items, 300):
+                body = {"items": [self._intake(stage, r.code, p) for r, p in chunk]}
+                result = await self.api.post("recruitment",
+                                             f"/rounds/{round_id}/recruitments:batch", body)
+                for (_, person), item in zip(chunk, result["results"], strict=True):
+                    if item["status"] != 201:
+                        raise SimulationError(f"recruitment refused: {item['error']}")
+                    self.run.tks_ids[person.nik] = item["tks_id"]
+                    self.run.tks_of[item["tks_id"]] = person
+                    self.run.tks_regency[item["tks_id"]] = item["regency_code"]
+                self.progress.advance(task, len(chunk))
+            await self.api.post("recruitment", f"/rounds/{round_id}/close", ok=(409,))
+
+    def _intake(self, stage: StagePlan, regency: str, p: Person) -> dict:
+        born = parse_nik(p.nik).birth_date
+        return {
+            "applicant": {"year": self.year, "nik": p.nik, "full_name": p.name, "sex": p.sex,
+                          "birth_date": born.isoformat(),
+                          "education": self.rng.choice(("D3", "D4", "S1", "S1", "S1", "S2")),
+                          "domicile_regency_code": regency, "phone": p.phone,
+                          "email": f"{p.name.lower().replace(' ', '.')}.{p.nik[-4:]}@example.id"},
+            "briefing": {"city": ("Jakarta", "Surabaya", "Makassar")[stage.target.stage - 1],
+                         "briefed_on": stage.target.briefed_on.isoformat()},
+            "regency_code": regency,
+        }
+
+    # ------------------------------------------------------------------ groups
+
+    async def register_and_fund_groups(self) -> None:
+        catalogue = {b["code"] for b in await self.api.get("groups", "/business-types")}
+        stages = self.run.scenario.stages
+        total = sum(s.group_count for s in stages)
+        register = self._task("registering groups from CSV files", total)
+        approve = self._task("approving and funding groups", total)
+        for stage in stages:
+            plans = [g for r in stage.regencies for g in r.groups]
+            unknown = {g.business_type for g in plans} - catalogue
+            if unknown:
+                raise SimulationError(f"business types not in the catalogue: {sorted(unknown)}")
+            await asyncio.gather(*(self._import(chunk, register) for chunk in _chunks(plans, 250)))
+            ids = [self.run.group_ids[g.ref] for g in plans]
+            funded_on = stage.target.funded_on
+            for chunk in _chunks(ids, 500):
+                await self._bulk_ok("/groups/approvals", {"group_ids": chunk}, "approval")
+                await self._bulk_ok("/groups/fundings", {"items": [
+                    {"group_id": gid, "tranche": 1, "amount": FUNDING,
+                     "disbursed_on": funded_on.isoformat(), "budget_year": self.year}
+                    for gid in chunk]}, "funding")
+                for gid in chunk:
+                    self.run.funded_on[gid] = funded_on
+                self.progress.advance(approve, len(chunk))
+
+    async def _import(self, plans: list[GroupPlan], task: Any) -> None:
+        out = io.StringIO()
+        writer = csv.writer(out)
+        writer.writerow(["group_ref", "year", "stage", "regency_code", "business_type",
+                         "group_name", "member_nik", "member_name", "member_phone"])
+        for g in plans:
+            for m in g.members:
+                writer.writerow([g.ref, self.year, "pemula", g.regency_code, g.business_type,
+                                 g.name, m.nik, m.name, m.phone])
+        report = await self.api.post("groups", "/groups/imports",
+                                     content=out.getvalue().encode(), content_type="text/csv")
+        if report["errors"] or report["refused"]:
+            raise SimulationError(f"group import refused rows: {report['errors'][:3]}")
+        by_name = {g.name: g for g in plans}  # names carry the regency code: unique
+        for result in report["results"]:
+            plan = by_name[result["group_name"]]
+            self.run.group_ids[plan.ref] = result["group_id"]
+            self.run.plans[result["group_id"]] = plan
+        self.progress.advance(task, len(plans))
+
+    async def _bulk_ok(self, path: str, body: dict, what: str) -> None:
+        answer = await self.api.post("groups", path, body)
+        failed = [r for r in answer["results"] if r["status"] >= 300]
+        if failed:
+            raise SimulationError(f"{what} refused: {failed[:3]}")
+
+    # ------------------------------------------------------------------ mentors
+
+    async def assign_mentors(self) -> None:
+        task = self._task("waiting for mentoring to learn of TKS and funded groups", 1)
+        expected_groups, expected_tks = len(self.run.funded_on), len(self.run.tks_of)
+        provinces = sorted({g.regency_code[:2] for g in self.run.plans.values()})
+        await _until(lambda: self._mentoring_knows(provinces, expected_groups, expected_tks),
+                     "mentoring never learnt of every funded group and TKS")
+        self.progress.advance(task)
+        task = self._task("assigning mentors (balanced caseloads per regency)", len(provinces))
+        for code in provinces:
+            result = await self.api.post("mentoring", "/assignments/suggestions/apply", {
+                "province_code": code, "on_funding_date": True})
+            if result["skipped"] or result["unplaced"]:
+                raise SimulationError(f"mentors not assigned in {code}: "
+                                      f"{result['skipped'][:2]} {result['unplaced'][:2]}")
+            self.progress.advance(task)
+        await self._learn_mentors()
+
+    async def _mentoring_knows(self, provinces: list[str], groups: int, tks: int) -> bool:
+        summaries = await asyncio.gather(*(
+            self.api.get("mentoring", f"/provinces/{p}/summary") for p in provinces))
+        return (sum(s["groups_funded"] for s in summaries) >= groups
+                and sum(s["tks_active"] for s in summaries) >= tks - len(self.run.resigned))
+
+    async def _learn_mentors(self) -> None:
+        views = await asyncio.gather(*(self.api.get("mentoring", f"/tks/{t}")
+                                       for t in self.run.tks_of if t not in self.run.resigned))
+        self.run.mentor = {g["group_id"]: v["tks_id"] for v in views for g in v["groups"]}
+        missing = set(self.run.funded_on) - set(self.run.mentor)
+        if missing:
+            raise SimulationError(f"{len(missing)} funded groups have no mentor")
+
+    # ------------------------------------------------------------------ reports
+
+    async def report_the_year(self) -> None:
+        periods = [f"{self.year}-{m:02d}" for m in range(1, 13)]
+        task = self._task("filing monthly reports and closing periods", len(periods))
+        revenue: dict[str, float] = {}
+        for month, period in enumerate(periods, start=1):
+            last_day = date(self.year, month, monthrange(self.year, month)[1])
+            due = [g for g, funded in self.run.funded_on.items() if funded <= last_day]
+            reports = [r for g in due if (r := self._report(g, period, month, revenue))]
+            for chunk in _chunks(reports, self.options.batch):
+                result = await self.api.post("mentoring", "/reports/batch", {"reports": chunk})
+                refused = [r for r in result["results"] if r["status"] != "filed"]
+                if refused:
+                    raise SimulationError(f"reports refused in {period}: {refused[:2]}")
+                self.run.reports_filed += len(chunk)
+            closed = await self.api.post("mentoring", f"/periods/{period}/close")
+            self.run.reports_overdue += closed["overdue"]
+            if month == 9:
+                await self._resign_some(date(self.year, 9, 30))
+            self.progress.advance(task)
+
+    def _report(self, group_id: str, period: str, month: int,
+                revenue: dict[str, float]) -> dict | None:
+        tks = self.run.mentor[group_id]
+        diligent = self.run.tks_of[tks].diligent
+        plan = self.run.plans[group_id]
+        growth = 1.03 if diligent else 0.985
+        revenue[group_id] = revenue.get(group_id, plan.base_revenue) * growth * \
+            self.rng.uniform(0.97, 1.03)
+        missing = self.options.missing_share if diligent else 0.35
+        if self.rng.random() < missing:
+            return None
+        late = self.options.late_share if diligent else 0.35
+        deadline = _deadline(self.year, month)
+        filed_on = deadline + timedelta(days=self.rng.randint(1, 20)) \
+            if self.rng.random() < late else deadline - timedelta(days=self.rng.randint(0, 9))
+        return {
+            "group_id": group_id, "tks_id": tks, "period": period, "filed_on": filed_on.isoformat(),
+            "revenue": int(revenue[group_id]) // 1000 * 1000,
+            "production_units": self.rng.randint(20, 400),
+            "production_unit": UNITS.get(plan.business_type, "pcs"),
+            "members_active": len(plan.members) - (self.rng.random() < 0.1),
+            "new_workers": int(diligent and self.rng.random() < 0.12),
+            "support": sorted(self.rng.sample(("partnership", "capital_access", "market_access"),
+                                              self.rng.randint(0, 2))),
+            "lpj_help": self.rng.random() < 0.2,
+        }
+
+    async def _resign_some(self, effective: date) -> None:
+        """A few TKS resign (from regencies with colleagues to take over their groups)."""
+        by_regency: dict[str, list[str]] = {}
+        # ordered by NIK (fixed by the seed), not by the ids the service handed out
+        for tks_id in sorted(self.run.tks_of, key=lambda t: self.run.tks_of[t].nik):
+            by_regency.setdefault(self._regency_of(tks_id), []).append(tks_id)
+        candidates = [ts[0] for _, ts in sorted(by_regency.items()) if len(ts) >= 2]
+        leaving = self.rng.sample(candidates, min(self.options.resignations, len(candidates)))
+        for tks_id in leaving:
+            await self.api.post("recruitment", f"/tks/{tks_id}/resignation",
+                                {"effective_date": effective.isoformat()})
+            self.run.resigned.append(tks_id)
+        orphans = {g for g, t in self.run.mentor.items() if t in leaving}
+        await _until(lambda: self._unassigned_are(orphans),
+                     "mentoring never released the resigned TKS's groups")
+        for code in sorted({self._regency_of(t) for t in leaving}):
+            await self.api.post("mentoring", "/assignments/suggestions/apply", {
+                "regency_code": code, "assigned_on": (effective + timedelta(days=1)).isoformat()})
+        await self._learn_mentors()
+
+    async def _unassigned_are(self, groups: set[str]) -> bool:
+        listing = await self.api.get("mentoring", "/groups/unassigned", limit=5000)
+        return groups <= {g["group_id"] for g in listing["groups"]}
+
+    def _regency_of(self, tks_id: str) -> str:
+        return self.run.tks_regency[tks_id]
+
+    # ------------------------------------------------------------------ LPJ
+
+    async def account_for_funds(self) -> None:
+        groups = sorted(self.run.funded_on)
+        task = self._task("LPJ: submitted, some returned, then accepted", len(groups))
+
+        async def one(group_id: str) -> None:
+            returned = self.rng.random() < self.options.returned_lpj_share
+            tools = self.rng.randrange(11_000_000, 12_000_001, 1000)
+            materials = FUNDING - tools - self.rng.randrange(0, 500_001, 1000)
+            path = f"/groups/{group_id}/lpj"
+            if returned:
+                first = await self.api.post("groups", path, {
+                    "tools": tools, "materials": materials, "evidence_count": 2})
+                await self.api.post("groups", f"{path}/{first['report_id']}/return", {
+                    "reason": "receipts for materials are missing"})
+            report = await self.api.post("groups", path, {
+                "tools": tools, "materials": materials, "other": 0,
+                "evidence_count": self.rng.randint(8, 30)})
+            await self.api.post("groups", f"{path}/{report['report_id']}/acceptance")
+            self.progress.advance(task)
+
+        await asyncio.gather(*(one(g) for g in groups))
+
+    # ------------------------------------------------------------------ evaluation
+
+    async def evaluate(self) -> None:
+        task = self._task("year-end evaluation and next year's contracts", 3)
+        await self.api.post("evaluation", f"/evaluations/{self.year}/open", ok=(409,))
+        await _until(self._evaluation_caught_up, "evaluation never caught up with the year")
+        self.progress.advance(task)
+        closed = await self.api.post("evaluation", f"/evaluations/{self.year}/close", ok=(409,))
+        self.progress.advance(task)
+        result = closed["error"]["result"] if "error" in closed else closed
+        expected = len(result["outcomes"])
+        await _until(lambda: self._recruitment_applied(expected),
+                     "recruitment never applied every evaluation outcome")
+        self.progress.advance(task)
+
+    async def _evaluation_caught_up(self) -> bool:
+        """Every report, overdue flag and accepted LPJ of the year has reached evaluation."""
+        rows = await self.api.get_all("evaluation", f"/evaluations/{self.year}/preview")
+        basis = [{i["name"]: i["basis"] or {} for i in r["indicators"]} for r in rows]
+        due = sum(b.get("reporting_compliance", {}).get("due", 0) for b in basis)
+        accepted = sum(b.get("lpj_completion", {}).get("accepted", 0) for b in basis)
+        return (len(rows) >= len(self.run.tks_of)
+                and due >= self.run.reports_filed + self.run.reports_overdue
+                and accepted >= len(self.run.funded_on))
+
+    async def _recruitment_applied(self, outcomes: int) -> bool:
+        renewed = await self.api.get("recruitment", "/tks", year=self.year + 1, limit=1)
+        vacancies = await self.api.get("recruitment", "/vacancies", year=self.year + 1, limit=1)
+        return renewed["total"] + vacancies["total"] >= outcomes
+
+    def _task(self, description: str, total: int) -> Any:
+        return self.progress.add_task(description, total=total)
+
+
+def progress_bar(**kwargs: Any) -> Progress:
+    return Progress(TextColumn("{task.description:<58}"), BarColumn(), MofNCompleteColumn(),
+                    TimeElapsedColumn(), **kwargs)
+
+
+def _chunks(items: list, size: int) -> list[list]:
+    return [items[i:i + size] for i in range(0, len(items), size)]
+
+
+def _deadline(year: int, month: int) -> date:
+    return date(year + (month == 12), month % 12 + 1, 10)
+
+
+async def _until(check: Callable[[], Awaitable[bool]], failure: str, timeout: float = 300) -> None:
+    deadline = time.monotonic() + timeout
+    while not await check():
+        if time.monotonic() > deadline:
+            raise SimulationError(failure + f" within {timeout:.0f}s")
+        await asyncio.sleep(0.5)
