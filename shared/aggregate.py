@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import random
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Self, TypeVar
 
@@ -54,6 +54,21 @@ async def lock_stream(conn: asyncpg.Connection, stream_id: str, *, shared: bool 
     `UnitOfWork.load` takes), shared for readers that must not interleave with a writer."""
     fn = "pg_advisory_xact_lock_shared" if shared else "pg_advisory_xact_lock"
     await conn.execute(f"SELECT {fn}(hashtextextended($1, 0))", stream_id)
+
+
+async def lock_streams(conn: asyncpg.Connection, stream_ids: Iterable[str], *,
+                       shared: bool = False) -> None:
+    """`lock_stream` for many streams in one statement, taken in one order (byte order of the
+    ids) for every caller, so two batches over overlapping streams queue instead of
+    deadlocking. Each stream holds one entry of the server's lock table until commit."""
+    fn = "pg_advisory_xact_lock_shared" if shared else "pg_advisory_xact_lock"
+    # sorted here, not by the database's collation; a subquery with ORDER BY is kept as it is,
+    # so the locks are taken row by row in that order
+    await conn.execute(
+        f"SELECT {fn}(hashtextextended(s, 0)) FROM (SELECT s FROM unnest($1::text[]) "
+        "WITH ORDINALITY AS u(s, n) ORDER BY n) AS ordered", sorted(set(stream_ids)))
+
+
 Projector = Callable[[asyncpg.Connection, list[tuple[Envelope, Event]]], Awaitable[None]]
 
 
@@ -71,10 +86,22 @@ class UnitOfWork:
         """The aggregate rebuilt from its stream, or None when the stream is empty. Writers of one
         stream queue on a transaction-scoped advisory lock instead of failing on each other."""
         await lock_stream(self.conn, stream_id)
-        history = await self.store.read_stream(self.conn, stream_id)
-        if not history:
+        history = await self.store.read_streams(self.conn, [stream_id])
+        if stream_id not in history:
             return None
-        return cls.from_history(stream_id, [e for _, e in history])
+        return cls.from_history(stream_id, history[stream_id])
+
+    async def load_many(self, cls: type[A], stream_ids: Iterable[str], *,
+                        lock: bool = True) -> dict[str, A]:
+        """The aggregates of the non-empty streams among `stream_ids` (empty ones are absent),
+        read in one query after taking every stream's lock (`lock_streams`). `lock=False` is
+        for a caller already excluding the streams' writers another way (too many streams for
+        the lock table): an unexcluded writer makes `save_many` raise ConcurrencyError."""
+        ids = sorted(set(stream_ids))
+        if lock:
+            await lock_streams(self.conn, ids)
+        history = await self.store.read_streams(self.conn, ids)
+        return {s: cls.from_history(s, events) for s, events in history.items()}
 
     async def save(self, agg: Aggregate) -> list[Envelope]:
         """Append the aggregate's pending events at the version it was loaded at.
@@ -84,6 +111,22 @@ class UnitOfWork:
             self.conn, agg.stream_id, agg.version, events, actor=self.actor,
             correlation_id=self.correlation_id, causation_id=self.causation_id)
         agg.version += len(events)
+        if self.projector and envelopes:
+            await self.projector(self.conn, list(zip(envelopes, events, strict=True)))
+        self.saved.extend(envelopes)
+        return envelopes
+
+    async def save_many(self, aggregates: Iterable[Aggregate]) -> list[Envelope]:
+        """Append every aggregate's pending events at the version it was loaded at, set-based
+        (`EventStore.append_many`), and run the projector once over all of them, in the order
+        given. Raises ConcurrencyError when any stream moved on; nothing is written then."""
+        aggs = [a for a in {id(a): a for a in aggregates}.values() if a.pending]
+        envelopes = await self.store.append_many(
+            self.conn, [(a.stream_id, a.version, a.pending) for a in aggs], actor=self.actor,
+            correlation_id=self.correlation_id, causation_id=self.causation_id)
+        events = [e for a in aggs for e in a.pending]
+        for agg in aggs:
+            agg.version, agg.pending = agg.version + len(agg.pending), []
         if self.projector and envelopes:
             await self.projector(self.conn, list(zip(envelopes, events, strict=True)))
         self.saved.extend(envelopes)

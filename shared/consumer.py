@@ -3,10 +3,12 @@
 Guarantees, per batch of records:
 - ONE Postgres transaction holds the inbox rows (event ids) and everything the handlers wrote;
   the Kafka offset is committed only after that transaction committed. A redelivered event finds
-  its inbox row and is skipped, so its effects are applied once.
+  its inbox row and is skipped, and an event repeated within a batch counts once, so its effects
+  are applied once. Events are applied in the order of the batch.
 - A record that cannot be decoded, names an unknown event type, or whose handler still fails
   after `max_retries` retries is dead-lettered: a DLQ message carrying the reason and the
-  original bytes is written through the outbox in the same transaction, and the batch goes on.
+  original bytes is written through the outbox in the same transaction, and the batch goes on;
+  a failed handler leaves no trace of its own writes.
 - When the database itself is unreachable nothing is committed: the batch is rewound (seek) and
   retried after a pause, so no record is ever passed over.
 """
@@ -20,6 +22,7 @@ import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
@@ -42,6 +45,18 @@ INFRASTRUCTURE_ERRORS = (OSError, asyncpg.InterfaceError, asyncpg.CannotConnectN
                          asyncpg.AdminShutdownError, asyncpg.ConnectionDoesNotExistError)
 
 
+@dataclass
+class _Item:
+    record: ConsumerRecord
+    inbox_id: uuid.UUID  # the event id; for an undecodable record, one from its place
+    envelope: Envelope | None = None
+    event: Event | None = None
+    reason: str = ""  # why it is dead-lettered
+    error_type: str = "ContractError"
+    handler: Handler | None = None
+    outcome: str = ""  # the one expected until the handlers ran, then the final one
+
+
 class EventConsumer:
     """Applies consumed records to a service's database. `handlers` maps event types to
     functions; valid events of other types are recorded as ignored."""
@@ -54,90 +69,134 @@ class EventConsumer:
         self.handlers, self.dlq, self.max_retries = handlers, dead_letter_topic, max_retries
 
     async def process(self, records: list[ConsumerRecord]) -> dict[str, int]:
-        """Apply a batch in one transaction. Returns counts by outcome. Raises one of
-        INFRASTRUCTURE_ERRORS when the database is unreachable (nothing was committed)."""
+        """Apply a batch in one transaction. Returns counts by outcome (applied, ignored,
+        dead-lettered, duplicate). Raises one of INFRASTRUCTURE_ERRORS when the database is
+        unreachable (nothing was committed)."""
         started = time.perf_counter()
-        outcomes: dict[str, int] = {}
+        items = [self._decoded(record) for record in records]
         async with self.pool.acquire() as conn, conn.transaction():
-            for record in records:
-                outcome = await self._one(conn, record)
-                outcomes[outcome] = outcomes.get(outcome, 0) + 1
-            if outcomes.get("dead-lettered"):
-                await conn.execute("SELECT pg_notify($1, '')", OUTBOX_CHANNEL)
+            await self._claim(conn, items)
+            todo = [i for i in items if i.outcome == "applied"]
+            if todo:
+                await self._apply(conn, todo)
+            letters = [i for i in items if i.outcome == "dead-lettered"]
+            if letters:
+                await self._dead_letter(conn, letters)
+        outcomes: dict[str, int] = {}
+        by_topic: dict[tuple[str, str], int] = {}
+        for item in items:
+            outcomes[item.outcome] = outcomes.get(item.outcome, 0) + 1
+            key = (item.record.topic, item.outcome)
+            by_topic[key] = by_topic.get(key, 0) + 1
         for record_topic in {r.topic for r in records}:
             HANDLER_SECONDS.labels(self.service, record_topic).observe(time.perf_counter() - started)
-        for outcome, n in outcomes.items():
-            EVENTS_CONSUMED.labels(self.service, records[0].topic, outcome).inc(n)
+        for (record_topic, outcome), n in by_topic.items():
+            EVENTS_CONSUMED.labels(self.service, record_topic, outcome).inc(n)
         return outcomes
 
-    async def _one(self, conn: asyncpg.Connection, record: ConsumerRecord) -> str:
+    def _decoded(self, record: ConsumerRecord) -> _Item:
         try:
             envelope, event = decode(record.value)
         except ContractError as exc:
-            await self._dead_letter(conn, record, None, exc.reason, "ContractError")
-            return "dead-lettered"
-        event_id_var.set(str(envelope.event_id))
-        correlation_id_var.set(str(envelope.correlation_id))
-        fresh = await conn.fetchval(
-            "INSERT INTO inbox (event_id, topic, kafka_partition, kafka_offset, outcome) "
-            "VALUES ($1, $2, $3, $4, 'pending') ON CONFLICT (event_id) DO NOTHING RETURNING 1",
-            envelope.event_id, record.topic, record.partition, record.offset)
-        if not fresh:
-            return "duplicate"
+            # undecodable records have no event id: their place on the topic identifies them
+            place = uuid.uuid5(uuid.NAMESPACE_URL,
+                               f"kafka:{record.topic}/{record.partition}/{record.offset}")
+            return _Item(record, place, reason=exc.reason, outcome="dead-lettered")
         handler = self.handlers.get(envelope.event_type)
-        if handler is None:
-            await self._set_outcome(conn, envelope.event_id, "ignored")
-            return "ignored"
-        error: Exception | None = None
-        for _ in range(self.max_retries + 1):
+        return _Item(record, envelope.event_id, envelope, event, handler=handler,
+                     outcome="applied" if handler else "ignored")
+
+    async def _claim(self, conn: asyncpg.Connection, items: list[_Item]) -> None:
+        """Insert the inbox rows of the batch in one statement; an item whose row existed
+        already, or that repeats an earlier item of the batch, becomes a duplicate."""
+        first: dict[uuid.UUID, _Item] = {}
+        for item in items:
+            if item.inbox_id in first:
+                item.outcome = "duplicate"
+            else:
+                first[item.inbox_id] = item
+        claimed = first.values()
+        # rows carry the outcome expected; the handlers that fail are corrected in _apply
+        fresh = {r["event_id"] for r in await conn.fetch(
+            "INSERT INTO inbox (event_id, topic, kafka_partition, kafka_offset, outcome) "
+            "SELECT * FROM unnest($1::uuid[], $2::text[], $3::int[], $4::bigint[], $5::text[]) "
+            "ON CONFLICT (event_id) DO NOTHING RETURNING event_id",
+            [i.inbox_id for i in claimed], [i.record.topic for i in claimed],
+            [i.record.partition for i in claimed], [i.record.offset for i in claimed],
+            [i.outcome for i in claimed])}
+        for item in claimed:
+            if item.inbox_id not in fresh:
+                item.outcome = "duplicate"
+
+    async def _apply(self, conn: asyncpg.Connection, todo: list[_Item]) -> None:
+        """Run the handlers in order. The whole batch is tried in one savepoint; only when a
+        handler fails is each event run in a savepoint of its own, retried, then dead-lettered,
+        so a failure leaves no trace and the other events still apply once."""
+        # the handler that failed the batch has had its first try
+        failed_first: dict[uuid.UUID, Exception] = {}
+        if len(todo) > 1:
+            current = todo[0]
             try:
-                async with conn.transaction():  # a savepoint: a failed try leaves no trace
-                    uow = UnitOfWork(conn, self.store, f"system:{self.service}",
-                                     envelope.correlation_id, causation_id=envelope.event_id,
-                                     projector=self.projector)
-                    await handler(uow, envelope, event)
-                await self._set_outcome(conn, envelope.event_id, "applied")
-                return "applied"
+                async with conn.transaction():
+                    for current in todo:
+                        await self._handle(conn, current)
+                return
             except INFRASTRUCTURE_ERRORS:
                 raise
-            except Exception as exc:  # noqa: BLE001 - any handler failure is retried, then dead-lettered
-                error = exc
-        assert error is not None
-        log.error("dead-lettering %s after %d tries: %r", envelope.event_type,
-                  self.max_retries + 1, error)
-        await self._dead_letter(conn, record, envelope, str(error) or repr(error),
-                                type(error).__name__)
-        await self._set_outcome(conn, envelope.event_id, "dead-lettered")
-        return "dead-lettered"
+            except Exception as exc:  # noqa: BLE001 - sorted out event by event below
+                failed_first[current.inbox_id] = exc
+                log.info("a handler failed in a batch of %d, applying one by one: %r",
+                         len(todo), exc)
+        failed = []
+        for item in todo:
+            error = failed_first.get(item.inbox_id)
+            for _ in range(1 if error else 0, self.max_retries + 1):
+                try:
+                    async with conn.transaction():
+                        await self._handle(conn, item)
+                    error = None
+                    break
+                except INFRASTRUCTURE_ERRORS:
+                    raise
+                except Exception as exc:  # noqa: BLE001 - retried, then dead-lettered
+                    error = exc
+            if error is not None:
+                assert item.envelope is not None
+                log.error("dead-lettering %s after %d tries: %r", item.envelope.event_type,
+                          self.max_retries + 1, error)
+                item.outcome, item.reason = "dead-lettered", str(error) or repr(error)
+                item.error_type = type(error).__name__
+                failed.append(item.inbox_id)
+        if failed:
+            await conn.execute("UPDATE inbox SET outcome = 'dead-lettered' "
+                               "WHERE event_id = ANY($1::uuid[])", failed)
 
-    @staticmethod
-    async def _set_outcome(conn: asyncpg.Connection, event_id: uuid.UUID, outcome: str) -> None:
-        await conn.execute("UPDATE inbox SET outcome = $2 WHERE event_id = $1", event_id, outcome)
+    async def _handle(self, conn: asyncpg.Connection, item: _Item) -> None:
+        envelope, event, handler = item.envelope, item.event, item.handler
+        assert envelope is not None and event is not None and handler is not None
+        event_id_var.set(str(envelope.event_id))
+        correlation_id_var.set(str(envelope.correlation_id))
+        uow = UnitOfWork(conn, self.store, f"system:{self.service}", envelope.correlation_id,
+                         causation_id=envelope.event_id, projector=self.projector)
+        await handler(uow, envelope, event)
 
-    async def _dead_letter(self, conn: asyncpg.Connection, record: ConsumerRecord,
-                           envelope: Envelope | None, reason: str, error_type: str) -> None:
-        # undecodable records have no event id: their place on the topic identifies them
-        dead_id = envelope.event_id if envelope else uuid.uuid5(
-            uuid.NAMESPACE_URL, f"kafka:{record.topic}/{record.partition}/{record.offset}")
-        if envelope is None:
-            fresh = await conn.fetchval(
-                "INSERT INTO inbox (event_id, topic, kafka_partition, kafka_offset, outcome) "
-                "VALUES ($1, $2, $3, $4, 'dead-lettered') ON CONFLICT DO NOTHING RETURNING 1",
-                dead_id, record.topic, record.partition, record.offset)
-            if not fresh:
-                return
-        letter = {
-            "dead_letter_id": str(dead_id), "consumer": self.service, "reason": reason,
-            "error_type": error_type, "failed_at": utcnow().isoformat(),
-            "source": {"topic": record.topic, "partition": record.partition,
-                       "offset": record.offset,
-                       "key": record.key.decode(errors="replace") if record.key else None},
-            "event_type": envelope.event_type if envelope else None,
-            "original_value_base64": base64.b64encode(record.value or b"").decode(),
-        }
+    async def _dead_letter(self, conn: asyncpg.Connection, items: list[_Item]) -> None:
+        """DLQ messages carrying the reason and the original bytes, through the outbox."""
+        letters = [{
+            "dead_letter_id": str(i.inbox_id), "consumer": self.service, "reason": i.reason,
+            "error_type": i.error_type, "failed_at": utcnow().isoformat(),
+            "source": {"topic": i.record.topic, "partition": i.record.partition,
+                       "offset": i.record.offset,
+                       "key": i.record.key.decode(errors="replace") if i.record.key else None},
+            "event_type": i.envelope.event_type if i.envelope else None,
+            "original_value_base64": base64.b64encode(i.record.value or b"").decode(),
+        } for i in items]
         await conn.execute(
-            "INSERT INTO outbox (topic, message_key, event_id, value) VALUES ($1, $2, $3, $4)",
-            self.dlq, str(dead_id), dead_id, json.dumps(letter).encode())
+            "WITH o AS (INSERT INTO outbox (topic, message_key, event_id, value) "
+            "SELECT $1, k, e, v FROM unnest($2::text[], $3::uuid[], $4::bytea[]) "
+            "WITH ORDINALITY AS u(k, e, v, n) ORDER BY n) SELECT pg_notify($5, '')",
+            self.dlq, [str(i.inbox_id) for i in items], [i.inbox_id for i in items],
+            [json.dumps(letter).encode() for letter in letters], OUTBOX_CHANNEL)
 
 
 def record_lag(consumer: Any, service: str, records: list[ConsumerRecord]) -> None:

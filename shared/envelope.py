@@ -99,6 +99,11 @@ def event_class(event_type: str, version: int | None = None) -> type[Event]:
     return cls
 
 
+def current_version(event_type: str) -> int | None:
+    """The schema version events of this type are upcast to, or None for an unknown type."""
+    return _CURRENT.get(event_type)
+
+
 def registered_events() -> dict[tuple[str, int], type[Event]]:
     return dict(_REGISTRY)
 

@@ -1,10 +1,11 @@
 """Postgres event store with a transactional outbox, and versioned migrations.
 
 Guarantees:
-- `append` writes a stream's new events and, for events that have a topic, their outbox rows in
-  the caller's transaction: both commit or neither does.
+- `append` (one stream) and `append_many` (many streams, set-based) write new events and, for
+  events that have a topic, their outbox rows in the caller's transaction: all commit or none do.
 - A stream's versions are gapless; appending at a stale expected version raises
-  `ConcurrencyError` and writes nothing (the unique (stream_id, stream_version) key decides races).
+  `ConcurrencyError` and writes nothing, for any stream of an `append_many` (the unique
+  (stream_id, stream_version) key decides races).
 - `read_all` follows (transaction id, position) and only returns rows of transactions older than
   every transaction still in flight, so a late-committing transaction is never skipped. Postgres
   transaction ids are server-wide: a long transaction in another database on the same server
@@ -13,6 +14,7 @@ Guarantees:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import uuid
 from collections.abc import Sequence
@@ -21,7 +23,17 @@ from pathlib import Path
 
 import asyncpg
 
-from shared.envelope import Envelope, Event, encode, parse_payload, utcnow
+from pydantic import ValidationError
+
+from shared.envelope import (
+    Envelope,
+    Event,
+    current_version,
+    encode,
+    event_class,
+    parse_payload,
+    utcnow,
+)
 
 KERNEL_SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
@@ -115,39 +127,90 @@ class EventStore:
                      causation_id: uuid.UUID | None = None) -> list[Envelope]:
         """Append `events` after `expected_version` inside the caller's open transaction.
         Raises ConcurrencyError when the stream is elsewhere; RuntimeError outside a transaction."""
+        return await self.append_many(conn, [(stream_id, expected_version, events)], actor=actor,
+                                      correlation_id=correlation_id, causation_id=causation_id)
+
+    async def append_many(self, conn: asyncpg.Connection,
+                          items: Sequence[tuple[str, int, Sequence[Event]]], *, actor: str,
+                          correlation_id: uuid.UUID,
+                          causation_id: uuid.UUID | None = None) -> list[Envelope]:
+        """Append each item's events after its expected version, all or nothing, inside the
+        caller's open transaction, in a constant number of statements. Returns the envelopes in
+        item order. Raises ConcurrencyError when any stream is elsewhere (nothing is written),
+        ValueError when a stream appears twice, RuntimeError outside a transaction."""
         if not conn.is_in_transaction():
             raise RuntimeError("append must run inside a transaction")
-        if not events:
+        items = [(s, v, events) for s, v, events in items if events]
+        if not items:
             return []
-        actual = await conn.fetchval(
-            "SELECT coalesce(max(stream_version), 0) FROM events WHERE stream_id = $1", stream_id)
-        if actual != expected_version:
-            raise ConcurrencyError(stream_id, expected_version, actual)
+        if len({s for s, _, _ in items}) != len(items):
+            raise ValueError("a stream appears twice in one append")
+        actual = await self.stream_versions(conn, [s for s, _, _ in items])
+        for stream_id, expected, _ in items:
+            if actual.get(stream_id, 0) != expected:
+                raise ConcurrencyError(stream_id, expected, actual.get(stream_id, 0))
         now = utcnow()
-        envelopes = [
-            Envelope(event_id=uuid.uuid4(), event_type=e.event_type, schema_version=e.schema_version,
-                     occurred_at=now, stream_id=stream_id, stream_version=expected_version + i,
-                     correlation_id=correlation_id, causation_id=causation_id,
-                     producer=self.producer, actor=actor, payload=e.model_dump(mode="json"))
+        pairs = [
+            (Envelope(event_id=uuid.uuid4(), event_type=e.event_type,
+                      schema_version=e.schema_version, occurred_at=now, stream_id=stream_id,
+                      stream_version=expected + i, correlation_id=correlation_id,
+                      causation_id=causation_id, producer=self.producer, actor=actor,
+                      payload=e.model_dump(mode="json")), e)
+            for stream_id, expected, events in items
             for i, e in enumerate(events, start=1)
         ]
+        envelopes = [v for v, _ in pairs]
         try:
-            await conn.executemany(
+            # WITH ORDINALITY: positions (and outbox ids below) follow the order given
+            await conn.execute(
                 "INSERT INTO events (event_id, stream_id, stream_version, event_type, "
                 "schema_version, occurred_at, correlation_id, causation_id, actor, payload) "
-                "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-                [(v.event_id, v.stream_id, v.stream_version, v.event_type, v.schema_version,
-                  v.occurred_at, v.correlation_id, v.causation_id, v.actor, json.dumps(v.payload))
-                 for v in envelopes])
+                "SELECT e, s, v, t, sv, o, c, ca, a, p FROM unnest($1::uuid[], $2::text[], "
+                "$3::int[], $4::text[], $5::int[], $6::timestamptz[], $7::uuid[], $8::uuid[], "
+                "$9::text[], $10::jsonb[]) WITH ORDINALITY AS u(e, s, v, t, sv, o, c, ca, a, p, n) "
+                "ORDER BY n",
+                [v.event_id for v in envelopes], [v.stream_id for v in envelopes],
+                [v.stream_version for v in envelopes], [v.event_type for v in envelopes],
+                [v.schema_version for v in envelopes], [now] * len(envelopes),
+                [correlation_id] * len(envelopes), [causation_id] * len(envelopes),
+                [actor] * len(envelopes), [json.dumps(v.payload) for v in envelopes])
         except asyncpg.UniqueViolationError as exc:
-            raise ConcurrencyError(stream_id, expected_version) from exc
-        published = [(e.topic, v) for e, v in zip(events, envelopes, strict=True) if e.topic]
+            # a writer that did not hold the stream lock committed first: the key decided
+            stream_id, expected, _ = _raced(exc, items)
+            raise ConcurrencyError(stream_id, expected) from exc
+        published = [(e.topic, v) for v, e in pairs if e.topic]
         if published:
-            await conn.executemany(
-                "INSERT INTO outbox (topic, message_key, event_id, value) VALUES ($1, $2, $3, $4)",
-                [(topic, v.stream_id, v.event_id, encode(v)) for topic, v in published])
-            await conn.execute("SELECT pg_notify($1, '')", OUTBOX_CHANNEL)
+            # the notify rides in the same statement: one round trip for the relay's wake-up
+            await conn.execute(
+                "WITH o AS (INSERT INTO outbox (topic, message_key, event_id, value) "
+                "SELECT t, k, e, v FROM unnest($1::text[], $2::text[], $3::uuid[], $4::bytea[]) "
+                "WITH ORDINALITY AS u(t, k, e, v, n) ORDER BY n) SELECT pg_notify($5, '')",
+                [t for t, _ in published], [v.stream_id for _, v in published],
+                [v.event_id for _, v in published], [encode(v) for _, v in published],
+                OUTBOX_CHANNEL)
         return envelopes
+
+    async def stream_versions(self, conn: asyncpg.Connection,
+                              stream_ids: Sequence[str]) -> dict[str, int]:
+        """The current version of each non-empty stream among `stream_ids` (absent: empty)."""
+        rows = await conn.fetch(
+            "SELECT stream_id, max(stream_version) AS version FROM events "
+            "WHERE stream_id = ANY($1::text[]) GROUP BY stream_id", list(stream_ids))
+        return {r["stream_id"]: r["version"] for r in rows}
+
+    async def read_streams(self, conn: asyncpg.Connection,
+                           stream_ids: Sequence[str]) -> dict[str, list[Event]]:
+        """The typed events of each non-empty stream among `stream_ids`, in version order and
+        upcast to their current schema version, in one query. Raises ContractError for a stored
+        event no registered model accepts."""
+        rows = await conn.fetch(
+            "SELECT stream_id, event_type, schema_version, payload FROM events "
+            "WHERE stream_id = ANY($1::text[]) ORDER BY stream_id, stream_version",
+            list(stream_ids))
+        history: dict[str, list[Event]] = {}
+        for row in rows:
+            history.setdefault(row["stream_id"], []).append(event_from_row(row))
+        return history
 
     async def read_stream(self, conn: asyncpg.Connection, stream_id: str) -> list[tuple[Envelope, Event]]:
         rows = await conn.fetch("SELECT * FROM events WHERE stream_id = $1 ORDER BY stream_version",
@@ -175,6 +238,24 @@ def envelope_from_row(row: asyncpg.Record) -> Envelope:
         stream_id=row["stream_id"], stream_version=row["stream_version"],
         correlation_id=row["correlation_id"], causation_id=row["causation_id"],
         producer="store", actor=row["actor"], payload=json.loads(row["payload"]))
+
+
+def event_from_row(row: asyncpg.Record) -> Event:
+    """The typed event of a stored row (needs its event_type, schema_version and payload)."""
+    if row["schema_version"] == current_version(row["event_type"]):
+        # the stored JSON validated directly: replaying long histories is mostly this
+        with contextlib.suppress(ValidationError):  # parse_payload below names the error
+            return event_class(row["event_type"]).model_validate_json(row["payload"])
+    return parse_payload(Envelope.model_construct(
+        event_type=row["event_type"], schema_version=row["schema_version"],
+        payload=json.loads(row["payload"])))
+
+
+def _raced(exc: asyncpg.UniqueViolationError,
+           items: list[tuple[str, int, Sequence[Event]]]) -> tuple[str, int, Sequence[Event]]:
+    # the detail names the key: "Key (stream_id, stream_version)=(tks-1, 3) already exists."
+    detail = exc.detail or ""
+    return next((item for item in items if f"=({item[0]}, " in detail), items[0])
 
 
 def _typed(envelope: Envelope) -> tuple[Envelope, Event]:

@@ -33,6 +33,11 @@ from shared.settings import ServiceSettings, load_settings
 from shared.topics import dead_letter_topic, ensure_topics
 
 log = logging.getLogger("tkm.service")
+BACKGROUND_STOP_S = 10.0
+
+
+# a background job: runs until the event is set (shutdown), sharing the service's pool and store
+Background = Callable[["ServiceContext", asyncio.Event], Awaitable[None]]
 
 
 @dataclass
@@ -46,6 +51,9 @@ class ServiceSpec:
     projector: Projector | None = None
     description: str = ""
     consumer_group: str | None = None  # defaults to the service name; tests give their own
+    # long-running jobs (e.g. a periodic close): started once the broker runs, asked to stop by
+    # setting the event at shutdown, then cancelled if they do not within BACKGROUND_STOP_S
+    background: tuple[Background, ...] = ()
 
 
 @dataclass
@@ -110,11 +118,17 @@ def create_app(spec: ServiceSpec, settings: ServiceSettings | None = None) -> Fa
         await broker.start()
         stop = asyncio.Event()
         relay_task = asyncio.create_task(relay.run(stop), name="outbox-relay")
+        jobs = [_start_background(job, app.state.ctx, stop) for job in spec.background]
         log.info("%s ready on %s:%s", spec.name, settings.http_host, settings.http_port)
         try:
             yield
         finally:
             stop.set()
+            if jobs:  # before the pool closes: they may be inside a transaction
+                _, late = await asyncio.wait(jobs, timeout=BACKGROUND_STOP_S)
+                for job in late:
+                    job.cancel()
+                await asyncio.gather(*late, return_exceptions=True)
             await broker.stop()
             try:
                 await asyncio.wait_for(relay_task, 10)
@@ -133,6 +147,21 @@ def create_app(spec: ServiceSpec, settings: ServiceSettings | None = None) -> Fa
         app.include_router(router)
     _add_operations(app)
     return app
+
+
+def _start_background(job: Background, ctx: ServiceContext,
+                      stop: asyncio.Event) -> asyncio.Task:
+    task = asyncio.create_task(job(ctx, stop), name=getattr(job, "__name__", "background"))
+
+    # a job that dies early is reported when it dies, not discovered at shutdown
+    def ended(done: asyncio.Task) -> None:
+        if not done.cancelled() and done.exception() is not None:
+            log.error("background job %s failed", done.get_name(), exc_info=done.exception())
+        elif not stop.is_set():
+            log.warning("background job %s ended before shutdown", done.get_name())
+
+    task.add_done_callback(ended)
+    return task
 
 
 def _subscribe(broker: KafkaBroker, consumer: EventConsumer, spec: ServiceSpec,

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import asyncpg
-
 from services.evaluation import views
 from services.evaluation.config import Policy
 from services.evaluation.domain import EvaluationCycle, TksEvaluations, cycle_stream, tks_stream
@@ -41,21 +39,16 @@ async def close_evaluation(ctx: ServiceContext, year: int, actor: Actor) -> dict
         assert cycle.policy is not None
         outcome = evaluate_year(await views.tks_facts(uow.conn, year), cycle.policy)
         evaluated = cycle.close(outcome)
-        versions = await _stream_versions(uow.conn, [tks_stream(e.tks_id) for e in evaluated])
+        # the TKS streams are resumed at their versions, neither replayed nor locked (thousands
+        # of locks would not fit the lock table): a concurrent writer is still caught by the
+        # versions and the whole close is retried
+        versions = await uow.store.stream_versions(
+            uow.conn, [tks_stream(e.tks_id) for e in evaluated])
+        streams = []
         for event in evaluated:
-            stream = TksEvaluations.at_version(tks_stream(event.tks_id),
-                                               versions.get(tks_stream(event.tks_id), 0))
-            stream.add(event)
-            await uow.save(stream)
-        await uow.save(cycle)
+            stream = tks_stream(event.tks_id)
+            streams.append(TksEvaluations.at_version(stream, versions.get(stream, 0)))
+            streams[-1].add(event)
+        await uow.save_many([*streams, cycle])
         return await views.close_result(uow.conn, year)
     return await ctx.command(decide, actor)
-
-
-async def _stream_versions(conn: asyncpg.Connection, stream_ids: list[str]) -> dict[str, int]:
-    # one query for all TKS streams instead of one load each; a concurrent writer is still caught
-    # by the store's unique (stream, version) key and the whole close is retried
-    rows = await conn.fetch(
-        "SELECT stream_id, max(stream_version) AS version FROM events "
-        "WHERE stream_id = ANY($1::text[]) GROUP BY stream_id", stream_ids)
-    return {r["stream_id"]: r["version"] for r in rows}

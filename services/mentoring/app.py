@@ -5,16 +5,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
 from pathlib import Path
-
-from fastapi import APIRouter, FastAPI
 
 from services.mentoring import handlers
 from services.mentoring.api import build_router
 from services.mentoring.config import MentoringConfig, load_config
 from services.mentoring.projections import project
-from shared.service import ServiceSpec
+from shared.service import Background, ServiceContext, ServiceSpec
 from shared.topics import GROUPS, MENTORING, RECRUITMENT
 
 log = logging.getLogger("tkm.mentoring")
@@ -25,35 +22,20 @@ reports not filed by the deadline flagged overdue when the month closes. Consume
 PeriodClosed). Report problems stay internal."""
 
 
-def _period_closer(config: MentoringConfig) -> APIRouter:
-    """A router without routes whose lifespan closes months as their deadlines pass; it runs
-    inside the kernel's lifespan, so the service context is ready."""
+def _period_closer(config: MentoringConfig) -> Background:
+    """Closes months as their deadlines pass, one check an interval, until shutdown."""
 
-    @contextlib.asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        task = None
-        if config.period_close.automatic:
-            task = asyncio.create_task(_close_forever(app, config), name="period-closer")
-        try:
-            yield
-        finally:
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+    async def close_due_periods(ctx: ServiceContext, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                for closed in await handlers.close_due_periods(ctx, config, handlers.today()):
+                    log.info("period %s closed: %s", closed["period"], closed)
+            except Exception:  # the database may be away; the next round tries again
+                log.exception("closing due periods failed")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), config.period_close.check_interval_seconds)
 
-    return APIRouter(lifespan=lifespan)
-
-
-async def _close_forever(app: FastAPI, config: MentoringConfig) -> None:
-    while True:
-        try:
-            for closed in await handlers.close_due_periods(app.state.ctx, config,
-                                                           handlers.today()):
-                log.info("period %s closed: %s", closed["period"], closed)
-        except Exception:  # the database may be away; the next round tries again
-            log.exception("closing due periods failed")
-        await asyncio.sleep(config.period_close.check_interval_seconds)
+    return close_due_periods
 
 
 def build_spec(config: MentoringConfig | None = None) -> ServiceSpec:
@@ -61,10 +43,11 @@ def build_spec(config: MentoringConfig | None = None) -> ServiceSpec:
     return ServiceSpec(
         name="mentoring",
         topic=MENTORING,
-        routers=[build_router(config), _period_closer(config)],
+        routers=[build_router(config)],
         migrations=Path(__file__).parent / "migrations",
         consumes=(RECRUITMENT, GROUPS),
         handlers=handlers.HANDLERS,
         projector=project,
         description=DESCRIPTION,
+        background=(_period_closer(config),) if config.period_close.automatic else (),
     )

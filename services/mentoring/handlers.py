@@ -9,14 +9,13 @@ cycle.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, replace
 from datetime import date, timedelta
 
 import asyncpg
 
 from services.mentoring import projections, views
-from services.mentoring.bulk import load_many, save_many
 from services.mentoring.config import MentoringConfig
 from services.mentoring.domain import (
     FundedGroup,
@@ -28,7 +27,7 @@ from services.mentoring.domain import (
     period_of,
     suggest_assignments,
 )
-from shared.aggregate import UnitOfWork
+from shared.aggregate import UnitOfWork, lock_stream
 from shared.auth import Actor, Role
 from shared.contracts.groups import GroupDissolved, GroupFunded
 from shared.contracts.mentoring import PeriodClosed
@@ -51,8 +50,15 @@ def today() -> date:
 
 
 async def _hold_off_close(conn: asyncpg.Connection) -> None:
-    await conn.execute("SELECT pg_advisory_xact_lock_shared(hashtextextended($1, 0))",
-                       CLOSE_LOCK)
+    await lock_stream(conn, CLOSE_LOCK, shared=True)
+
+
+async def _mentoring_of(uow: UnitOfWork, group_ids: Iterable[str], *,
+                        lock: bool = True) -> dict[str, GroupMentoring]:
+    # a group never mentored yet starts a stream of its own
+    streams = [GroupMentoring.stream(g) for g in group_ids]
+    return ({s: GroupMentoring(s) for s in streams}
+            | await uow.load_many(GroupMentoring, streams, lock=lock))
 
 
 def _group_or_404(groups: dict[str, FundedGroup], group_id: str) -> FundedGroup:
@@ -124,8 +130,7 @@ async def apply_suggestions(ctx: ServiceContext, config: MentoringConfig,
 async def _assign_chunk(uow: UnitOfWork, config: MentoringConfig, chunk: list[Suggestion],
                         on: date, on_funding_date: bool) -> tuple[int, list[dict]]:
     await _hold_off_close(uow.conn)
-    aggs = await load_many(uow, GroupMentoring, [GroupMentoring.stream(s.group_id)
-                                                 for s in chunk])
+    aggs = await _mentoring_of(uow, [s.group_id for s in chunk])
     groups = await views.funded_groups(uow.conn, [s.group_id for s in chunk])
     mentors = await views.mentors(uow.conn, [s.tks_id for s in chunk], lock=True)
     done, skipped = 0, []
@@ -143,7 +148,7 @@ async def _assign_chunk(uow: UnitOfWork, config: MentoringConfig, chunk: list[Su
             continue
         mentors[s.tks_id] = replace(mentors[s.tks_id], caseload=mentors[s.tks_id].caseload + 1)
         done += 1
-    await save_many(uow, aggs.values())
+    await uow.save_many(aggs.values())
     return done, skipped
 
 
@@ -240,7 +245,7 @@ async def _file_chunk(uow: UnitOfWork, config: MentoringConfig,
                       chunk: list[BatchItem]) -> list[dict]:
     await _hold_off_close(uow.conn)
     group_ids = {i.group_id for i in chunk}
-    aggs = await load_many(uow, GroupMentoring, [GroupMentoring.stream(g) for g in group_ids])
+    aggs = await _mentoring_of(uow, group_ids)
     groups = await views.funded_groups(uow.conn, group_ids)
     closed = await views.closed_periods(uow.conn, {i.report.period for i in chunk})
     results = []
@@ -257,7 +262,7 @@ async def _file_chunk(uow: UnitOfWork, config: MentoringConfig,
             continue
         results.append({"index": item.index, "group_id": item.group_id, "period": period,
                         "status": "filed", "on_time": agg.reports[period].on_time})
-    await save_many(uow, aggs.values())
+    await uow.save_many(aggs.values())
     return results
 
 
@@ -273,8 +278,7 @@ async def close_period(ctx: ServiceContext, config: MentoringConfig, period: str
     """Flag every due, unfiled report of the month overdue and close it. Idempotent: closing a
     closed month returns the counts of the first close and writes nothing."""
     async def decide(uow: UnitOfWork) -> dict:
-        await uow.conn.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
-                               CLOSE_LOCK)
+        await lock_stream(uow.conn, CLOSE_LOCK)
         stream = PeriodLedger.stream(period)
         ledger = await uow.load(PeriodLedger, stream) or PeriodLedger(stream)
         if ledger.closed is not None:
@@ -284,11 +288,10 @@ async def close_period(ctx: ServiceContext, config: MentoringConfig, period: str
                                deadline=deadline_of(period, config.reporting.deadline_day))
         # no filing can run meanwhile (the close lock), so these streams are not locked one by
         # one: thousands of locks would not fit the lock table
-        aggs = await load_many(uow, GroupMentoring,
-                               [GroupMentoring.stream(d.group_id) for d in overdue], lock=False)
+        aggs = await _mentoring_of(uow, [d.group_id for d in overdue], lock=False)
         for d in overdue:
             aggs[GroupMentoring.stream(d.group_id)].mark_overdue(d.tks_id, period)
-        await save_many(uow, [ledger, *aggs.values()])
+        await uow.save_many([ledger, *aggs.values()])
         assert ledger.closed is not None
         return _closure(ledger.closed, config)
 
@@ -350,11 +353,10 @@ async def _unassign_groups_of(uow: UnitOfWork, tks_id: str, on: date) -> None:
     rows = await uow.conn.fetch("SELECT group_id FROM mentored_groups WHERE tks_id = $1", tks_id)
     if not rows:
         return
-    aggs = await load_many(uow, GroupMentoring,
-                           [GroupMentoring.stream(r["group_id"]) for r in rows])
+    aggs = await _mentoring_of(uow, [r["group_id"] for r in rows])
     for agg in aggs.values():
         agg.unassign("tks_left", on, only_tks=tks_id)
-    await save_many(uow, aggs.values())
+    await uow.save_many(aggs.values())
 
 
 async def on_group_funded(uow: UnitOfWork, envelope: Envelope, event: GroupFunded) -> None:

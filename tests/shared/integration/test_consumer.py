@@ -3,15 +3,26 @@ import uuid
 
 import asyncpg
 import pytest
+from aiokafka import ConsumerRecord
 
-from shared.envelope import Envelope, encode, utcnow
+from shared.consumer import EventConsumer
+from shared.envelope import Envelope, Event, encode, register, utcnow
+from shared.eventstore import EventStore, migrate
 from shared.service import ServiceSpec, create_app
 from shared.settings import load_settings
 from shared.topics import dead_letter_topic, ensure_topics
 from tests.support.kafka import eventually, produce, read_topic
-from tests.support.sample import SAMPLE_TOPIC, AmountRecorded, on_amount, router
+from tests.support.sample import TOTALS_SQL, SAMPLE_TOPIC, AmountRecorded, on_amount, router
 
 pytestmark = pytest.mark.integration
+
+
+@register
+class NoteTaken(Event):
+    """A valid event the sample service has no handler for."""
+
+    event_type = "KernelTestConsumerNoteTaken"
+    text: str
 
 
 def _envelope(stream: str, version: int, amount: int, event_type: str | None = None) -> Envelope:
@@ -105,3 +116,94 @@ def _mine(records, stream):
         if letter["source"]["key"] == stream:
             out.append(letter)
     return out
+
+
+def _record(value: bytes, offset: int, key: str) -> ConsumerRecord:
+    return ConsumerRecord(topic=SAMPLE_TOPIC, partition=0, offset=offset, timestamp=0,
+                          timestamp_type=0, key=key.encode(), value=value, checksum=None,
+                          serialized_key_size=len(key), serialized_value_size=len(value),
+                          headers=())
+
+
+async def _prepared(database_url: str) -> None:
+    conn = await asyncpg.connect(database_url)
+    try:
+        await migrate(conn, "kerneltest")
+        await conn.execute(TOTALS_SQL)
+    finally:
+        await conn.close()
+
+
+async def test_a_mixed_batch_applies_every_good_event_exactly_once(database_url):
+    await _prepared(database_url)
+    stream = f"mixed-{uuid.uuid4()}"
+    good = [_envelope(stream, v, amount) for v, amount in ((1, 100), (2, 20), (5, 3))]
+    flaky = _envelope(stream, 6, 13)  # fails once, then succeeds
+    failing = _envelope(stream, 3, -5)
+    unknown = _envelope(stream, 4, 1, event_type="NoSuchEvent")
+    unhandled = Envelope(**{**_envelope(stream, 7, 0).model_dump(), "payload": {"text": "x"},
+                            "event_type": NoteTaken.event_type})
+    values = [encode(good[0]), encode(good[1]), encode(good[0]), encode(unknown),
+              encode(failing), encode(flaky), b"\x00 not json", encode(unhandled),
+              encode(good[2]), encode(good[1])]
+    calls: dict[uuid.UUID, int] = {}
+
+    async def counting(uow, envelope, event):
+        calls[envelope.event_id] = calls.get(envelope.event_id, 0) + 1
+        if envelope.event_id == flaky.event_id and calls[envelope.event_id] == 1:
+            raise RuntimeError("a passing hiccup")
+        await on_amount(uow, envelope, event)
+
+    pool = await asyncpg.create_pool(database_url, min_size=1, max_size=2)
+    try:
+        consumer = EventConsumer(pool, EventStore("kerneltest"), "kerneltest",
+                                 {AmountRecorded.event_type: counting}, "tkm.kerneltest.dlq",
+                                 max_retries=2)
+        batch = [_record(v, offset, stream) for offset, v in enumerate(values)]
+        outcomes = await consumer.process(batch)
+        assert outcomes == {"applied": 4, "duplicate": 2, "dead-lettered": 3, "ignored": 1}
+        assert calls[failing.event_id] == 3  # max_retries + 1 tries, then the dead-letter queue
+        row = await pool.fetchrow("SELECT total, events FROM sample_totals WHERE stream_id = $1",
+                                  stream)
+        assert (row["total"], row["events"]) == (136, 4)
+        inbox = {r["event_id"]: r["outcome"] for r in await pool.fetch(
+            "SELECT event_id, outcome FROM inbox")}
+        assert [inbox.get(e.event_id) for e in (*good, flaky, failing, unhandled)] == [
+            "applied"] * 4 + ["dead-lettered", "ignored"]
+        # undecodable records are known by their place on the topic, not by an event id
+        assert unknown.event_id not in inbox and len(inbox) == 8
+        letters = await pool.fetch("SELECT value FROM outbox WHERE topic = 'tkm.kerneltest.dlq'")
+        reasons = sorted(json.loads(r["value"])["reason"] for r in letters)
+        assert len(reasons) == 3 and "a negative amount cannot be totalled" in reasons
+
+        # the whole batch again: nothing more is applied or dead-lettered
+        assert await consumer.process(batch) == {"duplicate": 10}
+        assert await pool.fetchval("SELECT events FROM sample_totals") == 4
+        assert await pool.fetchval("SELECT count(*) FROM outbox") == 3
+    finally:
+        await pool.close()
+
+
+async def test_without_retries_the_handler_failing_a_batch_is_dead_lettered_at_once(
+        database_url):
+    await _prepared(database_url)
+    stream = f"noretry-{uuid.uuid4()}"
+    good, failing = _envelope(stream, 1, 5), _envelope(stream, 2, -1)
+    calls: list[uuid.UUID] = []
+
+    async def counting(uow, envelope, event):
+        calls.append(envelope.event_id)
+        await on_amount(uow, envelope, event)
+
+    pool = await asyncpg.create_pool(database_url, min_size=1, max_size=2)
+    try:
+        consumer = EventConsumer(pool, EventStore("kerneltest"), "kerneltest",
+                                 {AmountRecorded.event_type: counting}, "tkm.kerneltest.dlq",
+                                 max_retries=0)
+        outcomes = await consumer.process([_record(encode(failing), 0, stream),
+                                           _record(encode(good), 1, stream)])
+        assert outcomes == {"applied": 1, "dead-lettered": 1}
+        assert calls.count(failing.event_id) == 1
+        assert await pool.fetchval("SELECT total FROM sample_totals") == 5
+    finally:
+        await pool.close()

@@ -5,6 +5,7 @@ import asyncpg
 import pytest
 
 from shared.aggregate import run_command
+from shared.envelope import Event, register
 from shared.eventstore import ConcurrencyError, EventStore, migrate
 from tests.support.sample import AmountRecorded, Counter
 
@@ -132,3 +133,141 @@ async def test_a_rebuilt_projection_equals_the_live_one(pool):
     rebuilt = await pool.fetch("SELECT * FROM counter_totals ORDER BY stream_id")
     assert [tuple(r) for r in rebuilt] == [tuple(r) for r in live]
     assert all(r["total"] == 28 for r in rebuilt)
+
+
+@register
+class NoteTaken(Event):
+    """An internal (unpublished) event: stored, never in the outbox."""
+
+    event_type = "KernelTestNoteTaken"
+    text: str
+
+
+async def test_append_many_writes_many_streams_in_one_call(pool):
+    store = EventStore("kerneltest")
+    streams = [f"counter-{uuid.uuid4()}" for _ in range(300)]
+    async with pool.acquire() as conn, conn.transaction():
+        await store.append(conn, streams[0], 0, [AmountRecorded(amount=1)], actor="t",
+                           correlation_id=uuid.uuid4())
+    async with pool.acquire() as conn, conn.transaction():
+        envelopes = await store.append_many(
+            conn, [(s, 1 if i == 0 else 0, [AmountRecorded(amount=i), AmountRecorded(amount=2)])
+                   for i, s in enumerate(streams)] + [(f"counter-{uuid.uuid4()}", 0, [])],
+            actor="t", correlation_id=uuid.uuid4())
+    assert [(v.stream_id, v.stream_version) for v in envelopes][:4] == [
+        (streams[0], 2), (streams[0], 3), (streams[1], 1), (streams[1], 2)]
+    async with pool.acquire() as conn:
+        assert await store.stream_versions(conn, streams) == {
+            s: 3 if i == 0 else 2 for i, s in enumerate(streams)}
+        history = await store.read_streams(conn, streams)
+        assert [e.amount for e in history[streams[7]]] == [7, 2]
+        # outbox rows in append order: the relay publishes each stream's events in order
+        keys = await conn.fetch("SELECT message_key, event_id FROM outbox "
+                                "WHERE message_key = ANY($1) ORDER BY id", streams)
+        assert [r["event_id"] for r in keys if r["message_key"] != streams[0]] == [
+            v.event_id for v in envelopes[2:]]
+
+
+async def test_append_many_with_one_stale_item_writes_nothing_at_all(pool):
+    store = EventStore("kerneltest")
+    fresh, moved, other = (f"counter-{uuid.uuid4()}" for _ in range(3))
+    async with pool.acquire() as conn, conn.transaction():
+        await store.append(conn, moved, 0, [AmountRecorded(amount=1)], actor="t",
+                           correlation_id=uuid.uuid4())
+    with pytest.raises(ConcurrencyError) as raised:
+        async with pool.acquire() as conn, conn.transaction():
+            await store.append_many(
+                conn, [(fresh, 0, [AmountRecorded(amount=5)]), (moved, 0, [NoteTaken(text="x")]),
+                       (other, 0, [AmountRecorded(amount=6)])],
+                actor="t", correlation_id=uuid.uuid4())
+    assert (raised.value.stream_id, raised.value.expected, raised.value.actual) == (moved, 0, 1)
+    async with pool.acquire() as conn:
+        assert await store.stream_versions(conn, [fresh, moved, other]) == {moved: 1}
+        assert await conn.fetchval("SELECT count(*) FROM outbox WHERE message_key = ANY($1)",
+                                   [fresh, moved, other]) == 1
+
+
+async def test_append_many_refuses_a_stream_named_twice(pool):
+    store, stream = EventStore("kerneltest"), f"counter-{uuid.uuid4()}"
+    with pytest.raises(ValueError, match="twice"):
+        async with pool.acquire() as conn, conn.transaction():
+            await store.append_many(conn, [(stream, 0, [AmountRecorded(amount=1)]),
+                                           (stream, 1, [AmountRecorded(amount=2)])],
+                                    actor="t", correlation_id=uuid.uuid4())
+
+
+async def test_outbox_rows_only_for_published_events(pool):
+    store = EventStore("kerneltest")
+    streams = [f"counter-{uuid.uuid4()}" for _ in range(3)]
+    async with pool.acquire() as conn, conn.transaction():
+        envelopes = await store.append_many(
+            conn, [(streams[0], 0, [NoteTaken(text="a"), AmountRecorded(amount=1)]),
+                   (streams[1], 0, [NoteTaken(text="b")]),
+                   (streams[2], 0, [AmountRecorded(amount=2), NoteTaken(text="c")])],
+            actor="t", correlation_id=uuid.uuid4())
+    published = {v.event_id for v in envelopes if v.event_type == AmountRecorded.event_type}
+    async with pool.acquire() as conn:
+        rows = await conn.fetch("SELECT topic, event_id FROM outbox WHERE message_key = ANY($1)",
+                                streams)
+        assert {r["event_id"] for r in rows} == published and len(rows) == 2
+        assert {r["topic"] for r in rows} == {AmountRecorded.topic}
+        assert await conn.fetchval("SELECT count(*) FROM events WHERE stream_id = ANY($1)",
+                                   streams) == 5
+
+
+async def test_load_many_and_save_many_keep_every_guarantee(pool):
+    store = EventStore("kerneltest")
+    known, empty = f"counter-{uuid.uuid4()}", f"counter-{uuid.uuid4()}"
+    projected: list[list] = []
+
+    async def project(conn, items):
+        projected.append([(env.stream_id, env.stream_version) for env, _ in items])
+
+    async def first(uow):
+        counter = Counter(known)
+        counter.add(4)
+        await uow.save(counter)
+
+    async def second(uow):
+        loaded = await uow.load_many(Counter, [empty, known, known])
+        assert set(loaded) == {known} and loaded[known].total == 4
+        fresh = Counter(empty)
+        for counter in (loaded[known], fresh):
+            counter.add(1)
+        untouched = Counter(f"counter-{uuid.uuid4()}")
+        await uow.save_many([loaded[known], fresh, untouched, fresh])
+        return loaded[known].version, fresh.version
+
+    await run_command(pool, store, first, actor="t")
+    assert await run_command(pool, store, second, actor="t", projector=project) == (2, 1)
+    assert projected == [[(known, 2), (empty, 1)]]
+
+
+async def test_concurrent_save_many_on_overlapping_streams_loses_and_duplicates_nothing(pool):
+    store = EventStore("kerneltest")
+    streams = [f"counter-{uuid.uuid4()}" for _ in range(12)]
+    # each writer touches a window of streams overlapping its neighbours', in its own order
+    windows = [[streams[(start + k) % len(streams)] for k in range(5)][::(-1) ** start]
+               for start in range(len(streams)) for _ in range(2)]
+
+    async def add(uow, window, lock):
+        counters = await uow.load_many(Counter, window, lock=lock)
+        for stream in window:
+            counters.setdefault(stream, Counter(stream)).add(1)
+        await uow.save_many(counters.values())
+
+    # locked writers queue on the stream locks in one order: no retry, no deadlock
+    await asyncio.gather(*(run_command(pool, store, lambda u, w=w: add(u, w, True), actor="t",
+                                       attempts=1) for w in windows))
+    # writers that skip the locks are caught by the versions and retried
+    await asyncio.gather(*(run_command(pool, store, lambda u, w=w, i=i: add(u, w, i % 2 == 0),
+                                       actor="t", attempts=100)
+                           for i, w in enumerate(windows)))
+    async with pool.acquire() as conn:
+        rows = await conn.fetch("SELECT stream_id, array_agg(stream_version ORDER BY "
+                                "stream_version) AS versions FROM events "
+                                "WHERE stream_id = ANY($1) GROUP BY stream_id", streams)
+        history = await store.read_streams(conn, streams)
+    assert len(rows) == len(streams)
+    assert all(r["versions"] == list(range(1, 21)) for r in rows)
+    assert {Counter.from_history(s, events).total for s, events in history.items()} == {20}

@@ -93,3 +93,25 @@ def test_no_published_event_carries_personal_data_fields():
     for (event_type, _), cls in registered_events().items():
         if cls.topic:
             assert not personal & set(cls.model_fields), event_type
+
+
+def test_stored_rows_are_read_straight_at_the_current_version_and_upcast_below_it():
+    from shared.eventstore import event_from_row
+
+    @register
+    class Stored(Event):
+        event_type = "test.Stored"
+        schema_version = 2
+        total: int
+
+    @upcaster("test.Stored", 1)
+    def _v1_to_v2(payload):
+        return {"total": payload["amount"]}
+
+    def row(version: int, payload: str) -> dict:
+        return {"event_type": "test.Stored", "schema_version": version, "payload": payload}
+
+    assert event_from_row(row(2, '{"total": 7}')) == Stored(total=7)
+    assert event_from_row(row(1, '{"amount": 5}')) == Stored(total=5)
+    with pytest.raises(ContractError, match=r"test\.Stored"):
+        event_from_row(row(2, '{"total": "7"}'))
