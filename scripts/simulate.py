@@ -15,6 +15,7 @@ import random
 import time
 import uuid
 from calendar import monthrange
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import date, timedelta
@@ -27,6 +28,7 @@ from scripts.scenario import GroupPlan, Person, Scenario, StagePlan
 from shared.nik import parse_nik
 
 FUNDING = 20_000_000  # the 2023 norm for a TKM Pemula group
+CASELOAD_CAP = 25  # mentoring's default; the simulator only plans resignations it can absorb
 UNITS = {"poultry": "ekor", "cattle": "ekor", "goats": "ekor", "catering": "porsi",
          "printing": "lembar", "screen_printing": "lembar", "welding": "unit",
          "small_construction": "unit", "motorbike_repair": "servis", "bridal_makeup": "acara"}
@@ -267,7 +269,10 @@ class Simulation:
         # ordered by NIK (fixed by the seed), not by the ids the service handed out
         for tks_id in sorted(self.run.tks_of, key=lambda t: self.run.tks_of[t].nik):
             by_regency.setdefault(self._regency_of(tks_id), []).append(tks_id)
-        candidates = [ts[0] for _, ts in sorted(by_regency.items()) if len(ts) >= 2]
+        groups_in = Counter(self._regency_of(t) for t in self.run.mentor.values())
+        # only where the colleagues can take the groups on within the caseload cap
+        candidates = [ts[0] for code, ts in sorted(by_regency.items())
+                      if len(ts) >= 2 and groups_in[code] <= CASELOAD_CAP * (len(ts) - 1)]
         leaving = self.rng.sample(candidates, min(self.options.resignations, len(candidates)))
         for tks_id in leaving:
             await self.api.post("recruitment", f"/tks/{tks_id}/resignation",
@@ -277,8 +282,10 @@ class Simulation:
         await _until(lambda: self._unassigned_are(orphans),
                      "mentoring never released the resigned TKS's groups")
         for code in sorted({self._regency_of(t) for t in leaving}):
-            await self.api.post("mentoring", "/assignments/suggestions/apply", {
+            result = await self.api.post("mentoring", "/assignments/suggestions/apply", {
                 "regency_code": code, "assigned_on": (effective + timedelta(days=1)).isoformat()})
+            if result["skipped"] or result["unplaced"]:
+                raise SimulationError(f"groups not reassigned in {code}: {result}")
         await self._learn_mentors()
 
     async def _unassigned_are(self, groups: set[str]) -> bool:

@@ -1,0 +1,112 @@
+"""A small programme year through the four services running as processes on the real broker and
+database, then conservation checks across services (issues: the evaluation loop, the main job)."""
+
+from __future__ import annotations
+
+import json
+from calendar import monthrange
+from datetime import date
+
+import pytest
+
+from scripts.api_client import Api
+from scripts.results import collect
+from scripts.scenario import build
+from scripts.simulate import Options, Simulation, progress_bar
+from shared.topics import GROUPS
+from tests.support.kafka import read_topic
+
+pytestmark = pytest.mark.integration
+YEAR = 2023
+
+
+@pytest.fixture(scope="module")
+async def year(running_services, infra):
+    api = Api(running_services.urls)
+    scenario = build(seed=42, groups=240, poor_share=0.25)
+    with progress_bar(disable=True) as progress:
+        run = await Simulation(api, scenario, Options(resignations=2), progress).execute()
+    results = await collect(api, YEAR, infra.kafka_bootstrap)
+    yield api, run, results
+    await api.close()
+
+
+async def test_next_years_roster_holds_the_continued_and_a_vacancy_per_replaced(year):
+    api, _, _ = year
+    outcomes = await api.get_all("evaluation", f"/evaluations/{YEAR}/results")
+    continued = {o["tks_id"] for o in outcomes if o["decision"] == "continue"}
+    replaced = {o["tks_id"] for o in outcomes if o["decision"] == "replace"}
+    assert continued and replaced, "the scenario must exercise both decisions"
+
+    roster = await api.get_all("recruitment", "/tks", year=YEAR + 1)
+    assert {t["tks_id"] for t in roster} == continued
+    assert all(t["contract_start"] == f"{YEAR + 1}-01-01" for t in roster)
+
+    vacancies = await api.get_all("recruitment", "/vacancies", year=YEAR + 1)
+    assert sorted(v["replaces_tks_id"] for v in vacancies) == sorted(replaced)
+    assert all(v["status"] == "open" and v["reason"] == "replacement" for v in vacancies)
+    regency = {o["tks_id"]: o["regency_code"] for o in outcomes}
+    assert all(v["regency_code"] == regency[v["replaces_tks_id"]] for v in vacancies)
+
+
+async def test_evaluation_covers_every_tks_active_at_year_end(year):
+    api, run, _ = year
+    outcomes = await api.get_all("evaluation", f"/evaluations/{YEAR}/results")
+    active = set(run.tks_of) - set(run.resigned)
+    assert {o["tks_id"] for o in outcomes} == active
+    assert len(outcomes) == len(active)
+
+
+async def test_every_funded_group_is_known_to_mentoring(year):
+    api, run, _ = year
+    funded = [g for g in await api.get_all("groups", "/groups", page_style="page", year=YEAR)
+              if g["funded_total"] > 0]
+    assert {g["group_id"] for g in funded} == set(run.funded_on)
+    for group in funded:
+        view = await api.get("mentoring", f"/groups/{group['group_id']}")
+        assert view["funded_on"] == run.funded_on[group["group_id"]].isoformat()
+
+
+async def test_reports_due_equal_groups_times_months_mentored(year):
+    api, run, results = year
+    expected_due = sum(12 - funded.month + 1 for funded in run.funded_on.values())
+    due = sum(s["reports_filed"] + s["reports_overdue"] for s in results["by_stage"])
+    assert due == expected_due
+    filed = sum(s["reports_filed"] for s in results["by_stage"])
+    assert filed == run.reports_filed
+    for month in range(1, 13):
+        period = f"{YEAR}-{month:02d}"
+        closure = await api.get("mentoring", f"/periods/{period}")
+        last_day = date(YEAR, month, monthrange(YEAR, month)[1])
+        assert closure["due"] == sum(f <= last_day for f in run.funded_on.values())
+        overdue = await api.get("mentoring", f"/periods/{period}/overdue")
+        assert len(overdue["overdue"]) == closure["due"] - closure["filed"] == closure["overdue"]
+
+
+async def test_rupiah_agree_between_the_groups_projection_and_the_topic(year, infra):
+    api, run, results = year
+    keys = {f"group-{g}" for g in run.funded_on}
+
+    def funded_events(records):
+        return [json.loads(r.value) for r in records
+                if r.key and r.key.decode() in keys and b'"GroupFunded"' in r.value]
+
+    records = await read_topic(infra.kafka_bootstrap, GROUPS,
+                               until=lambda recs: len(funded_events(recs)) >= len(keys))
+    events = {e["event_id"]: e["payload"]["amount"] for e in funded_events(records)}
+    on_topic = sum(events.values())
+    funding = await api.get("groups", "/reports/funding", budget_year=YEAR)
+    assert sum(row["amount_disbursed"] for row in funding) == on_topic
+    assert sum(row["rupiah_disbursed"] for row in results["by_province"]) == on_topic
+    assert sum(row["rupiah_disbursed"] for row in results["by_stage"]) == on_topic
+    assert on_topic == 20_000_000 * len(run.funded_on)
+
+
+async def test_people_reached_and_topics_carry_no_personal_data(year, infra):
+    _, run, results = year
+    members = sum(len(p.members) for p in run.plans.values())
+    assert sum(s["people_reached"] for s in results["by_stage"]) == members
+    niks = {m.nik for p in run.plans.values() for m in p.members}
+    records = await read_topic(infra.kafka_bootstrap, GROUPS, until=lambda recs: len(recs) > 0)
+    text = b"".join(r.value for r in records)
+    assert not any(nik.encode() in text for nik in list(niks)[:200])
