@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import asyncpg
-
 from pydantic import ValidationError
 
 from shared.envelope import (

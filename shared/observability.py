@@ -16,6 +16,7 @@ correlation_id_var: ContextVar[str | None] = ContextVar("correlation_id", defaul
 
 class _ContextFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
+        record.__dict__.pop("color_message", None)  # uvicorn's terminal copy of the message
         record.service = service_var.get()
         if not hasattr(record, "event_id"):
             record.event_id = event_id_var.get()

@@ -87,7 +87,10 @@ def context(request: Request) -> ServiceContext:
 def create_app(spec: ServiceSpec, settings: ServiceSettings | None = None) -> FastAPI:
     settings = settings or load_settings(spec.name)
     configure_logging(spec.name, settings.log_level)
-    broker = KafkaBroker(settings.kafka_bootstrap_servers, logger=logging.getLogger("faststream"))
+    # our own logger name: "faststream" comes with a coloured text handler, and per-message
+    # "Received/Processed" lines belong at DEBUG, not in an operator's INFO stream
+    broker = KafkaBroker(settings.kafka_bootstrap_servers, logger=logging.getLogger("tkm.broker"),
+                         log_level=logging.DEBUG)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

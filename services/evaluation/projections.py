@@ -12,12 +12,11 @@ import json
 import asyncpg
 
 from services.evaluation.domain import PolicyAdopted, TksNotEvaluated, cycle_stream
-from shared.aggregate import UnitOfWork
+from shared.aggregate import UnitOfWork, lock_stream
 from shared.consumer import Handler
 from shared.contracts import groups as g
 from shared.contracts import mentoring as m
 from shared.contracts import recruitment as r
-from shared.aggregate import lock_stream
 from shared.contracts.evaluation import EvaluationClosed, EvaluationOpened, TksEvaluated
 from shared.envelope import Envelope, Event
 

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import tomllib
 from pathlib import Path
 from typing import Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from shared.config import load_toml
 
 DEFAULT_FILE = Path(__file__).parent / "config" / "programme.toml"
 CONFIG_ENV = "GROUPS_CONFIG_FILE"
@@ -86,8 +86,4 @@ class ProgrammeConfig(_Section):
 
 
 def load_config(path: str | Path | None = None) -> ProgrammeConfig:
-    """The programme configuration from `path`, else from $GROUPS_CONFIG_FILE, else the default
-    file. Raises pydantic.ValidationError for a file that breaks the model."""
-    chosen = Path(path or os.environ.get(CONFIG_ENV) or DEFAULT_FILE)
-    with chosen.open("rb") as f:
-        return ProgrammeConfig.model_validate(tomllib.load(f))
+    return load_toml(ProgrammeConfig, DEFAULT_FILE, CONFIG_ENV, path)

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import os
-import tomllib
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from shared.config import load_toml
 
 DEFAULT_FILE = Path(__file__).parent / "config" / "mentoring.toml"
 CONFIG_ENV = "MENTORING_CONFIG_FILE"
@@ -45,8 +45,4 @@ class MentoringConfig(_Section):
 
 
 def load_config(path: str | Path | None = None) -> MentoringConfig:
-    """The configuration from `path`, else from $MENTORING_CONFIG_FILE, else the default file.
-    Raises pydantic.ValidationError for a file that breaks the model."""
-    chosen = Path(path or os.environ.get(CONFIG_ENV) or DEFAULT_FILE)
-    with chosen.open("rb") as f:
-        return MentoringConfig.model_validate(tomllib.load(f))
+    return load_toml(MentoringConfig, DEFAULT_FILE, CONFIG_ENV, path)

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import os
-import tomllib
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from shared.config import load_toml
 
 DEFAULT_FILE = Path(__file__).parent / "config" / "recruitment.toml"
 ENV_VAR = "RECRUITMENT_CONFIG_FILE"
@@ -56,8 +56,4 @@ class RecruitmentConfig(_Strict):
 
 
 def load_config(path: str | Path | None = None) -> RecruitmentConfig:
-    """The given file, else the one named by RECRUITMENT_CONFIG_FILE, else the packaged default.
-    Raises pydantic.ValidationError for a file of the wrong shape."""
-    chosen = Path(path or os.environ.get(ENV_VAR) or DEFAULT_FILE)
-    with chosen.open("rb") as f:
-        return RecruitmentConfig.model_validate(tomllib.load(f))
+    return load_toml(RecruitmentConfig, DEFAULT_FILE, ENV_VAR, path)

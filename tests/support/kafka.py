@@ -58,3 +58,31 @@ async def eventually(check: Callable, timeout: float = 60, interval: float = 0.2
         if loop.time() > deadline:
             raise TimeoutError(f"condition not met within {timeout}s (last: {result!r})")
         await asyncio.sleep(interval)
+
+
+async def partitions(bootstrap: str, topics: tuple[str, ...] | list[str]) -> list:
+    from aiokafka import TopicPartition
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        described = await admin.describe_topics(list(topics))
+    finally:
+        await admin.close()
+    return [TopicPartition(t["topic"], p["partition"]) for t in described
+            for p in t["partitions"]]
+
+
+async def start_at_end(bootstrap: str, group: str, topics: tuple[str, ...] | list[str]) -> None:
+    """Commit the topics' current end for `group`: the topics keep every run's events forever,
+    and a test's service needs only what the test publishes."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group,
+                                enable_auto_commit=False)
+    await consumer.start()
+    try:
+        assigned = await partitions(bootstrap, topics)
+        consumer.assign(assigned)
+        await consumer.commit(await consumer.end_offsets(assigned))
+    finally:
+        await consumer.stop()

@@ -13,7 +13,6 @@ from datetime import UTC, datetime
 
 import httpx
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
 from fastapi import FastAPI
 
 from services.evaluation.app import build_spec
@@ -22,6 +21,7 @@ from shared.envelope import Envelope, Event, encode, utcnow
 from shared.service import create_app
 from shared.settings import DEV_SIGNING_KEY, load_settings
 from shared.topics import EVALUATION, GROUPS, MENTORING, RECRUITMENT, ensure_topics
+from tests.support.kafka import partitions, start_at_end
 
 CONSUMED = (RECRUITMENT, GROUPS, MENTORING)
 _versions = itertools.count(1)
@@ -71,36 +71,11 @@ ADMIN = headers(Role.ADMIN, "admin")
 AGENCY = headers(Role.AGENCY, "bps")
 
 
-async def _partitions(bootstrap: str, topics: tuple[str, ...]) -> list[TopicPartition]:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        described = await admin.describe_topics(list(topics))
-    finally:
-        await admin.close()
-    return [TopicPartition(t["topic"], p["partition"]) for t in described
-            for p in t["partitions"]]
-
-
-async def start_at_end(bootstrap: str, group: str, topics: tuple[str, ...]) -> None:
-    """Commit the current end of `topics` for `group`, so a service joining it reads only what
-    is published from now on (the topics keep every test run's events forever)."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group,
-                                enable_auto_commit=False)
-    await consumer.start()
-    try:
-        partitions = await _partitions(bootstrap, topics)
-        consumer.assign(partitions)
-        await consumer.commit(await consumer.end_offsets(partitions))
-    finally:
-        await consumer.stop()
-
-
 async def end_offsets(bootstrap: str, topic: str) -> dict[TopicPartition, int]:
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
     await consumer.start()
     try:
-        return await consumer.end_offsets(await _partitions(bootstrap, (topic,)))
+        return await consumer.end_offsets(await partitions(bootstrap, (topic,)))
     finally:
         await consumer.stop()
 

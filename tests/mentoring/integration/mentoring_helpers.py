@@ -15,7 +15,6 @@ from datetime import date
 import asyncpg
 import httpx
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
 from fastapi import FastAPI
 
 from services.mentoring.app import build_spec
@@ -32,7 +31,7 @@ from shared.envelope import Envelope, Event, encode, utcnow
 from shared.service import create_app
 from shared.settings import DEV_SIGNING_KEY, load_settings
 from shared.topics import GROUPS, MENTORING, RECRUITMENT, ensure_topics
-from tests.support.kafka import eventually, produce
+from tests.support.kafka import eventually, partitions, produce, start_at_end
 
 CONSUMED = (RECRUITMENT, GROUPS)
 
@@ -58,31 +57,6 @@ def envelope(stream_id: str, event: Event) -> bytes:
                            stream_id=stream_id, stream_version=1, correlation_id=uuid.uuid4(),
                            producer="test", actor="test",
                            payload=json.loads(event.model_dump_json())))
-
-
-async def _partitions(bootstrap: str, topics: tuple[str, ...]) -> list[TopicPartition]:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        described = await admin.describe_topics(list(topics))
-    finally:
-        await admin.close()
-    return [TopicPartition(t["topic"], p["partition"]) for t in described
-            for p in t["partitions"]]
-
-
-async def start_at_end(bootstrap: str, group: str, topics: tuple[str, ...]) -> None:
-    """Commit the topics' current end for `group`: the topics keep every run's events forever,
-    and a test's service needs only what the test publishes."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group,
-                                enable_auto_commit=False)
-    await consumer.start()
-    try:
-        partitions = await _partitions(bootstrap, topics)
-        consumer.assign(partitions)
-        await consumer.commit(await consumer.end_offsets(partitions))
-    finally:
-        await consumer.stop()
 
 
 @dataclass
@@ -179,7 +153,7 @@ async def running_mentoring(bootstrap: str, database_url: str,
     probe = AIOKafkaConsumer(bootstrap_servers=bootstrap)
     await probe.start()
     try:
-        published_from = await probe.end_offsets(await _partitions(bootstrap, (MENTORING,)))
+        published_from = await probe.end_offsets(await partitions(bootstrap, (MENTORING,)))
     finally:
         await probe.stop()
     config = config or without_automatic_close(load_config())

@@ -6,14 +6,13 @@ from datetime import date
 import asyncpg
 import httpx
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
 
 from services.recruitment.app import build_spec
 from shared.service import create_app
 from shared.settings import ServiceSettings, load_settings
 from shared.topics import ensure_topics
 from tests.recruitment.recruitment_helpers import ADMIN, applicant
+from tests.support.kafka import start_at_end
 
 
 @dataclass
@@ -81,18 +80,4 @@ async def _start_at_the_end(settings: ServiceSettings, topic: str, group: str) -
     await ensure_topics(settings.kafka_bootstrap_servers, [topic],
                         partitions=settings.topic_partitions,
                         replication_factor=settings.topic_replication_factor)
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
-    await admin.start()
-    try:
-        [described] = await admin.describe_topics([topic])
-    finally:
-        await admin.close()
-    partitions = [TopicPartition(topic, p["partition"]) for p in described["partitions"]]
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers,
-                                group_id=group, enable_auto_commit=False)
-    await consumer.start()
-    try:
-        consumer.assign(partitions)
-        await consumer.commit(await consumer.end_offsets(partitions))
-    finally:
-        await consumer.stop()
+    await start_at_end(settings.kafka_bootstrap_servers, group, [topic])

@@ -12,7 +12,7 @@ from shared.service import ServiceSpec, create_app
 from shared.settings import load_settings
 from shared.topics import dead_letter_topic, ensure_topics
 from tests.support.kafka import eventually, produce, read_topic
-from tests.support.sample import TOTALS_SQL, SAMPLE_TOPIC, AmountRecorded, on_amount, router
+from tests.support.sample import SAMPLE_TOPIC, TOTALS_SQL, AmountRecorded, on_amount, router
 
 pytestmark = pytest.mark.integration
 
