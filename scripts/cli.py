@@ -54,5 +54,33 @@ def demo(groups: int | None = typer.Option(None, help="scale the 2023 intake to 
     raise typer.Exit(run_demo(groups=groups, json_out=json_out))
 
 
+@app.command()
+def rebuild(service: str = typer.Argument(..., help="groups or evaluation")) -> None:
+    """Rebuild a service's own read models from its event store (the service may keep running:
+    readers see the old tables until the new ones commit). Uses <SERVICE>_DATABASE_URL."""
+    import asyncio
+    import importlib
+
+    import asyncpg
+
+    from shared.projections import rebuild as replay
+    from shared.settings import load_settings
+
+    spec = importlib.import_module(f"services.{service}.app").build_spec()
+    if not spec.read_models or spec.projector is None:
+        typer.echo(f"{service} has no read models built from its own events alone", err=True)
+        raise typer.Exit(2)
+
+    async def run() -> int:
+        conn = await asyncpg.connect(load_settings(service).database_url)
+        try:
+            return await replay(conn, spec.projector, spec.read_models)
+        finally:
+            await conn.close()
+
+    typer.echo(f"{service}: {asyncio.run(run()):,} events replayed into "
+               + ", ".join(spec.read_models))
+
+
 if __name__ == "__main__":
     app()

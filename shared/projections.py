@@ -11,13 +11,13 @@ from shared.envelope import parse_payload
 from shared.eventstore import envelope_from_row
 
 
-async def rebuild(pool: asyncpg.Pool, projector: Projector, tables: Sequence[str], *,
+async def rebuild(conn: asyncpg.Connection, projector: Projector, tables: Sequence[str], *,
                   batch_size: int = 2000) -> int:
     """Empty `tables` and replay every stored event through `projector`, all in one
     repeatable-read transaction: readers see the old read model until the new one commits, and
     the replay sees exactly the events committed when it began. Returns the events replayed."""
     replayed, position = 0, 0
-    async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read"):
+    async with conn.transaction(isolation="repeatable_read"):
         await conn.execute("TRUNCATE " + ", ".join(_quoted(t) for t in tables))
         while True:
             rows = await conn.fetch("SELECT * FROM events WHERE global_position > $1 "

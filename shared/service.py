@@ -51,6 +51,9 @@ class ServiceSpec:
     projector: Projector | None = None
     description: str = ""
     consumer_group: str | None = None  # defaults to the service name; tests give their own
+    # tables the projector builds from the service's own events alone: `tkm rebuild` replays
+    # them from the event store (tables fed by other services' topics are not among them)
+    read_models: tuple[str, ...] = ()
     # long-running jobs (e.g. a periodic close): started once the broker runs, asked to stop by
     # setting the event at shutdown, then cancelled if they do not within BACKGROUND_STOP_S
     background: tuple[Background, ...] = ()

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from services.evaluation.api import build_router
 from services.evaluation.config import Policy, load_policy
-from services.evaluation.projections import HANDLERS, project
+from services.evaluation.projections import HANDLERS, OWN_TABLES, project
 from shared import contracts  # noqa: F401 - registers the consumed event types
 from shared.service import ServiceSpec
 from shared.topics import EVALUATION, GROUPS, MENTORING, RECRUITMENT
@@ -24,4 +24,4 @@ def build_spec(policy: Policy | None = None) -> ServiceSpec:
         routers=[build_router(policy or load_policy())],
         migrations=Path(__file__).parent / "migrations",
         consumes=(RECRUITMENT, GROUPS, MENTORING),
-        handlers=HANDLERS, projector=project, description=DESCRIPTION)
+        handlers=HANDLERS, projector=project, read_models=OWN_TABLES, description=DESCRIPTION)

@@ -7,7 +7,7 @@ from pathlib import Path
 from services.groups.api import build_router
 from services.groups.config import ProgrammeConfig, load_config
 from services.groups.csv_import import CSV_LAYOUT
-from services.groups.projections import project
+from services.groups.projections import READ_MODELS, project
 from shared.service import ServiceSpec
 from shared.topics import GROUPS
 
@@ -27,4 +27,4 @@ def build_spec(config: ProgrammeConfig | None = None) -> ServiceSpec:
     config = config or load_config()
     return ServiceSpec(name="groups", topic=GROUPS, routers=[build_router(config)],
                        migrations=Path(__file__).parent / "migrations", projector=project,
-                       description=DESCRIPTION)
+                       read_models=READ_MODELS, description=DESCRIPTION)

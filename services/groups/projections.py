@@ -6,7 +6,6 @@ transaction, so concurrent commands in one province hold that row only until the
 
 from __future__ import annotations
 
-import json
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -31,7 +30,7 @@ from shared.contracts.groups import (
     GroupRejected,
     GroupShowcasedAtExpo,
 )
-from shared.envelope import Envelope, Event, parse_payload
+from shared.envelope import Envelope, Event
 from shared.errors import ConflictError
 
 READ_MODELS = ("group_registry", "group_members", "active_memberships", "people_reached",
@@ -55,36 +54,6 @@ async def project(conn: asyncpg.Connection, items: list[tuple[Envelope, Event]])
         handler = _HANDLERS.get(type(event))
         if handler is not None:
             await handler(conn, envelope, event)
-
-
-async def rebuild(conn: asyncpg.Connection, batch_size: int = 2000) -> int:
-    """Empty the read models and replay every stored event through the projector in one
-    transaction; returns the number of events replayed. Commands wait on the TRUNCATE lock and
-    project themselves after it commits.
-
-    Events are read in position order as this transaction sees them, not with
-    EventStore.read_all: its in-flight filter is cluster-wide, so any older open transaction on
-    the server (another service's database included) would end the replay early."""
-    replayed, after = 0, 0
-    async with conn.transaction():
-        await conn.execute(f"TRUNCATE {', '.join(READ_MODELS)}")
-        while True:
-            rows = await conn.fetch("SELECT * FROM events WHERE global_position > $1 "
-                                    "ORDER BY global_position LIMIT $2", after, batch_size)
-            if not rows:
-                return replayed
-            await project(conn, [_stored(r) for r in rows])
-            after, replayed = rows[-1]["global_position"], replayed + len(rows)
-
-
-def _stored(row: asyncpg.Record) -> tuple[Envelope, Event]:
-    envelope = Envelope.model_construct(
-        event_id=row["event_id"], event_type=row["event_type"],
-        schema_version=row["schema_version"], occurred_at=row["occurred_at"],
-        stream_id=row["stream_id"], stream_version=row["stream_version"],
-        correlation_id=row["correlation_id"], causation_id=row["causation_id"],
-        producer="groups", actor=row["actor"], payload=json.loads(row["payload"]))
-    return envelope, parse_payload(envelope)
 
 
 async def _registered(conn: asyncpg.Connection, env: Envelope, e: GroupRegistered) -> None:

@@ -84,7 +84,8 @@ async def test_closing_900_tks_is_one_quick_transaction_published_by_the_relay(i
         assert sum(b["count"] for b in spread.json()["buckets"]) == TKS_COUNT
 
         # the results are a disposable projection: replaying the store gives the same answer
-        assert await rebuild(ctx.pool, project, OWN_TABLES) > TKS_COUNT
+        async with ctx.pool.acquire() as conn:
+            assert await rebuild(conn, project, OWN_TABLES) > TKS_COUNT
         again = await client.post(f"/evaluations/{year}/close", headers=ADMIN)
         assert again.status_code == 409
         assert again.json()["error"]["result"] == closed.json()

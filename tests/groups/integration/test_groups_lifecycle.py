@@ -8,7 +8,8 @@ from datetime import date, timedelta
 import asyncpg
 import pytest
 
-from services.groups.projections import READ_MODELS, rebuild
+from services.groups.projections import READ_MODELS, project
+from shared.projections import rebuild
 from shared.topics import GROUPS
 from tests.groups.groups_support import ADMIN, AGENCY, registration
 from tests.support.kafka import read_topic
@@ -120,7 +121,7 @@ async def test_rebuilding_the_read_models_from_the_events_gives_the_same_answer(
     try:
         live = await _snapshot(conn)
         assert len(live["group_registry"]) >= 2 and live["people_reached"]
-        replayed = await rebuild(conn)
+        replayed = await rebuild(conn, project, READ_MODELS)
         assert replayed == await conn.fetchval("SELECT count(*) FROM events")
         assert await _snapshot(conn) == live
     finally:

@@ -129,7 +129,8 @@ async def test_a_rebuilt_projection_equals_the_live_one(pool):
                            for s in streams for a in range(1, 8)))
     live = await pool.fetch("SELECT * FROM counter_totals ORDER BY stream_id")
     await pool.execute("UPDATE counter_totals SET total = -1")  # damage the read model
-    assert await rebuild(pool, project, ["counter_totals"]) == 35
+    async with pool.acquire() as conn:
+        assert await rebuild(conn, project, ["counter_totals"]) == 35
     rebuilt = await pool.fetch("SELECT * FROM counter_totals ORDER BY stream_id")
     assert [tuple(r) for r in rebuilt] == [tuple(r) for r in live]
     assert all(r["total"] == 28 for r in rebuilt)
