@@ -25,6 +25,7 @@ from shared.contracts.groups import (
     GroupApproved,
     GroupDissolved,
     GroupFunded,
+    GroupMembersChanged,
     GroupRegistered,
     GroupRejected,
     GroupShowcasedAtExpo,
@@ -227,6 +228,8 @@ class Group(Aggregate):
                 for nik in event.removed:
                     self.members.pop(nik, None)
                 self.members.update({m.nik: m for m in event.added})
+            case GroupMembersChanged():
+                pass  # the roster itself changed with RosterChanged
             case GroupApproved():
                 self.status = "approved"
             case GroupRejected():
@@ -302,6 +305,9 @@ class Group(Aggregate):
         if added or removed:
             self.record(RosterChanged(group_id=self.group_id, added=tuple(added),
                                       removed=tuple(removed), changed_on=today))
+            # subscribers counted the members from GroupRegistered: tell them the new count
+            self.record(GroupMembersChanged(group_id=self.group_id,
+                                            member_count=len(self.members)))
 
     def approve(self) -> None:
         self._ensure_open()

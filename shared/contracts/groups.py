@@ -32,6 +32,16 @@ class GroupRegistered(_Published):
 
 
 @register
+class GroupMembersChanged(_Published):
+    """The member list changed before funding: the new count (members themselves stay in the
+    groups service)."""
+
+    event_type = "GroupMembersChanged"
+    group_id: Id
+    member_count: int = Field(ge=1)
+
+
+@register
 class GroupApproved(_Published):
     event_type = "GroupApproved"
     group_id: Id

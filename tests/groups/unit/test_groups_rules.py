@@ -24,6 +24,7 @@ from shared.contracts.groups import (
     GroupAdvanced,
     GroupApproved,
     GroupFunded,
+    GroupMembersChanged,
     GroupRegistered,
     GroupRejected,
 )
@@ -196,10 +197,15 @@ def test_members_change_until_funding_only():
     members = list(group.members.values())
     newcomer = member_records(1, "6501")[0]
     group.change_members([*members[1:], newcomer], config=CONFIG, today=TODAY)
-    change = group.pending[-1]
+    change, published = group.pending[-2:]
     assert isinstance(change, RosterChanged)
     assert change.removed == (members[0].nik,) and change.added == (newcomer,)
     assert len(group.members) == 10
+    # subscribers learn the new count, never who the members are
+    assert published == GroupMembersChanged(group_id=group.group_id, member_count=10)
+    extra = member_records(2, "6501")[1]
+    group.change_members([*members[1:], newcomer, extra], config=CONFIG, today=TODAY)
+    assert group.pending[-1] == GroupMembersChanged(group_id=group.group_id, member_count=11)
 
     paid = funded()
     with pytest.raises(RuleViolationError) as err:
