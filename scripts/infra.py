@@ -356,25 +356,33 @@ def up(state: Path = DEFAULT_STATE, kafka_port: int | None = None,
     if running:
         return running, False
     state.mkdir(parents=True, exist_ok=True)
-    kafka_port = kafka_port or free_port()
-    pg_port = pg_port or free_port()
+    # a restart keeps the address the services were given
+    kafka_port = kafka_port or _saved_port(state / "kafka.bootstrap") or free_port()
+    pg_port = pg_port or _saved_port(state / "postgres.url") or free_port()
     started = False
-    pg_url = f"postgresql://postgres@127.0.0.1:{pg_port}"
+    # each server's address is kept as soon as it runs: a half-finished `up` (Kafka failed
+    # after Postgres started) is completed by the next call instead of tripping over it
     if not _alive(_read_pid(state / "postgres.pid")):
         start_postgres(state, pg_port)
+        (state / "postgres.url").write_text(f"postgresql://postgres@127.0.0.1:{pg_port}")
         started = True
-    else:
-        pg_url = json.loads((state / "endpoints.json").read_text())["endpoints"]["postgres_url"]
+    pg_url = (state / "postgres.url").read_text().strip()
     create_databases(pg_url, SERVICE_DATABASES)
-    bootstrap = f"127.0.0.1:{kafka_port}"
     if not _alive(_read_pid(state / "kafka.pid")):
         start_kafka(state, kafka_port)
+        (state / "kafka.bootstrap").write_text(f"127.0.0.1:{kafka_port}")
         started = True
-    else:
-        bootstrap = json.loads((state / "endpoints.json").read_text())["endpoints"]["kafka_bootstrap"]
+    bootstrap = (state / "kafka.bootstrap").read_text().strip()
     endpoints = Endpoints(kafka_bootstrap=bootstrap, postgres_url=pg_url)
     (state / "endpoints.json").write_text(json.dumps({"endpoints": asdict(endpoints)}, indent=2))
     return endpoints, started
+
+
+def _saved_port(path: Path) -> int | None:
+    try:
+        return int(path.read_text().strip().rsplit(":", 1)[1])
+    except (OSError, IndexError, ValueError):
+        return None
 
 
 def down(state: Path = DEFAULT_STATE) -> list[str]:

@@ -1,0 +1,31 @@
+import asyncio
+
+import asyncpg
+import pytest
+
+from scripts import infra as local_infra
+
+pytestmark = pytest.mark.integration
+
+
+async def test_up_is_idempotent_completes_a_half_started_state_and_down_twice_is_harmless(
+        tmp_path):
+    state = tmp_path / "infra"
+    first, started = await asyncio.to_thread(local_infra.up, state)
+    try:
+        assert started
+        again, started_again = await asyncio.to_thread(local_infra.up, state)
+        assert (again, started_again) == (first, False)
+
+        # Kafka died (or never came up) while Postgres runs on: the next `up` restarts Kafka
+        # on the same address and keeps the same Postgres
+        assert await asyncio.to_thread(local_infra.stop_kafka, state)
+        healed, started = await asyncio.to_thread(local_infra.up, state)
+        assert started and healed == first
+        conn = await asyncpg.connect(healed.database_url("groups"))
+        await conn.close()
+    finally:
+        stopped = await asyncio.to_thread(local_infra.down, state)
+    assert stopped == ["kafka", "postgres"]
+    assert await asyncio.to_thread(local_infra.down, state) == []
+    assert local_infra.status(state) is None
