@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from shared.auth import Role, mint_token
+from shared.auth import Role, mint_token, pseudonym
 from shared.settings import DEV_SIGNING_KEY
 
 app = typer.Typer(help="Kemnaker TKS/TKM event backbone", no_args_is_help=True)
@@ -24,6 +24,15 @@ def token(role: Role = typer.Option(..., help="who the caller is"),
     """Print a signed bearer token for the HTTP APIs."""
     typer.echo(mint_token(key, subject, role, province_code=province, tks_id=tks_id,
                           ttl=timedelta(hours=hours)))
+
+
+@app.command("actor-id")
+def actor_id(subject: str = typer.Argument(..., help="a token subject"),
+             role: Role = typer.Option(..., help="the role the subject acts in"),
+             key: str = typer.Option(DEV_SIGNING_KEY, envvar="TKM_AUTH_SIGNING_KEY",
+                                     help="signing key (TKM_AUTH_SIGNING_KEY)")) -> None:
+    """The actor id a subject's commands record in events (role and pseudonym), for audits."""
+    typer.echo(f"{role.value}:{pseudonym(key, subject)}")
 
 
 @app.command()

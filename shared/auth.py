@@ -7,6 +7,8 @@ command writes.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 from dataclasses import dataclass
 from datetime import timedelta
 from enum import StrEnum
@@ -28,16 +30,25 @@ class Role(StrEnum):
     AGENCY = "agency"
 
 
+def pseudonym(key: str, subject: str) -> str:
+    """The stable stand-in for a caller in published events: token subjects may be e-mail
+    addresses or names, which must not travel on a topic. Whoever holds the signing key can
+    recompute it for a known subject (`tkm actor-id`)."""
+    return hmac.new(key.encode(), subject.encode(), hashlib.sha256).hexdigest()[:20]
+
+
 @dataclass(frozen=True)
 class Actor:
     subject: str
     role: Role
     province_code: str | None = None
     tks_id: str | None = None
+    alias: str | None = None  # pseudonym(key, subject), set when the token is decoded
 
     @property
     def id(self) -> str:
-        return f"{self.role.value}:{self.subject}"
+        """What events record as their actor: the role and the pseudonym, never the subject."""
+        return f"{self.role.value}:{self.alias or pseudonym('', self.subject)}"
 
     def ensure_province(self, province_code: str) -> None:
         """A provincial officer acts only in its own province. Raises ForbiddenError."""
@@ -73,7 +84,7 @@ def decode_token(key: str, token: str) -> Actor:
         claims = jwt.decode(token, key, algorithms=["HS256"], issuer=ISSUER,
                             options={"require": ["exp", "sub", "role", "iss"]})
         return Actor(claims["sub"], Role(claims["role"]), claims.get("province"),
-                     claims.get("tks_id"))
+                     claims.get("tks_id"), pseudonym(key, claims["sub"]))
     except (jwt.PyJWTError, ValueError) as exc:
         raise UnauthorizedError(f"invalid bearer token: {exc}", field="Authorization") from exc
 

@@ -2,7 +2,7 @@ from datetime import timedelta
 
 import pytest
 
-from shared.auth import Actor, Role, decode_token, mint_token
+from shared.auth import Actor, Role, decode_token, mint_token, pseudonym
 from shared.errors import ForbiddenError, UnauthorizedError
 
 KEY = "unit-test-signing-key-of-at-least-32-bytes"
@@ -10,8 +10,19 @@ KEY = "unit-test-signing-key-of-at-least-32-bytes"
 
 def test_a_token_carries_role_and_scope():
     actor = decode_token(KEY, mint_token(KEY, "bandung-office", Role.PROVINCE, province_code="32"))
-    assert actor == Actor("bandung-office", Role.PROVINCE, "32", None)
-    assert actor.id == "provincial_officer:bandung-office"
+    assert (actor.subject, actor.role, actor.province_code) == ("bandung-office", Role.PROVINCE,
+                                                                "32")
+
+
+def test_the_events_actor_is_a_pseudonym_never_the_subject():
+    subject = "siti.rahma@kemnaker.go.id"
+    actor = decode_token(KEY, mint_token(KEY, subject, Role.ADMIN))
+    assert actor.id == f"ministry_admin:{pseudonym(KEY, subject)}"
+    assert "siti" not in actor.id and "@" not in actor.id
+    again = decode_token(KEY, mint_token(KEY, subject, Role.ADMIN))
+    assert again.id == actor.id, "the same caller keeps the same pseudonym"
+    other_key = "another-signing-key-of-at-least-32-bytes"
+    assert decode_token(other_key, mint_token(other_key, subject, Role.ADMIN)).id != actor.id
 
 
 def test_a_token_signed_with_another_key_is_refused():
