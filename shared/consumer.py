@@ -9,14 +9,16 @@ Guarantees, per batch of records:
   after `max_retries` retries is dead-lettered: a DLQ message carrying the reason and the
   original bytes is written through the outbox in the same transaction, and the batch goes on;
   a failed handler leaves no trace of its own writes.
-- When the database itself is unreachable nothing is committed: the batch is rewound (seek) and
-  retried after a pause, so no record is ever passed over.
+- When the database is unreachable, or the batch lost a race (deadlock, serialization failure,
+  stale stream version), nothing is committed and the batch is retried after a pause, so no
+  record is ever passed over and no valid event is dead-lettered for a passing reason.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
 import json
 import logging
 import time
@@ -30,7 +32,7 @@ from aiokafka import ConsumerRecord
 
 from shared.aggregate import Projector, UnitOfWork
 from shared.envelope import ContractError, Envelope, Event, decode, utcnow
-from shared.eventstore import OUTBOX_CHANNEL, EventStore
+from shared.eventstore import OUTBOX_CHANNEL, ConcurrencyError, EventStore
 from shared.observability import (
     CONSUMER_LAG,
     EVENTS_CONSUMED,
@@ -40,9 +42,15 @@ from shared.observability import (
 )
 
 log = logging.getLogger("tkm.consumer")
+DLQ_ORIGINAL_CAP = 256 * 1024  # bytes of the original record a dead letter carries
 Handler = Callable[[UnitOfWork, Envelope, Event], Awaitable[None]]
-INFRASTRUCTURE_ERRORS = (OSError, asyncpg.InterfaceError, asyncpg.CannotConnectNowError,
-                         asyncpg.AdminShutdownError, asyncpg.ConnectionDoesNotExistError)
+# The database or the moment is at fault, not the event: the whole batch is rolled back and
+# tried again after a pause, and nothing is dead-lettered for these. Anything else a handler
+# raises (a TimeoutError of its own included) is the event's failure: retried, then dead-lettered.
+TRANSIENT_ERRORS = (ConnectionError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
+                    asyncpg.InternalClientError, asyncpg.OperatorInterventionError,
+                    asyncpg.InsufficientResourcesError, asyncpg.TransactionRollbackError,
+                    asyncpg.LockNotAvailableError, ConcurrencyError)
 
 
 @dataclass
@@ -70,8 +78,8 @@ class EventConsumer:
 
     async def process(self, records: list[ConsumerRecord]) -> dict[str, int]:
         """Apply a batch in one transaction. Returns counts by outcome (applied, ignored,
-        dead-lettered, duplicate). Raises one of INFRASTRUCTURE_ERRORS when the database is
-        unreachable (nothing was committed)."""
+        dead-lettered, duplicate). Raises one of TRANSIENT_ERRORS when the database is
+        unreachable or the batch lost a race (nothing was committed)."""
         started = time.perf_counter()
         items = [self._decoded(record) for record in records]
         async with self.pool.acquire() as conn, conn.transaction():
@@ -141,7 +149,7 @@ class EventConsumer:
                     for current in todo:
                         await self._handle(conn, current)
                 return
-            except INFRASTRUCTURE_ERRORS:
+            except TRANSIENT_ERRORS:
                 raise
             except Exception as exc:  # noqa: BLE001 - sorted out event by event below
                 failed_first[current.inbox_id] = exc
@@ -156,7 +164,7 @@ class EventConsumer:
                         await self._handle(conn, item)
                     error = None
                     break
-                except INFRASTRUCTURE_ERRORS:
+                except TRANSIENT_ERRORS:
                     raise
                 except Exception as exc:  # noqa: BLE001 - retried, then dead-lettered
                     error = exc
@@ -189,7 +197,12 @@ class EventConsumer:
                        "offset": i.record.offset,
                        "key": i.record.key.decode(errors="replace") if i.record.key else None},
             "event_type": i.envelope.event_type if i.envelope else None,
-            "original_value_base64": base64.b64encode(i.record.value or b"").decode(),
+            # a letter must stay publishable: past the cap, the source offset and the digest
+            # find the original on its topic
+            "original_value_base64": base64.b64encode(
+                (i.record.value or b"")[:DLQ_ORIGINAL_CAP]).decode(),
+            "original_truncated": len(i.record.value or b"") > DLQ_ORIGINAL_CAP,
+            "original_sha256": hashlib.sha256(i.record.value or b"").hexdigest(),
         } for i in items]
         await conn.execute(
             "WITH o AS (INSERT INTO outbox (topic, message_key, event_id, value) "

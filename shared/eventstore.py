@@ -70,6 +70,13 @@ CREATE TABLE IF NOT EXISTS inbox (
     processed_at timestamptz NOT NULL DEFAULT now()
 );
 """
+# a row the broker can never take (too large) is set aside with the reason instead of
+# blocking every row behind it
+KERNEL_SCHEMA_2 = """
+ALTER TABLE outbox ADD COLUMN failed_reason text;
+DROP INDEX IF EXISTS outbox_unsent;
+CREATE INDEX outbox_unsent ON outbox (id) WHERE sent_at IS NULL AND failed_reason IS NULL;
+"""
 OUTBOX_CHANNEL = "tkm_outbox"
 
 
@@ -98,7 +105,8 @@ async def migrate(conn: asyncpg.Connection, component: str, migrations: Path | N
             "CREATE TABLE IF NOT EXISTS schema_migrations (component text, version integer, "
             "name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now(), "
             "PRIMARY KEY (component, version))")
-        steps = [("kernel", 1, "event store, outbox, inbox", KERNEL_SCHEMA)]
+        steps = [("kernel", 1, "event store, outbox, inbox", KERNEL_SCHEMA),
+                 ("kernel", 2, "outbox rows the broker refuses", KERNEL_SCHEMA_2)]
         for path in sorted(migrations.glob("*.sql")) if migrations else []:
             number = int(path.name.split("_", 1)[0])
             steps.append((component, number, path.stem, path.read_text()))

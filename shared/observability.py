@@ -47,4 +47,6 @@ EVENTS_CONSUMED = Counter("tkm_events_consumed_total", "Consumed events by outco
                           ["service", "topic", "outcome"])
 CONSUMER_LAG = Gauge("tkm_consumer_lag", "Messages behind the partition end", ["service", "topic"])
 OUTBOX_BACKLOG = Gauge("tkm_outbox_backlog", "Outbox rows not yet published", ["service"])
+OUTBOX_FAILED = Counter("tkm_outbox_failed_total", "Outbox rows the broker refused for good",
+                        ["service"])
 EVENTS_PUBLISHED = Counter("tkm_events_published_total", "Outbox rows published", ["service"])

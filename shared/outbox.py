@@ -7,7 +7,8 @@ Guarantees:
 - Per-stream order: rows are read in id order (a stream's rows are inserted in version order)
   and the message key is the stream id, so one partition receives a stream's events in order.
 - No skips: unsent rows are found by `sent_at IS NULL`, not by a moving position, so a row that
-  commits late is still picked up.
+  commits late is still picked up. A row the broker refuses for good (larger than it accepts)
+  is set aside with `failed_reason`, logged and counted, instead of blocking every row after it.
 - One active relay per service database: a session advisory lock; other instances wait on standby.
 """
 
@@ -20,10 +21,10 @@ import logging
 
 import asyncpg
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaError, MessageSizeTooLargeError
 
 from shared.eventstore import OUTBOX_CHANNEL
-from shared.observability import EVENTS_PUBLISHED, OUTBOX_BACKLOG
+from shared.observability import EVENTS_PUBLISHED, OUTBOX_BACKLOG, OUTBOX_FAILED
 
 log = logging.getLogger("tkm.outbox")
 
@@ -52,7 +53,11 @@ class OutboxRelay:
                 await _sleep_or_stop(stop, 1.0)
 
     async def _session(self, stop: asyncio.Event) -> None:
-        conn = await asyncpg.connect(self.dsn)
+        # timeouts and server-side keepalives: a half-open connection must not hang the relay
+        # while its session still holds the relay lock that a standby waits for
+        conn = await asyncpg.connect(self.dsn, timeout=10, command_timeout=60, server_settings={
+            "tcp_keepalives_idle": "30", "tcp_keepalives_interval": "10",
+            "tcp_keepalives_count": "3"})
         producer: AIOKafkaProducer | None = None
         try:
             while not await conn.fetchval("SELECT pg_try_advisory_lock(hashtext('tkm-outbox-relay'))"):
@@ -89,19 +94,30 @@ class OutboxRelay:
 
     async def _relay_batch(self, conn: asyncpg.Connection, producer: AIOKafkaProducer) -> int:
         rows = await conn.fetch("SELECT id, topic, message_key, value FROM outbox "
-                                "WHERE sent_at IS NULL ORDER BY id LIMIT $1", self.batch_size)
+                                "WHERE sent_at IS NULL AND failed_reason IS NULL "
+                                "ORDER BY id LIMIT $1", self.batch_size)
         if not rows:
             OUTBOX_BACKLOG.labels(self.service).set(0)
             return 0
-        futures = [await producer.send(r["topic"], value=r["value"], key=r["message_key"].encode())
-                   for r in rows]
+        futures, sent = [], []
+        for r in rows:
+            try:
+                futures.append(await producer.send(r["topic"], value=r["value"],
+                                                   key=r["message_key"].encode()))
+                sent.append(r["id"])
+            except MessageSizeTooLargeError as exc:
+                # no retry can ever deliver it; set it aside loudly rather than block the rest
+                log.error("outbox row %s (%d bytes) refused by the broker: %r", r["id"],
+                          len(r["value"]), exc)
+                await conn.execute("UPDATE outbox SET failed_reason = $2 WHERE id = $1",
+                                   r["id"], f"{type(exc).__name__}: {exc}")
+                OUTBOX_FAILED.labels(self.service).inc()
         await asyncio.gather(*futures)
-        await conn.execute("UPDATE outbox SET sent_at = now() WHERE id = ANY($1::bigint[])",
-                           [r["id"] for r in rows])
-        EVENTS_PUBLISHED.labels(self.service).inc(len(rows))
+        await conn.execute("UPDATE outbox SET sent_at = now() WHERE id = ANY($1::bigint[])", sent)
+        EVENTS_PUBLISHED.labels(self.service).inc(len(sent))
         if len(rows) == self.batch_size:
-            OUTBOX_BACKLOG.labels(self.service).set(
-                await conn.fetchval("SELECT count(*) FROM outbox WHERE sent_at IS NULL"))
+            OUTBOX_BACKLOG.labels(self.service).set(await conn.fetchval(
+                "SELECT count(*) FROM outbox WHERE sent_at IS NULL AND failed_reason IS NULL"))
         else:
             OUTBOX_BACKLOG.labels(self.service).set(0)
         return len(rows)

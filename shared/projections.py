@@ -18,6 +18,10 @@ async def rebuild(conn: asyncpg.Connection, projector: Projector, tables: Sequen
     the replay sees exactly the events committed when it began. Returns the events replayed."""
     replayed, position = 0, 0
     async with conn.transaction(isolation="repeatable_read"):
+        # LOCK takes no snapshot: the replay's snapshot starts after every writer holding the
+        # tables committed, so no event projected by one of them is wiped and not replayed
+        await conn.execute("LOCK TABLE " + ", ".join(_quoted(t) for t in tables)
+                           + " IN ACCESS EXCLUSIVE MODE")
         await conn.execute("TRUNCATE " + ", ".join(_quoted(t) for t in tables))
         while True:
             rows = await conn.fetch("SELECT * FROM events WHERE global_position > $1 "

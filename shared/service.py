@@ -24,7 +24,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from shared.aggregate import Projector, UnitOfWork, run_command
 from shared.auth import Actor
-from shared.consumer import INFRASTRUCTURE_ERRORS, EventConsumer, Handler, backoff, record_lag
+from shared.consumer import TRANSIENT_ERRORS, EventConsumer, Handler, backoff, record_lag
 from shared.errors import DomainError
 from shared.eventstore import EventStore, migrate
 from shared.observability import configure_logging, correlation_id_var
@@ -183,8 +183,8 @@ def _subscribe(broker: KafkaBroker, consumer: EventConsumer, spec: ServiceSpec,
             try:
                 await consumer.process(records)
                 break
-            except INFRASTRUCTURE_ERRORS as exc:
-                log.warning("database unavailable, batch will be retried: %r", exc)
+            except TRANSIENT_ERRORS as exc:
+                log.warning("database unavailable or contended, batch will be retried: %r", exc)
             except Exception:  # a bug in our own code: never skip the records because of it
                 log.exception("consumer failed, batch will be retried")
             attempt += 1

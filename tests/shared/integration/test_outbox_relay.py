@@ -108,3 +108,35 @@ async def test_only_one_relay_is_active_per_database(infra, database_url):
 
 async def _any_active(relays) -> bool:
     return any(r.active for r in relays)
+
+
+async def test_a_row_the_broker_refuses_is_set_aside_and_the_rest_still_flow(infra, database_url):
+    from shared.outbox import OutboxRelay
+
+    ids, streams = await _store_events(database_url, streams=1, per_stream=3)
+    conn = await asyncpg.connect(database_url)
+    try:
+        # a 2 MB row between stored events: more than the broker's default message size
+        await conn.execute("INSERT INTO outbox (id, topic, message_key, value) "
+                           "VALUES (0, $1, 'huge', $2)", SAMPLE_TOPIC, b"x" * 2_000_000)
+        stop = asyncio.Event()
+        task = asyncio.create_task(OutboxRelay(database_url, infra.kafka_bootstrap,
+                                               "kerneltest").run(stop))
+        try:
+            await eventually(lambda: _none_unsent_but_failed(conn), timeout=60)
+        finally:
+            stop.set()
+            await task
+        failed = await conn.fetchrow("SELECT sent_at, failed_reason FROM outbox WHERE id = 0")
+        assert failed["sent_at"] is None and "MessageSizeTooLarge" in failed["failed_reason"]
+    finally:
+        await conn.close()
+    keys = {s.encode() for s in streams}
+    records = await read_topic(infra.kafka_bootstrap, SAMPLE_TOPIC, until=lambda recs: ids <= {
+        json.loads(r.value)["event_id"] for r in recs if r.key in keys})
+    assert not any(r.key == b"huge" for r in records)
+
+
+async def _none_unsent_but_failed(conn) -> bool:
+    return await conn.fetchval("SELECT count(*) FROM outbox WHERE sent_at IS NULL "
+                               "AND failed_reason IS NULL") == 0
