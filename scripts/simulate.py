@@ -310,7 +310,8 @@ class Simulation:
                 first = await self.api.post("groups", path, {
                     "tools": tools, "materials": materials, "evidence_count": 2})
                 await self.api.post("groups", f"{path}/{first['report_id']}/return", {
-                    "reason": "receipts for materials are missing"})
+                    "reason_code": "evidence_missing",
+                    "note": "receipts for materials are missing"})
             report = await self.api.post("groups", path, {
                 "tools": tools, "materials": materials, "other": 0,
                 "evidence_count": self.rng.randint(8, 30)})

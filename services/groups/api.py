@@ -38,13 +38,19 @@ ReportId = Annotated[str, Path(min_length=1, max_length=64)]
 ProvinceQ = Annotated[str | None, Query(pattern=r"^\d{2}$", description="Kemendagri code")]
 RegencyQ = Annotated[str | None, Query(pattern=r"^\d{4}$", description="Kemendagri code")]
 YearQ = Annotated[int | None, Query(ge=2000, le=2100)]
-PageQ = Annotated[int, Query(ge=1)]
+PageQ = Annotated[int, Query(ge=1, le=100_000)]
 PageSizeQ = Annotated[int, Query(ge=1, le=500)]
 Ctx = Annotated[ServiceContext, Depends(context)]
 
 
 class UnsupportedMediaError(DomainError):
     status = 415
+
+
+def _sees_notes(actor: Actor) -> bool:
+    """Member data and officers' notes (free text that may name members) are for the ministry
+    and provincial officers, who read only their own province; never for agencies or TKS."""
+    return actor.role in (Role.ADMIN, Role.PROVINCE)
 
 
 def _scope(actor: Actor, province_code: str | None) -> str | None:
@@ -94,19 +100,21 @@ def build_router(config: ProgrammeConfig) -> APIRouter:
                           regency_code: RegencyQ = None,
                           business_type: str | None = None, status: Status | None = None,
                           page: PageQ = 1, page_size: PageSizeQ = 50) -> dict[str, Any]:
-        """Groups by year, stage, province, regency, business type, status (no member data)."""
+        """Groups by year, stage, province, regency, business type, status (no member data).
+        `status_reason_code` for everyone; the officer's `status_note` only for the ministry
+        and provincial officers."""
         if regency_code and actor.role is Role.PROVINCE:
             actor.ensure_province(regency_code[:2])
         where = views.GroupFilter(year, stage, _scope(actor, province_code), regency_code,
                                   business_type, status)
-        return await views.list_groups(ctx.pool, where, views.Page(page, page_size))
+        return await views.list_groups(ctx.pool, where, views.Page(page, page_size),
+                                       with_notes=_sees_notes(actor))
 
     @router.get("/groups/{group_id}", tags=["queries"])
     async def group_detail(group_id: GroupId, ctx: Ctx, actor: Reader) -> dict[str, Any]:
-        """One group. Members (NIK masked) only for the ministry and the group's provincial
-        officer."""
-        with_members = actor.role in (Role.ADMIN, Role.PROVINCE)
-        group = await views.group_detail(ctx.pool, group_id, with_members)
+        """One group. Members (NIK masked) and officers' notes only for the ministry and the
+        group's provincial officer."""
+        group = await views.group_detail(ctx.pool, group_id, _sees_notes(actor))
         if group is None:
             raise NotFoundError("no such group", field="group_id")
         if actor.role is Role.PROVINCE:
@@ -129,7 +137,7 @@ def build_router(config: ProgrammeConfig) -> APIRouter:
     async def reject(group_id: GroupId, body: RejectGroup, ctx: Ctx,
                      actor: Writer) -> dict[str, Any]:
         group, _ = await handlers.act_on_group(ctx, actor, group_id,
-                                               lambda g: g.reject(body.reason))
+                                               lambda g: g.reject(body.reason_code, body.note))
         return handlers.summary(group)
 
     @router.post("/groups/approvals", tags=["approval"])
@@ -168,7 +176,8 @@ def build_router(config: ProgrammeConfig) -> APIRouter:
     async def return_lpj(group_id: GroupId, report_id: ReportId, body: ReturnLpj, ctx: Ctx,
                          actor: Writer) -> dict[str, Any]:
         await handlers.act_on_group(ctx, actor, group_id,
-                                    lambda g: g.return_lpj(report_id, body.reason))
+                                    lambda g: g.return_lpj(report_id, body.reason_code,
+                                                           body.note))
         return {"group_id": group_id, "report_id": report_id, "status": "returned"}
 
     @router.post("/groups/{group_id}/bimtek", status_code=201, tags=["empowerment"])
@@ -206,7 +215,7 @@ def build_router(config: ProgrammeConfig) -> APIRouter:
     async def dissolve(group_id: GroupId, body: DissolveGroup, ctx: Ctx,
                        actor: Writer) -> dict[str, Any]:
         group, _ = await handlers.act_on_group(ctx, actor, group_id,
-                                               lambda g: g.dissolve(body.reason))
+                                               lambda g: g.dissolve(body.reason_code, body.note))
         return handlers.summary(group)
 
     @router.get("/reports/people-reached", tags=["queries"])

@@ -18,6 +18,8 @@ approved, funded, accounted for (LPJ) and advanced through the empowerment stage
 Roles: ministry_admin everything; provincial_officer registers, approves, reviews and reads in
 its province (funding is the ministry's); agency and tks read groups and aggregates without
 member data. Members' NIKs are shown masked, to the ministry and the group's provincial officer.
+Rejections, returned LPJs and dissolutions carry a reason code (published); the officer's
+optional note stays in this service and is shown only to the ministry and provincial officers.
 
 {CSV_LAYOUT}
 """

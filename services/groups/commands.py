@@ -3,10 +3,22 @@
 from __future__ import annotations
 
 from datetime import date
+from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from shared.contracts.common import Id
+from shared.contracts.groups import DissolutionReason, LpjReturnReason, RejectionReason
+
+# Upper bounds, so an absurd number is a 422 rather than an overflow deeper down: rupiah far above
+# any programme budget yet well inside bigint; counts inside a Postgres integer.
+MAX_RUPIAH = 10**15
+MAX_COUNT = 2**31 - 1
+MAX_NOTE = 500
+RupiahIn = Annotated[int, Field(ge=0, le=MAX_RUPIAH, description="whole rupiah")]
+Note = Annotated[str | None, Field(
+    max_length=MAX_NOTE, description="the officer's own words: kept inside the groups "
+    "service, shown only to the ministry and the group's provincial officer, never published")]
 
 
 class _Command(BaseModel):
@@ -37,12 +49,14 @@ class ChangeMembers(_Command):
 
 
 class RejectGroup(_Command):
-    reason: str = Field(min_length=1, max_length=500)
+    reason_code: RejectionReason
+    note: Note = None
 
 
 class FundGroup(_Command):
-    tranche: int = Field(1, ge=1, description="1 for the first disbursement to the group")
-    amount: int = Field(gt=0, description="whole rupiah", examples=[20_000_000])
+    tranche: int = Field(1, ge=1, le=MAX_COUNT,
+                         description="1 for the first disbursement to the group")
+    amount: int = Field(gt=0, le=MAX_RUPIAH, description="whole rupiah", examples=[20_000_000])
     disbursed_on: date
     budget_year: int = Field(ge=2000, le=2100, examples=[2023])
 
@@ -60,14 +74,16 @@ class FundGroups(_Command):
 
 
 class SubmitLpj(_Command):
-    tools: int = Field(ge=0, description="rupiah spent on tools (alat)")
-    materials: int = Field(ge=0, description="rupiah spent on materials (bahan)")
-    other: int = Field(0, ge=0, description="rupiah spent on anything else")
-    evidence_count: int = Field(ge=0, description="receipts, photos and other evidence")
+    tools: RupiahIn = Field(description="rupiah spent on tools (alat)")
+    materials: RupiahIn = Field(description="rupiah spent on materials (bahan)")
+    other: RupiahIn = Field(0, description="rupiah spent on anything else")
+    evidence_count: int = Field(ge=0, le=MAX_COUNT,
+                                description="receipts, photos and other evidence")
 
 
 class ReturnLpj(_Command):
-    reason: str = Field(min_length=1, max_length=500)
+    reason_code: LpjReturnReason
+    note: Note = None
 
 
 class RecordBimtek(_Command):
@@ -77,7 +93,7 @@ class RecordBimtek(_Command):
 
 class RecordProductEvidence(_Command):
     product: str = Field(min_length=1, max_length=200)
-    evidence_count: int = Field(ge=1)
+    evidence_count: int = Field(ge=1, le=MAX_COUNT)
     recorded_on: date
 
 
@@ -88,4 +104,5 @@ class RecordExpo(_Command):
 
 
 class DissolveGroup(_Command):
-    reason: str = Field(min_length=1, max_length=500)
+    reason_code: DissolutionReason
+    note: Note = None

@@ -11,6 +11,7 @@ import re
 import uuid
 from dataclasses import dataclass
 from datetime import date, timedelta
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -18,6 +19,9 @@ from services.groups.config import ProgrammeConfig
 from shared import regions
 from shared.aggregate import Aggregate
 from shared.contracts.groups import (
+    DISSOLUTION_REASONS,
+    LPJ_RETURN_REASONS,
+    REJECTION_REASONS,
     AccountabilityReportAccepted,
     AccountabilityReportReturned,
     AccountabilityReportSubmitted,
@@ -38,7 +42,7 @@ from shared.nik import InvalidNikError, parse_nik
 GROUP_ID_NAMESPACE = uuid.UUID("6f1d7a52-3c1e-4f0b-9a57-2b8e4d0c9e11")
 _PHONE = re.compile(r"^(?:\+62|62|0)(8\d{7,11})$")
 MAX_TEXT = 200
-MAX_REASON = 500
+MAX_NOTE = 500
 
 
 class MemberRecord(BaseModel):
@@ -70,6 +74,19 @@ class RosterChanged(Event):
     added: tuple[MemberRecord, ...]
     removed: tuple[str, ...]  # NIKs
     changed_on: date
+
+
+@register
+class ReasonNoted(Event):
+    """Internal (may hold personal data): the officer's own words behind a published reason code
+    (rejection, LPJ return, dissolution). Shown only to the ministry and the group's provincial
+    officer; the topic carries the code alone."""
+
+    event_type = "groups.ReasonNoted"
+    group_id: str
+    subject: Literal["rejection", "lpj_return", "dissolution"]
+    report_id: str | None = None  # the returned report, for an LPJ return
+    note: str
 
 
 @register
@@ -189,6 +206,15 @@ def _text(value: str, field: str, limit: int = MAX_TEXT) -> str:
     return clean
 
 
+def _reason(code: str, allowed: tuple[str, ...], note: str | None) -> str | None:
+    """Checks the code against its list; returns the note cleaned, or None when blank."""
+    if code not in allowed:
+        raise DomainError(f"reason_code must be one of {', '.join(allowed)}", field="reason_code")
+    if note is None or not note.strip():
+        return None
+    return _text(note, "note", MAX_NOTE)
+
+
 @dataclass
 class Report:
     spent: int
@@ -259,6 +285,8 @@ class Group(Aggregate):
                 self.stage_bimtek = self.stage_products = 0
             case GroupDissolved():
                 self.status = "dissolved"
+            case ReasonNoted():
+                pass  # read-model data only
             case _:
                 raise TypeError(f"Group cannot apply {event.event_type}")
 
@@ -316,22 +344,38 @@ class Group(Aggregate):
                                 status=self.status)
         self.record(GroupApproved(group_id=self.group_id))
 
-    def reject(self, reason: str) -> None:
-        reason = _text(reason, "reason", MAX_REASON)
+    def _note(self, subject: str, note: str | None, report_id: str | None = None) -> None:
+        if note is not None:
+            self.record(ReasonNoted(group_id=self.group_id, subject=subject,
+                                    report_id=report_id, note=note))
+
+    def reject(self, reason_code: str, note: str | None = None) -> None:
+        note = _reason(reason_code, REJECTION_REASONS, note)
         self._ensure_open()
         if self.status != "registered":
             raise ConflictError(f"the group is already {self.status}", field="group_id",
                                 status=self.status)
-        self.record(GroupRejected(group_id=self.group_id, reason=reason))
+        self.record(GroupRejected(group_id=self.group_id, reason_code=reason_code))
+        self._note("rejection", note)
 
     def fund(self, *, tranche: int, amount: int, disbursed_on: date, budget_year: int,
-             config: ProgrammeConfig) -> GroupFunded:
+             config: ProgrammeConfig, today: date) -> GroupFunded:
+        """`today`: the latest calendar date anywhere in Indonesia
+        (handlers.latest_local_date), so a disbursement entered on its own day is never "in the
+        future"."""
         if amount <= 0:
             raise DomainError("amount must be a positive number of rupiah", field="amount")
         if not 2000 <= budget_year <= 2100:
             raise DomainError("budget_year must be 2000 to 2100", field="budget_year")
         if tranche < 1:
             raise DomainError("tranche numbers start at 1", field="tranche")
+        max_tranches = config.funding.max_tranches
+        if tranche > max_tranches:
+            raise RuleViolationError(f"a group receives at most {max_tranches} tranches",
+                                     field="tranche", max_tranches=max_tranches)
+        if disbursed_on > today:
+            raise RuleViolationError(f"disbursed_on {disbursed_on} is after today ({today})",
+                                     field="disbursed_on")
         self._ensure_open()
         if tranche <= self.tranches:
             raise ConflictError(f"tranche {tranche} of this group is already funded",
@@ -345,6 +389,12 @@ class Group(Aggregate):
         if budget_year < self.year:
             raise RuleViolationError(f"budget_year is before the group's year {self.year}",
                                      field="budget_year")
+        # funds of a budget year are not paid before the group's programme year nor after that
+        # budget year (the fiscal year is the calendar year)
+        if not self.year <= disbursed_on.year <= budget_year:
+            raise RuleViolationError(
+                f"disbursed_on must fall in {self.year} (the group's year) to {budget_year} "
+                f"(the budget year)", field="disbursed_on")
         ceiling = config.funding.ceiling_per_group
         if self.stage_funded + amount > ceiling:
             raise RuleViolationError(
@@ -401,11 +451,12 @@ class Group(Aggregate):
         self._pending_report(report_id)
         self.record(AccountabilityReportAccepted(group_id=self.group_id, report_id=report_id))
 
-    def return_lpj(self, report_id: str, reason: str) -> None:
-        reason = _text(reason, "reason", MAX_REASON)
+    def return_lpj(self, report_id: str, reason_code: str, note: str | None = None) -> None:
+        note = _reason(reason_code, LPJ_RETURN_REASONS, note)
         self._pending_report(report_id)
         self.record(AccountabilityReportReturned(group_id=self.group_id, report_id=report_id,
-                                                 reason=reason))
+                                                 reason_code=reason_code))
+        self._note("lpj_return", note, report_id)
 
     def attend_bimtek(self, subject: str, held_on: date) -> None:
         subject = _text(subject, "subject")
@@ -447,7 +498,8 @@ class Group(Aggregate):
         self.record(event)
         return event
 
-    def dissolve(self, reason: str) -> None:
-        reason = _text(reason, "reason", MAX_REASON)
+    def dissolve(self, reason_code: str, note: str | None = None) -> None:
+        note = _reason(reason_code, DISSOLUTION_REASONS, note)
         self._ensure_open()
-        self.record(GroupDissolved(group_id=self.group_id, reason=reason))
+        self.record(GroupDissolved(group_id=self.group_id, reason_code=reason_code))
+        self._note("dissolution", note)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Awaitable, Callable
-from datetime import date
+from datetime import date, timedelta
 from typing import Any
 
 from services.groups import views
@@ -41,6 +41,12 @@ class GroupExistsError(ConflictError):
 
 def today() -> date:
     return utcnow().date()
+
+
+def latest_local_date() -> date:
+    """Today in WIT (UTC+9, no daylight saving), Indonesia's easternmost time zone: the latest
+    date an officer anywhere in the country may call today."""
+    return (utcnow() + timedelta(hours=9)).date()
 
 
 def _members(members: list[MemberIn], on: date) -> list[MemberRecord]:
@@ -126,7 +132,7 @@ async def fund_group(ctx: ServiceContext, group_id: str, cmd: FundGroup, actor: 
                      config: ProgrammeConfig) -> dict[str, Any]:
     group, event = await act_on_group(ctx, actor, group_id, lambda g: g.fund(
         tranche=cmd.tranche, amount=cmd.amount, disbursed_on=cmd.disbursed_on,
-        budget_year=cmd.budget_year, config=config))
+        budget_year=cmd.budget_year, config=config, today=latest_local_date()))
     split = config.funding
     return {**summary(group), "tranche": event.tranche, "amount": event.amount,
             "lpj_due_on": event.lpj_due_on.isoformat(),

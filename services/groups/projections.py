@@ -15,6 +15,7 @@ from services.groups.domain import (
     BimtekAttended,
     MemberRecord,
     ProductEvidenceRecorded,
+    ReasonNoted,
     RosterChanged,
     RosterRecorded,
 )
@@ -133,11 +134,13 @@ async def _reached(conn: asyncpg.Connection, year: int, province_code: str, *, g
 
 
 async def _status(conn: asyncpg.Connection, env: Envelope, group_id: str, status: str,
-                  reason: str | None = None) -> asyncpg.Record:
+                  reason_code: str | None = None) -> asyncpg.Record:
+    # a note, if the officer wrote one, follows in a ReasonNoted of the same transaction
     return await conn.fetchrow(
-        "UPDATE group_registry SET status = $2, status_reason = $3, updated_at = $4 "
-        "WHERE group_id = $1 RETURNING year, province_code, member_count, tranches",
-        group_id, status, reason, env.occurred_at)
+        "UPDATE group_registry SET status = $2, status_reason_code = $3, status_note = NULL, "
+        "updated_at = $4 WHERE group_id = $1 "
+        "RETURNING year, province_code, member_count, tranches",
+        group_id, status, reason_code, env.occurred_at)
 
 
 async def _approved(conn: asyncpg.Connection, env: Envelope, e: GroupApproved) -> None:
@@ -145,14 +148,14 @@ async def _approved(conn: asyncpg.Connection, env: Envelope, e: GroupApproved) -
 
 
 async def _rejected(conn: asyncpg.Connection, env: Envelope, e: GroupRejected) -> None:
-    row = await _status(conn, env, e.group_id, "rejected", e.reason)
+    row = await _status(conn, env, e.group_id, "rejected", e.reason_code)
     await conn.execute("DELETE FROM active_memberships WHERE group_id = $1", e.group_id)
     await _reached(conn, row["year"], row["province_code"], groups=-1,
                    members=-row["member_count"])
 
 
 async def _dissolved(conn: asyncpg.Connection, env: Envelope, e: GroupDissolved) -> None:
-    row = await _status(conn, env, e.group_id, "dissolved", e.reason)
+    row = await _status(conn, env, e.group_id, "dissolved", e.reason_code)
     await conn.execute("DELETE FROM active_memberships WHERE group_id = $1", e.group_id)
     if row["tranches"] == 0:  # never funded: it reached nobody; funded members stay reached
         await _reached(conn, row["year"], row["province_code"], groups=-1,
@@ -215,11 +218,20 @@ async def _lpj_accepted(conn: asyncpg.Connection, env: Envelope,
 
 async def _lpj_returned(conn: asyncpg.Connection, env: Envelope,
                         e: AccountabilityReportReturned) -> None:
-    await conn.execute("UPDATE lpj_reports SET status = 'returned', reason = $2, "
+    await conn.execute("UPDATE lpj_reports SET status = 'returned', reason_code = $2, "
                        "reviewed_at = $3 WHERE report_id = $1",
-                       e.report_id, e.reason, env.occurred_at)
+                       e.report_id, e.reason_code, env.occurred_at)
     await conn.execute("UPDATE group_registry SET lpj_status = 'returned', updated_at = $2 "
                        "WHERE group_id = $1", e.group_id, env.occurred_at)
+
+
+async def _reason_noted(conn: asyncpg.Connection, env: Envelope, e: ReasonNoted) -> None:
+    if e.subject == "lpj_return":
+        await conn.execute("UPDATE lpj_reports SET note = $2 WHERE report_id = $1",
+                           e.report_id, e.note)
+    else:
+        await conn.execute("UPDATE group_registry SET status_note = $2 WHERE group_id = $1",
+                           e.group_id, e.note)
 
 
 _COUNTER = {"bimtek": "bimtek_count", "product": "product_evidence_count", "expo": "expo_count"}
@@ -266,6 +278,7 @@ _HANDLERS: dict[type[Event], Callable[[asyncpg.Connection, Envelope, Any], Await
     AccountabilityReportSubmitted: _lpj_submitted,
     AccountabilityReportAccepted: _lpj_accepted,
     AccountabilityReportReturned: _lpj_returned,
+    ReasonNoted: _reason_noted,
     BimtekAttended: _bimtek,
     ProductEvidenceRecorded: _product,
     GroupShowcasedAtExpo: _expo,

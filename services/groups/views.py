@@ -11,10 +11,12 @@ import asyncpg
 from shared.nik import mask_nik
 
 _LISTED = ("group_id, name, external_ref, year, stage, province_code, regency_code, "
-           "business_type, status, status_reason, member_count, tranches, funded_total, "
+           "business_type, status, status_reason_code, member_count, tranches, funded_total, "
            "accounted_total, funded_total - accounted_total AS remaining_balance, "
            "last_budget_year, last_disbursed_on, lpj_status, lpj_due_on, bimtek_count, "
            "product_evidence_count, expo_count, registered_at, updated_at")
+# officers' own words, which may name members: for the ministry and provincial officers only
+_NOTES = ", status_note"
 
 
 @dataclass(frozen=True)
@@ -52,10 +54,11 @@ def _row(record: asyncpg.Record) -> dict[str, Any]:
 
 
 async def _paged(pool: asyncpg.Pool, conditions: list[str], args: list[Any], page: Page,
-                 order: str) -> dict[str, Any]:
+                 order: str, with_notes: bool = False) -> dict[str, Any]:
     where = f"WHERE {' AND '.join(conditions)}" if conditions else ""
+    columns = _LISTED + (_NOTES if with_notes else "")
     total = await pool.fetchval(f"SELECT count(*) FROM group_registry {where}", *args)
-    rows = await pool.fetch(f"SELECT {_LISTED} FROM group_registry {where} ORDER BY {order} "
+    rows = await pool.fetch(f"SELECT {columns} FROM group_registry {where} ORDER BY {order} "
                             f"{page.window(args)}", *args)
     return {"items": [_row(r) for r in rows], "total": total, "page": page.number,
             "page_size": page.size}
@@ -67,30 +70,36 @@ async def existing_group_ids(pool: asyncpg.Pool, group_ids: list[str]) -> set[st
     return {r["group_id"] for r in rows}
 
 
-async def list_groups(pool: asyncpg.Pool, where: GroupFilter, page: Page) -> dict[str, Any]:
+async def list_groups(pool: asyncpg.Pool, where: GroupFilter, page: Page, *,
+                      with_notes: bool = False) -> dict[str, Any]:
+    """`with_notes` only for readers allowed officers' notes (ministry, provincial officer)."""
     args: list[Any] = []
     return await _paged(pool, where.where(args), args, page,
-                        "year, province_code, regency_code, name, group_id")
+                        "year, province_code, regency_code, name, group_id", with_notes)
 
 
 async def group_detail(pool: asyncpg.Pool, group_id: str,
-                       with_members: bool) -> dict[str, Any] | None:
+                       for_officers: bool) -> dict[str, Any] | None:
+    """`for_officers`: with members (NIK masked) and officers' notes, for the ministry and the
+    group's provincial officer only."""
+    notes = _NOTES if for_officers else ""
     async with pool.acquire() as conn:
-        row = await conn.fetchrow(f"SELECT {_LISTED} FROM group_registry WHERE group_id = $1",
-                                  group_id)
+        row = await conn.fetchrow(f"SELECT {_LISTED}{notes} FROM group_registry "
+                                  "WHERE group_id = $1", group_id)
         if row is None:
             return None
         group = _row(row)
+        report_note = ", note" if for_officers else ""
         reports = await conn.fetch(
             "SELECT report_id, tools, materials, other, remaining_balance, evidence_count, "
-            "status, reason, submitted_at, reviewed_at FROM lpj_reports WHERE group_id = $1 "
-            "ORDER BY submitted_at", group_id)
+            f"status, reason_code{report_note}, submitted_at, reviewed_at FROM lpj_reports "
+            "WHERE group_id = $1 ORDER BY submitted_at", group_id)
         activities = await conn.fetch(
             "SELECT kind, title, place, held_on, evidence_count FROM group_activities "
             "WHERE group_id = $1 ORDER BY stream_version", group_id)
         group["lpj_reports"] = [_row(r) for r in reports]
         group["activities"] = [_row(r) for r in activities]
-        if with_members:
+        if for_officers:
             members = await conn.fetch("SELECT nik, name, phone FROM group_members "
                                        "WHERE group_id = $1 ORDER BY name, nik", group_id)
             group["members"] = [{"nik": mask_nik(m["nik"]), "name": m["name"],

@@ -1,18 +1,39 @@
 """Topic `tkm.groups.v1`, keyed by the group's stream id. Member counts only: no member NIKs or
-names."""
+names.
+
+Reasons (rejection, LPJ return, dissolution) travel as codes from the lists below, never as free
+text: an officer's own words may name members, so the groups service keeps them inside. Version 1
+of those three events carried free text; it is upcast to version 2 with the code "other" and the
+text dropped.
+"""
 
 from __future__ import annotations
 
 from datetime import date
-from typing import Literal
+from typing import Any, Literal, get_args
 
 from pydantic import Field
 
 from shared.contracts.common import Id, ProvinceCode, RegencyCode, Rupiah, Year
-from shared.envelope import Event, register
+from shared.envelope import Event, register, upcaster
 from shared.topics import GROUPS
 
 GroupStage = Literal["pemula", "lanjutan", "pengembangan"]
+
+RejectionReason = Literal["members_employed", "members_ineligible", "duplicate_proposal",
+                          "documents_incomplete", "business_not_viable", "other"]
+LpjReturnReason = Literal["evidence_missing", "spending_not_allowed", "figures_inconsistent",
+                          "balance_unexplained", "other"]
+DissolutionReason = Literal["members_left", "business_failed", "merged", "other"]
+REJECTION_REASONS: tuple[str, ...] = get_args(RejectionReason)
+LPJ_RETURN_REASONS: tuple[str, ...] = get_args(LpjReturnReason)
+DISSOLUTION_REASONS: tuple[str, ...] = get_args(DissolutionReason)
+
+
+def _reason_text_to_code(payload: dict[str, Any]) -> dict[str, Any]:
+    """v1 -> v2 of the reason events: the free text is dropped, the code is "other"."""
+    upcast = {k: v for k, v in payload.items() if k != "reason"}
+    return {**upcast, "reason_code": "other"}
 
 
 class _Published(Event):
@@ -49,9 +70,15 @@ class GroupApproved(_Published):
 
 @register
 class GroupRejected(_Published):
+    """The proposal was rejected, for a reason code (no free text)."""
+
     event_type = "GroupRejected"
+    schema_version = 2
     group_id: Id
-    reason: str = Field(min_length=1, max_length=500)
+    reason_code: RejectionReason
+
+
+upcaster(GroupRejected.event_type, 1)(_reason_text_to_code)
 
 
 @register
@@ -89,10 +116,16 @@ class AccountabilityReportAccepted(_Published):
 
 @register
 class AccountabilityReportReturned(_Published):
+    """The LPJ went back to the group for a reason code (no free text)."""
+
     event_type = "AccountabilityReportReturned"
+    schema_version = 2
     group_id: Id
     report_id: Id
-    reason: str = Field(min_length=1, max_length=500)
+    reason_code: LpjReturnReason
+
+
+upcaster(AccountabilityReportReturned.event_type, 1)(_reason_text_to_code)
 
 
 @register
@@ -114,6 +147,12 @@ class GroupAdvanced(_Published):
 
 @register
 class GroupDissolved(_Published):
+    """The group was dissolved, for a reason code (no free text)."""
+
     event_type = "GroupDissolved"
+    schema_version = 2
     group_id: Id
-    reason: str = Field(min_length=1, max_length=500)
+    reason_code: DissolutionReason
+
+
+upcaster(GroupDissolved.event_type, 1)(_reason_text_to_code)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections import Counter
+from datetime import date, timedelta
 
 import pytest
 
@@ -109,3 +110,61 @@ async def test_bulk_approval_answers_per_item(groups):
                                       json={"group_ids": [*ids, ids[0], "missing"]})
     results = answer.json()["results"]
     assert [r["status"] for r in results] == [200, 200, 200, 409, 404]
+
+
+async def test_no_tranche_beyond_the_configured_maximum(groups):
+    group_id = await approved_group(groups)
+    for tranche in (1, 2, 3):
+        paid = await groups.client.post(f"/groups/{group_id}/funding", headers=ADMIN,
+                                        json=funding(tranche=tranche, amount=5_000_000))
+        assert paid.status_code == 201, paid.text
+    fourth = await groups.client.post(f"/groups/{group_id}/funding", headers=ADMIN,
+                                      json=funding(tranche=4, amount=1_000_000))
+    assert (fourth.status_code, fourth.json()["error"]["field"]) == (422, "tranche")
+    detail = (await groups.client.get(f"/groups/{group_id}", headers=ADMIN)).json()
+    assert (detail["tranches"], detail["funded_total"]) == (3, 15_000_000)
+
+
+@pytest.mark.parametrize("disbursed_on", ["9999-12-31", "1901-01-01", "2022-12-31",
+                                          "2024-01-01"])
+async def test_a_disbursement_date_outside_the_group_and_budget_years_is_a_422(groups,
+                                                                                disbursed_on):
+    group_id = await approved_group(groups)
+    answer = await groups.client.post(f"/groups/{group_id}/funding", headers=ADMIN,
+                                      json={**funding(), "disbursed_on": disbursed_on})
+    assert (answer.status_code, answer.json()["error"]["field"]) == (422, "disbursed_on")
+    # in bulk too, answered per item
+    bulk = await groups.client.post("/groups/fundings", headers=ADMIN, json={"items": [
+        {"group_id": group_id, **funding(), "disbursed_on": disbursed_on}]})
+    assert bulk.json()["results"][0]["status"] == 422
+
+
+async def test_a_disbursement_in_the_future_is_a_422(groups):
+    group_id = await approved_group(groups)
+    later = date.today() + timedelta(days=2)
+    answer = await groups.client.post(f"/groups/{group_id}/funding", headers=ADMIN, json={
+        **funding(budget_year=later.year), "disbursed_on": later.isoformat()})
+    assert (answer.status_code, answer.json()["error"]["field"]) == (422, "disbursed_on")
+
+
+async def test_huge_numbers_are_a_422_not_a_500(groups):
+    group_id = await approved_group(groups)
+    post, get = groups.client.post, groups.client.get
+    for body, field in ((funding(amount=10**30), "amount"), (funding(tranche=2**40), "tranche")):
+        answer = await post(f"/groups/{group_id}/funding", headers=ADMIN, json=body)
+        assert (answer.status_code, answer.json()["error"]["field"]) == (422, field)
+    assert (await post(f"/groups/{group_id}/funding", headers=ADMIN,
+                       json=funding())).status_code == 201
+    for change, field in (({"evidence_count": 2**31}, "evidence_count"),
+                          ({"tools": 10**20}, "tools"), ({"other": 2**63}, "other")):
+        lpj = await post(f"/groups/{group_id}/lpj", headers=ADMIN, json={
+            "tools": 1, "materials": 1, "other": 0, "evidence_count": 1, **change})
+        assert (lpj.status_code, lpj.json()["error"]["field"]) == (422, field), lpj.text
+    product = await post(f"/groups/{group_id}/product-evidence", headers=ADMIN, json={
+        "product": "Kue", "evidence_count": 2**31, "recorded_on": "2023-10-02"})
+    assert (product.status_code, product.json()["error"]["field"]) == (422, "evidence_count")
+    for path in ("/groups", "/lpj/outstanding", "/lpj/overdue"):
+        page = await get(path, params={"page": 10**19}, headers=AGENCY)
+        assert (page.status_code, page.json()["error"]["field"]) == (422, "query.page"), path
+    last = await get("/groups", params={"page": 100_000}, headers=AGENCY)
+    assert last.status_code == 200 and last.json()["items"] == []

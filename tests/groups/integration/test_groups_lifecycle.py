@@ -9,9 +9,10 @@ import asyncpg
 import pytest
 
 from services.groups.projections import READ_MODELS, project
+from shared.auth import Role
 from shared.projections import rebuild
 from shared.topics import GROUPS
-from tests.groups.groups_support import ADMIN, AGENCY, registration
+from tests.groups.groups_support import ADMIN, AGENCY, auth, registration
 from tests.support.kafka import read_topic
 
 pytestmark = pytest.mark.integration
@@ -39,7 +40,8 @@ async def test_a_group_accounts_for_its_funds_and_advances(groups):
         "tools": 12_000_000, "materials": 7_500_000, "other": 0, "evidence_count": 4})
     assert first.status_code == 201 and first.json()["remaining_balance"] == 500_000
     returned = await post(f"/groups/{group_id}/lpj/{first.json()['report_id']}/return",
-                          headers=ADMIN, json={"reason": "receipts unreadable"})
+                          headers=ADMIN, json={"reason_code": "evidence_missing",
+                                               "note": "receipts unreadable"})
     assert returned.status_code == 200
     second = (await post(f"/groups/{group_id}/lpj", headers=ADMIN, json={
         "tools": 12_000_000, "materials": 8_000_000, "other": 0, "evidence_count": 21})).json()
@@ -59,13 +61,15 @@ async def test_a_group_accounts_for_its_funds_and_advances(groups):
     advanced = await post(f"/groups/{group_id}/advancement", headers=ADMIN)
     assert advanced.status_code == 200 and advanced.json()["stage"] == "lanjutan"
     dissolved = await post(f"/groups/{group_id}/dissolution", headers=ADMIN,
-                           json={"reason": "members found jobs"})
+                           json={"reason_code": "members_left"})
     assert dissolved.json()["status"] == "dissolved"
 
     detail = (await groups.client.get(f"/groups/{group_id}", headers=ADMIN)).json()
     assert (detail["lpj_status"], detail["accounted_total"], detail["remaining_balance"]) == (
         "accepted", 20_000_000, 0)
-    assert [r["status"] for r in detail["lpj_reports"]] == ["returned", "accepted"]
+    assert [(r["status"], r["reason_code"], r["note"]) for r in detail["lpj_reports"]] == [
+        ("returned", "evidence_missing", "receipts unreadable"), ("accepted", None, None)]
+    assert (detail["status_reason_code"], detail["status_note"]) == ("members_left", None)
     assert [a["kind"] for a in detail["activities"]] == ["bimtek", "product", "expo"]
     totals = (await groups.client.get("/reports/funding", params={
         "budget_year": 2023, "province_code": "51"}, headers=AGENCY)).json()
@@ -116,7 +120,8 @@ async def test_rebuilding_the_read_models_from_the_events_gives_the_same_answer(
     rejected = (await groups.client.post("/groups", json=registration("3201"),
                                          headers=ADMIN)).json()["group_id"]
     await groups.client.post(f"/groups/{rejected}/rejection", headers=ADMIN,
-                             json={"reason": "duplicate proposal"})
+                             json={"reason_code": "duplicate_proposal",
+                                   "note": "same members as KUB Sejahtera"})
     conn = await asyncpg.connect(groups.database_url)
     try:
         live = await _snapshot(conn)
@@ -131,3 +136,68 @@ async def test_rebuilding_the_read_models_from_the_events_gives_the_same_answer(
 async def _snapshot(conn: asyncpg.Connection) -> dict[str, list]:
     return {table: [tuple(r) for r in await conn.fetch(f"SELECT * FROM {table} ORDER BY 1, 2")]
             for table in READ_MODELS}
+
+
+NOTE = "Anggota Siti Aminah NIK 3201014506990001 HP 081234567890 sudah bekerja"
+
+
+async def test_reasons_go_out_as_codes_and_notes_stay_with_officers(groups):
+    """An officer's note may name members: it reaches neither the topic nor agencies/TKS."""
+    post, get = groups.client.post, groups.client.get
+    rejected = (await post("/groups", json=registration("3201"), headers=ADMIN)).json()
+    group_id = rejected["group_id"]
+    free_text = await post(f"/groups/{group_id}/rejection", headers=ADMIN,
+                           json={"reason": NOTE})
+    assert (free_text.status_code, free_text.json()["error"]["field"]) == (422, "reason_code")
+    answer = await post(f"/groups/{group_id}/rejection", headers=ADMIN,
+                        json={"reason_code": "members_employed", "note": NOTE})
+    assert answer.status_code == 200, answer.text
+
+    lpj_group, _ = await funded_group(groups, date(2023, 6, 1), regency_code="3201")
+    report = (await post(f"/groups/{lpj_group}/lpj", headers=ADMIN, json={
+        "tools": 1_000_000, "materials": 0, "other": 0, "evidence_count": 1})).json()
+    assert (await post(f"/groups/{lpj_group}/lpj/{report['report_id']}/return", headers=ADMIN,
+                       json={"reason_code": "evidence_missing", "note": NOTE})).status_code == 200
+    assert (await post(f"/groups/{lpj_group}/dissolution", headers=ADMIN, json={
+        "reason_code": "members_left", "note": NOTE})).status_code == 200
+
+    officer = auth(Role.PROVINCE, "32")
+    for reader in (AGENCY, auth(Role.TKS)):
+        for path, params in (("/groups", {"status": "rejected", "page_size": 500}),
+                             ("/groups", {"status": "dissolved", "page_size": 500}),
+                             (f"/groups/{group_id}", {}), (f"/groups/{lpj_group}", {})):
+            seen = await get(path, params=params, headers=reader)
+            assert seen.status_code == 200 and "Siti" not in seen.text, (path, seen.text)
+            assert "status_note" not in seen.text and '"note"' not in seen.text
+    listed = (await get("/groups", params={"status": "rejected", "page_size": 500},
+                        headers=AGENCY)).json()
+    mine = next(g for g in listed["items"] if g["group_id"] == group_id)
+    assert mine["status_reason_code"] == "members_employed"
+
+    for reader in (ADMIN, officer):
+        listed = (await get("/groups", params={"status": "rejected", "page_size": 500},
+                            headers=reader)).json()
+        mine = next(g for g in listed["items"] if g["group_id"] == group_id)
+        assert (mine["status_reason_code"], mine["status_note"]) == ("members_employed", NOTE)
+        detail = (await get(f"/groups/{lpj_group}", headers=reader)).json()
+        assert (detail["status_reason_code"], detail["status_note"]) == ("members_left", NOTE)
+        assert [(r["reason_code"], r["note"]) for r in detail["lpj_reports"]] == [
+            ("evidence_missing", NOTE)]
+    assert (await get(f"/groups/{group_id}", headers=auth(Role.PROVINCE, "33"))).status_code == 403
+
+    keys = {f"group-{g}".encode() for g in (group_id, lpj_group)}
+    wanted = {"GroupRejected", "AccountabilityReportReturned", "GroupDissolved"}
+
+    def reasons(records) -> list[dict]:
+        return [e for e in (json.loads(r.value) for r in records if r.key in keys)
+                if e["event_type"] in wanted]
+
+    records = await read_topic(groups.kafka_bootstrap, GROUPS,
+                               until=lambda recs: len(reasons(recs)) >= 3)
+    published = reasons(records)
+    assert {(e["event_type"], e["schema_version"], e["payload"]["reason_code"])
+            for e in published} == {("GroupRejected", 2, "members_employed"),
+                                    ("AccountabilityReportReturned", 2, "evidence_missing"),
+                                    ("GroupDissolved", 2, "members_left")}
+    mine = [r.value.decode() for r in records if r.key in keys]
+    assert not any("Siti" in v or "3201014506990001" in v or "ReasonNoted" in v for v in mine)

@@ -63,7 +63,7 @@ async def test_members_released_by_rejection_may_join_another_group(groups):
     first = registration("3201")
     first_id = (await groups.client.post("/groups", json=first, headers=ADMIN)).json()["group_id"]
     rejected = await groups.client.post(f"/groups/{first_id}/rejection",
-                                        json={"reason": "no business plan"}, headers=ADMIN)
+                                        json={"reason_code": "business_not_viable"}, headers=ADMIN)
     assert rejected.status_code == 200 and rejected.json()["status"] == "rejected"
     again = registration("3201")
     again["members"] = first["members"]

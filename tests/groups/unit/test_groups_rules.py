@@ -11,6 +11,7 @@ from services.groups.domain import (
     BimtekAttended,
     Group,
     ProductEvidenceRecorded,
+    ReasonNoted,
     RosterChanged,
     RosterRecorded,
     group_header,
@@ -20,9 +21,11 @@ from services.groups.domain import (
 )
 from shared.contracts.groups import (
     AccountabilityReportAccepted,
+    AccountabilityReportReturned,
     AccountabilityReportSubmitted,
     GroupAdvanced,
     GroupApproved,
+    GroupDissolved,
     GroupFunded,
     GroupMembersChanged,
     GroupRegistered,
@@ -33,6 +36,8 @@ from shared.nik import make_nik
 from tests.groups.groups_support import TODAY, member_records
 
 CONFIG = load_config()
+IN_2023 = date(2023, 9, 1)
+NOTE = "Anggota Siti Aminah NIK 3201014506990001 HP 081234567890 sudah bekerja"
 HEADER = group_header(2023, "pemula", "6501", "poultry", "  Kelompok   Ternak Sejahtera ", CONFIG)
 
 
@@ -46,7 +51,7 @@ def funded(amount: int = 20_000_000) -> Group:
     group = registered()
     group.approve()
     group.fund(tranche=1, amount=amount, disbursed_on=date(2023, 6, 1), budget_year=2023,
-               config=CONFIG)
+               config=CONFIG, today=TODAY)
     return group
 
 
@@ -131,17 +136,18 @@ def test_approve_then_reject_conflicts():
     group.approve()
     assert isinstance(group.pending[-1], GroupApproved)
     with pytest.raises(ConflictError):
-        group.reject("late")
+        group.reject("documents_incomplete")
     with pytest.raises(ConflictError):
         group.approve()
 
 
 def test_a_rejected_group_cannot_be_funded_or_approved():
     group = registered()
-    group.reject("incomplete documents")
+    group.reject("documents_incomplete")
     assert isinstance(group.pending[-1], GroupRejected)
     with pytest.raises(RuleViolationError):
-        group.fund(tranche=1, amount=1, disbursed_on=TODAY, budget_year=2023, config=CONFIG)
+        group.fund(tranche=1, amount=1, disbursed_on=IN_2023, budget_year=2023, config=CONFIG,
+                   today=TODAY)
     with pytest.raises(RuleViolationError):
         group.approve()
 
@@ -149,8 +155,8 @@ def test_a_rejected_group_cannot_be_funded_or_approved():
 def test_only_an_approved_group_is_funded():
     group = registered()
     with pytest.raises(RuleViolationError) as err:
-        group.fund(tranche=1, amount=20_000_000, disbursed_on=TODAY, budget_year=2023,
-                   config=CONFIG)
+        group.fund(tranche=1, amount=20_000_000, disbursed_on=IN_2023, budget_year=2023,
+                   config=CONFIG, today=TODAY)
     assert "approved" in err.value.reason
     assert len(group.pending) == 2
 
@@ -159,7 +165,7 @@ def test_funding_records_the_tranche_and_the_lpj_due_date():
     group = registered()
     group.approve()
     event = group.fund(tranche=1, amount=20_000_000, disbursed_on=date(2023, 6, 1),
-                       budget_year=2023, config=CONFIG)
+                       budget_year=2023, config=CONFIG, today=TODAY)
     assert isinstance(event, GroupFunded)
     assert event.lpj_due_on == date(2023, 6, 1) + timedelta(days=CONFIG.lpj.due_days)
     assert (event.year, event.province_code, event.tranche) == (2023, "65", 1)
@@ -168,14 +174,14 @@ def test_funding_records_the_tranche_and_the_lpj_due_date():
 def test_the_same_tranche_twice_is_a_conflict_and_tranches_go_in_order():
     group = funded(10_000_000)
     with pytest.raises(ConflictError) as err:
-        group.fund(tranche=1, amount=5_000_000, disbursed_on=TODAY, budget_year=2023,
-                   config=CONFIG)
+        group.fund(tranche=1, amount=5_000_000, disbursed_on=IN_2023, budget_year=2023,
+                   config=CONFIG, today=TODAY)
     assert err.value.field == "tranche"
     with pytest.raises(RuleViolationError):
-        group.fund(tranche=3, amount=5_000_000, disbursed_on=TODAY, budget_year=2023,
-                   config=CONFIG)
-    group.fund(tranche=2, amount=10_000_000, disbursed_on=TODAY, budget_year=2023,
-               config=CONFIG)
+        group.fund(tranche=3, amount=5_000_000, disbursed_on=IN_2023, budget_year=2023,
+                   config=CONFIG, today=TODAY)
+    group.fund(tranche=2, amount=10_000_000, disbursed_on=IN_2023, budget_year=2023,
+               config=CONFIG, today=TODAY)
     assert group.funded_total == 20_000_000
 
 
@@ -183,11 +189,12 @@ def test_funding_above_the_ceiling_or_not_positive_is_refused():
     group = funded(15_000_000)
     before = len(group.pending)
     with pytest.raises(RuleViolationError) as err:
-        group.fund(tranche=2, amount=5_000_001, disbursed_on=TODAY, budget_year=2023,
-                   config=CONFIG)
+        group.fund(tranche=2, amount=5_000_001, disbursed_on=IN_2023, budget_year=2023,
+                   config=CONFIG, today=TODAY)
     assert err.value.field == "amount"
     with pytest.raises(DomainError) as err:
-        group.fund(tranche=2, amount=0, disbursed_on=TODAY, budget_year=2023, config=CONFIG)
+        group.fund(tranche=2, amount=0, disbursed_on=IN_2023, budget_year=2023, config=CONFIG,
+                   today=TODAY)
     assert err.value.field == "amount"
     assert len(group.pending) == before
 
@@ -232,7 +239,7 @@ def test_lpj_needs_funding_and_one_review_at_a_time():
     group.submit_lpj("r1", tools=1, materials=1, other=0, evidence_count=1)
     with pytest.raises(ConflictError):
         group.submit_lpj("r2", tools=1, materials=1, other=0, evidence_count=1)
-    group.return_lpj("r1", "receipts missing")
+    group.return_lpj("r1", "evidence_missing")
     group.submit_lpj("r2", tools=12_000_000, materials=8_000_000, other=0, evidence_count=9)
     group.accept_lpj("r2")
     assert isinstance(group.pending[-1], AccountabilityReportAccepted)
@@ -281,9 +288,9 @@ def test_expo_and_bimtek_need_a_funded_group():
 
 def test_a_dissolved_group_still_accounts_for_its_funds_but_does_nothing_else():
     group = funded()
-    group.dissolve("members moved away")
+    group.dissolve("members_left")
     with pytest.raises(RuleViolationError):
-        group.dissolve("again")
+        group.dissolve("other")
     with pytest.raises(RuleViolationError):
         group.showcase("Expo", "Bali", date(2023, 11, 1))
     group.submit_lpj("r1", tools=5, materials=5, other=0, evidence_count=2)
@@ -299,3 +306,109 @@ def test_history_replays_to_the_same_state():
     assert replayed.reports["r1"].status == "submitted"
     assert len(replayed.members) == 10
     assert replayed.version == 5
+
+
+# --- reasons: a code on the topic, the officer's note kept inside ------------------------------
+
+def _published_json(group: Group) -> str:
+    return " ".join(e.model_dump_json() for e in group.pending if e.topic)
+
+
+def test_rejection_publishes_a_code_and_keeps_the_note_in_an_internal_event():
+    group = registered()
+    group.reject("members_employed", NOTE)
+    rejected, noted = group.pending[-2:]
+    assert rejected == GroupRejected(group_id=group.group_id, reason_code="members_employed")
+    assert isinstance(noted, ReasonNoted) and noted.topic is None
+    assert (noted.subject, noted.note, noted.report_id) == ("rejection", NOTE, None)
+    assert "Siti" not in _published_json(group) and "3201014506990001" not in _published_json(
+        group)
+    assert group.status == "rejected"
+
+
+def test_lpj_return_and_dissolution_publish_codes_and_note_internally():
+    group = funded()
+    group.submit_lpj("r1", tools=1, materials=1, other=0, evidence_count=1)
+    group.return_lpj("r1", "figures_inconsistent", f"  {NOTE}  ")
+    returned, noted = group.pending[-2:]
+    assert returned == AccountabilityReportReturned(group_id=group.group_id, report_id="r1",
+                                                    reason_code="figures_inconsistent")
+    assert (noted.subject, noted.report_id, noted.note) == ("lpj_return", "r1", NOTE)
+    group.dissolve("business_failed")  # no note: no internal event
+    assert group.pending[-1] == GroupDissolved(group_id=group.group_id,
+                                               reason_code="business_failed")
+    assert "Siti" not in _published_json(group)
+
+
+@pytest.mark.parametrize("act", [
+    lambda g: g.reject("sudah bekerja"),
+    lambda g: g.dissolve("members_employed"),  # a rejection code, not a dissolution one
+])
+def test_an_unknown_reason_code_names_the_field(act):
+    group = registered()
+    with pytest.raises(DomainError) as err:
+        act(group)
+    assert err.value.field == "reason_code"
+    assert len(group.pending) == 2
+
+
+def test_a_note_is_optional_and_bounded():
+    group = registered()
+    with pytest.raises(DomainError) as err:
+        group.reject("other", "x" * 501)
+    assert err.value.field == "note"
+    group.reject("other", "   ")  # a blank note is no note
+    assert isinstance(group.pending[-1], GroupRejected)
+
+
+def test_a_replayed_history_with_notes_gives_the_same_state():
+    group = registered()
+    group.reject("duplicate_proposal", "sama dengan KUB lain")
+    replayed = Group.from_history(stream_id(group.group_id), group.pending)
+    assert (replayed.status, replayed.version) == ("rejected", 4)
+
+
+# --- funding: tranche limit and disbursement date ----------------------------------------------
+
+def test_no_tranche_beyond_the_configured_maximum():
+    assert CONFIG.funding.max_tranches == 3
+    group = registered()
+    group.approve()
+    for tranche in (1, 2, 3):
+        group.fund(tranche=tranche, amount=1_000_000, disbursed_on=IN_2023, budget_year=2023,
+                   config=CONFIG, today=TODAY)
+    before = len(group.pending)
+    with pytest.raises(RuleViolationError) as err:
+        group.fund(tranche=4, amount=1_000_000, disbursed_on=IN_2023, budget_year=2023,
+                   config=CONFIG, today=TODAY)
+    assert err.value.field == "tranche"
+    assert "3" in err.value.reason
+    assert len(group.pending) == before
+
+
+@pytest.mark.parametrize("disbursed_on, budget_year", [
+    (date(9999, 12, 31), 2023),   # used to overflow computing the LPJ due date
+    (date(1901, 1, 1), 2023),     # before the group's year
+    (date(2022, 12, 31), 2023),   # the year before the group's year 2023
+    (date(2024, 1, 2), 2023),     # after its budget year
+    (TODAY + timedelta(days=2), TODAY.year),  # not disbursed yet
+])
+def test_the_disbursement_date_must_fall_between_the_group_year_and_today(disbursed_on,
+                                                                          budget_year):
+    group = registered()
+    group.approve()
+    with pytest.raises(RuleViolationError) as err:
+        group.fund(tranche=1, amount=1_000_000, disbursed_on=disbursed_on,
+                   budget_year=budget_year, config=CONFIG, today=TODAY)
+    assert err.value.field == "disbursed_on"
+    assert len(group.pending) == 3
+
+
+def test_a_disbursement_on_the_group_year_up_to_today_is_accepted():
+    for disbursed_on, budget_year in ((date(2023, 1, 1), 2023), (TODAY, TODAY.year),
+                                      (date(2023, 12, 30), 2024)):
+        group = registered()
+        group.approve()
+        event = group.fund(tranche=1, amount=1_000_000, disbursed_on=disbursed_on,
+                           budget_year=budget_year, config=CONFIG, today=TODAY)
+        assert event.disbursed_on == disbursed_on
