@@ -21,7 +21,7 @@ YearPath = Annotated[int, Path(ge=2000, le=2100, description="the programme year
 ProvinceQuery = Annotated[str | None, Query(pattern=r"^\d{2}$", description="Kemendagri code")]
 RegencyQuery = Annotated[str | None, Query(pattern=r"^\d{4}$", description="Kemendagri code")]
 Limit = Annotated[int, Query(ge=1, le=500)]
-Offset = Annotated[int, Query(ge=0)]
+Offset = Annotated[int, Query(ge=0, le=1_000_000)]  # beyond any page; bigint-safe
 Admin = Annotated[Actor, Depends(require(Role.ADMIN))]
 Reader = Annotated[Actor, Depends(require(Role.ADMIN, Role.PROVINCE, Role.AGENCY))]
 Ctx = Annotated[ServiceContext, Depends(context)]

@@ -19,6 +19,7 @@ from shared.service import ServiceContext, context
 PERIOD = r"^\d{4}-(0[1-9]|1[0-2])$"
 PeriodPath = Annotated[str, Path(pattern=PERIOD, examples=["2023-05"])]
 Ctx = Annotated[ServiceContext, Depends(context)]
+OFFSET_MAX = 1_000_000  # beyond any real page; larger values would overflow the query's bigint
 
 
 class AssignMentorRequest(BaseModel):
@@ -43,7 +44,8 @@ class FileReportRequest(MonthlyReport):
 
 class AmendReportRequest(MonthlyReport):
     period: Period | None = Field(None, description="taken from the path")
-    tks_id: Id | None = None
+    tks_id: Id | None = Field(None, description="only the TKS who filed the report may amend "
+                                                "it; ministry_admin may omit it")
 
 
 class BatchReport(FileReportRequest):
@@ -100,7 +102,7 @@ def build_router(config: MentoringConfig) -> APIRouter:
     async def unassigned(ctx: Ctx, province_code: ProvinceCode | None = None,
                          regency_code: RegencyCode | None = None,
                          limit: Annotated[int, Query(ge=1, le=5000)] = 500,
-                         offset: Annotated[int, Query(ge=0)] = 0,
+                         offset: Annotated[int, Query(ge=0, le=OFFSET_MAX)] = 0,
                          actor: Actor = Depends(assigners)) -> dict:
         province_code, regency_code = _scope(actor, province_code, regency_code)
         async with ctx.pool.acquire() as conn:
@@ -124,7 +126,7 @@ def build_router(config: MentoringConfig) -> APIRouter:
         fields = body.model_dump(include=set(MonthlyReport.model_fields) - {"period"})
         report = MonthlyReport(**fields, period=period)
         return await handlers.amend_report(ctx, config, group_id, report,
-                                           handlers.author_of(actor, body.tks_id), actor)
+                                           handlers.amender_of(actor, body.tks_id), actor)
 
     @router.post("/reports/batch", tags=["reports"],
                  summary="File many monthly reports; one result per item")

@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from services.mentoring.config import AssignmentRules
 from shared.aggregate import Aggregate
-from shared.contracts.common import Id, Period, Rupiah
+from shared.contracts.common import Id, Period
 from shared.contracts.mentoring import (
     MentorAssigned,
     MentorUnassigned,
@@ -53,15 +53,24 @@ def deadline_of(period: str, deadline_day: int) -> date:
     return (period_bounds(period)[1] + timedelta(days=1)).replace(day=deadline_day)
 
 
+# Business bounds on a TKM group's monthly figures, well above any real group (a few dozen
+# members, revenue in the millions of rupiah) and far enough below the columns' and the regional
+# sums' limits (bigint, integer) that no accepted report can overflow them.
+MAX_MONTHLY_REVENUE = 10**12  # Rp 1 trillion
+MAX_PRODUCTION_UNITS = 10**12
+MAX_MEMBERS = 1_000
+
+
 class MonthlyReport(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     period: Period
-    revenue: Rupiah
-    production_units: int = Field(ge=0)
+    revenue: int = Field(ge=0, le=MAX_MONTHLY_REVENUE, description="whole rupiah")
+    production_units: int = Field(ge=0, le=MAX_PRODUCTION_UNITS)
     production_unit: str = Field(min_length=1, max_length=40, examples=["kg"])
-    members_active: int = Field(ge=0)
-    new_workers: int = Field(ge=0, description="people newly taken on by the group this month")
+    members_active: int = Field(ge=0, le=MAX_MEMBERS)
+    new_workers: int = Field(ge=0, le=MAX_MEMBERS,
+                             description="people newly taken on by the group this month")
     problems: str = Field("", max_length=4000, description="internal: never published")
     support: tuple[Support, ...] = Field((), description="facilitation given this month")
     lpj_help: bool = Field(False, description="helped the group with its LPJ")
@@ -198,14 +207,26 @@ class GroupMentoring(Aggregate):
         if report.problems:
             self._note(report)
 
-    def amend_report(self, group: FundedGroup, tks_id: str, report: MonthlyReport, *,
+    def amend_report(self, group: FundedGroup, tks_id: str | None, report: MonthlyReport, *,
                      today: date, period_closed: bool) -> bool:
-        """Record the new content; False when it equals what is on file."""
-        self._check_author(group, tks_id, report.period, today, period_closed)
+        """Record the new content; False when it equals what is on file. Only the TKS who filed
+        the report may amend it (`tks_id` None: the filer, for ministry_admin); the report
+        stays that TKS's."""
         current = self.reports.get(report.period)
+        author = tks_id
+        if author is None and current is not None:
+            author = current.tks_id
+        if author is not None:
+            self._check_author(group, author, report.period, today, period_closed)
         if current is None:
             raise NotFoundError(f"no report on {report.period} has been filed for this group",
                                 field="period")
+        if author != current.tks_id:
+            raise ForbiddenError(
+                f"the report on {report.period} was filed by TKS {current.tks_id}: only that "
+                f"TKS may amend it, not TKS {author}", field="tks_id",
+                filed_by=current.tks_id)
+        tks_id = current.tks_id
         amended = ReportAmended(group_id=self.group_id, tks_id=tks_id, on_time=current.on_time,
                                 **_published(report))
         unchanged = amended.model_dump(exclude={"tks_id"}) == current.model_dump(

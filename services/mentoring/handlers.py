@@ -171,6 +171,14 @@ def author_of(actor: Actor, tks_id: str | None) -> str:
     return tks_id
 
 
+def amender_of(actor: Actor, tks_id: str | None) -> str | None:
+    """The TKS amending a report: a TKS amends as itself; ministry_admin amends for the TKS who
+    filed it, which it may name (None: whoever filed it)."""
+    if actor.role is Role.TKS:
+        return author_of(actor, tks_id)
+    return tks_id
+
+
 def filing_date(actor: Actor, filed_on: date | None) -> date:
     """Today, or for ministry_admin loading history, the day the report was really filed."""
     if filed_on is not None and filed_on != today() and actor.role is not Role.ADMIN:
@@ -198,7 +206,7 @@ async def file_report(ctx: ServiceContext, config: MentoringConfig, group_id: st
 
 
 async def amend_report(ctx: ServiceContext, config: MentoringConfig, group_id: str,
-                       report: MonthlyReport, tks_id: str, actor: Actor) -> dict:
+                       report: MonthlyReport, tks_id: str | None, actor: Actor) -> dict:
     async def decide(uow: UnitOfWork) -> dict:
         await _hold_off_close(uow.conn)
         stream = GroupMentoring.stream(group_id)
@@ -208,8 +216,9 @@ async def amend_report(ctx: ServiceContext, config: MentoringConfig, group_id: s
         changed = agg.amend_report(group, tks_id, report, today=today(),
                                    period_closed=bool(closed))
         await uow.save(agg)
-        return {"group_id": group_id, "period": report.period, "tks_id": tks_id,
-                "amended": changed, "on_time": agg.reports[report.period].on_time}
+        on_file = agg.reports[report.period]
+        return {"group_id": group_id, "period": report.period, "tks_id": on_file.tks_id,
+                "amended": changed, "on_time": on_file.on_time}
 
     return await ctx.command(decide, actor)
 

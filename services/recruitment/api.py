@@ -33,6 +33,7 @@ StageFilter = Annotated[int | None, Query(ge=1, le=3)]
 TksStatus = Literal["active", "renewed", "released", "resigned"]
 VacancyStatus = Literal["open", "filled"]
 ApplicantStatus = Literal["registered", "screened", "rejected", "briefed", "recruited"]
+OFFSET_MAX = 1_000_000  # beyond any real page; larger values would overflow the query's bigint
 
 
 class RoundOut(BaseModel):
@@ -135,7 +136,7 @@ class RosterRow(BaseModel):
     evaluation_score: float | None
     ended_on: date | None
     end_reason: str | None
-    nik_masked: str | None
+    nik_masked: str | None = Field(None, description="not shown to agencies")
     full_name: str | None = Field(None, description="not shown to agencies")
     sex: str | None = None
     birth_date: date | None = None
@@ -240,7 +241,7 @@ def make_router(config: RecruitmentConfig) -> APIRouter:
 
     def page_params(limit: Annotated[int, Query(ge=1, le=limits.page_size_max)]
                     = limits.page_size_default,
-                    offset: Annotated[int, Query(ge=0)] = 0) -> tuple[int, int]:
+                    offset: Annotated[int, Query(ge=0, le=OFFSET_MAX)] = 0) -> tuple[int, int]:
         return limit, offset
 
     PageQuery = Annotated[tuple[int, int], Depends(page_params)]

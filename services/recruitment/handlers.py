@@ -205,6 +205,9 @@ async def _recruit(uow: UnitOfWork, rnd: RecruitmentRound, applicant_id: uuid.UU
         applicant, tks = new_applicant, Tks(f"tks-{applicant_id}")
     else:
         applicant = await _existing(uow, Applicant, "applicant", str(applicant_id))
+        # an officer recruits (and briefs) only its own province's applicants, whatever
+        # regency it recruits them into
+        actor.ensure_province(applicant.province_code)
         tks = await uow.load(Tks, f"tks-{applicant_id}") or Tks(f"tks-{applicant_id}")
     if briefing is not None:
         applicant.brief(rnd.stage, briefing.city, briefing.briefed_on)

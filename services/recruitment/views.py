@@ -8,8 +8,10 @@ import asyncpg
 
 TKS_COLUMNS = ("r.tks_id, r.year, r.round_id, r.stage, r.recruited_year, r.province_code, "
                "r.regency_code, r.status, r.contract_start, r.contract_end, r.evaluation_score, "
-               "r.ended_on, r.end_reason, a.nik_masked")
-PERSONAL_COLUMNS = ", a.full_name, a.sex, a.birth_date, a.education, a.phone, a.email"
+               "r.ended_on, r.end_reason")
+# never shown to agencies: even the masked NIK reveals the issuing region and serial
+PERSONAL_COLUMNS = (", a.nik_masked, a.full_name, a.sex, a.birth_date, a.education, a.phone, "
+                    "a.email")
 APPLICANT_COLUMNS = ("applicant_id, year, nik_masked, full_name, sex, birth_date, education, "
                      "province_code, regency_code, phone, email, status, passed_screening, "
                      "rejection_reason, rejection_note, briefing_stage, briefing_city, "

@@ -88,3 +88,21 @@ async def test_the_cycle_answers_bad_requests_clearly_and_writes_nothing(infra, 
                              headers=ADMIN)
         assert gone.status_code == 404
         assert (await api.get(f"/evaluations/{year}/results", headers=AGENCY)).status_code == 200
+
+
+async def test_a_huge_offset_is_refused_not_a_server_error(infra, database_url):
+    year = random.randint(2030, 2090)
+    async with running_service(infra.kafka_bootstrap, database_url) as (_, api):
+        assert (await api.post(f"/evaluations/{year}/open", headers=ADMIN)).status_code == 201
+        assert (await api.get(f"/evaluations/{year}/preview", headers=ADMIN,
+                              params={"offset": 99999999999999999999})).status_code == 422
+        assert (await api.post(f"/evaluations/{year}/close", headers=ADMIN)).status_code == 200
+        for page in ("results", "late-events"):
+            for offset in ("99999999999999999999", "1000001"):
+                r = await api.get(f"/evaluations/{year}/{page}", headers=ADMIN,
+                                  params={"offset": offset})
+                assert r.status_code == 422, (page, r.text)
+                assert r.json()["error"]["field"] == "query.offset"
+            r = await api.get(f"/evaluations/{year}/{page}", headers=ADMIN,
+                              params={"offset": 1_000_000})
+            assert (r.status_code, r.json()["items"]) == (200, []), (page, r.text)

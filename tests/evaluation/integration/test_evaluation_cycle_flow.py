@@ -75,7 +75,7 @@ async def test_close_decides_each_evaluable_tks_once_and_keeps_late_events_out(i
                  f"group-{g_good}", at(year, 7, 15)),
         envelope(_funded(g_poor, year, "33", "3374"), f"group-{g_poor}"),
         envelope(g.AccountabilityReportReturned(group_id=g_poor, report_id="lpj-2",
-                                                reason="receipts missing"),
+                                                reason_code="evidence_missing"),
                  f"group-{g_poor}", at(year, 9, 1)),
     ]
     good_stream, poor_stream = f"group-{g_good}", f"group-{g_poor}"

@@ -57,7 +57,7 @@ async def test_group_facts_go_to_the_mentor_of_the_day_whatever_the_arrival_orde
         # groups events before the mentoring events that say who mentored them
         envelope(g.AccountabilityReportAccepted(group_id=kept, report_id="l1"), kept,
                  at(year, 5, 20)),
-        envelope(g.GroupDissolved(group_id=dissolved, reason="members left"), dissolved,
+        envelope(g.GroupDissolved(group_id=dissolved, reason_code="members_left"), dissolved,
                  at(year, 4, 1)),
         envelope(funded[0], kept), envelope(funded[1], dissolved),
         envelope(m.MentorAssigned(group_id=kept, tks_id=a, province_code="61",

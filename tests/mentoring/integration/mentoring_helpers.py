@@ -86,7 +86,7 @@ class Mentoring:
 
     async def dissolve(self, group_id: str) -> None:
         await self.publish(GROUPS, group_id, GroupDissolved(group_id=group_id,
-                                                            reason="members left"))
+                                                            reason_code="members_left"))
 
     async def publish(self, topic: str, key: str, event: Event) -> Envelope:
         raw = envelope(key, event)

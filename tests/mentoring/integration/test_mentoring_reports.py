@@ -145,3 +145,71 @@ async def test_a_batch_files_many_reports_and_answers_each_item(mentoring):
     view = (await mentoring.client.get(f"/tks/{tks}", headers=tks_headers(tks))).json()
     assert view["reports"]["filed"] == 7 and view["reports"]["on_time"] == 3
     assert view["caseload"] == 4
+
+
+async def test_only_the_tks_who_filed_a_report_may_amend_it(mentoring):
+    regency = "6502"
+    first, (group,) = await _mentored(mentoring, regency, date(2023, 3, 1))
+    r = await mentoring.client.post(f"/groups/{group}/reports", headers=tks_headers(first),
+                                    json=report("2023-04", revenue=2_000_000))
+    assert r.status_code == 201, r.text
+    second = fresh("tks")  # takes the group over on 15 April: both mentored it that month
+    await mentoring.recruit(second, regency)
+    await mentoring.known(tks=(second,))
+    assert (await mentoring.assign(group, second, date(2023, 4, 15))).status_code == 201
+
+    def amendment(**changes) -> dict:
+        return {k: v for k, v in report("2023-04", **changes).items() if k != "period"}
+
+    path = f"/groups/{group}/reports/2023-04"
+    r = await mentoring.client.put(path, headers=tks_headers(second),
+                                   json=amendment(revenue=1))
+    assert r.status_code == 403, r.text
+    error = r.json()["error"]
+    assert (error["field"], error["filed_by"]) == ("tks_id", first)
+    assert "only that TKS may amend it" in error["reason"]
+    r = await mentoring.client.put(path, headers=ADMIN, json=amendment(revenue=1, tks_id=second))
+    assert r.status_code == 403, r.text
+
+    r = await mentoring.client.put(path, headers=ADMIN, json=amendment(revenue=3_000_000))
+    assert (r.status_code, r.json()["tks_id"]) == (200, first), r.text
+    r = await mentoring.client.put(path, headers=tks_headers(first),
+                                   json=amendment(revenue=4_000_000))
+    assert (r.status_code, r.json()["tks_id"], r.json()["amended"]) == (200, first, True)
+    (april,) = (await mentoring.client.get(f"/groups/{group}", headers=ADMIN)).json()["reports"]
+    assert (april["tks_id"], april["revenue"], april["amendments"]) == (first, 4_000_000, 2)
+    async with mentoring.db() as conn:
+        authors = await conn.fetch(
+            "SELECT payload->>'tks_id' AS tks_id FROM events WHERE stream_id = $1 "
+            "AND event_type IN ('ReportFiled', 'ReportAmended')", f"group-{group}")
+    assert {a["tks_id"] for a in authors} == {first}
+
+
+async def test_figures_beyond_any_group_are_refused_with_the_field_not_a_server_error(
+        mentoring):
+    tks, (group,) = await _mentored(mentoring, "3204", date(2023, 3, 1))
+    too_big = [("revenue", 10**16), ("production_units", 10**19), ("members_active", 2**31),
+               ("new_workers", 2**31), ("members_active", 1_001)]
+    for field, value in too_big:
+        r = await mentoring.client.post(f"/groups/{group}/reports", headers=tks_headers(tks),
+                                        json=report("2023-04", **{field: value}))
+        assert (r.status_code, r.json()["error"]["field"]) == (422, field), r.text
+        r = await mentoring.client.post("/reports/batch", headers=ADMIN, json={"reports": [
+            {**report("2023-04", **{field: value}), "group_id": group, "tks_id": tks}]})
+        assert (r.status_code, r.json()["error"]["field"]) == (422, f"reports.0.{field}"), r.text
+    r = await mentoring.client.post(f"/groups/{group}/reports", headers=tks_headers(tks),
+                                    json=report("2023-04", members_active=1_000))
+    assert r.status_code == 201, r.text
+    r = await mentoring.client.put(f"/groups/{group}/reports/2023-04", headers=tks_headers(tks),
+                                   json=report("2023-04", revenue=2**63))
+    assert (r.status_code, r.json()["error"]["field"]) == (422, "revenue"), r.text
+
+
+async def test_a_huge_offset_is_refused_not_a_server_error(mentoring):
+    for offset in ("99999999999999999999", "1000001"):
+        r = await mentoring.client.get("/groups/unassigned", headers=ADMIN,
+                                       params={"offset": offset})
+        assert (r.status_code, r.json()["error"]["field"]) == (422, "query.offset"), r.text
+    r = await mentoring.client.get("/groups/unassigned", headers=ADMIN,
+                                   params={"offset": 1_000_000})
+    assert r.status_code == 200, r.text

@@ -200,6 +200,34 @@ def test_one_report_per_group_and_period_and_amendments_until_the_period_closes(
                                        period_closed=False)
 
 
+def test_only_the_tks_who_filed_a_report_may_amend_it_and_it_stays_theirs():
+    # t1 filed April; t2 took over on 15 April, so both mentored the group that month
+    history = (assigned("t1"), filed(tks_id="t1"), unassigned("t1", date(2023, 4, 15),
+                                                              "reassigned"),
+               assigned("t2", date(2023, 4, 15)))
+    agg = given(*history)
+    with pytest.raises(ForbiddenError, match="filed by TKS t1: only that TKS may amend") as err:
+        agg.amend_report(GROUP, "t2", report(revenue=1), today=date(2023, 5, 20),
+                         period_closed=False)
+    assert (err.value.field, err.value.details["filed_by"]) == ("tks_id", "t1")
+    assert agg.pending == []
+    # ministry_admin amends for the filer: named, or not named at all
+    for named in ("t1", None):
+        agg = given(*history)
+        assert agg.amend_report(GROUP, named, report(revenue=1), today=date(2023, 5, 20),
+                                period_closed=False)
+        [amended] = agg.pending
+        assert (amended.tks_id, amended.revenue, agg.reports["2023-04"].tks_id) == ("t1", 1, "t1")
+    # a TKS that never mentored the group is refused as before, without learning the filer
+    with pytest.raises(ForbiddenError, match="not assigned") as err:
+        given(*history).amend_report(GROUP, "t3", report(revenue=1), today=date(2023, 5, 20),
+                                     period_closed=False)
+    assert "filed_by" not in err.value.details
+    with pytest.raises(NotFoundError):
+        given(assigned()).amend_report(GROUP, None, report(), today=date(2023, 5, 2),
+                                       period_closed=False)
+
+
 def test_a_report_on_a_month_not_yet_begun_is_refused():
     with pytest.raises(RuleViolationError, match="has not started"):
         file(given(assigned()), period="2023-06", filed_on=date(2023, 5, 31))
@@ -283,6 +311,13 @@ def test_report_input_is_checked():
         report(revenue=-1)
     with pytest.raises(ValidationError):
         report(period="2023-13")
+    # figures that would overflow the read models' columns or regional sums
+    for field, too_big in [("revenue", 10**12 + 1), ("production_units", 10**12 + 1),
+                           ("members_active", 1_001), ("new_workers", 2**31),
+                           ("members_active", 2**63)]:
+        with pytest.raises(ValidationError, match=field):
+            report(**{field: too_big})
+    assert report(revenue=10**12, members_active=1_000).revenue == 10**12
     assert report(support=("market_access", "capital_access")).support == (
         "capital_access", "market_access")
 
