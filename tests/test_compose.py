@@ -17,7 +17,7 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
-from shared.settings import SERVICE_PORTS, ServiceSettings, load_settings
+from shared.settings import DEV_SIGNING_KEY, SERVICE_PORTS, ServiceSettings, load_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE = ROOT / "docker-compose.yml"
@@ -39,10 +39,15 @@ class ComposeError(ValueError):
     pass
 
 
+# what an operator must supply (`${VAR:?message}` in the compose file), as a test supplies it
+REQUIRED = {"TKM_AUTH_SIGNING_KEY": "a-compose-test-secret-of-at-least-32-characters"}
+
+
 def interpolate(value: str) -> str:
-    """Compose interpolation as on a machine with no variables set: `${VAR:-default}` becomes
-    its default. A variable without a default would make `docker compose up` depend on the
-    caller's shell, so it is an error here."""
+    """Compose interpolation as on a machine where only the REQUIRED variables are set:
+    `${VAR:-default}` becomes its default, `${VAR:?message}` the supplied value. Any other
+    variable without a default would make `docker compose up` depend on the caller's shell,
+    so it is an error here."""
 
     def expand(m: re.Match[str]) -> str:
         if m["escaped"]:
@@ -52,6 +57,8 @@ def interpolate(value: str) -> str:
             return m["arg"]
         if m["op"] in ("+", ":+"):
             return ""
+        if m["op"] in ("?", ":?") and name in REQUIRED:
+            return REQUIRED[name]
         raise ComposeError(f"${{{name}}} in {value!r} has no default")
 
     return _INTERPOLATION.sub(expand, value)
@@ -340,12 +347,14 @@ def test_settings_validate_from_the_compose_environment(compose, name, monkeypat
     assert check_settings_validate(compose, name, monkeypatch) == []
 
 
-def test_the_compose_default_signing_key_is_refused_in_production(compose, monkeypatch):
+def test_compose_demands_a_signing_key_and_runs_in_production_mode(compose, monkeypatch):
     env = environment(compose["services"]["groups"])
+    assert env["TKM_ENV"] == "production"
+    assert env["TKM_AUTH_SIGNING_KEY"] == REQUIRED["TKM_AUTH_SIGNING_KEY"]
     for var in list(os.environ):
         if var.upper() in settings_env_names():
             monkeypatch.delenv(var)
-    for var, value in {**env, "TKM_ENV": "production"}.items():
+    for var, value in {**env, "TKM_AUTH_SIGNING_KEY": DEV_SIGNING_KEY}.items():
         monkeypatch.setenv(var, value)
     with pytest.raises(ValidationError, match="TKM_AUTH_SIGNING_KEY"):
         load_settings("groups")
@@ -356,7 +365,8 @@ def test_interpolation_uses_defaults_and_rejects_variables_without_one():
     with pytest.raises(ComposeError):
         interpolate("${TKM_AUTH_SIGNING_KEY}")
     with pytest.raises(ComposeError):
-        interpolate("${TKM_AUTH_SIGNING_KEY:?must be set}")
+        interpolate("${SOMETHING_ELSE:?must be set}")
+    assert interpolate("${TKM_AUTH_SIGNING_KEY:?must be set}") == REQUIRED["TKM_AUTH_SIGNING_KEY"]
 
 
 def test_dockerfile_is_one_non_root_image_for_all_services():
@@ -393,8 +403,10 @@ BREAKAGES = [
     ("      condition: service_healthy\n    postgres:",
      "      condition: service_started\n    postgres:", "does not wait for kafka"),
     ("TKM_HTTP_HOST: 0.0.0.0", "TKM_HTTP_HOST: 127.0.0.1", "TKM_HTTP_HOST must be 0.0.0.0"),
-    ("${TKM_AUTH_SIGNING_KEY:-tkm-dev-signing-key-not-for-production-use}",
+    ("${TKM_AUTH_SIGNING_KEY:?set TKM_AUTH_SIGNING_KEY to a secret of 32 or more characters}",
      "${TKM_AUTH_SIGNING_KEY}", "has no default"),
+    ("${TKM_AUTH_SIGNING_KEY:?set TKM_AUTH_SIGNING_KEY to a secret of 32 or more characters}",
+     "tkm-dev-signing-key-not-for-production-use", "ServiceSettings rejects"),
     ("TKM_TOPIC_PARTITIONS: ${TKM_TOPIC_PARTITIONS:-6}", "TKM_TOPIC_PARTITIONS: zero",
      "ServiceSettings rejects"),
     ("pg_isready -h 127.0.0.1", "true", "no pg_isready health check"),

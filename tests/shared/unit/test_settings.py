@@ -13,6 +13,14 @@ def test_each_service_reads_its_own_database_url(monkeypatch):
     assert "DATABASE_URL" not in ServiceSettings.env_names("groups")
 
 
+def test_the_dev_key_is_refused_on_a_reachable_address(monkeypatch):
+    monkeypatch.delenv("TKM_AUTH_SIGNING_KEY", raising=False)
+    assert load_settings("groups", database_url="postgresql://h/g").http_host == "127.0.0.1"
+    monkeypatch.setenv("TKM_HTTP_HOST", "0.0.0.0")
+    with pytest.raises(ValueError, match="dev key is accepted only"):
+        load_settings("groups", database_url="postgresql://h/g")
+
+
 def test_production_refuses_the_dev_signing_key(monkeypatch):
     monkeypatch.setenv("TKM_ENV", "production")
     with pytest.raises(ValueError, match="TKM_AUTH_SIGNING_KEY"):
