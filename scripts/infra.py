@@ -168,16 +168,19 @@ def _kafka_properties(state: Path, port: int, controller_port: int) -> str:
     ])
 
 
-def start_kafka(state: Path, port: int) -> int:
+def start_kafka(state: Path, port: int, cluster_id: str | None = None) -> int:
     ensure_kafka_jars()
     controller_port = free_port()
     state.mkdir(parents=True, exist_ok=True)
     props = state / "kafka.properties"
     props.write_text(_kafka_properties(state, port, controller_port))
     if not (state / "kafka-data" / "meta.properties").exists():
-        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
-        fmt = subprocess.run(_kafka_cmd("kafka.tools.StorageTool", "format", "-t", cluster_id,
-                                        "-c", str(props), "--ignore-formatted"),
+        cluster_id = cluster_id or base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        # "--cluster-id=" form: a base64 id may begin with "-", which argparse would take
+        # for an option (one start in 64 failed that way)
+        fmt = subprocess.run(_kafka_cmd("kafka.tools.StorageTool", "format",
+                                        f"--cluster-id={cluster_id}", "--config", str(props),
+                                        "--ignore-formatted"),
                              capture_output=True, text=True)
         if fmt.returncode != 0:
             raise InfraError("formatting Kafka storage failed:\n" + fmt.stdout + fmt.stderr)
