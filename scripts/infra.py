@@ -290,7 +290,7 @@ def start_postgres(state: Path, port: int) -> int:
 def stop_postgres(state: Path) -> bool:
     pgdata = state / "pgdata"
     pid = _read_pid(state / "postgres.pid")
-    if not _alive(pid):
+    if not _running(state, "postgres"):
         return False
     subprocess.run([_pg_bin("pg_ctl"), "-D", str(pgdata), "-m", "fast", "-w", "stop"],
                    capture_output=True, user=_pg_user())
@@ -338,7 +338,21 @@ def _stop_pid(pid: int | None, timeout: float = 40) -> bool:
 
 
 def stop_kafka(state: Path) -> bool:
-    return _stop_pid(_read_pid(state / "kafka.pid"))
+    return _running(state, "kafka") and _stop_pid(_read_pid(state / "kafka.pid"))
+
+
+def _running(state: Path, server: str) -> bool:
+    """The server of `state` runs: its pid lives and is still that server (a pid file left by
+    a crash may name a pid the system has since given to another process)."""
+    pid = _read_pid(state / f"{server}.pid")
+    if not _alive(pid):
+        return False
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
+    except OSError:
+        return True  # no /proc to ask: trust the pid
+    marker = b"kafka.Kafka" if server == "kafka" else str(state / "pgdata").encode()
+    return marker in cmdline
 
 
 def status(state: Path = DEFAULT_STATE) -> Endpoints | None:
@@ -346,8 +360,8 @@ def status(state: Path = DEFAULT_STATE) -> Endpoints | None:
     if not info.exists():
         return None
     data = json.loads(info.read_text())
-    kafka_ok = _alive(_read_pid(state / "kafka.pid"))
-    pg_ok = _alive(_read_pid(state / "postgres.pid"))
+    kafka_ok = _running(state, "kafka")
+    pg_ok = _running(state, "postgres")
     return Endpoints(**data["endpoints"]) if kafka_ok and pg_ok else None
 
 
@@ -365,13 +379,13 @@ def up(state: Path = DEFAULT_STATE, kafka_port: int | None = None,
     started = False
     # each server's address is kept as soon as it runs: a half-finished `up` (Kafka failed
     # after Postgres started) is completed by the next call instead of tripping over it
-    if not _alive(_read_pid(state / "postgres.pid")):
+    if not _running(state, "postgres"):
         start_postgres(state, pg_port)
         (state / "postgres.url").write_text(f"postgresql://postgres@127.0.0.1:{pg_port}")
         started = True
     pg_url = (state / "postgres.url").read_text().strip()
     create_databases(pg_url, SERVICE_DATABASES)
-    if not _alive(_read_pid(state / "kafka.pid")):
+    if not _running(state, "kafka"):
         start_kafka(state, kafka_port)
         (state / "kafka.bootstrap").write_text(f"127.0.0.1:{kafka_port}")
         started = True

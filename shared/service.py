@@ -116,34 +116,38 @@ def create_app(spec: ServiceSpec, settings: ServiceSettings | None = None) -> Fa
                             batch_size=settings.relay_batch_size,
                             poll_interval=settings.relay_poll_interval_s)
         app.state.ctx = ServiceContext(spec, settings, pool, store, relay, broker)
-        if spec.consumes:
-            _subscribe(broker, EventConsumer(pool, store, spec.name, spec.handlers, dlq,
-                                             max_retries=settings.consumer_max_retries,
-                                             projector=spec.projector),
-                       spec, settings)
-        await broker.start()
-        stop = asyncio.Event()
-        relay_task = asyncio.create_task(relay.run(stop), name="outbox-relay")
-        jobs = [_start_background(job, app.state.ctx, stop) for job in spec.background]
+        try:
+            if spec.consumes:
+                _subscribe(broker, EventConsumer(pool, store, spec.name, spec.handlers, dlq,
+                                                 max_retries=settings.consumer_max_retries,
+                                                 projector=spec.projector),
+                           spec, settings)
+            await broker.start()
+        except BaseException:
+            await _close_pool(pool)
+            raise
+        jobs_stop, relay_stop = asyncio.Event(), asyncio.Event()
+        relay_task = asyncio.create_task(relay.run(relay_stop), name="outbox-relay")
+        jobs = [_start_background(job, app.state.ctx, jobs_stop) for job in spec.background]
         log.info("%s ready on %s:%s", spec.name, settings.http_host, settings.http_port)
         try:
             yield
         finally:
-            stop.set()
+            jobs_stop.set()
             if jobs:  # before the pool closes: they may be inside a transaction
                 _, late = await asyncio.wait(jobs, timeout=BACKGROUND_STOP_S)
                 for job in late:
                     job.cancel()
                 await asyncio.gather(*late, return_exceptions=True)
             await broker.stop()
+            # last: what the jobs and the final consumer batch wrote goes out now, not at the
+            # next start
+            relay_stop.set()
             try:
                 await asyncio.wait_for(relay_task, 10)
             except Exception:  # shutting down: the relay's fate no longer matters
                 log.warning("outbox relay did not stop cleanly", exc_info=True)
-            try:
-                await asyncio.wait_for(pool.close(), 10)
-            except Exception:  # noqa: BLE001 - a connection broken by an outage cannot close politely
-                pool.terminate()
+            await _close_pool(pool)
 
     app = FastAPI(title=f"TKM {spec.name} service", description=spec.description,
                   version="1.0.0", lifespan=lifespan)
@@ -245,6 +249,13 @@ def _add_operations(app: FastAPI) -> None:
     @app.get("/metrics", tags=["operations"], response_class=PlainTextResponse)
     async def metrics() -> PlainTextResponse:
         return PlainTextResponse(generate_latest().decode(), media_type=CONTENT_TYPE_LATEST)
+
+
+async def _close_pool(pool: asyncpg.Pool) -> None:
+    try:
+        await asyncio.wait_for(pool.close(), 10)
+    except Exception:  # noqa: BLE001 - a connection broken by an outage cannot close politely
+        pool.terminate()
 
 
 async def _postgres_answers(dsn: str) -> bool:

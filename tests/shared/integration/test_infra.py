@@ -40,3 +40,18 @@ async def test_a_cluster_id_beginning_with_a_dash_formats_and_starts(tmp_path):
             state / "kafka-data" / "meta.properties").read_text()
     finally:
         assert await asyncio.to_thread(local_infra.stop_kafka, state)
+
+
+def test_a_stale_pid_file_naming_another_process_is_not_taken_for_a_server(tmp_path):
+    import subprocess
+
+    bystander = subprocess.Popen(["sleep", "30"], start_new_session=True)
+    try:
+        for server in ("kafka", "postgres"):
+            (tmp_path / f"{server}.pid").write_text(str(bystander.pid))
+        assert local_infra.status(tmp_path) is None
+        assert local_infra.down(tmp_path) == []
+        assert bystander.poll() is None, "an unrelated process was signalled"
+    finally:
+        bystander.kill()
+        bystander.wait()
