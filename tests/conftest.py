@@ -4,12 +4,11 @@ ports (or taken from KAFKA_BOOTSTRAP_SERVERS and TKM_POSTGRES_URL when those are
 from __future__ import annotations
 
 import os
-import uuid
 
-import asyncpg
 import pytest
 
 from scripts import infra as local_infra
+from tests.support.databases import create_database
 
 
 @pytest.fixture(scope="session")
@@ -29,10 +28,4 @@ def infra(tmp_path_factory: pytest.TempPathFactory):
 @pytest.fixture
 async def database_url(infra: local_infra.Endpoints) -> str:
     """A new, empty database of its own for one test."""
-    name = f"t_{uuid.uuid4().hex[:12]}"
-    conn = await asyncpg.connect(infra.database_url("postgres"))
-    try:
-        await conn.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await conn.close()
-    return infra.database_url(name)
+    return await create_database(infra)

@@ -11,7 +11,6 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import date
 
-import asyncpg
 import httpx
 
 from services.groups.app import build_spec
@@ -20,6 +19,7 @@ from shared.auth import Role, mint_token
 from shared.nik import random_valid_nik
 from shared.service import create_app
 from shared.settings import DEV_SIGNING_KEY, load_settings
+from tests.support.databases import create_database, drop_database
 
 TODAY = date.today()
 
@@ -89,13 +89,7 @@ class RunningGroups:
 
 @contextlib.asynccontextmanager
 async def running_groups(infra) -> AsyncIterator[RunningGroups]:
-    name = f"t_groups_{uuid.uuid4().hex[:12]}"
-    conn = await asyncpg.connect(infra.database_url("postgres"))
-    try:
-        await conn.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await conn.close()
-    database_url = infra.database_url(name)
+    database_url = await create_database(infra, "t_groups")
     app = create_app(build_spec(), load_settings(
         "groups", database_url=database_url, kafka_bootstrap_servers=infra.kafka_bootstrap,
         relay_poll_interval_s=0.05))
@@ -106,8 +100,4 @@ async def running_groups(infra) -> AsyncIterator[RunningGroups]:
                                          timeout=60) as client:
                 yield RunningGroups(client, database_url, infra.kafka_bootstrap)
     finally:
-        conn = await asyncpg.connect(infra.database_url("postgres"))
-        try:
-            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await conn.close()
+        await drop_database(infra, database_url)

@@ -3,7 +3,6 @@ import uuid
 from dataclasses import dataclass
 from datetime import date
 
-import asyncpg
 import httpx
 import pytest
 
@@ -12,6 +11,7 @@ from shared.service import create_app
 from shared.settings import ServiceSettings, load_settings
 from shared.topics import ensure_topics
 from tests.recruitment.recruitment_helpers import ADMIN, applicant
+from tests.support.databases import create_database
 from tests.support.kafka import start_at_end
 
 
@@ -54,13 +54,7 @@ class Recruitment:
 @pytest.fixture(scope="module")
 async def recruitment(infra):
     """A recruitment service (its own database and consumer group) per test module."""
-    name = f"t_recruitment_{uuid.uuid4().hex[:10]}"
-    conn = await asyncpg.connect(infra.database_url("postgres"))
-    try:
-        await conn.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await conn.close()
-    url = infra.database_url(name)
+    url = await create_database(infra, "t_recruitment")
     spec = dataclasses.replace(build_spec(), consumer_group=f"test-recruitment-{uuid.uuid4().hex}")
     settings = load_settings("recruitment", database_url=url,
                              kafka_bootstrap_servers=infra.kafka_bootstrap)
