@@ -27,6 +27,7 @@ from shared.auth import Actor
 from shared.consumer import TRANSIENT_ERRORS, EventConsumer, Handler, backoff, record_lag
 from shared.errors import DomainError
 from shared.eventstore import EventStore, migrate
+from shared.limits import BodySizeLimit
 from shared.observability import configure_logging, correlation_id_var
 from shared.outbox import OutboxRelay
 from shared.settings import ServiceSettings, load_settings
@@ -156,6 +157,9 @@ def create_app(spec: ServiceSpec, settings: ServiceSettings | None = None) -> Fa
     for router in spec.routers:
         app.include_router(router)
     _add_operations(app)
+    # outermost: a body over its cap is refused before it is read and before authentication
+    app.add_middleware(BodySizeLimit, max_body_bytes=settings.max_body_bytes,
+                       max_csv_bytes=settings.max_csv_bytes)
     return app
 
 

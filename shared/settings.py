@@ -39,6 +39,9 @@ class ServiceSettings(BaseSettings):
     relay_batch_size: int = Field(500, ge=1, validation_alias="TKM_RELAY_BATCH_SIZE")
     relay_poll_interval_s: float = Field(0.2, gt=0, validation_alias="TKM_RELAY_POLL_INTERVAL_S")
     db_pool_max: int = Field(10, ge=2, validation_alias="TKM_DB_POOL_MAX")
+    # request bodies are refused (413) past these sizes before being read (shared.limits)
+    max_body_bytes: int = Field(1024 * 1024, ge=1024, validation_alias="TKM_MAX_BODY_BYTES")
+    max_csv_bytes: int = Field(32 * 1024 * 1024, ge=1024, validation_alias="TKM_MAX_CSV_BYTES")
 
     @model_validator(mode="after")
     def _checks(self) -> ServiceSettings:
