@@ -77,6 +77,14 @@ ALTER TABLE outbox ADD COLUMN failed_reason text;
 DROP INDEX IF EXISTS outbox_unsent;
 CREATE INDEX outbox_unsent ON outbox (id) WHERE sent_at IS NULL AND failed_reason IS NULL;
 """
+# what shared.housekeeping prunes, found without scanning the tables (built once at start-up;
+# on a large existing outbox that start takes a little longer)
+KERNEL_SCHEMA_3 = """
+CREATE INDEX IF NOT EXISTS outbox_sent ON outbox (sent_at)
+    WHERE sent_at IS NOT NULL AND failed_reason IS NULL;
+CREATE INDEX IF NOT EXISTS inbox_prunable ON inbox (processed_at)
+    WHERE outcome IN ('applied', 'ignored');
+"""
 OUTBOX_CHANNEL = "tkm_outbox"
 
 
@@ -106,7 +114,8 @@ async def migrate(conn: asyncpg.Connection, component: str, migrations: Path | N
             "name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now(), "
             "PRIMARY KEY (component, version))")
         steps = [("kernel", 1, "event store, outbox, inbox", KERNEL_SCHEMA),
-                 ("kernel", 2, "outbox rows the broker refuses", KERNEL_SCHEMA_2)]
+                 ("kernel", 2, "outbox rows the broker refuses", KERNEL_SCHEMA_2),
+                 ("kernel", 3, "indexes for pruning outbox and inbox", KERNEL_SCHEMA_3)]
         for path in sorted(migrations.glob("*.sql")) if migrations else []:
             number = int(path.name.split("_", 1)[0])
             steps.append((component, number, path.stem, path.read_text()))

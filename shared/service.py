@@ -27,6 +27,7 @@ from shared.auth import Actor
 from shared.consumer import TRANSIENT_ERRORS, EventConsumer, Handler, backoff, record_lag
 from shared.errors import DomainError
 from shared.eventstore import EventStore, migrate
+from shared.housekeeping import housekeeping
 from shared.limits import BodySizeLimit
 from shared.observability import configure_logging, correlation_id_var
 from shared.outbox import OutboxRelay
@@ -129,7 +130,8 @@ def create_app(spec: ServiceSpec, settings: ServiceSettings | None = None) -> Fa
             raise
         jobs_stop, relay_stop = asyncio.Event(), asyncio.Event()
         relay_task = asyncio.create_task(relay.run(relay_stop), name="outbox-relay")
-        jobs = [_start_background(job, app.state.ctx, jobs_stop) for job in spec.background]
+        jobs = [_start_background(job, app.state.ctx, jobs_stop)
+                for job in (*spec.background, housekeeping)]
         log.info("%s ready on %s:%s", spec.name, settings.http_host, settings.http_port)
         try:
             yield

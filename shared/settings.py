@@ -39,6 +39,13 @@ class ServiceSettings(BaseSettings):
     relay_batch_size: int = Field(500, ge=1, validation_alias="TKM_RELAY_BATCH_SIZE")
     relay_poll_interval_s: float = Field(0.2, gt=0, validation_alias="TKM_RELAY_POLL_INTERVAL_S")
     db_pool_max: int = Field(10, ge=2, validation_alias="TKM_DB_POOL_MAX")
+    # housekeeping (shared.housekeeping explains why the inbox is kept so much longer)
+    outbox_retention_hours: float = Field(168, gt=0, validation_alias="TKM_OUTBOX_RETENTION_HOURS")
+    inbox_retention_days: float = Field(30, gt=0, validation_alias="TKM_INBOX_RETENTION_DAYS")
+    housekeeping_interval_s: float = Field(3600, gt=0,
+                                           validation_alias="TKM_HOUSEKEEPING_INTERVAL_S")
+    housekeeping_batch_size: int = Field(1000, ge=1,
+                                         validation_alias="TKM_HOUSEKEEPING_BATCH_SIZE")
     # request bodies are refused (413) past these sizes before being read (shared.limits)
     max_body_bytes: int = Field(1024 * 1024, ge=1024, validation_alias="TKM_MAX_BODY_BYTES")
     max_csv_bytes: int = Field(32 * 1024 * 1024, ge=1024, validation_alias="TKM_MAX_CSV_BYTES")
