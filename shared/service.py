@@ -21,14 +21,17 @@ from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel
+from starlette.datastructures import MutableHeaders
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared.aggregate import Projector, UnitOfWork, run_command
 from shared.auth import Actor
 from shared.consumer import TRANSIENT_ERRORS, EventConsumer, Handler, backoff, record_lag
-from shared.errors import DomainError
+from shared.errors import ERROR_RESPONSES, DomainError, error_body
 from shared.eventstore import EventStore, migrate
-from shared.housekeeping import housekeeping
-from shared.limits import BodySizeLimit
+from shared.limits import BodySizeLimit, bounded_errors
 from shared.observability import configure_logging, correlation_id_var
 from shared.outbox import OutboxRelay
 from shared.settings import ServiceSettings, load_settings
@@ -130,8 +133,7 @@ def create_app(spec: ServiceSpec, settings: ServiceSettings | None = None) -> Fa
             raise
         jobs_stop, relay_stop = asyncio.Event(), asyncio.Event()
         relay_task = asyncio.create_task(relay.run(relay_stop), name="outbox-relay")
-        jobs = [_start_background(job, app.state.ctx, jobs_stop)
-                for job in (*spec.background, housekeeping)]
+        jobs = [_start_background(job, app.state.ctx, jobs_stop) for job in spec.background]
         log.info("%s ready on %s:%s", spec.name, settings.http_host, settings.http_port)
         try:
             yield
@@ -157,7 +159,7 @@ def create_app(spec: ServiceSpec, settings: ServiceSettings | None = None) -> Fa
     app.state.signing_key = settings.auth_signing_key.get_secret_value()
     app.state.settings = settings
     for router in spec.routers:
-        app.include_router(router)
+        app.include_router(router, responses=ERROR_RESPONSES)
     _add_operations(app)
     # outermost: a body over its cap is refused before it is read and before authentication
     app.add_middleware(BodySizeLimit, max_body_bytes=settings.max_body_bytes,
@@ -212,18 +214,40 @@ async def _keep_raw(msg: Any) -> None:
     return None  # records are decoded by EventConsumer, which dead-letters what fails
 
 
-def _add_operations(app: FastAPI) -> None:
-    @app.middleware("http")
-    async def correlation(request: Request, call_next):
-        given = request.headers.get("x-correlation-id", "")
+class Readiness(BaseModel):
+    ready: bool
+    checks: dict[str, bool]
+
+
+class CorrelationMiddleware:
+    """Pure ASGI (a BaseHTTPMiddleware would run the endpoint in another task and buffer
+    streamed bodies): the request's X-Correlation-ID, or a new one, is set for the logs and the
+    events the request writes, and echoed on the response."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        given = next((v for k, v in scope.get("headers", ()) if k == b"x-correlation-id"), b"")
         try:
-            value = str(uuid.UUID(given))
+            value = str(uuid.UUID(given.decode("latin-1")))
         except ValueError:
             value = str(uuid.uuid4())
         correlation_id_var.set(value)
-        response = await call_next(request)
-        response.headers["X-Correlation-ID"] = value
-        return response
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                MutableHeaders(scope=message)["X-Correlation-ID"] = value
+            await send(message)
+
+        await self.app(scope, receive, send_with_id)
+
+
+def _add_operations(app: FastAPI) -> None:
+    app.add_middleware(CorrelationMiddleware)
 
     @app.exception_handler(DomainError)
     async def domain_error(_: Request, exc: DomainError) -> JSONResponse:
@@ -231,16 +255,38 @@ def _add_operations(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = [{"field": ".".join(str(p) for p in e["loc"] if p != "body"), "reason": e["msg"]}
-                  for e in exc.errors()]
+        raw = list(exc.errors())
+        if any(e.get("type") == "json_invalid" for e in raw):
+            return JSONResponse(error_body(400, "the body is not valid JSON", "body"),
+                                status_code=400)
+        errors, total = bounded_errors(
+            [{"field": ".".join(str(p) for p in e["loc"] if p != "body"), "reason": e["msg"]}
+             for e in raw])
         first = errors[0] if errors else {"field": None, "reason": "invalid request"}
-        return JSONResponse({"error": {"status": 422, **first}, "errors": errors}, status_code=422)
+        body = error_body(422, first["reason"], first["field"], {"errors_total": total})
+        return JSONResponse({**body, "errors": errors}, status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        # starlette's own answers (unknown route 404, 405, unparseable body 400) in our shape
+        reason = exc.detail if isinstance(exc.detail, str) else "request refused"
+        return JSONResponse(error_body(exc.status_code, reason), status_code=exc.status_code,
+                            headers=exc.headers)
+
+    @app.exception_handler(Exception)
+    async def unexpected_error(_: Request, exc: Exception) -> JSONResponse:
+        # a bug of ours: logged with its traceback, answered without internals
+        log.error("unhandled error answering a request", exc_info=exc)
+        return JSONResponse(error_body(500, "internal error", None,
+                                       {"correlation_id": correlation_id_var.get()}),
+                            status_code=500)
 
     @app.get("/healthz", tags=["operations"])
     async def healthz() -> dict[str, str]:
         return {"status": "alive"}
 
-    @app.get("/readyz", tags=["operations"])
+    @app.get("/readyz", tags=["operations"], response_model=Readiness,
+             responses={503: {"model": Readiness, "description": "not ready"}})
     async def readyz(request: Request) -> JSONResponse:
         ctx: ServiceContext | None = getattr(request.app.state, "ctx", None)
         checks = {"postgres": False, "kafka": False}

@@ -309,7 +309,7 @@ async def _closed(ctx: ServiceContext, year: int) -> None:
     if row is None or row["status"] != "closed":
         raise NotFoundError(f"the {year} evaluation has no results: it is "
                             f"{row['status'] if row else 'not opened'}", field="year",
-                            status=row["status"] if row else None)
+                            current_status=row["status"] if row else None)
 
 
 async def _final_breakdown(ctx: ServiceContext, year: int, tks_id: str,

@@ -77,7 +77,7 @@ class EvaluationCycle(Aggregate):
     def open(self, year: int, policy: Policy) -> None:
         if self.status != "new":
             raise ConflictError(f"the {year} evaluation is already {self.status}", field="year",
-                                status=self.status)
+                                current_status=self.status)
         self.record(EvaluationOpened(year=year, policy_version=policy.version))
         self.record(PolicyAdopted(year=year, policy=policy))
 

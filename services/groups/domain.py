@@ -309,20 +309,20 @@ class Group(Aggregate):
     def _ensure_open(self) -> None:
         if self.status in ("rejected", "dissolved"):
             raise RuleViolationError(f"the group is {self.status}", field="group_id",
-                                     status=self.status)
+                                     current_status=self.status)
 
     def _ensure_funded(self, what: str) -> None:
         self._ensure_open()
         if self.status != "funded":
             raise RuleViolationError(f"{what} needs a funded group; this one is {self.status}",
-                                     field="group_id", status=self.status)
+                                     field="group_id", current_status=self.status)
 
     def change_members(self, members: list[MemberRecord], *, config: ProgrammeConfig,
                        today: date) -> None:
         self._ensure_open()
         if self.status not in ("registered", "approved"):
             raise RuleViolationError("members can change only until the group is funded",
-                                     field="members", status=self.status)
+                                     field="members", current_status=self.status)
         check_roster(members, config)
         wanted = {m.nik: m for m in members}
         added = [m for m in members if m.nik not in self.members]
@@ -341,7 +341,7 @@ class Group(Aggregate):
         self._ensure_open()
         if self.status != "registered":
             raise ConflictError(f"the group is already {self.status}", field="group_id",
-                                status=self.status)
+                                current_status=self.status)
         self.record(GroupApproved(group_id=self.group_id))
 
     def _note(self, subject: str, note: str | None, report_id: str | None = None) -> None:
@@ -354,7 +354,7 @@ class Group(Aggregate):
         self._ensure_open()
         if self.status != "registered":
             raise ConflictError(f"the group is already {self.status}", field="group_id",
-                                status=self.status)
+                                current_status=self.status)
         self.record(GroupRejected(group_id=self.group_id, reason_code=reason_code))
         self._note("rejection", note)
 
@@ -382,7 +382,7 @@ class Group(Aggregate):
                                 field="tranche", funded_tranches=self.tranches)
         if self.status not in ("approved", "funded"):
             raise RuleViolationError(f"only an approved group can be funded; this one is "
-                                     f"{self.status}", field="group_id", status=self.status)
+                                     f"{self.status}", field="group_id", current_status=self.status)
         if tranche != self.tranches + 1:
             raise RuleViolationError(f"the next tranche of this group is {self.tranches + 1}",
                                      field="tranche")
@@ -418,7 +418,7 @@ class Group(Aggregate):
         # a dissolved group still accounts for what it received
         if self.tranches == 0:
             raise RuleViolationError(f"an accountability report needs a funded group; this one "
-                                     f"is {self.status}", field="group_id", status=self.status)
+                                     f"is {self.status}", field="group_id", current_status=self.status)
         pending = [rid for rid, r in self.reports.items() if r.status == "submitted"]
         if pending:
             raise ConflictError("an earlier report still awaits review", field="group_id",
@@ -472,11 +472,23 @@ class Group(Aggregate):
                                             evidence_count=evidence_count,
                                             recorded_on=recorded_on))
 
-    def showcase(self, expo: str, place: str, held_on: date) -> None:
-        expo, place = _text(expo, "expo"), _text(place, "place")
+    def showcase(self, expo_code: str, regency_code: str | None, held_on: date,
+                 config: ProgrammeConfig) -> None:
+        """Codes only: the expo from the catalogue, the place as a Kemendagri regency code
+        (default: the expo's own), so no typed text reaches the topic."""
+        expo = config.expo(expo_code or "")
+        if expo is None:
+            raise DomainError("not in the expo catalogue (GET /expos)", field="expo_code")
+        code = regency_code or expo.regency_code
+        if code is None:
+            raise DomainError("this expo has no fixed place: give the Kemendagri regency/city "
+                              "code where it was held", field="regency_code")
+        regency = regions.regency(code)
+        if regency is None:
+            raise DomainError("not a current Kemendagri regency/city code", field="regency_code")
         self._ensure_funded("an expo")
-        self.record(GroupShowcasedAtExpo(group_id=self.group_id, expo=expo, place=place,
-                                         held_on=held_on))
+        self.record(GroupShowcasedAtExpo(group_id=self.group_id, expo_code=expo.code,
+                                         regency_code=regency.code, held_on=held_on))
 
     def advance(self, config: ProgrammeConfig) -> GroupAdvanced:
         self._ensure_funded("advancement")

@@ -48,7 +48,7 @@ async def test_the_cycle_answers_bad_requests_clearly_and_writes_nothing(infra, 
         assert opened.json()["policy_version"] == policy.version
         twice = await api.post(f"/evaluations/{year}/open", headers=ADMIN)
         assert twice.status_code == 409
-        assert twice.json()["error"]["status"] == "open"
+        assert twice.json()["error"]["current_status"] == "open"
         assert await _count(database_url, "SELECT count(*) FROM events") == 2
 
         assert (await api.get(f"/evaluations/{year}", headers=as_tks)).json()["status"] == "open"
@@ -80,7 +80,7 @@ async def test_the_cycle_answers_bad_requests_clearly_and_writes_nothing(infra, 
         assert summary["policy"]["version"] == policy.version
         reopened = await api.post(f"/evaluations/{year}/open", headers=ADMIN)
         assert reopened.status_code == 409
-        assert reopened.json()["error"]["status"] == "closed"
+        assert reopened.json()["error"]["current_status"] == "closed"
         bad_decision = await api.get(f"/evaluations/{year}/results", headers=ADMIN,
                                      params={"decision": "promote"})
         assert bad_decision.status_code == 422
