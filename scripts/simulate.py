@@ -25,6 +25,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from scripts.api_client import Api
 from scripts.scenario import GroupPlan, Person, Scenario, StagePlan
+from shared.csv_export import safe_cell
 from shared.nik import parse_nik
 
 FUNDING = 20_000_000  # the 2023 norm for a TKM Pemula group
@@ -162,8 +163,9 @@ class Simulation:
                          "group_name", "member_nik", "member_name", "member_phone"])
         for g in plans:
             for m in g.members:
-                writer.writerow([g.ref, self.year, "pemula", g.regency_code, g.business_type,
-                                 g.name, m.nik, m.name, m.phone])
+                writer.writerow([safe_cell(c) for c in (
+                    g.ref, self.year, "pemula", g.regency_code, g.business_type, g.name,
+                    m.nik, m.name, m.phone)])
         report = await self.api.post("groups", "/groups/imports",
                                      content=out.getvalue().encode(), content_type="text/csv")
         if report["errors"] or report["refused"]:
