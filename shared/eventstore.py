@@ -24,6 +24,7 @@ from pathlib import Path
 import asyncpg
 from pydantic import ValidationError
 
+from shared.idempotency import SCHEMA as IDEMPOTENCY_SCHEMA
 from shared.envelope import (
     Envelope,
     Event,
@@ -115,7 +116,8 @@ async def migrate(conn: asyncpg.Connection, component: str, migrations: Path | N
             "PRIMARY KEY (component, version))")
         steps = [("kernel", 1, "event store, outbox, inbox", KERNEL_SCHEMA),
                  ("kernel", 2, "outbox rows the broker refuses", KERNEL_SCHEMA_2),
-                 ("kernel", 3, "indexes for pruning outbox and inbox", KERNEL_SCHEMA_3)]
+                 ("kernel", 3, "indexes for pruning outbox and inbox", KERNEL_SCHEMA_3),
+                 ("idempotency", 1, "Idempotency-Key claims and answers", IDEMPOTENCY_SCHEMA)]
         for path in sorted(migrations.glob("*.sql")) if migrations else []:
             number = int(path.name.split("_", 1)[0])
             steps.append((component, number, path.stem, path.read_text()))

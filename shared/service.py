@@ -26,6 +26,7 @@ from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from shared import idempotency, shedding
 from shared.aggregate import Projector, UnitOfWork, run_command
 from shared.auth import Actor
 from shared.consumer import TRANSIENT_ERRORS, EventConsumer, Handler, backoff, record_lag
@@ -35,6 +36,7 @@ from shared.housekeeping import housekeeping
 from shared.limits import BodySizeLimit, bounded_errors
 from shared.observability import configure_logging, correlation_id_var
 from shared.outbox import OutboxRelay
+from shared.projections import RebuildPlan
 from shared.settings import ServiceSettings, load_settings
 from shared.topics import dead_letter_topic, ensure_topics
 
@@ -57,9 +59,9 @@ class ServiceSpec:
     projector: Projector | None = None
     description: str = ""
     consumer_group: str | None = None  # defaults to the service name; tests give their own
-    # tables the projector builds from the service's own events alone: `tkm rebuild` replays
-    # them from the event store (tables fed by other services' topics are not among them)
-    read_models: tuple[str, ...] = ()
+    # what `tkm rebuild` replays into shadow tables and swaps in (shared.projections): the read
+    # models, from the event store and the consumed topics; never the tables of rules
+    rebuild: RebuildPlan | None = None
     # long-running jobs (e.g. a periodic close): started once the broker runs, asked to stop by
     # setting the event at shutdown, then cancelled if they do not within BACKGROUND_STOP_S
     background: tuple[Background, ...] = ()
@@ -78,7 +80,8 @@ class ServiceContext:
                       isolation: str | None = None) -> Any:
         """Run a command's decision in one transaction (events + outbox + inline projection);
         `isolation` ("repeatable_read", "serializable") when its reads need one snapshot."""
-        return await run_command(self.pool, self.store, decide, actor=actor.id,
+        return await run_command(self.pool, self.store, idempotency.recording(decide),
+                                 actor=actor.id,
                                  correlation_id=_correlation_uuid(), projector=self.spec.projector,
                                  isolation=isolation)
 
@@ -115,8 +118,9 @@ def create_app(spec: ServiceSpec, settings: ServiceSettings | None = None) -> Fa
             settings.kafka_bootstrap_servers, [spec.topic, dlq, *spec.consumes],
             partitions=settings.topic_partitions,
             replication_factor=settings.topic_replication_factor), "creating topics")
-        pool = await asyncpg.create_pool(settings.database_url, min_size=2,
-                                         max_size=settings.db_pool_max)
+        pool = await shedding.create_pool(settings.database_url, min_size=2,
+                                          max_size=settings.db_pool_max,
+                                          acquire_timeout=settings.db_acquire_timeout_s)
         store = EventStore(spec.name)
         relay = OutboxRelay(settings.database_url, settings.kafka_bootstrap_servers, spec.name,
                             batch_size=settings.relay_batch_size,
@@ -162,10 +166,14 @@ def create_app(spec: ServiceSpec, settings: ServiceSettings | None = None) -> Fa
     app.state.settings = settings
     for router in spec.routers:
         app.include_router(router, responses=ERROR_RESPONSES)
+    idempotency.install(app, lease_s=settings.idempotency_lease_s)  # inside the body limit
     _add_operations(app)
     # outermost: a body over its cap is refused before it is read and before authentication
     app.add_middleware(BodySizeLimit, max_body_bytes=settings.max_body_bytes,
                        max_csv_bytes=settings.max_csv_bytes)
+    # outermost of all: an overloaded service answers 503 before doing anything else
+    shedding.install(app, service=spec.name, limit=settings.max_in_flight,
+                     queue_wait_s=settings.queue_wait_s)
     return app
 
 

@@ -39,6 +39,13 @@ class ServiceSettings(BaseSettings):
     relay_batch_size: int = Field(500, ge=1, validation_alias="TKM_RELAY_BATCH_SIZE")
     relay_poll_interval_s: float = Field(0.2, gt=0, validation_alias="TKM_RELAY_POLL_INTERVAL_S")
     db_pool_max: int = Field(10, ge=2, validation_alias="TKM_DB_POOL_MAX")
+    # overload (shared.shedding): requests in flight at once, how long one more may wait for a
+    # slot, how long a command waits for a pooled connection; beyond them a 503
+    max_in_flight: int = Field(64, ge=1, validation_alias="TKM_MAX_IN_FLIGHT")
+    queue_wait_s: float = Field(0.5, ge=0, validation_alias="TKM_QUEUE_WAIT_S")
+    db_acquire_timeout_s: float = Field(5.0, gt=0, validation_alias="TKM_DB_ACQUIRE_TIMEOUT_S")
+    # an Idempotency-Key claim whose process died is taken over after this (shared.idempotency)
+    idempotency_lease_s: float = Field(120, gt=0, validation_alias="TKM_IDEMPOTENCY_LEASE_S")
     # housekeeping (shared.housekeeping explains why the inbox is kept so much longer)
     outbox_retention_hours: float = Field(168, gt=0, validation_alias="TKM_OUTBOX_RETENTION_HOURS")
     inbox_retention_days: float = Field(30, gt=0, validation_alias="TKM_INBOX_RETENTION_DAYS")

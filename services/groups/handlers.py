@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import date, timedelta
@@ -32,7 +33,11 @@ from shared.aggregate import UnitOfWork
 from shared.auth import Actor
 from shared.envelope import utcnow
 from shared.errors import ConflictError, DomainError, NotFoundError
+from shared.idempotency import commit_watch
 from shared.service import ServiceContext
+from shared.shedding import DATABASE_UNAVAILABLE, ServiceUnavailableError
+
+log = logging.getLogger("tkm.groups")
 
 
 class GroupExistsError(ConflictError):
@@ -89,7 +94,7 @@ async def register_group(ctx: ServiceContext, cmd: RegisterGroup, actor: Actor,
     try:
         group = await ctx.command(decide, actor)
     except MembershipTakenError as exc:
-        raise _point_at_member(exc, members) from None
+        raise _point_at_member(exc.told_to(actor), members) from None
     return summary(group)
 
 
@@ -124,7 +129,7 @@ async def change_members(ctx: ServiceContext, group_id: str, cmd: ChangeMembers,
         group, _ = await act_on_group(ctx, actor, group_id, lambda g: g.change_members(
             members, config=config, today=on))
     except MembershipTakenError as exc:
-        raise _point_at_member(exc, members) from None
+        raise _point_at_member(exc.told_to(actor), members) from None
     return summary(group)
 
 
@@ -154,6 +159,40 @@ def _failure(group_id: str, exc: DomainError) -> dict[str, Any]:
     return {"group_id": group_id, "status": exc.status, "error": exc.body()["error"]}
 
 
+async def _item(group_id: str, status: int,
+                run: Callable[[], Awaitable[dict[str, Any]]]) -> dict[str, Any]:
+    """One item of a bulk request, in its own transaction: its result, or exactly what
+    became of it when it failed (never an exception that would hide the other items)."""
+    with commit_watch() as watch:
+        try:
+            return {"group_id": group_id, "status": status, "result": await run()}
+        except DomainError as exc:
+            return _failure(group_id, exc)
+        except DATABASE_UNAVAILABLE as exc:
+            log.warning("bulk item %s: database unavailable: %r", group_id, exc)
+            written = "unknown" if watch.reached_commit else "no"
+            reason = ("the database became unavailable while committing this item: it may "
+                      "or may not be written" if watch.reached_commit else
+                      "the database was unavailable: this item was not written")
+            return {"group_id": group_id, "status": 503, "written": written,
+                    "error": {"status": 503, "field": None, "reason": reason}}
+        except Exception:  # a bug of ours: this item's transaction rolled back
+            log.exception("bulk item %s failed", group_id)
+            return {"group_id": group_id, "status": 500, "written": "no",
+                    "error": {"status": 500, "field": None,
+                              "reason": "internal error: this item was not written"}}
+
+
+def _all_settled(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The results, unless the database went away part-way: then a 503 carrying them."""
+    if any(r["status"] == 503 for r in results):
+        raise ServiceUnavailableError(
+            "the database became unavailable part-way; `results` tells what was written "
+            "(retry the items not written)", results=results,
+            written=sum(r["status"] < 300 for r in results))
+    return results
+
+
 async def _each(items: list[Any], key: Callable[[Any], str], config: ProgrammeConfig,
                 run: Callable[[Any], Awaitable[dict[str, Any]]]) -> list[dict[str, Any]]:
     """Results in the order of `items`. Items of one group run in their order (tranche 2 after
@@ -177,26 +216,23 @@ async def _each(items: list[Any], key: Callable[[Any], str], config: ProgrammeCo
 
 async def approve_groups(ctx: ServiceContext, group_ids: list[str], actor: Actor,
                          config: ProgrammeConfig) -> list[dict[str, Any]]:
-    async def run(group_id: str) -> dict[str, Any]:
-        try:
-            group, _ = await act_on_group(ctx, actor, group_id, lambda g: g.approve())
-        except DomainError as exc:
-            return _failure(group_id, exc)
-        return {"group_id": group_id, "status": 200, "result": summary(group)}
+    async def approve(group_id: str) -> dict[str, Any]:
+        group, _ = await act_on_group(ctx, actor, group_id, lambda g: g.approve())
+        return summary(group)
 
-    return await _each(group_ids, lambda group_id: group_id, config, run)
+    async def run(group_id: str) -> dict[str, Any]:
+        return await _item(group_id, 200, lambda: approve(group_id))
+
+    return _all_settled(await _each(group_ids, lambda group_id: group_id, config, run))
 
 
 async def fund_groups(ctx: ServiceContext, items: list[FundItem], actor: Actor,
                       config: ProgrammeConfig) -> list[dict[str, Any]]:
     async def run(item: FundItem) -> dict[str, Any]:
-        try:
-            result = await fund_group(ctx, item.group_id, item, actor, config)
-        except DomainError as exc:
-            return _failure(item.group_id, exc)
-        return {"group_id": item.group_id, "status": 201, "result": result}
+        return await _item(item.group_id, 201,
+                           lambda: fund_group(ctx, item.group_id, item, actor, config))
 
-    return await _each(items, lambda item: item.group_id, config, run)
+    return _all_settled(await _each(items, lambda item: item.group_id, config, run))
 
 
 async def import_groups_csv(ctx: ServiceContext, raw: bytes, actor: Actor,
@@ -209,24 +245,38 @@ async def import_groups_csv(ctx: ServiceContext, raw: bytes, actor: Actor,
 
     async def register(draft: GroupDraft) -> str:
         header = draft.header
-        if header.group_id in known:
+        # another province's group is refused (403 below) whether or not it exists
+        if header.group_id in known and actor.province_code in (None, header.province_code):
             return "already_registered"
-        try:
-            actor.ensure_province(header.province_code)
-            async with gate:
-                await ctx.command(lambda uow: _register(uow, header, draft.members,
-                                                        draft.external_ref, config, on), actor)
-        except GroupExistsError:
-            return "already_registered"
-        except MembershipTakenError as exc:
-            draft.fail(draft.row_of(exc.nik), "member_nik", exc.reason)
-        except DomainError as exc:
-            draft.fail(draft.first_row, exc.field or "group_name", exc.reason)
+        with commit_watch() as watch:
+            try:
+                actor.ensure_province(header.province_code)
+                async with gate:
+                    await ctx.command(lambda uow: _register(
+                        uow, header, draft.members, draft.external_ref, config, on), actor)
+            except GroupExistsError:
+                return "already_registered"
+            except MembershipTakenError as exc:
+                draft.fail(draft.row_of(exc.nik), "member_nik", exc.told_to(actor).reason)
+            except DomainError as exc:
+                draft.fail(draft.first_row, exc.field or "group_name", exc.reason)
+            except DATABASE_UNAVAILABLE as exc:
+                log.warning("CSV import of %s: database unavailable: %r", draft.name, exc)
+                return "unknown" if watch.reached_commit else "not_written"
+            except Exception:  # a bug of ours: this group's transaction rolled back
+                log.exception("CSV import of %s failed", draft.name)
+                draft.fail(draft.first_row, "group_name",
+                           "internal error: this group was not registered")
         return "refused" if draft.errors else "registered"
 
     outcomes = dict(zip((id(g) for g in ready),
                         await asyncio.gather(*(register(g) for g in ready)), strict=True))
-    return _import_report(parsed, outcomes)
+    report = _import_report(parsed, outcomes)
+    if report["not_written"] or report["unknown"]:
+        raise ServiceUnavailableError(
+            "the database became unavailable part-way; `results` tells which groups were "
+            "registered (send the others again)", **report)
+    return report
 
 
 def _import_report(parsed: ParsedFile, outcomes: dict[int, str]) -> dict[str, Any]:
@@ -238,7 +288,8 @@ def _import_report(parsed: ParsedFile, outcomes: dict[int, str]) -> dict[str, An
                         "group_name": draft.name, "first_row": draft.first_row,
                         "member_rows": draft.row_count, "status": status})
     counts = {s: sum(1 for r in results if r["status"] == s)
-              for s in ("registered", "already_registered", "refused")}
+              for s in ("registered", "already_registered", "refused", "not_written",
+                        "unknown")}
     errors.sort(key=lambda e: (e.row, e.field))
     return {"rows": parsed.rows, "groups": len(results), **counts,
             "errors": [_row_error(e) for e in errors], "results": results}

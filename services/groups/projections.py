@@ -2,6 +2,11 @@
 
 Counters (people_reached, funding_by_province) are upserted in place and touched last in each
 transaction, so concurrent commands in one province hold that row only until they commit.
+
+`active_memberships` (one active group per person and year) is not a read model but the rule
+itself: a service table kept by `keep_memberships` in the command's transaction. `project` runs
+both; a rebuild (`REBUILD`) replays only `project_read_models` and never touches the rule, so a
+history whose commit order differs from its insert order rebuilds without a conflict.
 """
 
 from __future__ import annotations
@@ -32,29 +37,78 @@ from shared.contracts.groups import (
     GroupShowcasedAtExpo,
 )
 from shared.envelope import Envelope, Event
+from shared.auth import Actor, Role
 from shared.errors import ConflictError
+from shared.projections import RebuildPlan
 
-READ_MODELS = ("group_registry", "group_members", "active_memberships", "people_reached",
-               "funding_by_province", "lpj_reports", "group_activities")
+READ_MODELS = ("group_registry", "group_members", "people_reached", "funding_by_province",
+               "lpj_reports", "group_activities")
 
 
 class MembershipTakenError(ConflictError):
     """A member already belongs to another active group that year. `nik` lets the caller point
-    at the member (row, list index) without the NIK appearing in the error body."""
+    at the member (row, list index) without the NIK appearing in the error body. As raised it
+    names nothing of the other group: `told_to(actor)` names it to whoever may read that
+    group's province (a provincial officer must not learn another province's groups)."""
 
-    def __init__(self, nik: str, year: int, other_group_id: str, other_group_name: str):
-        super().__init__(
-            f"this person is already a member of active group '{other_group_name}' "
-            f"({other_group_id}) in {year}", field="nik",
-            other_group_id=other_group_id, other_group_name=other_group_name)
-        self.nik = nik
+    def __init__(self, nik: str, year: int, other_group_id: str, other_group_name: str,
+                 other_province_code: str | None, *, named: bool = False):
+        if named:
+            super().__init__(
+                f"this person is already a member of active group '{other_group_name}' "
+                f"({other_group_id}) in {year}", field="nik",
+                other_group_id=other_group_id, other_group_name=other_group_name)
+        else:
+            super().__init__(f"this person is already a member of another active group in "
+                             f"{year}", field="nik")
+        self.nik, self.year, self.other_province_code = nik, year, other_province_code
+        self.other = (other_group_id, other_group_name)
+
+    def told_to(self, actor: Actor) -> MembershipTakenError:
+        if actor.role is Role.ADMIN or (actor.role is Role.PROVINCE and self.other_province_code
+                                        and actor.province_code == self.other_province_code):
+            return MembershipTakenError(self.nik, self.year, *self.other,
+                                        self.other_province_code, named=True)
+        return self
 
 
 async def project(conn: asyncpg.Connection, items: list[tuple[Envelope, Event]]) -> None:
+    """The inline projector: read models and the membership rule, event by event."""
     for envelope, event in items:
         handler = _HANDLERS.get(type(event))
         if handler is not None:
             await handler(conn, envelope, event)
+        await keep_memberships(conn, envelope, event)
+
+
+async def project_read_models(conn: asyncpg.Connection,
+                              items: list[tuple[Envelope, Event]]) -> None:
+    """The read models alone: what a rebuild replays."""
+    for envelope, event in items:
+        handler = _HANDLERS.get(type(event))
+        if handler is not None:
+            await handler(conn, envelope, event)
+
+
+async def keep_memberships(conn: asyncpg.Connection, envelope: Envelope, event: Event) -> None:
+    """The one-group-per-person rule (raises MembershipTakenError), after the event's read-model
+    update (a roster's year is the registry's)."""
+    match event:
+        case RosterRecorded():
+            year = await conn.fetchval("SELECT year FROM group_registry WHERE group_id = $1",
+                                       event.group_id)
+            await _reserve(conn, event.group_id, year, event.members)
+        case RosterChanged():
+            if event.removed:
+                await conn.execute(
+                    "DELETE FROM active_memberships WHERE group_id = $1 AND nik = ANY($2)",
+                    event.group_id, list(event.removed))
+            year = await conn.fetchval("SELECT year FROM group_registry WHERE group_id = $1",
+                                       event.group_id)
+            await _reserve(conn, event.group_id, year, event.added)
+        case GroupRejected() | GroupDissolved():
+            await conn.execute("DELETE FROM active_memberships WHERE group_id = $1",
+                               event.group_id)
 
 
 async def _registered(conn: asyncpg.Connection, env: Envelope, e: GroupRegistered) -> None:
@@ -71,7 +125,6 @@ async def _roster_recorded(conn: asyncpg.Connection, env: Envelope, e: RosterRec
         "UPDATE group_registry SET name = $2, external_ref = $3 WHERE group_id = $1 "
         "RETURNING year, province_code", e.group_id, e.name, e.external_ref)
     await _insert_members(conn, e.group_id, e.members)
-    await _reserve(conn, e.group_id, row["year"], e.members)
     await _reached(conn, row["year"], row["province_code"], groups=1, members=len(e.members))
 
 
@@ -83,10 +136,7 @@ async def _roster_changed(conn: asyncpg.Connection, env: Envelope, e: RosterChan
     if e.removed:
         await conn.execute("DELETE FROM group_members WHERE group_id = $1 AND nik = ANY($2)",
                            e.group_id, list(e.removed))
-        await conn.execute("DELETE FROM active_memberships WHERE group_id = $1 AND nik = ANY($2)",
-                           e.group_id, list(e.removed))
     await _insert_members(conn, e.group_id, e.added)
-    await _reserve(conn, e.group_id, row["year"], e.added)
     await _reached(conn, row["year"], row["province_code"], members=delta)
 
 
@@ -114,10 +164,11 @@ async def _reserve(conn: asyncpg.Connection, group_id: str, year: int,
         return
     taken = sorted(set(niks) - {r["nik"] for r in claimed})
     holder = await conn.fetchrow(
-        "SELECT m.nik, m.group_id, coalesce(g.name, '') AS name FROM active_memberships m "
-        "LEFT JOIN group_registry g USING (group_id) WHERE m.year = $1 AND m.nik = $2",
-        year, taken[0])
-    raise MembershipTakenError(taken[0], year, holder["group_id"], holder["name"])
+        "SELECT m.nik, m.group_id, coalesce(g.name, '') AS name, g.province_code "
+        "FROM active_memberships m LEFT JOIN group_registry g USING (group_id) "
+        "WHERE m.year = $1 AND m.nik = $2", year, taken[0])
+    raise MembershipTakenError(taken[0], year, holder["group_id"], holder["name"],
+                               holder["province_code"])
 
 
 async def _reached(conn: asyncpg.Connection, year: int, province_code: str, *, groups: int = 0,
@@ -149,14 +200,12 @@ async def _approved(conn: asyncpg.Connection, env: Envelope, e: GroupApproved) -
 
 async def _rejected(conn: asyncpg.Connection, env: Envelope, e: GroupRejected) -> None:
     row = await _status(conn, env, e.group_id, "rejected", e.reason_code)
-    await conn.execute("DELETE FROM active_memberships WHERE group_id = $1", e.group_id)
     await _reached(conn, row["year"], row["province_code"], groups=-1,
                    members=-row["member_count"])
 
 
 async def _dissolved(conn: asyncpg.Connection, env: Envelope, e: GroupDissolved) -> None:
     row = await _status(conn, env, e.group_id, "dissolved", e.reason_code)
-    await conn.execute("DELETE FROM active_memberships WHERE group_id = $1", e.group_id)
     if row["tranches"] == 0:  # never funded: it reached nobody; funded members stay reached
         await _reached(conn, row["year"], row["province_code"], groups=-1,
                        members=-row["member_count"])
@@ -268,6 +317,8 @@ async def _advanced(conn: asyncpg.Connection, env: Envelope, e: GroupAdvanced) -
 
 
 _HANDLERS: dict[type[Event], Callable[[asyncpg.Connection, Envelope, Any], Awaitable[None]]] = {
+REBUILD = RebuildPlan(READ_MODELS, project_read_models)
+
     GroupRegistered: _registered,
     RosterRecorded: _roster_recorded,
     RosterChanged: _roster_changed,

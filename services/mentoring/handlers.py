@@ -39,7 +39,9 @@ from shared.contracts.recruitment import (
 )
 from shared.envelope import Envelope, utcnow
 from shared.errors import DomainError, ForbiddenError, NotFoundError
+from shared.idempotency import commit_watch
 from shared.service import ServiceContext
+from shared.shedding import DATABASE_UNAVAILABLE, ServiceUnavailableError
 
 CLOSE_LOCK = "mentoring.period-close"
 SYSTEM = Actor("period-closer", Role.ADMIN)
@@ -118,10 +120,23 @@ async def apply_suggestions(ctx: ServiceContext, config: MentoringConfig,
               for _, items in sorted(by_regency.items())
               for i in range(0, len(items), config.batch.groups_per_transaction)]
     assigned, skipped = 0, []
-    for chunk in chunks:
-        done, refused = await ctx.command(
-            lambda uow, chunk=chunk: _assign_chunk(uow, config, chunk, on, on_funding_date),
-            actor)
+    for n, chunk in enumerate(chunks):
+        with commit_watch() as watch:
+            try:
+                done, refused = await ctx.command(
+                    lambda uow, chunk=chunk: _assign_chunk(uow, config, chunk, on,
+                                                           on_funding_date), actor)
+            except DATABASE_UNAVAILABLE as exc:
+                # what committed stays committed: say exactly which suggestions were not
+                # carried out (or may not have been), instead of a 500 hiding the rest
+                raise ServiceUnavailableError(
+                    "the database became unavailable part-way; `assigned` were carried out, "
+                    "`not_carried_out` were not (ask for new suggestions)",
+                    assigned=assigned, skipped=skipped,
+                    outcome_unknown=[asdict(s) for s in chunk] if watch.reached_commit else [],
+                    not_carried_out=[asdict(s) for c in chunks[n + (1 if watch.reached_commit
+                                                                     else 0):] for s in c],
+                    unplaced=plan["unplaced"]) from exc
         assigned += done
         skipped.extend(refused)
     return {"assigned": assigned, "skipped": skipped, "unplaced": plan["unplaced"]}
@@ -243,11 +258,33 @@ async def file_reports(ctx: ServiceContext, config: MentoringConfig,
         by_group[item.group_id].append(item)
     group_ids = sorted(by_group)
     step = config.batch.groups_per_transaction
-    for start in range(0, len(group_ids), step):
-        chunk = [i for g in group_ids[start:start + step] for i in by_group[g]]
-        results.extend(await ctx.command(
-            lambda uow, chunk=chunk: _file_chunk(uow, config, chunk), actor))
+    chunks = [[i for g in group_ids[start:start + step] for i in by_group[g]]
+              for start in range(0, len(group_ids), step)]
+    for n, chunk in enumerate(chunks):
+        with commit_watch() as watch:
+            try:
+                results.extend(await ctx.command(
+                    lambda uow, chunk=chunk: _file_chunk(uow, config, chunk), actor))
+            except DATABASE_UNAVAILABLE as exc:
+                # earlier chunks are committed: tell per item what was filed and what not
+                unknown = watch.reached_commit
+                results.extend(_unavailable(i, "unknown" if unknown else "not_filed")
+                               for i in chunk)
+                results.extend(_unavailable(i, "not_filed") for c in chunks[n + 1:] for i in c)
+                results.sort(key=lambda r: r["index"])
+                raise ServiceUnavailableError(
+                    "the database became unavailable part-way; `results` tells which reports "
+                    "were filed (send the others again)", results=results,
+                    filed=sum(r["status"] == "filed" for r in results)) from exc
     return sorted(results, key=lambda r: r["index"])
+
+
+def _unavailable(item: BatchItem, status: str) -> dict:
+    reason = ("the database became unavailable while committing this report: it may or may "
+              "not be filed" if status == "unknown" else
+              "the database was unavailable: this report was not filed")
+    return {"index": item.index, "group_id": item.group_id, "period": item.report.period,
+            "status": status, "error": {"status": 503, "field": None, "reason": reason}}
 
 
 async def _file_chunk(uow: UnitOfWork, config: MentoringConfig,

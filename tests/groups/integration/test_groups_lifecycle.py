@@ -8,7 +8,7 @@ from datetime import date, timedelta
 import asyncpg
 import pytest
 
-from services.groups.projections import READ_MODELS, project
+from services.groups.projections import READ_MODELS, project_read_models
 from shared.auth import Role
 from shared.projections import rebuild
 from shared.topics import GROUPS
@@ -126,7 +126,7 @@ async def test_rebuilding_the_read_models_from_the_events_gives_the_same_answer(
     try:
         live = await _snapshot(conn)
         assert len(live["group_registry"]) >= 2 and live["people_reached"]
-        replayed = await rebuild(conn, project, READ_MODELS)
+        replayed = await rebuild(conn, project_read_models, READ_MODELS)
         assert replayed == await conn.fetchval("SELECT count(*) FROM events")
         assert await _snapshot(conn) == live
     finally:
