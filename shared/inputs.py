@@ -30,6 +30,10 @@ MAX_COUNT = 2**31 - 1  # inside a Postgres integer
 _LINE_BREAKS = "\n"
 
 
+class BlankTextError(ValueError):
+    """Nothing is left of the text once cleaned."""
+
+
 def clean_text(value: str, *, multiline: bool = False, max_length: int | None = None) -> str:
     """`value` normalised as described in the module docstring. Raises ValueError with the
     reason when it contains a control character or is blank (or too long) once cleaned."""
@@ -50,20 +54,29 @@ def clean_text(value: str, *, multiline: bool = False, max_length: int | None = 
         kept.append(char)
     value = "".join(kept).strip()
     if not value:
-        raise ValueError("must not be blank")
+        raise BlankTextError("must not be blank")
     if max_length is not None and len(value) > max_length:
         raise ValueError(f"must be at most {max_length} characters")
     return value
 
 
-def Text(max_length: int = 200, *, multiline: bool = False, **field: Any) -> Any:
+def Text(max_length: int = 200, *, multiline: bool = False, blank: bool = False,
+         **field: Any) -> Any:
     """A free-text field of at most `max_length` characters (counted before and after
-    cleaning, so no input costs more than its bound)."""
+    cleaning, so no input costs more than its bound). `blank=True` for an optional text whose
+    absence is "": blank input then becomes "" instead of being refused."""
 
     def clean(value: str) -> str:
-        return clean_text(value, multiline=multiline, max_length=max_length)
+        if blank and not value.strip():
+            return ""
+        try:
+            return clean_text(value, multiline=multiline, max_length=max_length)
+        except BlankTextError:
+            if blank:
+                return ""
+            raise
 
-    return Annotated[str, Field(min_length=1, max_length=max_length, **field),
+    return Annotated[str, Field(min_length=0 if blank else 1, max_length=max_length, **field),
                      AfterValidator(clean)]
 
 
@@ -83,7 +96,8 @@ def _plausible_period(period: str) -> str:
 
 ProgrammeDate = Annotated[date, AfterValidator(_in_programme)]
 # an id a client sends back (a UUID, a TKS or group id): letters, digits and . _ : - only
-Ref = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")]
+REF_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$"
+Ref = Annotated[str, StringConstraints(pattern=REF_PATTERN)]
 Period = Annotated[str, StringConstraints(pattern=r"^\d{4}-(0[1-9]|1[0-2])$"),
                    AfterValidator(_plausible_period), Field(examples=["2023-05"])]
 

@@ -6,6 +6,9 @@ the cap is answered 413 without reading a byte; a chunked (or lying) body is cou
 streams and answered 413 as soon as the count passes the cap, whatever the application was doing
 with it. CSV uploads (`Content-Type: text/csv`) have their own, larger cap.
 
+A path or query string holding a NUL character is refused (422) here too: no route could use
+it, and Postgres refuses it in text.
+
 `bounded_errors` keeps a validation reply small whatever the request held: at most
 `MAX_REPORTED_ERRORS` entries, each reason cut to `MAX_REASON_CHARS`.
 """
@@ -47,6 +50,12 @@ class BodySizeLimit:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
+            return
+        if "\x00" in scope.get("path", "") or b"%00" in scope.get("query_string", b"").lower():
+            # Postgres refuses NUL in text: an id or filter holding one can match nothing
+            await _reply(send, 422, {"error": {
+                "status": 422, "field": "path" if "\x00" in scope.get("path", "") else "query",
+                "reason": "must not contain NUL characters"}})
             return
         cap = self.cap_for(scope)
         declared = _content_length(scope)
@@ -93,10 +102,14 @@ def _content_length(scope: Scope) -> int | None:
 
 
 async def _refuse(send: Send, cap: int) -> None:
-    body = json.dumps({"error": {"status": 413, "field": None,
-                                 "reason": f"the request body is larger than {cap} bytes",
-                                 "max_bytes": cap}}).encode()
-    await send({"type": "http.response.start", "status": 413,
+    await _reply(send, 413, {"error": {"status": 413, "field": None,
+                                       "reason": f"the request body is larger than {cap} bytes",
+                                       "max_bytes": cap}})
+
+
+async def _reply(send: Send, status: int, content: dict[str, Any]) -> None:
+    body = json.dumps(content).encode()
+    await send({"type": "http.response.start", "status": status,
                 "headers": [(b"content-type", b"application/json"),
                             (b"content-length", str(len(body)).encode()),
                             (b"connection", b"close")]})

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import uuid
 from datetime import date
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from shared.contracts.common import ProvinceCode, RegencyCode, Year
+from shared.contracts.common import ProvinceCode, RegencyCode
+from shared.inputs import ProgrammeDate, Text, Whole, Year
 
 Stage = Literal[1, 2, 3]
+# a person applying was born in the last century or this one, and not in the future
+BirthDate = Annotated[date, Field(ge=date(1900, 1, 1))]
 
 
 class _Command(BaseModel):
@@ -20,7 +23,7 @@ class _Command(BaseModel):
 class QuotaPlaces(_Command):
     province_code: ProvinceCode
     regency_code: RegencyCode | None = Field(None, description="omit for the whole province")
-    places: int = Field(ge=1, le=100_000)
+    places: Whole(ge=1, le=100_000)
 
 
 class OpenRound(_Command):
@@ -33,39 +36,41 @@ class OpenRound(_Command):
 
 class RegisterApplicant(_Command):
     year: Year = Field(description="the programme year applied for")
-    nik: str = Field(max_length=32, description="16-digit NIK; shown masked afterwards")
-    full_name: str = Field(min_length=1, max_length=200)
+    nik: Text(32) = Field(description="16-digit NIK; shown masked afterwards")
+    full_name: Text(200)
     sex: Literal["F", "M"]
-    birth_date: date
-    education: str = Field(min_length=1, max_length=10, examples=["S1"])
+    birth_date: BirthDate
+    education: Text(10) = Field(examples=["S1"])
     domicile_regency_code: RegencyCode
-    phone: str = Field(min_length=3, max_length=30, examples=["0812-3456-7890"])
-    email: str = Field(min_length=3, max_length=254, json_schema_extra={"format": "email"})
+    phone: Text(30) = Field(min_length=3, examples=["0812-3456-7890"])
+    email: Text(254) = Field(min_length=3, json_schema_extra={"format": "email"})
 
 
 class ScreenApplicant(_Command):
     passed: bool
-    reason: str | None = Field(None, description="required when not passed (a configured code)")
-    note: str | None = Field(None, max_length=500)
+    reason: Text(64) | None = Field(None, description="required when not passed (a configured "
+                                                      "code)")
+    note: Text(500, multiline=True) | None = None
 
 
 class BriefApplicant(_Command):
     stage: Stage
-    city: str = Field(min_length=1, max_length=100)
-    briefed_on: date
+    city: Text(100)
+    briefed_on: ProgrammeDate
 
 
 class RecruitApplicant(_Command):
     applicant_id: uuid.UUID
     regency_code: RegencyCode
-    contract_start: date | None = Field(None, description="default: the briefing date")
-    contract_end: date | None = Field(None, description="default: 31 December of the year")
+    contract_start: ProgrammeDate | None = Field(None, description="default: the briefing date")
+    contract_end: ProgrammeDate | None = Field(None,
+                                               description="default: 31 December of the year")
     vacancy_id: uuid.UUID | None = Field(None, description="an open vacancy this fills")
 
 
 class Briefing(_Command):
-    city: str = Field(min_length=1, max_length=100)
-    briefed_on: date
+    city: Text(100)
+    briefed_on: ProgrammeDate
 
 
 class IntakeItem(_Command):
@@ -76,8 +81,8 @@ class IntakeItem(_Command):
     applicant_id: uuid.UUID | None = None
     briefing: Briefing | None = None
     regency_code: RegencyCode
-    contract_start: date | None = None
-    contract_end: date | None = None
+    contract_start: ProgrammeDate | None = None
+    contract_end: ProgrammeDate | None = None
     vacancy_id: uuid.UUID | None = None
 
     @model_validator(mode="after")
@@ -90,5 +95,5 @@ class IntakeItem(_Command):
 
 
 class ResignTks(_Command):
-    effective_date: date
+    effective_date: ProgrammeDate
     open_vacancy: bool = Field(True, description="open a vacancy in the same regency and year")
