@@ -29,13 +29,27 @@ async def _note_if_late(uow: UnitOfWork, envelope: Envelope, event: Event, year:
     # a statement of its own: its snapshot must be taken after the lock was granted
     closed = await uow.conn.fetchval(
         "SELECT status = 'closed' FROM evaluation_cycles WHERE year = $1", year)
-    if closed:
+    if closed and not await _follows_close(uow, envelope, year):
         await uow.conn.execute(
             "INSERT INTO late_events (event_id, year, topic, event_type, tks_id, group_id, "
             "occurred_at, payload) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) "
             "ON CONFLICT (event_id) DO NOTHING",
             envelope.event_id, year, type(event).topic or "", envelope.event_type, tks_id,
             group_id, envelope.occurred_at, json.dumps(envelope.payload))
+
+
+async def _follows_close(uow: UnitOfWork, envelope: Envelope, year: int) -> bool:
+    """Whether the event is a consequence of the year's close rather than news it missed: every
+    consumer passes the correlation id on, so recruitment releasing a TKS the close replaced,
+    and mentoring unassigning that TKS's groups, carry the close's. Only events a consumer wrote
+    (they name their cause) qualify: a command's own event counts as late even when its client
+    reused the close's correlation id."""
+    if envelope.causation_id is None:
+        return False
+    return bool(await uow.conn.fetchval(
+        "SELECT EXISTS (SELECT 1 FROM events WHERE stream_id = $1 AND event_type = $2 "
+        "AND correlation_id = $3)",
+        cycle_stream(year), EvaluationClosed.event_type, envelope.correlation_id))
 
 
 # --- recruitment -------------------------------------------------------------------------------
