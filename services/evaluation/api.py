@@ -15,6 +15,7 @@ from services.evaluation.scoring import Scored, evaluate_year, exclusion, histog
 from shared.auth import ANY_ROLE, Actor, Role, require
 from shared.contracts.evaluation import Decision
 from shared.errors import ConflictError, NotFoundError
+from shared.inputs import REF_PATTERN
 from shared.service import ServiceContext, context
 
 YearPath = Annotated[int, Path(ge=2000, le=2100, description="the programme year evaluated")]
@@ -256,7 +257,7 @@ def build_router(policy: Policy) -> APIRouter:
         return {"year": year, "total": total, "limit": limit, "offset": offset, "items": items}
 
     @router.get("/{year}/tks/{tks_id}", response_model=Breakdown)
-    async def breakdown(year: YearPath, tks_id: Annotated[str, Path(min_length=1, max_length=64)],
+    async def breakdown(year: YearPath, tks_id: Annotated[str, Path(pattern=REF_PATTERN)],
                         ctx: Ctx,
                         actor: Annotated[Actor, Depends(require(*ANY_ROLE))]) -> Breakdown:
         """One TKS's indicators: final once the year is closed, provisional before."""

@@ -26,6 +26,7 @@ from services.groups.config import ProgrammeConfig
 from services.groups.csv_import import CSV_LAYOUT
 from shared.auth import ANY_ROLE, Actor, Role, require
 from shared.errors import DomainError, NotFoundError
+from shared.inputs import REF_PATTERN
 from shared.service import ServiceContext, context
 
 Writer = Annotated[Actor, Depends(require(Role.ADMIN, Role.PROVINCE))]
@@ -33,8 +34,8 @@ Reader = Annotated[Actor, Depends(require(*ANY_ROLE))]
 Ministry = Annotated[Actor, Depends(require(Role.ADMIN))]
 Stage = Literal["pemula", "lanjutan", "pengembangan"]
 Status = Literal["registered", "approved", "rejected", "funded", "dissolved"]
-GroupId = Annotated[str, Path(min_length=1, max_length=64)]
-ReportId = Annotated[str, Path(min_length=1, max_length=64)]
+GroupId = Annotated[str, Path(pattern=REF_PATTERN)]
+ReportId = Annotated[str, Path(pattern=REF_PATTERN)]
 ProvinceQ = Annotated[str | None, Query(pattern=r"^\d{2}$", description="Kemendagri code")]
 RegencyQ = Annotated[str | None, Query(pattern=r"^\d{4}$", description="Kemendagri code")]
 YearQ = Annotated[int | None, Query(ge=2000, le=2100)]
@@ -98,7 +99,8 @@ def build_router(config: ProgrammeConfig) -> APIRouter:
     async def list_groups(ctx: Ctx, actor: Reader, year: YearQ = None,
                           stage: Stage | None = None, province_code: ProvinceQ = None,
                           regency_code: RegencyQ = None,
-                          business_type: str | None = None, status: Status | None = None,
+                          business_type: Annotated[str | None, Query(pattern=REF_PATTERN)] = None,
+                          status: Status | None = None,
                           page: PageQ = 1, page_size: PageSizeQ = 50) -> dict[str, Any]:
         """Groups by year, stage, province, regency, business type, status (no member data).
         `status_reason_code` for everyone; the officer's `status_note` only for the ministry

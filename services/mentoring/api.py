@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import date
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Query
@@ -12,44 +11,49 @@ from services.mentoring import handlers, views
 from services.mentoring.config import MentoringConfig
 from services.mentoring.domain import MonthlyReport, deadline_of
 from shared.auth import Actor, Role, require
-from shared.contracts.common import Id, Period, ProvinceCode, RegencyCode
+from shared.contracts.common import ProvinceCode, RegencyCode
 from shared.errors import ConflictError, DomainError, ForbiddenError, NotFoundError
+from shared.inputs import REF_PATTERN, Period, ProgrammeDate, Ref
 from shared.service import ServiceContext, context
 
 PERIOD = r"^\d{4}-(0[1-9]|1[0-2])$"
 PeriodPath = Annotated[str, Path(pattern=PERIOD, examples=["2023-05"])]
+RefPath = Annotated[str, Path(pattern=REF_PATTERN)]
 Ctx = Annotated[ServiceContext, Depends(context)]
 OFFSET_MAX = 1_000_000  # beyond any real page; larger values would overflow the query's bigint
 
 
 class AssignMentorRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    tks_id: Id
-    assigned_on: date | None = Field(None, description="default today; never in the future")
+    tks_id: Ref
+    assigned_on: ProgrammeDate | None = Field(None,
+                                              description="default today; never in the future")
 
 
 class ApplySuggestionsRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     province_code: ProvinceCode | None = None
     regency_code: RegencyCode | None = None
-    assigned_on: date | None = Field(None, description="default today")
+    assigned_on: ProgrammeDate | None = Field(None, description="default today")
     on_funding_date: bool = Field(
         False, description="date each assignment on its group's funding day (loading history)")
 
 
 class FileReportRequest(MonthlyReport):
-    tks_id: Id | None = Field(None, description="a TKS files as itself; ministry_admin names one")
-    filed_on: date | None = Field(None, description="ministry_admin only, loading history")
+    tks_id: Ref | None = Field(None, description="a TKS files as itself; ministry_admin names "
+                                                 "one")
+    filed_on: ProgrammeDate | None = Field(None, description="ministry_admin only, loading "
+                                                             "history")
 
 
 class AmendReportRequest(MonthlyReport):
     period: Period | None = Field(None, description="taken from the path")
-    tks_id: Id | None = Field(None, description="only the TKS who filed the report may amend "
-                                                "it; ministry_admin may omit it")
+    tks_id: Ref | None = Field(None, description="only the TKS who filed the report may amend "
+                                                 "it; ministry_admin may omit it")
 
 
 class BatchReport(FileReportRequest):
-    group_id: Id
+    group_id: Ref
 
 
 class BatchRequest(BaseModel):
@@ -76,7 +80,7 @@ def build_router(config: MentoringConfig) -> APIRouter:
 
     @router.post("/groups/{group_id}/mentor", status_code=201, tags=["assignment"],
                  summary="Assign (or reassign) the TKS mentoring a funded group")
-    async def assign(group_id: str, body: AssignMentorRequest, ctx: Ctx,
+    async def assign(group_id: RefPath, body: AssignMentorRequest, ctx: Ctx,
                      actor: Actor = Depends(assigners)) -> dict:
         return await handlers.assign_mentor(ctx, config, group_id, body.tks_id, body.assigned_on,
                                             actor)
@@ -111,7 +115,7 @@ def build_router(config: MentoringConfig) -> APIRouter:
 
     @router.post("/groups/{group_id}/reports", status_code=201, tags=["reports"],
                  summary="File the monthly report on a group")
-    async def file(group_id: str, body: FileReportRequest, ctx: Ctx,
+    async def file(group_id: RefPath, body: FileReportRequest, ctx: Ctx,
                    actor: Actor = Depends(filers)) -> dict:
         return await handlers.file_report(
             ctx, config, group_id, body, handlers.author_of(actor, body.tks_id),
@@ -119,7 +123,7 @@ def build_router(config: MentoringConfig) -> APIRouter:
 
     @router.put("/groups/{group_id}/reports/{period}", tags=["reports"],
                 summary="Amend a monthly report until its period closes")
-    async def amend(group_id: str, period: PeriodPath, body: AmendReportRequest, ctx: Ctx,
+    async def amend(group_id: RefPath, period: PeriodPath, body: AmendReportRequest, ctx: Ctx,
                     actor: Actor = Depends(filers)) -> dict:
         if body.period is not None and body.period != period:
             raise DomainError("the body's period differs from the path's", field="period")
@@ -176,7 +180,7 @@ def build_router(config: MentoringConfig) -> APIRouter:
 
     @router.get("/tks/{tks_id}", tags=["queries"],
                 summary="A TKS: its groups, caseload and reports filed, due and overdue")
-    async def tks(tks_id: str, ctx: Ctx,
+    async def tks(tks_id: RefPath, ctx: Ctx,
                   actor: Actor = Depends(require(Role.ADMIN, Role.PROVINCE, Role.TKS))) -> dict:
         actor.ensure_tks(tks_id)
         async with ctx.pool.acquire() as conn:
@@ -188,7 +192,7 @@ def build_router(config: MentoringConfig) -> APIRouter:
 
     @router.get("/groups/{group_id}", tags=["queries"],
                 summary="A group's mentors and its monthly series")
-    async def group(group_id: str, ctx: Ctx,
+    async def group(group_id: RefPath, ctx: Ctx,
                     actor: Actor = Depends(require(Role.ADMIN, Role.PROVINCE, Role.TKS))) -> dict:
         async with ctx.pool.acquire() as conn:
             view = await views.group_view(conn, group_id)

@@ -28,6 +28,8 @@ from shared.contracts.mentoring import (
 )
 from shared.envelope import Event, register
 from shared.errors import ConflictError, ForbiddenError, NotFoundError, RuleViolationError
+from shared.inputs import Period as PlausiblePeriod
+from shared.inputs import Text, Whole
 
 
 @register
@@ -64,14 +66,15 @@ MAX_MEMBERS = 1_000
 class MonthlyReport(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    period: Period
-    revenue: int = Field(ge=0, le=MAX_MONTHLY_REVENUE, description="whole rupiah")
-    production_units: int = Field(ge=0, le=MAX_PRODUCTION_UNITS)
+    period: PlausiblePeriod
+    revenue: Whole(le=MAX_MONTHLY_REVENUE, description="whole rupiah")
+    production_units: Whole(le=MAX_PRODUCTION_UNITS)
     production_unit: str = Field(min_length=1, max_length=40, examples=["kg"])
-    members_active: int = Field(ge=0, le=MAX_MEMBERS)
-    new_workers: int = Field(ge=0, le=MAX_MEMBERS,
-                             description="people newly taken on by the group this month")
-    problems: str = Field("", max_length=4000, description="internal: never published")
+    members_active: Whole(le=MAX_MEMBERS)
+    new_workers: Whole(le=MAX_MEMBERS,
+                       description="people newly taken on by the group this month")
+    problems: Text(4000, multiline=True, blank=True) = Field(
+        "", description="internal: never published")
     support: tuple[Support, ...] = Field((), description="facilitation given this month")
     lpj_help: bool = Field(False, description="helped the group with its LPJ")
 
