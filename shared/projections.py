@@ -1,39 +1,343 @@
-"""Rebuilding a service's own read models from its event store."""
+"""Rebuilding a service's read models while it keeps running: shadow tables, then a short swap.
+
+Guarantees:
+- The live tables are not locked while the replay runs. The replay writes copies of them
+  (`CREATE TABLE <shadow>.<t> (LIKE <t> INCLUDING ALL)` in a schema of its own) through the
+  service's unchanged projection code: the rebuild's connection puts that schema first on its
+  search_path, so unqualified table names resolve to the copies.
+- One short transaction swaps them in: it takes `events` (and `inbox`) in SHARE mode, which
+  waits for the writers in flight and holds off new ones, replays whatever was committed since
+  the last catch-up, and moves the copies into place (same table, index and constraint names).
+  Readers and writers wait for that transaction only; until it commits they see the old tables.
+- Nothing committed is skipped, whatever the insert order. Own events are told apart by
+  transaction visibility: a pass replays the events visible in its snapshot and not in the
+  previous pass's (`pg_visible_in_snapshot` on `events.tx_id`: a set difference, never "after
+  position N"). Consumed events are the inbox rows recorded as applied and not yet replayed (an
+  anti-join), read back from their topics at the offsets the inbox recorded. So the copies end
+  up reflecting exactly the events the live tables reflect.
+- The replay runs the projection side only: the event store, outbox, inbox and the service
+  tables that decide commands (uniqueness, caseloads: never listed in `tables`) are not
+  written; a consumed-event projection that tries to append events fails the rebuild.
+- Consumed events are replayed before own events, in each pass. A plan that consumes topics
+  must argue (next to its `consumed` mapping) that its result does not depend on how the two
+  interleaved live; `scratch` tables are written by the replayed code but thrown away (records
+  of what happened live, such as events that came late, which a replay cannot reproduce).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import re
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 
 import asyncpg
 
-from shared.aggregate import Projector
-from shared.envelope import parse_payload
-from shared.eventstore import envelope_from_row
+from shared.aggregate import Projector, UnitOfWork
+from shared.consumer import Handler
+from shared.envelope import ContractError, decode_envelope, parse_payload
+from shared.eventstore import EventStore, envelope_from_row
+
+SHADOW = "tkm_rebuild"
+RETIRED = "tkm_rebuild_retired"
+REPLAYED = "_rebuild_replayed_inbox"
+SWAP_LOCK_TIMEOUT = "3s"
+SWAP_ATTEMPTS = 8
+CATCH_UP_PASSES = 3  # unlocked catch-ups before the swap, while each still finds work
+
+
+@dataclass(frozen=True)
+class RebuildPlan:
+    """What `tkm rebuild` replays for a service. `tables` are swapped in; `projector` projects
+    the service's own events into them; `consumed` maps consumed event types to the projection
+    side of their consumer handlers (no policies); `scratch` tables are written by that code
+    but discarded."""
+
+    tables: tuple[str, ...]
+    projector: Projector | None = None
+    consumed: Mapping[str, Handler] = field(default_factory=dict)
+    scratch: tuple[str, ...] = ()
+
+
+@dataclass
+class RebuildStats:
+    own_events: int = 0
+    consumed_events: int = 0
+    caught_up: int = 0  # of those, replayed after the first pass
+    in_swap: int = 0  # of those, replayed inside the swap transaction
+    replay_seconds: float = 0.0
+    swap_seconds: float = 0.0
+    swap_attempts: int = 0
+
+    @property
+    def replayed(self) -> int:
+        return self.own_events + self.consumed_events
+
+
+class RebuildError(Exception):
+    """The rebuild cannot give the same answer as the live tables (nothing was swapped)."""
+
+
+class _NoAppendStore(EventStore):
+    async def append_many(self, *args, **kwargs):
+        raise RebuildError("a rebuild replays projections only: a handler tried to append events")
 
 
 async def rebuild(conn: asyncpg.Connection, projector: Projector, tables: Sequence[str], *,
                   batch_size: int = 2000) -> int:
-    """Empty `tables` and replay every stored event through `projector`, all in one
-    repeatable-read transaction: readers see the old read model until the new one commits, and
-    the replay sees exactly the events committed when it began. Returns the events replayed."""
-    replayed, position = 0, 0
-    async with conn.transaction(isolation="repeatable_read"):
-        # LOCK takes no snapshot: the replay's snapshot starts after every writer holding the
-        # tables committed, so no event projected by one of them is wiped and not replayed
-        await conn.execute("LOCK TABLE " + ", ".join(_quoted(t) for t in tables)
-                           + " IN ACCESS EXCLUSIVE MODE")
-        await conn.execute("TRUNCATE " + ", ".join(_quoted(t) for t in tables))
+    """Rebuild `tables` from the service's own events (see `rebuild_plan`). Returns the number of
+    events replayed."""
+    stats = await rebuild_plan(conn, RebuildPlan(tuple(tables), projector),
+                               batch_size=batch_size)
+    return stats.own_events
+
+
+async def rebuild_plan(conn: asyncpg.Connection, plan: RebuildPlan, *,
+                       topics: Sequence[str] = (), bootstrap: str | None = None,
+                       batch_size: int = 2000) -> RebuildStats:
+    """Replay `plan` into shadow copies of its tables and swap them in (module docstring).
+    Consumed events are read from `topics` on the Kafka cluster at `bootstrap`. Raises
+    RebuildError when another rebuild of this database runs, or an applied event cannot be
+    found on its topic; the live tables are untouched then."""
+    if plan.consumed and not (topics and bootstrap):
+        raise ValueError("a plan with consumed events needs the topics and a bootstrap server")
+    if not await conn.fetchval("SELECT pg_try_advisory_lock(hashtext('tkm-rebuild'))"):
+        raise RebuildError("another rebuild of this database is running")
+    live_schema = await conn.fetchval("SELECT current_schema()")
+    search_path = await conn.fetchval("SHOW search_path")
+    run = _Run(conn, plan, live_schema, tuple(topics) if plan.consumed else (), bootstrap,
+               batch_size)
+    try:
+        await _create_shadow(conn, live_schema, plan)
+        await conn.execute(f"SET search_path = {SHADOW}, {_quoted(live_schema)}")
+        started = time.perf_counter()
+        await run.catch_up()
+        run.stats.caught_up = 0
+        for _ in range(CATCH_UP_PASSES):
+            if not await run.catch_up():
+                break
+        for table in plan.tables:
+            await conn.execute(f"ANALYZE {SHADOW}.{_quoted(table)}")
+        run.stats.replay_seconds = time.perf_counter() - started
+        await run.swap()
+        return run.stats
+    finally:
+        await conn.execute(f"SET search_path = {search_path}")
+        await conn.execute(f"DROP SCHEMA IF EXISTS {SHADOW} CASCADE")
+        await conn.execute(f"DROP SCHEMA IF EXISTS {RETIRED} CASCADE")
+        await conn.execute("SELECT pg_advisory_unlock(hashtext('tkm-rebuild'))")
+
+
+async def _create_shadow(conn: asyncpg.Connection, live: str, plan: RebuildPlan) -> None:
+    # what a crashed rebuild left is thrown away: nothing outside these schemas refers to it
+    await conn.execute(f"DROP SCHEMA IF EXISTS {SHADOW} CASCADE")
+    await conn.execute(f"DROP SCHEMA IF EXISTS {RETIRED} CASCADE")
+    await conn.execute(f"CREATE SCHEMA {SHADOW}")
+    for table in (*plan.tables, *plan.scratch):
+        await conn.execute(f"CREATE TABLE {SHADOW}.{_quoted(table)} "
+                           f"(LIKE {_quoted(live)}.{_quoted(table)} INCLUDING ALL)")
+    await conn.execute(f"CREATE TABLE {SHADOW}.{REPLAYED} (event_id uuid PRIMARY KEY)")
+
+
+class _Run:
+    def __init__(self, conn: asyncpg.Connection, plan: RebuildPlan, live: str,
+                 topics: tuple[str, ...], bootstrap: str | None, batch_size: int):
+        self.conn, self.plan, self.live, self.topics = conn, plan, live, topics
+        self.bootstrap, self.batch_size = bootstrap, batch_size
+        self.snapshot: str | None = None  # own events visible in it are replayed
+        self.stats = RebuildStats()
+
+    async def catch_up(self, *, in_swap: bool = False) -> int:
+        """Replay what the last pass did not: consumed events first, then own events. Outside
+        the swap each batch commits on its own (no long transaction holds back the server)."""
+        snapshot = await self.conn.fetchval("SELECT pg_current_snapshot()::text")
+        consumed = await self._replay_consumed(in_swap)
+        own = await self._replay_own(self.snapshot, snapshot, in_swap)
+        self.snapshot = snapshot
+        self.stats.caught_up += consumed + own
+        return consumed + own
+
+    async def _replay_own(self, previous: str | None, current: str, in_swap: bool) -> int:
+        if self.plan.projector is None:
+            return 0
+        # visible now and not in the previous pass's snapshot: committed in between, whatever
+        # its position (a transaction may take a position early and commit late)
+        where = "pg_visible_in_snapshot(tx_id, $2::text::pg_snapshot)"
+        args: list = [current]
+        if previous is not None:
+            where += (" AND tx_id >= pg_snapshot_xmin($3::text::pg_snapshot)"
+                      " AND NOT pg_visible_in_snapshot(tx_id, $3::text::pg_snapshot)")
+            args.append(previous)
+        position, replayed = 0, 0
         while True:
-            rows = await conn.fetch("SELECT * FROM events WHERE global_position > $1 "
-                                    "ORDER BY global_position LIMIT $2", position, batch_size)
-            if not rows:
-                return replayed
-            batch = [envelope_from_row(r) for r in rows]
-            await projector(conn, [(env, parse_payload(env)) for env in batch])
+            async with self.conn.transaction():
+                rows = await self.conn.fetch(
+                    f"SELECT * FROM {_quoted(self.live)}.events WHERE global_position > $1 "
+                    f"AND {where} ORDER BY global_position LIMIT {self.batch_size}",
+                    position, *args)
+                if not rows:
+                    break
+                batch = [envelope_from_row(r) for r in rows]
+                await self.plan.projector(self.conn, [(e, parse_payload(e)) for e in batch])
             position, replayed = rows[-1]["global_position"], replayed + len(rows)
+        self.stats.own_events += replayed
+        if in_swap:
+            self.stats.in_swap += replayed
+        return replayed
+
+    async def _replay_consumed(self, in_swap: bool) -> int:
+        if not self.topics:
+            return 0
+        # applied live and not replayed yet: the anti-join is the set difference; processed_at
+        # (each batch's start) orders them roughly as they were applied, offsets within a batch
+        rows = await self.conn.fetch(
+            f"SELECT event_id, topic, kafka_partition, kafka_offset "
+            f"FROM {_quoted(self.live)}.inbox i WHERE outcome = 'applied' AND topic = ANY($1) "
+            f"AND NOT EXISTS (SELECT 1 FROM {SHADOW}.{REPLAYED} r WHERE r.event_id = i.event_id)"
+            " ORDER BY processed_at, topic, kafka_partition, kafka_offset", list(self.topics))
+        if not rows:
+            return 0
+        found = await _read_records(self.bootstrap or "", rows)
+        missing = [r["event_id"] for r in rows if r["event_id"] not in found]
+        if missing:
+            raise RebuildError(f"{len(missing)} applied events are not on their topics at the "
+                               f"offsets the inbox recorded (first: {missing[0]})")
+        store = _NoAppendStore("rebuild")
+        for start in range(0, len(rows), self.batch_size):
+            chunk = rows[start:start + self.batch_size]
+            async with self.conn.transaction():
+                for row in chunk:
+                    envelope, event = found[row["event_id"]]
+                    handler = self.plan.consumed.get(envelope.event_type)
+                    if handler is not None:
+                        uow = UnitOfWork(self.conn, store, "system:rebuild",
+                                         envelope.correlation_id, causation_id=envelope.event_id)
+                        await handler(uow, envelope, event)
+                await self.conn.execute(
+                    f"INSERT INTO {SHADOW}.{REPLAYED} SELECT unnest($1::uuid[])",
+                    [r["event_id"] for r in chunk])
+        self.stats.consumed_events += len(rows)
+        if in_swap:
+            self.stats.in_swap += len(rows)
+        return len(rows)
+
+    async def swap(self) -> None:
+        """Lock out the writers, replay the last events, move the copies into place. Retried
+        when the locks are not granted within SWAP_LOCK_TIMEOUT (a long reader) or a deadlock
+        with a writer is broken against us; nothing of a failed attempt remains."""
+        live, tables = _quoted(self.live), [_quoted(t) for t in self.plan.tables]
+        writers = f"{live}.events" + (f", {live}.inbox" if self.topics else "")
+        for attempt in range(1, SWAP_ATTEMPTS + 1):
+            started = time.perf_counter()
+            saved = (self.snapshot, self.stats.own_events, self.stats.consumed_events,
+                     self.stats.caught_up, self.stats.in_swap)
+            try:
+                async with self.conn.transaction():
+                    await self.conn.execute(f"SET LOCAL lock_timeout = '{SWAP_LOCK_TIMEOUT}'")
+                    # SHARE waits for the transactions inserting events (or inbox rows) to
+                    # commit and holds off new ones until the swap commits
+                    await self.conn.execute(f"LOCK TABLE {writers} IN SHARE MODE")
+                    await self.conn.execute(
+                        "LOCK TABLE " + ", ".join(f"{live}.{t}" for t in tables)
+                        + " IN ACCESS EXCLUSIVE MODE")
+                    await self.catch_up(in_swap=True)
+                    await self._move()
+                self.stats.swap_seconds = time.perf_counter() - started
+                self.stats.swap_attempts = attempt
+                return
+            except (asyncpg.LockNotAvailableError, asyncpg.DeadlockDetectedError):
+                (self.snapshot, self.stats.own_events, self.stats.consumed_events,
+                 self.stats.caught_up, self.stats.in_swap) = saved
+                if attempt == SWAP_ATTEMPTS:
+                    raise
+                await self.catch_up()  # keep the next attempt's share small
+
+    async def _move(self) -> None:
+        live = _quoted(self.live)
+        await self.conn.execute(f"CREATE SCHEMA {RETIRED}")
+        for table in self.plan.tables:
+            old = await _indexes(self.conn, self.live, table)
+            new = await _indexes(self.conn, SHADOW, table)
+            await self.conn.execute(f"ALTER TABLE {live}.{_quoted(table)} SET SCHEMA {RETIRED}")
+            await self.conn.execute(f"ALTER TABLE {SHADOW}.{_quoted(table)} SET SCHEMA {live}")
+            # LIKE names the copies' indexes itself: give them the live names back (in two
+            # steps, so no name is taken twice on the way)
+            renames = [(name, old[key]) for key, name in new.items()
+                       if key in old and old[key] != name]
+            for i, (name, _) in enumerate(renames):
+                await self.conn.execute(f"ALTER INDEX {live}.{_quoted(name)} "
+                                        f"RENAME TO {_quoted(f'_rebuild_{i}')}")
+            for i, (_, target) in enumerate(renames):
+                await self.conn.execute(f"ALTER INDEX {live}.{_quoted(f'_rebuild_{i}')} "
+                                        f"RENAME TO {_quoted(target)}")
 
 
-def _quoted(table: str) -> str:
-    if not table.replace("_", "").isalnum():
-        raise ValueError(f"not a table name: {table!r}")
-    return f'"{table}"'
+_INDEX_DEF = re.compile(r"^CREATE (UNIQUE )?INDEX \S+ ON (?:ONLY )?\S+ (USING .*)$")
+
+
+async def _indexes(conn: asyncpg.Connection, schema: str, table: str) -> dict[str, str]:
+    """The table's indexes by their definition without names: {definition: index name}."""
+    rows = await conn.fetch(
+        "SELECT c.relname, pg_get_indexdef(c.oid) AS def FROM pg_index x "
+        "JOIN pg_class c ON c.oid = x.indexrelid WHERE x.indrelid = $1::text::regclass",
+        f"{_quoted(schema)}.{_quoted(table)}")
+    named = {}
+    for row in rows:
+        match = _INDEX_DEF.match(row["def"])
+        if match:
+            named[(match.group(1) or "") + match.group(2)] = row["relname"]
+    return named
+
+
+async def _read_records(bootstrap: str, rows: Sequence[asyncpg.Record]) -> dict:
+    """{event_id: (envelope, event)} for the inbox rows, read from their topics' partitions
+    between the lowest and highest offset recorded (a record elsewhere is not the one applied)."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    wanted: dict[TopicPartition, tuple[int, int]] = {}
+    ids = set()
+    for r in rows:
+        tp = TopicPartition(r["topic"], r["kafka_partition"])
+        low, high = wanted.get(tp, (r["kafka_offset"], r["kafka_offset"]))
+        wanted[tp] = (min(low, r["kafka_offset"]), max(high, r["kafka_offset"]))
+        ids.add(r["event_id"])
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None,
+                                enable_auto_commit=False, auto_offset_reset="earliest",
+                                client_id=f"tkm-rebuild-{uuid.uuid4().hex[:8]}")
+    await consumer.start()
+    found: dict = {}
+    try:
+        consumer.assign(list(wanted))
+        for tp, (low, _) in wanted.items():
+            consumer.seek(tp, low)
+        pending = set(wanted)
+        idle_since = time.monotonic()
+        while pending:
+            batches = await consumer.getmany(*pending, timeout_ms=1000, max_records=5000)
+            if batches:
+                idle_since = time.monotonic()
+            elif time.monotonic() - idle_since > 30:
+                break  # what is still missing is reported by the caller
+            for tp, records in batches.items():
+                for record in records:
+                    if record.offset > wanted[tp][1]:
+                        break
+                    try:
+                        envelope = decode_envelope(record.value)
+                    except ContractError:
+                        continue  # dead-lettered live, never applied: not wanted here
+                    if envelope.event_id in ids and envelope.event_id not in found:
+                        found[envelope.event_id] = (envelope, parse_payload(envelope))
+                if records and records[-1].offset >= wanted[tp][1]:
+                    pending.discard(tp)
+                    consumer.pause(tp)
+    finally:
+        await consumer.stop()
+    return found
+
+
+def _quoted(name: str) -> str:
+    if not name.replace("_", "").isalnum():
+        raise ValueError(f"not a table name: {name!r}")
+    return f'"{name}"'

@@ -8,6 +8,7 @@ from services.evaluation.api import build_router
 from services.evaluation.config import Policy, load_policy
 from services.evaluation.projections import HANDLERS, OWN_TABLES, project
 from shared import contracts  # noqa: F401 - registers the consumed event types
+from shared.projections import RebuildPlan
 from shared.service import ServiceSpec
 from shared.topics import EVALUATION, GROUPS, MENTORING, RECRUITMENT
 
@@ -17,6 +18,18 @@ mentoring events; a cycle per year (open, preview, close) whose outcomes are pub
 year) for recruitment to continue or replace each TKS."""
 
 
+# `tkm rebuild evaluation`: the facts from the consumed topics (through the consumer handlers,
+# which only project: evaluation has no policy appending events) and the own results. The two
+# never meet in a table: facts are written only by consumed events, results only by own events,
+# and each consumed fact is one upsert keyed by what it is about, so the replay's order (consumed
+# before own) gives the live answer. `late_events` is not rebuilt: it records how the live
+# interleaving went (a fact applied after its year closed), which no replay can reproduce, so
+# the handlers' writes to it land in a scratch copy that is thrown away.
+FACTS = ("tks_contracts", "tks_exits", "mentor_assignments", "report_facts", "group_facts",
+         "periods_closed")
+REBUILD = RebuildPlan((*FACTS, *OWN_TABLES), project, consumed=HANDLERS, scratch=("late_events",))
+
+
 def build_spec(policy: Policy | None = None) -> ServiceSpec:
     """The service with its production defaults; tests may pass another policy."""
     return ServiceSpec(
@@ -24,4 +37,4 @@ def build_spec(policy: Policy | None = None) -> ServiceSpec:
         routers=[build_router(policy or load_policy())],
         migrations=Path(__file__).parent / "migrations",
         consumes=(RECRUITMENT, GROUPS, MENTORING),
-        handlers=HANDLERS, projector=project, read_models=OWN_TABLES, description=DESCRIPTION)
+        handlers=HANDLERS, projector=project, rebuild=REBUILD, description=DESCRIPTION)

@@ -7,7 +7,7 @@ from pathlib import Path
 from services.groups.api import build_router
 from services.groups.config import ProgrammeConfig, load_config
 from services.groups.csv_import import CSV_LAYOUT
-from services.groups.projections import READ_MODELS, project
+from services.groups.projections import REBUILD, project
 from shared.service import ServiceSpec
 from shared.topics import GROUPS
 
@@ -29,4 +29,4 @@ def build_spec(config: ProgrammeConfig | None = None) -> ServiceSpec:
     config = config or load_config()
     return ServiceSpec(name="groups", topic=GROUPS, routers=[build_router(config)],
                        migrations=Path(__file__).parent / "migrations", projector=project,
-                       read_models=READ_MODELS, description=DESCRIPTION)
+                       rebuild=REBUILD, description=DESCRIPTION)

@@ -10,7 +10,7 @@ from pathlib import Path
 from services.mentoring import handlers
 from services.mentoring.api import build_router
 from services.mentoring.config import MentoringConfig, load_config
-from services.mentoring.projections import project
+from services.mentoring.projections import REBUILD, project
 from shared.service import Background, ServiceContext, ServiceSpec
 from shared.topics import GROUPS, MENTORING, RECRUITMENT
 
@@ -48,6 +48,7 @@ def build_spec(config: MentoringConfig | None = None) -> ServiceSpec:
         consumes=(RECRUITMENT, GROUPS),
         handlers=handlers.HANDLERS,
         projector=project,
+        rebuild=REBUILD,
         description=DESCRIPTION,
         background=(_period_closer(config),) if config.period_close.automatic else (),
     )

@@ -5,14 +5,15 @@ the command's transaction, set-based so a batch of thousands costs a handful of 
 from __future__ import annotations
 
 import json
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Awaitable, Callable
 from datetime import date
 
 import asyncpg
 
 from services.mentoring.domain import ReportProblemsNoted
-from shared.contracts.groups import GroupFunded
+from shared.aggregate import UnitOfWork
+from shared.contracts.groups import GroupDissolved, GroupFunded
 from shared.contracts.mentoring import (
     MentorAssigned,
     MentorUnassigned,
@@ -22,6 +23,7 @@ from shared.contracts.mentoring import (
     ReportOverdue,
 )
 from shared.envelope import Envelope, Event
+from shared.projections import RebuildPlan
 
 Rows = list[dict]
 
@@ -34,12 +36,9 @@ async def _assigned(conn: asyncpg.Connection, rows: Rows) -> None:
     await conn.execute(f"""
         WITH r AS ({_rows("group_id text, tks_id text, assigned_on date, v int")}),
         stint AS (INSERT INTO mentor_assignments (group_id, stream_version, tks_id, assigned_on)
-                  SELECT group_id, v, tks_id, assigned_on FROM r),
-        grp AS (UPDATE mentored_groups g SET tks_id = r.tks_id, assigned_on = r.assigned_on
-                FROM r WHERE g.group_id = r.group_id)
-        UPDATE mentors m SET caseload = m.caseload + c.n
-        FROM (SELECT tks_id, count(*) AS n FROM r GROUP BY tks_id) AS c
-        WHERE m.tks_id = c.tks_id""", json.dumps(rows))
+                  SELECT group_id, v, tks_id, assigned_on FROM r)
+        UPDATE mentored_groups g SET tks_id = r.tks_id, assigned_on = r.assigned_on
+        FROM r WHERE g.group_id = r.group_id""", json.dumps(rows))
 
 
 async def _unassigned(conn: asyncpg.Connection, rows: Rows) -> None:
@@ -47,14 +46,11 @@ async def _unassigned(conn: asyncpg.Connection, rows: Rows) -> None:
         WITH r AS ({_rows("group_id text, tks_id text, unassigned_on date, reason text")}),
         stint AS (UPDATE mentor_assignments a SET unassigned_on = r.unassigned_on,
                          reason = r.reason
-                  FROM r WHERE a.group_id = r.group_id AND a.unassigned_on IS NULL),
-        grp AS (UPDATE mentored_groups g SET tks_id = NULL, assigned_on = NULL,
-                       last_tks_id = r.tks_id, unassigned_on = r.unassigned_on,
-                       unassigned_reason = r.reason
-                FROM r WHERE g.group_id = r.group_id)
-        UPDATE mentors m SET caseload = m.caseload - c.n
-        FROM (SELECT tks_id, count(*) AS n FROM r GROUP BY tks_id) AS c
-        WHERE m.tks_id = c.tks_id""", json.dumps(rows))
+                  FROM r WHERE a.group_id = r.group_id AND a.unassigned_on IS NULL)
+        UPDATE mentored_groups g SET tks_id = NULL, assigned_on = NULL,
+               last_tks_id = r.tks_id, unassigned_on = r.unassigned_on,
+               unassigned_reason = r.reason
+        FROM r WHERE g.group_id = r.group_id""", json.dumps(rows))
 
 
 _REPORT_COLUMNS = ("group_id text, period text, tks_id text, revenue bigint, "
@@ -189,12 +185,34 @@ _WRITERS: tuple[tuple[type[Event], Callable[[asyncpg.Connection, Rows], Awaitabl
 
 
 async def project(conn: asyncpg.Connection, saved: list[tuple[Envelope, Event]]) -> None:
+    """The inline projector: the read models, then the caseload rule."""
+    await project_read_models(conn, saved)
+    await keep_caseloads(conn, saved)
+
+
+async def project_read_models(conn: asyncpg.Connection,
+                              saved: list[tuple[Envelope, Event]]) -> None:
+    """The read models alone: what a rebuild replays."""
     rows: dict[type[Event], Rows] = defaultdict(list)
     for envelope, event in saved:
         rows[type(event)].append(_row(envelope, event))
     for event_type, write in _WRITERS:
         if rows[event_type]:
             await write(conn, rows[event_type])
+
+
+async def keep_caseloads(conn: asyncpg.Connection, saved: list[tuple[Envelope, Event]]) -> None:
+    """`mentors` is a service table, not a read model: its caseload decides assignments (the
+    cap, under the rows' locks), so it is kept here in the command's transaction and never
+    rebuilt; its TKS rows come from recruitment's events. Stints ended are counted off before
+    new ones are counted on, as a reassignment records them."""
+    for event_type, sign in ((MentorUnassigned, -1), (MentorAssigned, 1)):
+        counts = Counter(e.tks_id for _, e in saved if isinstance(e, event_type))
+        if counts:
+            await conn.execute(
+                "UPDATE mentors m SET caseload = m.caseload + c.n "
+                "FROM unnest($1::text[], $2::int[]) AS c(tks_id, n) WHERE m.tks_id = c.tks_id",
+                list(counts), [sign * n for n in counts.values()])
 
 
 async def record_tks(conn: asyncpg.Connection, tks_id: str, province_code: str,
@@ -226,3 +244,32 @@ async def record_dissolution(conn: asyncpg.Connection, group_id: str, on: date) 
     return bool(await conn.fetchval(
         "UPDATE mentored_groups SET dissolved_on = coalesce(dissolved_on, $2) "
         "WHERE group_id = $1 RETURNING 1", group_id, on))
+
+
+# ---- rebuild ----------------------------------------------------------------------------------
+# The projection side of the consumer handlers (their policies are not replayed: the events
+# they saved are in the event store). TKS rows are not among them: `mentors` is not rebuilt.
+
+async def _funding(uow: UnitOfWork, envelope: Envelope, event: GroupFunded) -> None:
+    await record_funding(uow.conn, event)
+
+
+async def _dissolution(uow: UnitOfWork, envelope: Envelope, event: GroupDissolved) -> None:
+    await record_dissolution(uow.conn, event.group_id, envelope.occurred_at.date())
+
+
+# A rebuild replays the consumed events before the own ones (shared.projections), which gives
+# the live answer whatever the live interleaving was:
+# - a command touching a group or a TKS needs its row (found, else refused), so the consumed
+#   event creating the row always came first live too;
+# - after that, consumed and own events write different columns: GroupFunded only lowers
+#   funded_on and GroupDissolved only sets dissolved_on once, while own events set the mentor
+#   columns and the report tables, whose regency/province are copied from the row's first
+#   GroupFunded and never change after;
+# - own events replay in store order, which keeps every stream's order and every cause
+#   before its consequence; consumed events in their partitions' order (one key, one partition).
+REBUILD_TABLES = ("mentored_groups", "mentor_assignments", "monthly_reports", "overdue_reports",
+                  "period_closures", "report_totals")
+REBUILD = RebuildPlan(REBUILD_TABLES, project_read_models,
+                      consumed={GroupFunded.event_type: _funding,
+                                GroupDissolved.event_type: _dissolution})

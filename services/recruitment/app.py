@@ -9,6 +9,7 @@ from services.recruitment.api import make_router
 from services.recruitment.config import RecruitmentConfig, load_config
 from services.recruitment.handlers import HANDLERS
 from services.recruitment.projections import project
+from shared.projections import RebuildPlan
 from shared.service import ServiceSpec
 from shared.topics import EVALUATION, RECRUITMENT
 
@@ -18,8 +19,15 @@ and contracts renewed or ended after the year-end evaluation. Publishes `tkm.rec
 (no personal data); consumes `TksEvaluated` from `tkm.evaluation.v1`."""
 
 
+# `tkm rebuild recruitment`: every read model comes from the own events alone; the consumed
+# TksEvaluated only drives a policy whose events are in the store. `applicant_nik` (one
+# registration per NIK and year) is the rule, a service table, and is not rebuilt.
+REBUILD = RebuildPlan(("rounds", "round_quotas", "applicants", "tks_roster", "vacancies"), project)
+
+
 def build_spec(config: RecruitmentConfig | None = None) -> ServiceSpec:
     return ServiceSpec(
         name="recruitment", topic=RECRUITMENT, routers=[make_router(config or load_config())],
         migrations=Path(__file__).parent / "migrations", consumes=(EVALUATION,),
-        handlers=dict(HANDLERS), projector=project, description=DESCRIPTION)
+        handlers=dict(HANDLERS), projector=project, rebuild=REBUILD,
+        description=DESCRIPTION)

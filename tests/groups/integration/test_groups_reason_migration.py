@@ -12,7 +12,7 @@ import asyncpg
 import pytest
 
 import services.groups
-from services.groups.projections import READ_MODELS, project
+from services.groups.projections import READ_MODELS, project_read_models
 from shared.contracts.groups import (
     AccountabilityReportSubmitted,
     GroupApproved,
@@ -98,7 +98,7 @@ async def test_free_text_reasons_of_before_become_other_and_disappear(database_u
             assert not any("Siti" in str(v) for r in rows for v in r.values())
 
         # the event store still holds the v1 payloads: replaying them upcasts, dropping the text
-        await rebuild(conn, project, READ_MODELS)
+        await rebuild(conn, project_read_models, READ_MODELS)
         assert await _reasons(conn) == migrated
     finally:
         await conn.close()
