@@ -64,31 +64,18 @@ def demo(groups: int | None = typer.Option(None, help="scale the 2023 intake to 
 
 
 @app.command()
-def rebuild(service: str = typer.Argument(..., help="groups or evaluation")) -> None:
-    """Rebuild a service's own read models from its event store (the service may keep running:
-    readers see the old tables until the new ones commit). Uses <SERVICE>_DATABASE_URL."""
-    import asyncio
-    import importlib
+def rebuild(service: str = typer.Argument(
+        ..., help="recruitment, groups, mentoring or evaluation")) -> None:
+    """Rebuild a service's read models from its event store and the topics it consumes, while
+    it keeps running: the replay writes shadow tables without locking the live ones, then one
+    short transaction catches up and swaps them in (readers and writers wait only for that).
+    Tables of rules (uniqueness, caseloads) are never rebuilt. Uses <SERVICE>_DATABASE_URL and
+    KAFKA_BOOTSTRAP_SERVERS."""
+    from scripts.rebuild import run
 
-    import asyncpg
-
-    from shared.projections import rebuild as replay
-    from shared.settings import load_settings
-
-    spec = importlib.import_module(f"services.{service}.app").build_spec()
-    if not spec.read_models or spec.projector is None:
-        typer.echo(f"{service} has no read models built from its own events alone", err=True)
-        raise typer.Exit(2)
-
-    async def run() -> int:
-        conn = await asyncpg.connect(load_settings(service).database_url)
-        try:
-            return await replay(conn, spec.projector, spec.read_models)
-        finally:
-            await conn.close()
-
-    typer.echo(f"{service}: {asyncio.run(run()):,} events replayed into "
-               + ", ".join(spec.read_models))
+    code, message = run(service)
+    typer.echo(message, err=code != 0)
+    raise typer.Exit(code)
 
 
 if __name__ == "__main__":
