@@ -7,10 +7,12 @@ from pathlib import Path
 
 import typer
 
+from scripts.dlq import app as dlq_app
 from shared.auth import Role, mint_token, pseudonym
 from shared.settings import DEV_SIGNING_KEY
 
 app = typer.Typer(help="Kemnaker TKS/TKM event backbone", no_args_is_help=True)
+app.add_typer(dlq_app, name="dlq")
 
 
 @app.command()

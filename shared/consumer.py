@@ -5,13 +5,25 @@ Guarantees, per batch of records:
   the Kafka offset is committed only after that transaction committed. A redelivered event finds
   its inbox row and is skipped, and an event repeated within a batch counts once, so its effects
   are applied once. Events are applied in the order of the batch.
-- A record that cannot be decoded, names an unknown event type, or whose handler still fails
-  after `max_retries` retries is dead-lettered: a DLQ message carrying the reason and the
-  original bytes is written through the outbox in the same transaction, and the batch goes on;
-  a failed handler leaves no trace of its own writes.
-- When the database is unreachable, or the batch lost a race (deadlock, serialization failure,
-  stale stream version), nothing is committed and the batch is retried after a pause, so no
-  record is ever passed over and no valid event is dead-lettered for a passing reason.
+- The handler is looked up from the envelope before the payload is parsed: an event type the
+  consumer has no handler for is recorded as ignored, whatever its payload. Fields the consumer
+  does not know, in the envelope or the payload, are ignored (see `shared.envelope`).
+- An event of a handled type whose `schema_version` is newer than this process knows is never
+  dead-lettered: it and every later record of its partition are held back (no inbox row), and
+  `consume` reports the hold so the subscriber seeks the partition back to it, pauses it and
+  commits only the offsets before it (`PartitionHolds`). An upgraded consumer, restarted or
+  re-checked, reads it from there and applies it once.
+- A record that cannot be decoded, or whose handled payload does not validate, or whose handler
+  still fails after `max_retries` retries is dead-lettered: a DLQ message carrying the reason and
+  the original bytes is written through the outbox in the same transaction, its inbox row says
+  "dead-lettered", and the batch goes on; a failed handler leaves no trace of its own writes.
+  `redrive` applies a dead letter later (`tkm dlq replay`), once, however often it is replayed.
+- When the database is unreachable (`CONNECTION_ERRORS`), nothing is committed and the batch is
+  retried after a pause, for as long as it takes: nothing is passed over or dead-lettered.
+  Any other error that fails a whole batch (out of memory or locks, a lost race, a bug) is retried
+  `split_after` times, then the batch is split in halves, down to single records, so one record
+  cannot hold a partition for ever: a single record still failing is dead-lettered with the
+  reason, except after a lost race (deadlock, serialization, stale version), which is retried.
 """
 
 from __future__ import annotations
@@ -24,17 +36,26 @@ import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
-from aiokafka import ConsumerRecord
+from aiokafka import ConsumerRecord, TopicPartition
 
 from shared.aggregate import Projector, UnitOfWork
-from shared.envelope import ContractError, Envelope, Event, decode, utcnow
+from shared.envelope import (
+    ContractError,
+    Envelope,
+    Event,
+    current_version,
+    decode_envelope,
+    parse_payload,
+    utcnow,
+)
 from shared.eventstore import OUTBOX_CHANNEL, ConcurrencyError, EventStore
 from shared.observability import (
     CONSUMER_LAG,
+    CONSUMER_PAUSED,
     EVENTS_CONSUMED,
     HANDLER_SECONDS,
     correlation_id_var,
@@ -44,13 +65,55 @@ from shared.observability import (
 log = logging.getLogger("tkm.consumer")
 DLQ_ORIGINAL_CAP = 256 * 1024  # bytes of the original record a dead letter carries
 Handler = Callable[[UnitOfWork, Envelope, Event], Awaitable[None]]
-# The database or the moment is at fault, not the event: the whole batch is rolled back and
-# tried again after a pause, and nothing is dead-lettered for these. Anything else a handler
-# raises (a TimeoutError of its own included) is the event's failure: retried, then dead-lettered.
-TRANSIENT_ERRORS = (ConnectionError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
-                    asyncpg.InternalClientError, asyncpg.OperatorInterventionError,
-                    asyncpg.InsufficientResourcesError, asyncpg.TransactionRollbackError,
-                    asyncpg.LockNotAvailableError, ConcurrencyError)
+# The database cannot be reached: the event is not at fault and waiting is the only cure, so the
+# batch is retried for as long as it takes and nothing is ever dead-lettered for these.
+CONNECTION_ERRORS = (ConnectionError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
+                     asyncpg.InternalClientError, asyncpg.CannotConnectNowError,
+                     asyncpg.AdminShutdownError, asyncpg.CrashShutdownError,
+                     asyncpg.TooManyConnectionsError)
+# The batch lost a race: it is rolled back and tried again; a single record is never
+# dead-lettered for one.
+CONTENTION_ERRORS = (asyncpg.TransactionRollbackError, asyncpg.LockNotAvailableError,
+                     ConcurrencyError)
+# Raised by a handler, these fail the whole batch (it may be its size: out of shared memory,
+# too many locks, a statement timeout), which is rolled back, retried, then split.
+TRANSIENT_ERRORS = (*CONNECTION_ERRORS, *CONTENTION_ERRORS, asyncpg.InsufficientResourcesError,
+                    asyncpg.ProgramLimitExceededError, asyncpg.OperatorInterventionError)
+
+
+class ReplayError(RuntimeError):
+    """A dead letter could not be applied (nothing was changed); the reason says why."""
+
+
+@dataclass(frozen=True)
+class Held:
+    """A record of a handled type, newer than this process knows: its partition waits there."""
+
+    topic: str
+    partition: int
+    offset: int
+    event_id: uuid.UUID
+    event_type: str
+    schema_version: int
+    known_version: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"topic": self.topic, "partition": self.partition, "offset": self.offset,
+                "event_id": str(self.event_id), "event_type": self.event_type,
+                "schema_version": self.schema_version, "known_version": self.known_version}
+
+
+@dataclass
+class Consumed:
+    """What `consume` did: counts by outcome, and the partitions held back (by (topic,
+    partition)) at the record each must resume from."""
+
+    outcomes: dict[str, int] = field(default_factory=dict)
+    held: dict[tuple[str, int], Held] = field(default_factory=dict)
+
+    def add(self, outcomes: dict[str, int]) -> None:
+        for outcome, n in outcomes.items():
+            self.outcomes[outcome] = self.outcomes.get(outcome, 0) + n
 
 
 @dataclass
@@ -67,36 +130,114 @@ class _Item:
 
 class EventConsumer:
     """Applies consumed records to a service's database. `handlers` maps event types to
-    functions; valid events of other types are recorded as ignored."""
+    functions; events of other types are recorded as ignored."""
 
     def __init__(self, pool: asyncpg.Pool, store: EventStore, service: str,
                  handlers: dict[str, Handler], dead_letter_topic: str, *, max_retries: int = 3,
-                 projector: Projector | None = None):
+                 projector: Projector | None = None, split_after: int = 3,
+                 retry_pause_s: float = 0.5):
         self.pool, self.store, self.service = pool, store, service
         self.projector = projector  # events a policy saves update the read models too
         self.handlers, self.dlq, self.max_retries = handlers, dead_letter_topic, max_retries
+        self.split_after, self.retry_pause_s = max(1, split_after), retry_pause_s
 
     async def process(self, records: list[ConsumerRecord]) -> dict[str, int]:
         """Apply a batch in one transaction. Returns counts by outcome (applied, ignored,
-        dead-lettered, duplicate). Raises one of TRANSIENT_ERRORS when the database is
-        unreachable or the batch lost a race (nothing was committed)."""
+        dead-lettered, duplicate, held). Raises one of TRANSIENT_ERRORS, or whatever a bug
+        raises, when nothing was committed. Use `consume` to also learn what was held back."""
+        return (await self._process(records))[0]
+
+    async def consume(self, records: list[ConsumerRecord]) -> Consumed:
+        """Apply a batch until every record is applied, ignored, dead-lettered or held back:
+        waits out an unreachable database, splits a batch that keeps failing (see the module
+        docstring). Returns only when the offsets of the records not held may be committed."""
+        result = Consumed()
+        await self._settle(list(records), result)
+        return result
+
+    async def _settle(self, records: list[ConsumerRecord], result: Consumed) -> None:
+        # a partition held in an earlier part of the batch applies nothing after the hold
+        records = [r for r in records if (r.topic, r.partition) not in result.held]
+        if not records:
+            return
+        failures = waits = 0
+        while True:
+            try:
+                outcomes, held = await self._process(records)
+                result.add(outcomes)
+                result.held.update(held)
+                return
+            except asyncio.CancelledError:
+                raise
+            except CONNECTION_ERRORS as exc:
+                waits += 1
+                log.warning("database unreachable, batch of %d will be retried: %r",
+                            len(records), exc)
+                await self._pause(waits)
+                continue
+            except Exception as exc:  # noqa: BLE001 - sorted out below: retry, split, DLQ
+                failures += 1
+                error = exc
+            if failures < self.split_after:
+                log.warning("batch of %d failed (attempt %d), will be retried: %r",
+                            len(records), failures, error)
+                await self._pause(failures)
+            elif len(records) > 1:
+                half = len(records) // 2
+                log.warning("batch of %d failed %d times, splitting it: %r", len(records),
+                            failures, error)
+                await self._settle(records[:half], result)
+                await self._settle(records[half:], result)
+                return
+            elif isinstance(error, CONTENTION_ERRORS):
+                log.warning("record keeps losing races, will be retried: %r", error)
+                await self._pause(failures)
+            elif await self._dead_letter_alone(records[0], error, result):
+                return
+            else:
+                await self._pause(failures)
+
+    async def _pause(self, attempt: int) -> None:
+        await asyncio.sleep(min(30.0, self.retry_pause_s * 2 ** min(attempt - 1, 8)))
+
+    async def _process(self, records: list[ConsumerRecord]
+                       ) -> tuple[dict[str, int], dict[tuple[str, int], Held]]:
         started = time.perf_counter()
-        items = [self._decoded(record) for record in records]
-        async with self.pool.acquire() as conn, conn.transaction():
-            await self._claim(conn, items)
-            todo = [i for i in items if i.outcome == "applied"]
-            if todo:
-                await self._apply(conn, todo)
-            letters = [i for i in items if i.outcome == "dead-lettered"]
-            if letters:
-                await self._dead_letter(conn, letters)
+        items: list[_Item] = []
+        held: dict[tuple[str, int], Held] = {}
+        behind = 0  # records not looked at because their partition waits on an earlier one
+        for record in records:
+            if (record.topic, record.partition) in held:
+                behind += 1
+                continue
+            item = self._decoded(record)
+            if item.outcome == "held":
+                held[(record.topic, record.partition)] = self._held(item)
+                behind += 1
+            else:
+                items.append(item)
+        if items:
+            async with self.pool.acquire() as conn, conn.transaction():
+                await self._claim(conn, items)
+                todo = [i for i in items if i.outcome == "applied"]
+                if todo:
+                    await self._apply(conn, todo)
+                letters = [i for i in items if i.outcome == "dead-lettered"]
+                if letters:
+                    await self._dead_letter(conn, letters)
+        outcomes = self._count(items, started)
+        if behind:
+            outcomes["held"] = behind
+        return outcomes, held
+
+    def _count(self, items: list[_Item], started: float) -> dict[str, int]:
         outcomes: dict[str, int] = {}
         by_topic: dict[tuple[str, str], int] = {}
         for item in items:
             outcomes[item.outcome] = outcomes.get(item.outcome, 0) + 1
             key = (item.record.topic, item.outcome)
             by_topic[key] = by_topic.get(key, 0) + 1
-        for record_topic in {r.topic for r in records}:
+        for record_topic in {i.record.topic for i in items}:
             HANDLER_SECONDS.labels(self.service, record_topic).observe(time.perf_counter() - started)
         for (record_topic, outcome), n in by_topic.items():
             EVENTS_CONSUMED.labels(self.service, record_topic, outcome).inc(n)
@@ -104,15 +245,33 @@ class EventConsumer:
 
     def _decoded(self, record: ConsumerRecord) -> _Item:
         try:
-            envelope, event = decode(record.value)
+            envelope = decode_envelope(record.value)
         except ContractError as exc:
             # undecodable records have no event id: their place on the topic identifies them
             place = uuid.uuid5(uuid.NAMESPACE_URL,
                                f"kafka:{record.topic}/{record.partition}/{record.offset}")
             return _Item(record, place, reason=exc.reason, outcome="dead-lettered")
         handler = self.handlers.get(envelope.event_type)
+        if handler is None:  # not ours to judge: its payload is never parsed
+            return _Item(record, envelope.event_id, envelope, outcome="ignored")
+        known = current_version(envelope.event_type)
+        if known is not None and envelope.schema_version > known:
+            return _Item(record, envelope.event_id, envelope, outcome="held")
+        try:
+            event = parse_payload(envelope)
+        except ContractError as exc:
+            return _Item(record, envelope.event_id, envelope, reason=exc.reason,
+                         outcome="dead-lettered")
         return _Item(record, envelope.event_id, envelope, event, handler=handler,
-                     outcome="applied" if handler else "ignored")
+                     outcome="applied")
+
+    @staticmethod
+    def _held(item: _Item) -> Held:
+        envelope = item.envelope
+        assert envelope is not None
+        return Held(item.record.topic, item.record.partition, item.record.offset,
+                    envelope.event_id, envelope.event_type, envelope.schema_version,
+                    current_version(envelope.event_type) or 0)
 
     async def _claim(self, conn: asyncpg.Connection, items: list[_Item]) -> None:
         """Insert the inbox rows of the batch in one statement; an item whose row existed
@@ -188,6 +347,27 @@ class EventConsumer:
                          causation_id=envelope.event_id, projector=self.projector)
         await handler(uow, envelope, event)
 
+    async def _dead_letter_alone(self, record: ConsumerRecord, error: Exception,
+                                 result: Consumed) -> bool:
+        """Dead-letter one record that failed its batch every time, in a transaction of its
+        own. False when even that fails (the caller waits and tries the record again)."""
+        item = self._decoded(record)
+        item.outcome, item.error_type = "dead-lettered", type(error).__name__
+        item.reason = f"{type(error).__name__}: {error}" if str(error) else repr(error)
+        started = time.perf_counter()
+        try:
+            async with self.pool.acquire() as conn, conn.transaction():
+                await self._claim(conn, [item])
+                if item.outcome == "dead-lettered":
+                    await self._dead_letter(conn, [item])
+        except Exception:  # the record stays where it is and is tried again
+            log.exception("could not dead-letter a record that keeps failing")
+            return False
+        log.error("dead-lettered a record that failed every batch it was in: %s", item.reason,
+                  extra={"event_id": str(item.inbox_id)})
+        result.add(self._count([item], started))
+        return True
+
     async def _dead_letter(self, conn: asyncpg.Connection, items: list[_Item]) -> None:
         """DLQ messages carrying the reason and the original bytes, through the outbox."""
         letters = [{
@@ -197,6 +377,8 @@ class EventConsumer:
                        "offset": i.record.offset,
                        "key": i.record.key.decode(errors="replace") if i.record.key else None},
             "event_type": i.envelope.event_type if i.envelope else None,
+            "event_id": str(i.envelope.event_id) if i.envelope else None,
+            "schema_version": i.envelope.schema_version if i.envelope else None,
             # a letter must stay publishable: past the cap, the source offset and the digest
             # find the original on its topic
             "original_value_base64": base64.b64encode(
@@ -211,11 +393,106 @@ class EventConsumer:
             self.dlq, [str(i.inbox_id) for i in items], [i.inbox_id for i in items],
             [json.dumps(letter).encode() for letter in letters], OUTBOX_CHANNEL)
 
+    async def redrive(self, record: ConsumerRecord, letter_id: uuid.UUID) -> str:
+        """Apply a dead-lettered record again, as the consumer that refused it: the original
+        record rebuilt from its letter, at its original place. In ONE transaction the letter's
+        inbox row ("dead-lettered") is released and the record is claimed and handled as if
+        consumed for the first time, so its effects are applied once however often it is
+        replayed. Returns "applied" or "ignored" (no handler for it any more), or "duplicate"
+        (already applied: nothing done). Raises ReplayError, changing nothing and writing no
+        new letter, when it still cannot be applied; TRANSIENT_ERRORS pass through."""
+        item = self._decoded(record)
+        if item.outcome == "held":
+            known = current_version(item.envelope.event_type) if item.envelope else None
+            raise ReplayError(f"{item.envelope.event_type if item.envelope else '?'} version "
+                              f"{item.envelope.schema_version if item.envelope else '?'} is "
+                              f"newer than {known}: upgrade {self.service} first")
+        if item.outcome == "dead-lettered":
+            raise ReplayError(item.reason)
+        async with self.pool.acquire() as conn, conn.transaction():
+            # the row that makes redeliveries duplicates; the letter id can differ from the
+            # event id (a record that could not be decoded when it failed)
+            await conn.execute("DELETE FROM inbox WHERE event_id = ANY($1::uuid[]) "
+                               "AND outcome = 'dead-lettered'",
+                               list({letter_id, item.inbox_id}))
+            await self._claim(conn, [item])
+            if item.outcome == "applied":
+                try:
+                    async with conn.transaction():
+                        await self._handle(conn, item)
+                except TRANSIENT_ERRORS:
+                    raise
+                except Exception as exc:  # the transaction rolls back: the row stays as it was
+                    raise ReplayError(f"{type(exc).__name__}: {exc}") from exc
+        EVENTS_CONSUMED.labels(self.service, record.topic, f"replayed-{item.outcome}").inc()
+        return item.outcome
+
+
+class PartitionHolds:
+    """The partitions a service's consumer paused before an event of a version it does not know
+    yet: logged as a warning, counted in tkm_consumer_paused_partitions, shown by /readyz
+    ("degraded"), and resumed by `recheck` once this process knows the version (a restarted,
+    upgraded process re-reads them from their committed offsets by itself)."""
+
+    def __init__(self, service: str):
+        self.service = service
+        self.held: dict[tuple[str, int], Held] = {}
+        self._consumer: Any = None
+        self._topics: set[str] = set()
+
+    def hold(self, consumer: Any, held: Held) -> None:
+        """Seek the partition back to the held record and pause it, before the offsets are
+        committed: the commit then stops just before that record."""
+        tp = TopicPartition(held.topic, held.partition)
+        consumer.seek(tp, held.offset)
+        consumer.pause(tp)
+        self._consumer = consumer
+        if self.held.get((held.topic, held.partition)) != held:
+            log.warning("paused %s[%d] at offset %d: %s version %d is newer than version %d "
+                        "this consumer knows; upgrade %s to apply it and what follows",
+                        held.topic, held.partition, held.offset, held.event_type,
+                        held.schema_version, held.known_version, self.service,
+                        extra={"event_id": str(held.event_id)})
+        self.held[(held.topic, held.partition)] = held
+        self._gauge()
+
+    def recheck(self) -> list[Held]:
+        """Resume the partitions whose held version this process now knows; forget those the
+        consumer no longer has paused (a rebalance: their new owner starts from the committed
+        offset and holds them again if it must). Returns the partitions resumed."""
+        consumer, resumed = self._consumer, []
+        if consumer is None or not self.held:
+            return resumed
+        paused = consumer.paused()
+        for key, held in list(self.held.items()):
+            tp = TopicPartition(*key)
+            if tp not in paused:
+                del self.held[key]
+            elif (current_version(held.event_type) or 0) >= held.schema_version:
+                consumer.seek(tp, held.offset)
+                consumer.resume(tp)
+                del self.held[key]
+                resumed.append(held)
+                log.info("resumed %s[%d] at offset %d: %s version %d is known now", held.topic,
+                         held.partition, held.offset, held.event_type, held.schema_version)
+        self._gauge()
+        return resumed
+
+    def report(self) -> dict[str, Any]:
+        return {"status": "degraded" if self.held else "ok",
+                "paused_partitions": [h.as_dict() for h in self.held.values()]}
+
+    def _gauge(self) -> None:
+        counts: dict[str, int] = dict.fromkeys(self._topics, 0)
+        for topic, _ in self.held:
+            counts[topic] = counts.get(topic, 0) + 1
+        self._topics.update(counts)
+        for topic, n in counts.items():
+            CONSUMER_PAUSED.labels(self.service, topic).set(n)
+
 
 def record_lag(consumer: Any, service: str, records: list[ConsumerRecord]) -> None:
     """Lag = partition end minus the next offset to read, for the partitions just consumed."""
-    from aiokafka import TopicPartition
-
     lag: dict[str, int] = {}
     last: dict[tuple[str, int], int] = {}
     for r in records:

@@ -4,6 +4,13 @@ Every event, stored or published, travels in an `Envelope`. Its payload is a ver
 model registered here under (event_type, schema_version); `decode` turns bytes into a typed event
 or raises `ContractError` with the reason, never falling back to a default. Old versions are
 upcast step by step to the current one.
+
+Strict where we write, tolerant where we read: constructing an `Envelope` or an `Event` in code
+refuses unknown fields (a typo, or personal data slipped into a published payload), while
+`decode_envelope`, `parse_payload` and `decode` ignore fields they do not know, at any depth, so
+a producer that added an optional field is still understood (and the unknown field never reaches
+our stores). A `schema_version` newer than the registered one raises `NewerVersionError`: the
+reader is the one behind, and the event is not wrong.
 """
 
 from __future__ import annotations
@@ -36,6 +43,10 @@ class ContractError(ValueError):
     def __init__(self, reason: str):
         super().__init__(reason)
         self.reason = reason
+
+
+class NewerVersionError(ContractError):
+    """The event is of a version newer than this process knows: upgrade the reader."""
 
 
 class Event(BaseModel):
@@ -116,7 +127,8 @@ def parse_payload(envelope: Envelope) -> Event:
     if current is None:
         raise ContractError(f"unknown event type {envelope.event_type!r}")
     if version > current:
-        raise ContractError(f"{envelope.event_type} version {version} is newer than {current}")
+        raise NewerVersionError(
+            f"{envelope.event_type} version {version} is newer than {current}")
     while version < current:
         step = _UPCASTERS.get((envelope.event_type, version))
         if step is None:
@@ -124,18 +136,27 @@ def parse_payload(envelope: Envelope) -> Event:
         payload, version = step(payload), version + 1
     cls = event_class(envelope.event_type, version)
     try:
-        # through JSON: strict mode then accepts ISO dates and UUID strings, but no "5" for 5
-        return cls.model_validate_json(json.dumps(payload))
+        # through JSON: strict mode then accepts ISO dates and UUID strings, but no "5" for 5;
+        # fields a newer producer added are dropped, at every depth
+        return cls.model_validate_json(json.dumps(payload), extra="ignore")
     except ValidationError as exc:
         raise ContractError(f"{envelope.event_type}: {_first_error(exc)}") from exc
 
 
-def decode(raw: bytes | str) -> tuple[Envelope, Event]:
-    """Bytes from a topic -> (envelope, typed payload). Raises ContractError."""
+def decode_envelope(raw: bytes | str) -> Envelope:
+    """Bytes from a topic -> the envelope alone (the payload stays a dict, unchecked), so a
+    reader can decide whether it wants the event before parsing it. Unknown envelope fields are
+    ignored. Raises ContractError for what is not an envelope."""
     try:
-        envelope = Envelope.model_validate_json(raw)
+        return Envelope.model_validate_json(raw, extra="ignore")
     except ValidationError as exc:
         raise ContractError(f"malformed envelope: {_first_error(exc)}") from exc
+
+
+def decode(raw: bytes | str) -> tuple[Envelope, Event]:
+    """Bytes from a topic -> (envelope, typed payload). Raises ContractError (NewerVersionError
+    for a version this process does not know yet)."""
+    envelope = decode_envelope(raw)
     return envelope, parse_payload(envelope)
 
 

@@ -50,3 +50,6 @@ OUTBOX_BACKLOG = Gauge("tkm_outbox_backlog", "Outbox rows not yet published", ["
 OUTBOX_FAILED = Counter("tkm_outbox_failed_total", "Outbox rows the broker refused for good",
                         ["service"])
 EVENTS_PUBLISHED = Counter("tkm_events_published_total", "Outbox rows published", ["service"])
+CONSUMER_PAUSED = Gauge("tkm_consumer_paused_partitions",
+                        "Partitions paused before an event of a version this consumer does not "
+                        "know yet", ["service", "topic"])

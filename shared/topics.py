@@ -5,7 +5,8 @@ from __future__ import annotations
 import logging
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
 log = logging.getLogger("tkm.topics")
 
@@ -20,11 +21,17 @@ def dead_letter_topic(service: str) -> str:
     return f"tkm.{service}.dlq.v1"
 
 
+def is_dead_letter_topic(topic: str) -> bool:
+    return topic.startswith("tkm.") and topic.endswith(".dlq.v1")
+
+
 async def ensure_topics(bootstrap: str, topics: list[str] | tuple[str, ...], *, partitions: int,
                         replication_factor: int) -> list[str]:
     """Create the missing topics with the given partitions and replication; an existing topic is
     left as it is (its partition count is never changed: that would reshuffle keys). The
-    contract topics keep their events forever: agencies may replay them from the start.
+    contract topics keep their events forever: agencies may replay them from the start; so do
+    the dead-letter topics (a letter is replayable until it is replayed, however late), and an
+    existing dead-letter topic still on a finite retention is switched to unlimited.
     Returns the topics created now."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=15000)
     await admin.start()
@@ -41,13 +48,46 @@ async def ensure_topics(bootstrap: str, topics: list[str] | tuple[str, ...], *, 
                 pass  # another service created it meanwhile
         if created:
             log.info("created topics %s", created)
+        await _keep_letters_forever(admin, [t for t in dict.fromkeys(topics)
+                                            if t in existing and is_dead_letter_topic(t)],
+                                    replication_factor)
         return created
     finally:
         await admin.close()
 
 
+async def _keep_letters_forever(admin: AIOKafkaAdminClient, topics: list[str],
+                                replication_factor: int) -> None:
+    """Dead-letter topics created before letters were kept forever: unlimited retention now.
+    A broker that refuses (no AlterConfigs right) is logged, not fatal."""
+    if not topics:
+        return
+    try:
+        described = await admin.describe_configs(
+            [ConfigResource(ConfigResourceType.TOPIC, t, {"retention.ms": None}) for t in topics])
+        finite = [resource[3] for response in described for resource in response.resources
+                  if any(entry[0] == "retention.ms" and entry[1] != "-1"
+                         for entry in resource[4])]
+        if not finite:
+            return
+        # AlterConfigs replaces a topic's dynamic configuration: give it all of ours
+        responses = await admin.alter_configs(
+            [ConfigResource(ConfigResourceType.TOPIC, t, _config(t, replication_factor))
+             for t in finite])
+        refused = [f"{r[3]}: {r[1] or r[0]}" for response in responses
+                   for r in response.resources if r[0] != 0]
+        if refused:
+            log.warning("could not keep dead letters forever: %s", "; ".join(refused))
+        else:
+            log.info("dead-letter topics now keep their letters forever: %s", finite)
+    except KafkaError as exc:
+        log.warning("could not check the retention of dead-letter topics %s: %r", topics, exc)
+
+
 def _config(topic: str, replication_factor: int) -> dict[str, str]:
-    config = {"retention.ms": "-1"} if topic in CONTRACT_TOPICS else {}
+    # contract topics are replayed by agencies, dead letters by operators: both kept for ever
+    config = ({"retention.ms": "-1"}
+              if topic in CONTRACT_TOPICS or is_dead_letter_topic(topic) else {})
     if replication_factor > 1:
         config["min.insync.replicas"] = "2"
     return config

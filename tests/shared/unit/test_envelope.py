@@ -49,7 +49,6 @@ def test_an_unknown_event_type_is_a_contract_error():
     ({"amount": "20000000"}, "amount"),          # strict: no strings for integers
     ({"amount": 1.5}, "amount"),                 # whole rupiah only
     ({"amount": -1}, "amount"),
-    ({"nik": "3201010101900001"}, "nik"),        # extra fields (personal data) are refused
 ])
 def test_a_malformed_payload_names_the_field(payload, where):
     raw = _envelope(FUNDED).model_dump(mode="json")
