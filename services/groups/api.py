@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tempfile
 from datetime import date
 from typing import Annotated, Any, Literal
 
@@ -90,10 +91,13 @@ def build_router(config: ProgrammeConfig) -> APIRouter:
         if request.headers.get("content-type", "").startswith("multipart/"):
             raise UnsupportedMediaError("send the file itself as the body, Content-Type "
                                         "text/csv", field="Content-Type")
-        raw = await request.body()
-        if not raw.strip():
-            raise DomainError("the file is empty", field="file")
-        return await handlers.import_groups_csv(ctx, raw, actor, config)
+        # spooled to disk past 1 MiB and parsed in a worker thread: a large file neither sits
+        # whole in memory nor stalls the event loop (its size is capped by shared.limits)
+        with tempfile.SpooledTemporaryFile(max_size=1024 * 1024) as file:
+            async for chunk in request.stream():
+                file.write(chunk)
+            file.seek(0)
+            return await handlers.import_groups_csv(ctx, file, actor, config)
 
     @router.get("/groups", tags=["queries"])
     async def list_groups(ctx: Ctx, actor: Reader, year: YearQ = None,

@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import date
+from typing import BinaryIO, TextIO
 
 from services.groups.config import ProgrammeConfig
 from services.groups.domain import (
@@ -22,8 +25,15 @@ from services.groups.domain import (
     member_from_input,
     normalise_name,
 )
+from shared.csv_export import FORMULA_PREFIXES
 from shared.errors import DomainError
+from shared.inputs import BlankTextError, clean_text
+from shared.limits import MAX_REPORTED_ERRORS
 
+# Every column is a short code, number or name: a longer cell or line is junk, refused with its
+# row before it costs anything (the csv module's own limit, 131,072, would end in a 500).
+MAX_CELL_CHARS = 1_000
+MAX_LINE_CHARS = 16_384
 REQUIRED = ("year", "stage", "regency_code", "business_type", "group_name", "member_nik",
             "member_name")
 OPTIONAL = ("group_ref", "member_phone")
@@ -51,7 +61,10 @@ CSV_LAYOUT = """\
 Rows with the same (year, regency_code, group_name) (case and spacing ignored) are one group;
 group_ref, stage and business_type must agree on all its rows. Row numbers in the report count
 the header as row 1, as a spreadsheet does. A group with any bad row is not registered; the
-others are. The group id is derived from (year, regency_code, group_name), so uploading the same
+others are. Line endings may be LF, CRLF or CR. A row holding what no column may (a NUL or other
+control character, a cell over 1,000 characters) makes the whole file a 422 listing those rows:
+nothing is registered. A cell starting with `'` followed by = + - or @ (a formula neutralised by
+an export) is read without the quote. The group id is derived from (year, regency_code, group_name), so uploading the same
 file again registers nothing twice: those groups come back as `already_registered`."""
 
 
@@ -89,53 +102,135 @@ class ParsedFile:
     errors: list[RowError]  # rows that belong to no group
 
 
-def parse_groups_csv(raw: bytes, config: ProgrammeConfig, today: date) -> ParsedFile:
-    """Raises DomainError (field "file" or "header") when the file as a whole is unreadable."""
+def parse_groups_csv(raw: bytes | BinaryIO, config: ProgrammeConfig, today: date) -> ParsedFile:
+    """Reads the file incrementally (a file object or bytes), so call it in a worker thread
+    for a large upload. Raises DomainError (400, field "file" or "header") when the file as a
+    whole is unreadable, and UnreadableRowsError (422, nothing to be registered) when rows hold
+    what no column may: NUL or control characters, cells or lines past the limits."""
+    stream = io.BytesIO(raw) if isinstance(raw, bytes | bytearray) else raw
+    text = io.TextIOWrapper(stream, encoding="utf-8-sig", newline="")
     try:
-        text = raw.decode("utf-8-sig")
+        return _parse(text, config, today)
     except UnicodeDecodeError:
         raise DomainError("the file is not UTF-8 text", field="file") from None
-    first_line = text.split("\n", 1)[0]
+    finally:
+        text.detach()  # the caller owns the stream
+
+
+def _parse(text: TextIO, config: ProgrammeConfig, today: date) -> ParsedFile:
+    lines = _bounded_lines(text)
+    first_line = next(lines, "")
+    if not first_line.strip():
+        raise DomainError("the file is empty", field="file")
     delimiter = ";" if first_line.count(";") > first_line.count(",") else ","
-    reader = csv.reader(io.StringIO(text), delimiter=delimiter)
+    reader = csv.reader(itertools.chain([first_line], lines), delimiter=delimiter)
     header = [h.strip().lower() for h in next(reader, [])]
     missing = [c for c in REQUIRED if c not in header]
     if missing:
         raise DomainError(f"the header lacks column(s): {', '.join(missing)}", field="header",
                           expected=list(REQUIRED + OPTIONAL))
     position = {name: header.index(name) for name in REQUIRED + OPTIONAL if name in header}
+    names = {i: name for name, i in position.items()}
     groups: dict[tuple[str, str, str], GroupDraft] = {}
     loose: list[RowError] = []
+    unreadable: list[RowError] = []
     count = 0
-    for row_number, cells in enumerate(reader, start=2):
-        if not any(c.strip() for c in cells):
-            continue
-        count += 1
-        if count > config.bulk.max_csv_rows:
-            raise DomainError(f"the file has more than {config.bulk.max_csv_rows} rows",
-                              field="file")
-        if len(cells) != len(header):
-            loose.append(RowError(row_number, "row", f"{len(cells)} columns where the header "
-                                                     f"has {len(header)}"))
-            continue
-        values = {name: cells[i].strip() for name, i in position.items()}
-        key = (values["year"], values["regency_code"].replace(".", ""),
-               normalise_name(values["group_name"]).casefold())
-        draft = groups.get(key)
-        if draft is None:
-            draft = groups[key] = _start_group(values, row_number, config)
-        else:
-            for column in GROUP_COLUMNS:
-                if values.get(column, "") != draft.values.get(column, ""):
-                    draft.fail(row_number, column,
-                               f"differs from the group's first row ({draft.first_row})")
-        draft.row_count += 1
-        _add_member(draft, values, row_number, config, today)
+    row_number = 1
+    try:
+        for row_number, cells in enumerate(reader, start=2):
+            if not any(c.strip() for c in cells):
+                continue
+            count += 1
+            if count > config.bulk.max_csv_rows:
+                raise DomainError(f"the file has more than {config.bulk.max_csv_rows} rows",
+                                  field="file")
+            cleaned = _clean_cells(cells, names, row_number, unreadable)
+            if cleaned is None:
+                continue
+            if len(cleaned) != len(header):
+                loose.append(RowError(row_number, "row", f"{len(cells)} columns where the "
+                                                         f"header has {len(header)}"))
+                continue
+            values = {name: cleaned[i] for name, i in position.items()}
+            key = (values["year"], values["regency_code"].replace(".", ""),
+                   normalise_name(values["group_name"]).casefold())
+            draft = groups.get(key)
+            if draft is None:
+                draft = groups[key] = _start_group(values, row_number, config)
+            else:
+                for column in GROUP_COLUMNS:
+                    if values.get(column, "") != draft.values.get(column, ""):
+                        draft.fail(row_number, column,
+                                   f"differs from the group's first row ({draft.first_row})")
+            draft.row_count += 1
+            _add_member(draft, values, row_number, config, today)
+    except _LineTooLongError:
+        unreadable.append(RowError(row_number + 1, "row", f"a line is longer than "
+                                                          f"{MAX_LINE_CHARS} characters"))
+        raise UnreadableRowsError(unreadable) from None
+    except csv.Error as exc:
+        unreadable.append(RowError(row_number + 1, "row", f"not readable as CSV: {exc}"))
+        raise UnreadableRowsError(unreadable) from None
+    if unreadable:
+        raise UnreadableRowsError(unreadable)
     drafts = sorted(groups.values(), key=lambda g: g.first_row)
     for draft in drafts:
         _check_roster(draft, config)
     _check_shared_members(drafts)
     return ParsedFile(count, drafts, loose)
+
+
+class _LineTooLongError(Exception):
+    pass
+
+
+def _bounded_lines(text: TextIO) -> Iterator[str]:
+    # a line is read at most MAX_LINE_CHARS at a time, so one endless line costs no more;
+    # newline="" splits at \n, \r\n and a lone \r (spreadsheets on old Macs write those)
+    while line := text.readline(MAX_LINE_CHARS + 1):
+        if len(line) > MAX_LINE_CHARS and not line.endswith(("\n", "\r")):
+            raise _LineTooLongError
+        yield line
+
+
+def _clean_cells(cells: list[str], names: dict[int, str], row: int,
+                 unreadable: list[RowError]) -> list[str] | None:
+    """The row's cells through the one text rule (shared.inputs.clean_text), a quote that
+    neutralised a formula on export taken off; None (and the reasons noted) when a cell holds
+    what no column may."""
+    cleaned, bad = [], False
+    for i, cell in enumerate(cells):
+        column = names.get(i, f"column {i + 1}")
+        if len(cell) > MAX_CELL_CHARS:
+            unreadable.append(RowError(row, column, f"a cell is longer than {MAX_CELL_CHARS} "
+                                                    f"characters"))
+            bad = True
+            continue
+        if cell.startswith("'") and cell[1:2] in FORMULA_PREFIXES:
+            cell = cell[1:]
+        try:
+            cleaned.append(clean_text(cell))
+        except BlankTextError:
+            cleaned.append("")
+        except ValueError as exc:
+            unreadable.append(RowError(row, column, str(exc)))
+            bad = True
+    return None if bad else cleaned
+
+
+class UnreadableRowsError(DomainError):
+    """Rows hold what no column may: the file is refused whole (422), nothing is registered.
+    Reports the first MAX_REPORTED_ERRORS problems and how many there are."""
+
+    status = 422
+
+    def __init__(self, errors: list[RowError]):
+        first = errors[0]
+        super().__init__(f"row {first.row}: {first.reason}; the file was not imported",
+                         field="file", row=first.row,
+                         errors=[{"row": e.row, "field": e.field, "reason": e.reason}
+                                 for e in errors[:MAX_REPORTED_ERRORS]],
+                         errors_total=len(errors))
 
 
 def _start_group(values: dict[str, str], row: int, config: ProgrammeConfig) -> GroupDraft:

@@ -7,7 +7,7 @@ import logging
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import date, timedelta
-from typing import Any
+from typing import Any, BinaryIO
 
 from services.groups import views
 from services.groups.commands import (
@@ -34,6 +34,7 @@ from shared.auth import Actor
 from shared.envelope import utcnow
 from shared.errors import ConflictError, DomainError, NotFoundError
 from shared.idempotency import commit_watch
+from shared.limits import MAX_REPORTED_ERRORS
 from shared.service import ServiceContext
 from shared.shedding import DATABASE_UNAVAILABLE, ServiceUnavailableError
 
@@ -235,10 +236,10 @@ async def fund_groups(ctx: ServiceContext, items: list[FundItem], actor: Actor,
     return _all_settled(await _each(items, lambda item: item.group_id, config, run))
 
 
-async def import_groups_csv(ctx: ServiceContext, raw: bytes, actor: Actor,
+async def import_groups_csv(ctx: ServiceContext, raw: bytes | BinaryIO, actor: Actor,
                             config: ProgrammeConfig) -> dict[str, Any]:
     on = today()
-    parsed = parse_groups_csv(raw, config, on)
+    parsed = await asyncio.to_thread(parse_groups_csv, raw, config, on)
     ready = [g for g in parsed.groups if not g.errors and g.header is not None]
     known = await views.existing_group_ids(ctx.pool, [g.header.group_id for g in ready])
     gate = asyncio.Semaphore(config.bulk.concurrency)
@@ -292,7 +293,8 @@ def _import_report(parsed: ParsedFile, outcomes: dict[int, str]) -> dict[str, An
                         "unknown")}
     errors.sort(key=lambda e: (e.row, e.field))
     return {"rows": parsed.rows, "groups": len(results), **counts,
-            "errors": [_row_error(e) for e in errors], "results": results}
+            "errors": [_row_error(e) for e in errors[:MAX_REPORTED_ERRORS]],
+            "errors_total": len(errors), "results": results}
 
 
 def _row_error(e: RowError) -> dict[str, Any]:

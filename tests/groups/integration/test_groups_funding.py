@@ -133,10 +133,14 @@ async def test_a_disbursement_date_outside_the_group_and_budget_years_is_a_422(g
     answer = await groups.client.post(f"/groups/{group_id}/funding", headers=ADMIN,
                                       json={**funding(), "disbursed_on": disbursed_on})
     assert (answer.status_code, answer.json()["error"]["field"]) == (422, "disbursed_on")
-    # in bulk too, answered per item
     bulk = await groups.client.post("/groups/fundings", headers=ADMIN, json={"items": [
         {"group_id": group_id, **funding(), "disbursed_on": disbursed_on}]})
-    assert bulk.json()["results"][0]["status"] == 422
+    if disbursed_on[:4] in ("9999", "1901"):
+        # outside the programme's years the request itself is malformed: refused whole
+        assert (bulk.status_code, bulk.json()["error"]["field"]) == (422,
+                                                                     "items.0.disbursed_on")
+    else:  # in bulk too, answered per item
+        assert bulk.json()["results"][0]["status"] == 422
 
 
 async def test_a_disbursement_in_the_future_is_a_422(groups):
