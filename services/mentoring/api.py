@@ -17,7 +17,7 @@ from shared.inputs import REF_PATTERN, Period, ProgrammeDate, Ref
 from shared.service import ServiceContext, context
 
 PERIOD = r"^\d{4}-(0[1-9]|1[0-2])$"
-PeriodPath = Annotated[str, Path(pattern=PERIOD, examples=["2023-05"])]
+PeriodPath = Annotated[Period, Path(examples=["2023-05"])]
 RefPath = Annotated[str, Path(pattern=REF_PATTERN)]
 Ctx = Annotated[ServiceContext, Depends(context)]
 OFFSET_MAX = 1_000_000  # beyond any real page; larger values would overflow the query's bigint
@@ -208,7 +208,7 @@ def build_router(config: MentoringConfig) -> APIRouter:
                 summary="Report compliance, revenue and workers of a regency/city")
     async def regency_summary(regency_code: Annotated[str, Path(pattern=r"^\d{4}$")], ctx: Ctx,
                               year: Annotated[int | None, Query(ge=2000, le=2100)] = None,
-                              period: Annotated[str | None, Query(pattern=PERIOD)] = None,
+                              period: Annotated[Period | None, Query()] = None,
                               actor: Actor = Depends(aggregate_readers)) -> dict:
         actor.ensure_province(regency_code[:2])
         async with ctx.pool.acquire() as conn:
@@ -220,7 +220,7 @@ def build_router(config: MentoringConfig) -> APIRouter:
     async def province_summary(province_code: Annotated[str, Path(pattern=r"^\d{2}$")],
                                ctx: Ctx,
                                year: Annotated[int | None, Query(ge=2000, le=2100)] = None,
-                               period: Annotated[str | None, Query(pattern=PERIOD)] = None,
+                               period: Annotated[Period | None, Query()] = None,
                                actor: Actor = Depends(aggregate_readers)) -> dict:
         actor.ensure_province(province_code)
         async with ctx.pool.acquire() as conn:
