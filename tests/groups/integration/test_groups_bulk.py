@@ -1,0 +1,225 @@
+"""Bulk requests tell the truth about what they wrote: a bad item changes nothing of its own
+and hides nothing of the others; a database that goes away part-way gives a 503 JSON answer
+(with Retry-After) that says per item what was written, never a 500 hiding writes."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+from collections.abc import AsyncIterator
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import httpx
+import pytest
+
+from services.groups.app import build_spec
+from shared.service import create_app
+from shared.settings import load_settings
+from tests.groups.groups_support import ADMIN, csv_file, csv_rows, registration
+from tests.support.databases import create_database, drop_database
+
+pytestmark = pytest.mark.integration
+
+
+def funding(group_id: str, tranche: int = 1) -> dict:
+    return {"group_id": group_id, "tranche": tranche, "amount": 20_000_000,
+            "disbursed_on": "2023-06-01", "budget_year": 2023}
+
+
+async def registered(client: httpx.AsyncClient, n: int) -> list[str]:
+    ids = []
+    for _ in range(n):
+        answer = await client.post("/groups", json=registration(), headers=ADMIN)
+        assert answer.status_code == 201, answer.text
+        ids.append(answer.json()["group_id"])
+    return ids
+
+
+async def approved(client: httpx.AsyncClient, n: int) -> list[str]:
+    ids = await registered(client, n)
+    answer = await client.post("/groups/approvals", json={"group_ids": ids}, headers=ADMIN)
+    assert answer.status_code == 200, answer.text
+    return ids
+
+
+async def events_of(database_url: str, event_type: str, group_ids: list[str]) -> dict[str, int]:
+    conn = await asyncpg.connect(database_url)
+    try:
+        rows = await conn.fetch(
+            "SELECT stream_id, count(*) AS n FROM events WHERE event_type = $1 AND "
+            "stream_id = ANY($2::text[]) GROUP BY stream_id", event_type,
+            [f"group-{g}" for g in group_ids])
+    finally:
+        await conn.close()
+    counts = {r["stream_id"].removeprefix("group-"): r["n"] for r in rows}
+    return {g: counts.get(g, 0) for g in group_ids}
+
+
+async def test_approvals_with_one_bad_id_write_exactly_what_they_report(groups):
+    good = await registered(groups.client, 3)
+    bad = "bad\x00id"
+    answer = await groups.client.post("/groups/approvals", headers=ADMIN,
+                                      json={"group_ids": [*good, bad]})
+    approvals = await events_of(groups.database_url, "GroupApproved", good)
+    assert answer.status_code < 500, answer.text
+    if answer.status_code == 200:  # per item: the good ones approved, the bad one refused
+        results = {r["group_id"]: r["status"] for r in answer.json()["results"]}
+        assert [results[g] for g in good] == [200, 200, 200]
+        assert results[bad] >= 400
+        assert approvals == dict.fromkeys(good, 1)
+    else:  # refused as a whole: nothing approved
+        assert answer.json()["error"]["status"] == answer.status_code
+        assert approvals == dict.fromkeys(good, 0)
+
+
+async def test_fundings_with_one_refused_item_fund_the_others_once(groups):
+    ids = await approved(groups.client, 3)
+    unapproved = (await registered(groups.client, 1))[0]
+    answer = await groups.client.post("/groups/fundings", headers=ADMIN, json={
+        "items": [funding(g) for g in (*ids, unapproved)]})
+    assert answer.status_code == 200, answer.text
+    assert [r["status"] for r in answer.json()["results"]] == [201, 201, 201, 422]
+    assert await events_of(groups.database_url, "GroupFunded", [*ids, unapproved]) == {
+        **dict.fromkeys(ids, 1), unapproved: 0}
+
+
+async def test_a_csv_with_a_nul_byte_registers_exactly_what_it_reports(groups):
+    names = [f"Bulk {uuid.uuid4().hex[:8]}" for _ in range(8)]
+    rows = [row for name in names[:7] for row in csv_rows(name)]
+    poisoned = csv_rows(names[7])
+    poisoned[0][7] = "Anggota\x00Nul"
+    answer = await groups.client.post("/groups/imports", content=csv_file(rows + poisoned),
+                                      headers={**ADMIN, "Content-Type": "text/csv"})
+    assert answer.status_code < 500, answer.text
+    conn = await asyncpg.connect(groups.database_url)
+    try:
+        stored = {r["name"] for r in await conn.fetch(
+            "SELECT payload->>'name' AS name FROM events WHERE event_type = 'GroupRegistered' "
+            "AND payload->>'name' = ANY($1::text[])", names)}
+    finally:
+        await conn.close()
+    if answer.status_code == 200:
+        said = {r["group_name"]: r["status"] for r in answer.json()["results"]}
+        assert {n for n, s in said.items() if s == "registered"} == stored
+        assert said.get(names[7]) != "registered"
+    else:
+        assert stored == set()
+
+
+class CuttableProxy:
+    """A TCP relay to Postgres that the test can cut (every connection dropped, new ones
+    refused) and restore: an outage the service cannot tell from a real one."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.target = (host, port)
+        self.server: asyncio.Server | None = None
+        self.port = 0
+        self.links: set[asyncio.StreamWriter] = set()
+
+    async def start(self) -> None:
+        self.server = await asyncio.start_server(self._link, "127.0.0.1", self.port)
+        self.port = self.server.sockets[0].getsockname()[1]
+
+    async def cut(self) -> None:
+        assert self.server is not None
+        self.server.close()
+        for writer in list(self.links):
+            writer.transport.abort()
+        self.links.clear()
+        await self.server.wait_closed()
+
+    async def _link(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            up_reader, up_writer = await asyncio.open_connection(*self.target)
+        except OSError:
+            writer.transport.abort()
+            return
+        self.links |= {writer, up_writer}
+
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            with contextlib.suppress(Exception):
+                while data := await src.read(65536):
+                    dst.write(data)
+                    await dst.drain()
+            dst.transport.abort()
+
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+        self.links -= {writer, up_writer}
+
+
+@contextlib.asynccontextmanager
+async def groups_behind(proxy: CuttableProxy, database_url: str, kafka: str,
+                        ) -> AsyncIterator[httpx.AsyncClient]:
+    parts = urlsplit(database_url)
+    via_proxy = urlunsplit(parts._replace(
+        netloc=f"{parts.username}@127.0.0.1:{proxy.port}" if parts.username
+        else f"127.0.0.1:{proxy.port}"))
+    app = create_app(build_spec(), load_settings(
+        "groups", database_url=via_proxy, kafka_bootstrap_servers=kafka,
+        relay_poll_interval_s=0.05, db_acquire_timeout_s=2))
+    async with app.router.lifespan_context(app):
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                     base_url="http://groups", timeout=30) as client:
+            yield client
+
+
+async def test_bulk_fundings_during_an_outage_say_what_was_written(infra):
+    database_url = await create_database(infra, "t_groups_outage")
+    target = urlsplit(database_url)
+    proxy = CuttableProxy(target.hostname or "127.0.0.1", target.port or 5432)
+    await proxy.start()
+    held = await asyncpg.connect(database_url)  # not through the proxy
+    try:
+        async with groups_behind(proxy, database_url, infra.kafka_bootstrap) as client:
+            ids = await approved(client, 4)
+            stuck = ids[-1]
+            # the last item waits on its group's lock (as behind a slow writer) while the
+            # others commit; then the database goes away under it
+            lock = held.transaction()
+            await lock.start()
+            await held.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
+                               f"group-{stuck}")
+            bulk = asyncio.create_task(client.post(
+                "/groups/fundings", headers=ADMIN, json={"items": [funding(g) for g in ids]}))
+            deadline = time.monotonic() + 15
+            while sum((await events_of(database_url, "GroupFunded", ids[:3])).values()) < 3:
+                assert time.monotonic() < deadline, "the three free items never committed"
+                await asyncio.sleep(0.05)
+            await proxy.cut()
+            answer = await asyncio.wait_for(bulk, 20)
+            await lock.rollback()
+
+            assert answer.status_code == 503, answer.text
+            assert answer.headers["content-type"] == "application/json"
+            assert int(answer.headers["retry-after"]) > 0
+            error = answer.json()["error"]
+            assert (error["status"], error["written"]) == (503, 3)
+            results = {r["group_id"]: r for r in error["results"]}
+            assert [results[g]["status"] for g in ids] == [201, 201, 201, 503]
+            assert results[stuck]["written"] == "no"
+            assert await events_of(database_url, "GroupFunded", ids) == {
+                **dict.fromkeys(ids[:3], 1), stuck: 0}
+
+            # a single command while the database is away: a quick 503 JSON, not plain text
+            started = time.monotonic()
+            single = await client.post(f"/groups/{stuck}/funding", headers=ADMIN,
+                                       json={k: v for k, v in funding(stuck).items()
+                                             if k != "group_id"})
+            assert single.status_code == 503, single.text
+            assert single.json()["error"]["status"] == 503
+            assert "retry-after" in single.headers
+            assert time.monotonic() - started < 5
+
+            # back again: the item not written is sent again and written once
+            await proxy.start()
+            again = await client.post("/groups/fundings", headers=ADMIN,
+                                      json={"items": [funding(stuck)]})
+            assert again.status_code == 200, again.text
+            assert [r["status"] for r in again.json()["results"]] == [201]
+            assert await events_of(database_url, "GroupFunded", ids) == dict.fromkeys(ids, 1)
+    finally:
+        await held.close()
+        await drop_database(infra, database_url)
