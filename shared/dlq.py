@@ -25,6 +25,7 @@ from typing import Any
 
 import asyncpg
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 
 from shared.consumer import EventConsumer, ReplayError
 from shared.eventstore import EventStore
@@ -167,21 +168,27 @@ def consumer_for(pool: asyncpg.Pool, service: str, handlers: dict, projector: An
 
 
 async def _read_all(bootstrap: str, topic: str) -> list[ConsumerRecord]:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=15000)
+    await admin.start()
+    try:
+        described = await admin.describe_topics([topic])
+    finally:
+        await admin.close()
+    partitions = [p["partition"] for t in described if t["topic"] == topic and not t["error_code"]
+                  for p in t["partitions"]]
+    if not partitions:
+        raise DeadLetterError(f"no dead-letter topic {topic} (has the service ever run?)")
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
                                 group_id=None, request_timeout_ms=15000)
     await consumer.start()
     try:
-        partitions = (consumer.partitions_for_topic(topic)
-                      if topic in await consumer.topics() else None)
-        if not partitions:
-            raise DeadLetterError(f"no dead-letter topic {topic} (has the service ever run?)")
         assigned = [TopicPartition(topic, p) for p in sorted(partitions)]
         consumer.assign(assigned)
         ends = await consumer.end_offsets(assigned)
         await consumer.seek_to_beginning(*assigned)
         records: list[ConsumerRecord] = []
         deadline = asyncio.get_running_loop().time() + READ_TIMEOUT_S
-        while any(await consumer.position(tp) < ends[tp] for tp in assigned):
+        while [tp for tp in assigned if await consumer.position(tp) < ends[tp]]:
             if asyncio.get_running_loop().time() > deadline:
                 raise DeadLetterError(f"{topic}: not read to its end in {READ_TIMEOUT_S:.0f}s")
             batch = await consumer.getmany(*assigned, timeout_ms=1000)
