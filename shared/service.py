@@ -29,7 +29,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from shared import idempotency, shedding
 from shared.aggregate import Projector, UnitOfWork, run_command
 from shared.auth import Actor
-from shared.consumer import TRANSIENT_ERRORS, EventConsumer, Handler, backoff, record_lag
+from shared.consumer import EventConsumer, Handler, PartitionHolds, record_lag
 from shared.errors import ERROR_RESPONSES, DomainError, error_body
 from shared.eventstore import EventStore, migrate
 from shared.housekeeping import housekeeping
@@ -42,6 +42,7 @@ from shared.topics import dead_letter_topic, ensure_topics
 
 log = logging.getLogger("tkm.service")
 BACKGROUND_STOP_S = 10.0
+HOLD_RECHECK_S = 30.0  # how often paused partitions are re-checked
 
 
 # a background job: runs until the event is set (shutdown), sharing the service's pool and store
@@ -126,12 +127,14 @@ def create_app(spec: ServiceSpec, settings: ServiceSettings | None = None) -> Fa
                             batch_size=settings.relay_batch_size,
                             poll_interval=settings.relay_poll_interval_s)
         app.state.ctx = ServiceContext(spec, settings, pool, store, relay, broker)
+        watch: list[Background] = []
         try:
             if spec.consumes:
-                _subscribe(broker, EventConsumer(pool, store, spec.name, spec.handlers, dlq,
-                                                 max_retries=settings.consumer_max_retries,
-                                                 projector=spec.projector),
-                           spec, settings)
+                watch.append(_subscribe(
+                    broker, EventConsumer(pool, store, spec.name, spec.handlers, dlq,
+                                          max_retries=settings.consumer_max_retries,
+                                          projector=spec.projector),
+                    spec, settings, app.state.holds))
             await broker.start()
         except BaseException:
             await _close_pool(pool)
@@ -139,7 +142,7 @@ def create_app(spec: ServiceSpec, settings: ServiceSettings | None = None) -> Fa
         jobs_stop, relay_stop = asyncio.Event(), asyncio.Event()
         relay_task = asyncio.create_task(relay.run(relay_stop), name="outbox-relay")
         jobs = [_start_background(job, app.state.ctx, jobs_stop)
-                for job in (*spec.background, housekeeping)]
+                for job in (*spec.background, housekeeping, *watch)]
         log.info("%s ready on %s:%s", spec.name, settings.http_host, settings.http_port)
         try:
             yield
@@ -164,6 +167,7 @@ def create_app(spec: ServiceSpec, settings: ServiceSettings | None = None) -> Fa
                   version="1.0.0", lifespan=lifespan)
     app.state.signing_key = settings.auth_signing_key.get_secret_value()
     app.state.settings = settings
+    app.state.holds = PartitionHolds(spec.name)  # partitions paused before a newer version
     for router in spec.routers:
         app.include_router(router, responses=ERROR_RESPONSES)
     idempotency.install(app, lease_s=settings.idempotency_lease_s)  # inside the body limit
@@ -193,24 +197,23 @@ def _start_background(job: Background, ctx: ServiceContext,
 
 
 def _subscribe(broker: KafkaBroker, consumer: EventConsumer, spec: ServiceSpec,
-               settings: ServiceSettings) -> None:
+               settings: ServiceSettings, holds: PartitionHolds) -> Background:
+    """Subscribe the consumer; returns the background job resuming held partitions."""
+
     @broker.subscriber(*spec.consumes, group_id=spec.consumer_group or spec.name, batch=True,
                        max_records=settings.consumer_batch_size, batch_timeout_ms=100,
                        ack_policy=AckPolicy.MANUAL, auto_offset_reset="earliest",
                        max_poll_interval_ms=15 * 60 * 1000, decoder=_keep_raw)
     async def on_events(msg: KafkaMessage) -> None:
         records = list(msg.raw_message) if isinstance(msg.raw_message, tuple) else [msg.raw_message]
-        attempt = 0
-        while True:
-            try:
-                await consumer.process(records)
-                break
-            except TRANSIENT_ERRORS as exc:
-                log.warning("database unavailable or contended, batch will be retried: %r", exc)
-            except Exception:  # a bug in our own code: never skip the records because of it
-                log.exception("consumer failed, batch will be retried")
-            attempt += 1
-            await backoff(attempt)
+        # waits out an unreachable database, splits a batch that keeps failing: returns when
+        # every record is settled or held back
+        result = await consumer.consume(records)
+        for held in result.held.values():
+            try:  # seek back and pause before the commit: it then stops before the record
+                holds.hold(msg.consumer, held)
+            except IllegalStateError as exc:  # revoked meanwhile: the new owner holds it
+                log.warning("could not pause %s[%d]: %r", held.topic, held.partition, exc)
         try:
             await msg.ack()
         except (CommitFailedError, IllegalStateError, KafkaError) as exc:
@@ -218,6 +221,19 @@ def _subscribe(broker: KafkaBroker, consumer: EventConsumer, spec: ServiceSpec,
             # and the inbox turns the redelivery into a no-op
             log.warning("offset commit failed after a rebalance: %r", exc)
         record_lag(msg.consumer, spec.name, records)
+
+    async def resume_when_known(_: ServiceContext, stop: asyncio.Event) -> None:
+        # a process that learns the newer version (or lost the partition) resumes by itself;
+        # a restarted, upgraded one reads the held record from its committed offset anyway
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), HOLD_RECHECK_S)
+            try:
+                holds.recheck()
+            except (IllegalStateError, KafkaError) as exc:
+                log.warning("re-checking paused partitions failed: %r", exc)
+
+    return resume_when_known
 
 
 async def _keep_raw(msg: Any) -> None:
@@ -227,6 +243,9 @@ async def _keep_raw(msg: Any) -> None:
 class Readiness(BaseModel):
     ready: bool
     checks: dict[str, bool]
+    # "degraded": ready, but a consumer paused partitions before events it cannot read yet
+    status: str = "ok"
+    consumer: dict[str, Any] | None = None
 
 
 class CorrelationMiddleware:
@@ -306,7 +325,11 @@ def _add_operations(app: FastAPI) -> None:
                 checks["kafka"] = bool(await ctx.broker.ping(timeout=2))
             checks["outbox_relay_active"] = ctx.relay.active
         ready = checks["postgres"] and checks["kafka"]
-        return JSONResponse({"ready": ready, "checks": checks}, status_code=200 if ready else 503)
+        holds: PartitionHolds | None = getattr(request.app.state, "holds", None)
+        consumer = holds.report() if holds else {"status": "ok", "paused_partitions": []}
+        status = consumer["status"] if ready else "not ready"
+        return JSONResponse({"ready": ready, "status": status, "checks": checks,
+                             "consumer": consumer}, status_code=200 if ready else 503)
 
     @app.get("/metrics", tags=["operations"], response_class=PlainTextResponse)
     async def metrics() -> PlainTextResponse:
