@@ -400,7 +400,8 @@ class EventConsumer:
         consumed for the first time, so its effects are applied once however often it is
         replayed. Returns "applied" or "ignored" (no handler for it any more), or "duplicate"
         (already applied: nothing done). Raises ReplayError, changing nothing and writing no
-        new letter, when it still cannot be applied; TRANSIENT_ERRORS pass through."""
+        new letter, when it still cannot be applied or its inbox has no row for it at all (a
+        replayed row pruned by housekeeping); TRANSIENT_ERRORS pass through."""
         item = self._decoded(record)
         if item.outcome == "held":
             known = current_version(item.envelope.event_type) if item.envelope else None
@@ -412,10 +413,14 @@ class EventConsumer:
         async with self.pool.acquire() as conn, conn.transaction():
             # the row that makes redeliveries duplicates; the letter id can differ from the
             # event id (a record that could not be decoded when it failed)
-            await conn.execute("DELETE FROM inbox WHERE event_id = ANY($1::uuid[]) "
-                               "AND outcome = 'dead-lettered'",
-                               list({letter_id, item.inbox_id}))
+            released = await conn.fetch("DELETE FROM inbox WHERE event_id = ANY($1::uuid[]) "
+                                        "AND outcome = 'dead-lettered' RETURNING event_id",
+                                        list({letter_id, item.inbox_id}))
             await self._claim(conn, [item])
+            if not released and item.outcome != "duplicate":
+                # no row at all: replayed long ago and pruned (applying it again would count it
+                # twice), or not this service's database
+                raise ReplayError(f"no dead-lettered inbox row for {letter_id}: nothing done")
             if item.outcome == "applied":
                 try:
                     async with conn.transaction():

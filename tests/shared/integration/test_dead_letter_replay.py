@@ -116,6 +116,17 @@ async def test_a_fixed_handler_applies_a_replayed_letter_exactly_once(infra, dat
             lambda: _at_least(database_url, stream, 4))
         assert (row["total"], row["events"]) == (121, 4)
 
+    # its row pruned by housekeeping, a replay refuses rather than count the event twice
+    pool = await asyncpg.create_pool(database_url, min_size=1, max_size=2)
+    try:
+        await pool.execute("DELETE FROM inbox WHERE event_id = $1", failing.event_id)
+        with pytest.raises(DeadLetterError, match="no dead-lettered inbox row"):
+            await replay(letter, consumer_for(pool, service, handlers, None),
+                         infra.kafka_bootstrap)
+    finally:
+        await pool.close()
+    assert (await _totals(database_url, stream))["total"] == 121
+
 
 async def _at_least(database_url: str, stream: str, n: int):
     row = await _totals(database_url, stream)
