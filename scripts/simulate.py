@@ -30,9 +30,10 @@ from shared.nik import parse_nik
 
 FUNDING = 20_000_000  # the 2023 norm for a TKM Pemula group
 CASELOAD_CAP = 25  # mentoring's default; the simulator only plans resignations it can absorb
+# codes of shared.contracts.mentoring.ProductionUnit
 UNITS = {"poultry": "ekor", "cattle": "ekor", "goats": "ekor", "catering": "porsi",
          "printing": "lembar", "screen_printing": "lembar", "welding": "unit",
-         "small_construction": "unit", "motorbike_repair": "servis", "bridal_makeup": "acara"}
+         "small_construction": "unit", "motorbike_repair": "layanan", "bridal_makeup": "layanan"}
 
 
 class SimulationError(RuntimeError):

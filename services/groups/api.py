@@ -23,7 +23,7 @@ from services.groups.commands import (
     ReturnLpj,
     SubmitLpj,
 )
-from services.groups.config import ProgrammeConfig
+from services.groups.config import Expo, ProgrammeConfig
 from services.groups.csv_import import CSV_LAYOUT
 from shared.auth import ANY_ROLE, Actor, Role, require
 from shared.errors import DomainError, NotFoundError
@@ -71,6 +71,11 @@ def build_router(config: ProgrammeConfig) -> APIRouter:
     async def business_types(actor: Reader) -> list[dict[str, str]]:
         """The catalogue of business types (configuration data)."""
         return [b.model_dump() for b in config.business_types]
+
+    @router.get("/expos", tags=["catalogue"])
+    async def expos(actor: Reader) -> list[Expo]:
+        """The catalogue of expos (configuration data): record an expo by its code."""
+        return list(config.expos)
 
     @router.post("/groups", status_code=201, tags=["registration"])
     async def register(body: RegisterGroup, ctx: Ctx,
@@ -205,7 +210,8 @@ def build_router(config: ProgrammeConfig) -> APIRouter:
     async def expo(group_id: GroupId, body: RecordExpo, ctx: Ctx,
                    actor: Writer) -> dict[str, Any]:
         group, _ = await handlers.act_on_group(
-            ctx, actor, group_id, lambda g: g.showcase(body.expo, body.place, body.held_on))
+            ctx, actor, group_id,
+            lambda g: g.showcase(body.expo_code, body.regency_code, body.held_on, config))
         return handlers.summary(group)
 
     @router.post("/groups/{group_id}/advancement", tags=["empowerment"])

@@ -96,8 +96,13 @@ class RecordProductEvidence(_Command):
 
 
 class RecordExpo(_Command):
-    expo: Text(200)
-    place: Text(200)
+    """Codes only, so nothing typed reaches the published GroupShowcasedAtExpo."""
+
+    expo_code: Text(64) = Field(description="a code from GET /expos",
+                                examples=["gelar_produk_tkm_bali"])
+    regency_code: Text(16) | None = Field(
+        None, description="Kemendagri code of the regency/city where it was held; default: "
+        "the expo's own place in the catalogue", examples=["5171"])
     held_on: ProgrammeDate
 
 

@@ -52,6 +52,18 @@ class BusinessType(_Section):
     name: str = Field(min_length=1)
 
 
+class Expo(_Section):
+    """An expo groups show their products at; its code is what GroupShowcasedAtExpo publishes."""
+
+    code: str = Field(pattern=r"^[a-z][a-z0-9_]{1,63}$")
+    name: str = Field(min_length=1)
+    regency_code: str | None = Field(None, pattern=r"^\d{4}$",
+                                     description="where it is held, when always the same place")
+
+
+OTHER_EXPO = Expo(code="other", name="Lainnya (tidak ada di katalog)")
+
+
 class ProgrammeConfig(_Section):
     stages: tuple[str, ...]
     members: MemberRules
@@ -60,6 +72,7 @@ class ProgrammeConfig(_Section):
     advancement: AdvancementRules
     bulk: BulkLimits
     business_types: tuple[BusinessType, ...] = Field(min_length=1)
+    expos: tuple[Expo, ...] = (OTHER_EXPO,)
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:
@@ -75,10 +88,16 @@ class ProgrammeConfig(_Section):
         codes = [b.code for b in self.business_types]
         if len(codes) != len(set(codes)):
             raise ValueError("business type codes must be unique")
+        expo_codes = [e.code for e in self.expos]
+        if len(expo_codes) != len(set(expo_codes)):
+            raise ValueError("expo codes must be unique")
         return self
 
     def business_type_codes(self) -> frozenset[str]:
         return frozenset(b.code for b in self.business_types)
+
+    def expo(self, code: str) -> Expo | None:
+        return next((e for e in self.expos if e.code == code), None)
 
     def next_stage(self, stage: str) -> str | None:
         i = self.stages.index(stage)

@@ -472,11 +472,23 @@ class Group(Aggregate):
                                             evidence_count=evidence_count,
                                             recorded_on=recorded_on))
 
-    def showcase(self, expo: str, place: str, held_on: date) -> None:
-        expo, place = _text(expo, "expo"), _text(place, "place")
+    def showcase(self, expo_code: str, regency_code: str | None, held_on: date,
+                 config: ProgrammeConfig) -> None:
+        """Codes only: the expo from the catalogue, the place as a Kemendagri regency code
+        (default: the expo's own), so no typed text reaches the topic."""
+        expo = config.expo(expo_code or "")
+        if expo is None:
+            raise DomainError("not in the expo catalogue (GET /expos)", field="expo_code")
+        code = regency_code or expo.regency_code
+        if code is None:
+            raise DomainError("this expo has no fixed place: give the Kemendagri regency/city "
+                              "code where it was held", field="regency_code")
+        regency = regions.regency(code)
+        if regency is None:
+            raise DomainError("not a current Kemendagri regency/city code", field="regency_code")
         self._ensure_funded("an expo")
-        self.record(GroupShowcasedAtExpo(group_id=self.group_id, expo=expo, place=place,
-                                         held_on=held_on))
+        self.record(GroupShowcasedAtExpo(group_id=self.group_id, expo_code=expo.code,
+                                         regency_code=regency.code, held_on=held_on))
 
     def advance(self, config: ProgrammeConfig) -> GroupAdvanced:
         self._ensure_funded("advancement")

@@ -308,7 +308,8 @@ async def _product(conn: asyncpg.Connection, env: Envelope, e: ProductEvidenceRe
 
 
 async def _expo(conn: asyncpg.Connection, env: Envelope, e: GroupShowcasedAtExpo) -> None:
-    await _activity(conn, env, e.group_id, "expo", e.expo, e.held_on, place=e.place)
+    # codes since GroupShowcasedAtExpo v2 (v1's free text is upcast to "other" / no place)
+    await _activity(conn, env, e.group_id, "expo", e.expo_code, e.held_on, place=e.regency_code)
 
 
 async def _advanced(conn: asyncpg.Connection, env: Envelope, e: GroupAdvanced) -> None:
@@ -316,9 +317,9 @@ async def _advanced(conn: asyncpg.Connection, env: Envelope, e: GroupAdvanced) -
                        "WHERE group_id = $1", e.group_id, e.to_stage, env.occurred_at)
 
 
-_HANDLERS: dict[type[Event], Callable[[asyncpg.Connection, Envelope, Any], Awaitable[None]]] = {
 REBUILD = RebuildPlan(READ_MODELS, project_read_models)
 
+_HANDLERS: dict[type[Event], Callable[[asyncpg.Connection, Envelope, Any], Awaitable[None]]] = {
     GroupRegistered: _registered,
     RosterRecorded: _roster_recorded,
     RosterChanged: _roster_changed,

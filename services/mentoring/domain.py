@@ -21,6 +21,7 @@ from shared.contracts.mentoring import (
     MentorAssigned,
     MentorUnassigned,
     PeriodClosed,
+    ProductionUnit,
     ReportAmended,
     ReportFiled,
     ReportOverdue,
@@ -69,7 +70,9 @@ class MonthlyReport(BaseModel):
     period: PlausiblePeriod
     revenue: Whole(le=MAX_MONTHLY_REVENUE, description="whole rupiah")
     production_units: Whole(le=MAX_PRODUCTION_UNITS)
-    production_unit: str = Field(min_length=1, max_length=40, examples=["kg"])
+    production_unit: ProductionUnit = Field(
+        description="a unit code, published as is (typed units could carry personal data)",
+        examples=["kg"])
     members_active: Whole(le=MAX_MEMBERS)
     new_workers: Whole(le=MAX_MEMBERS,
                        description="people newly taken on by the group this month")

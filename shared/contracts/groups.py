@@ -1,10 +1,11 @@
 """Topic `tkm.groups.v1`, keyed by the group's stream id. Member counts only: no member NIKs or
 names.
 
-Reasons (rejection, LPJ return, dissolution) travel as codes from the lists below, never as free
-text: an officer's own words may name members, so the groups service keeps them inside. Version 1
-of those three events carried free text; it is upcast to version 2 with the code "other" and the
-text dropped.
+Reasons (rejection, LPJ return, dissolution) and expos travel as codes, never as free text: an
+officer's own words may name members, so the groups service keeps them inside. Version 1 of those
+four events carried free text and is still on the retained topic: its models stay registered (at
+the end of this module) and are upcast to the current version with the code "other", the text
+dropped. Producers emit only the current classes. Policy: docs/contracts/COMPATIBILITY.md.
 """
 
 from __future__ import annotations
@@ -14,8 +15,17 @@ from typing import Any, Literal, get_args
 
 from pydantic import Field
 
-from shared.contracts.common import Id, ProvinceCode, RegencyCode, Rupiah, Year
-from shared.envelope import Event, register, upcaster
+from shared.contracts.common import (
+    OTHER,
+    contract_upcaster,
+    CatalogueCode,
+    Id,
+    ProvinceCode,
+    RegencyCode,
+    Rupiah,
+    Year,
+)
+from shared.envelope import Event, register
 from shared.topics import GROUPS
 
 GroupStage = Literal["pemula", "lanjutan", "pengembangan"]
@@ -33,7 +43,14 @@ DISSOLUTION_REASONS: tuple[str, ...] = get_args(DissolutionReason)
 def _reason_text_to_code(payload: dict[str, Any]) -> dict[str, Any]:
     """v1 -> v2 of the reason events: the free text is dropped, the code is "other"."""
     upcast = {k: v for k, v in payload.items() if k != "reason"}
-    return {**upcast, "reason_code": "other"}
+    return {**upcast, "reason_code": OTHER}
+
+
+def _expo_text_to_codes(payload: dict[str, Any]) -> dict[str, Any]:
+    """v1 -> v2 of GroupShowcasedAtExpo: the expo's and the place's free text cannot be mapped to
+    codes, so both are dropped; the expo becomes "other", the place unknown (None)."""
+    upcast = {k: v for k, v in payload.items() if k not in ("expo", "place")}
+    return {**upcast, "expo_code": OTHER, "regency_code": None}
 
 
 class _Published(Event):
@@ -78,7 +95,7 @@ class GroupRejected(_Published):
     reason_code: RejectionReason
 
 
-upcaster(GroupRejected.event_type, 1)(_reason_text_to_code)
+contract_upcaster(GroupRejected.event_type, 1)(_reason_text_to_code)
 
 
 @register
@@ -125,16 +142,26 @@ class AccountabilityReportReturned(_Published):
     reason_code: LpjReturnReason
 
 
-upcaster(AccountabilityReportReturned.event_type, 1)(_reason_text_to_code)
+contract_upcaster(AccountabilityReportReturned.event_type, 1)(_reason_text_to_code)
 
 
 @register
 class GroupShowcasedAtExpo(_Published):
+    """The group showed its products at an expo from the groups service's catalogue."""
+
     event_type = "GroupShowcasedAtExpo"
+    schema_version = 2
     group_id: Id
-    expo: str = Field(min_length=1, max_length=200)
-    place: str = Field(min_length=1, max_length=200)
+    expo_code: CatalogueCode = Field(
+        description='a code from the expo catalogue (GET /expos of the groups service); '
+                    '"other" for an expo recorded before version 2')
+    regency_code: RegencyCode | None = Field(
+        description="Kemendagri code of the regency/city where it was held; null for an expo "
+                    "recorded before version 2")
     held_on: date
+
+
+contract_upcaster(GroupShowcasedAtExpo.event_type, 1)(_expo_text_to_codes)
 
 
 @register
@@ -155,4 +182,56 @@ class GroupDissolved(_Published):
     reason_code: DissolutionReason
 
 
-upcaster(GroupDissolved.event_type, 1)(_reason_text_to_code)
+contract_upcaster(GroupDissolved.event_type, 1)(_reason_text_to_code)
+
+
+# Superseded versions. Messages of these versions stay on the retained topic for ever, so their
+# models stay registered (decodable, documented); the kernel upcasts them to the current version
+# on read. Never construct them to publish.
+
+
+class _Superseded(_Published):
+    pass
+
+
+@register
+class GroupRejectedV1(_Superseded):
+    """Superseded by GroupRejected v2: free-text reason."""
+
+    event_type = "GroupRejected"
+    schema_version = 1
+    group_id: Id
+    reason: str = Field(min_length=1, max_length=500)
+
+
+@register
+class AccountabilityReportReturnedV1(_Superseded):
+    """Superseded by AccountabilityReportReturned v2: free-text reason."""
+
+    event_type = "AccountabilityReportReturned"
+    schema_version = 1
+    group_id: Id
+    report_id: Id
+    reason: str = Field(min_length=1, max_length=500)
+
+
+@register
+class GroupDissolvedV1(_Superseded):
+    """Superseded by GroupDissolved v2: free-text reason."""
+
+    event_type = "GroupDissolved"
+    schema_version = 1
+    group_id: Id
+    reason: str = Field(min_length=1, max_length=500)
+
+
+@register
+class GroupShowcasedAtExpoV1(_Superseded):
+    """Superseded by GroupShowcasedAtExpo v2: free-text expo and place."""
+
+    event_type = "GroupShowcasedAtExpo"
+    schema_version = 1
+    group_id: Id
+    expo: str = Field(min_length=1, max_length=200)
+    place: str = Field(min_length=1, max_length=200)
+    held_on: date

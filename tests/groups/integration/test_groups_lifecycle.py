@@ -56,8 +56,7 @@ async def test_a_group_accounts_for_its_funds_and_advances(groups):
         "product": "Kue tradisional", "evidence_count": 3,
         "recorded_on": "2023-10-02"})).status_code == 201
     assert (await post(f"/groups/{group_id}/expos", headers=ADMIN, json={
-        "expo": "Pameran Produk TKM", "place": "Denpasar", "held_on": "2023-11-20"}
-    )).status_code == 201
+        "expo_code": "gelar_produk_tkm_bali", "held_on": "2023-11-20"})).status_code == 201
     advanced = await post(f"/groups/{group_id}/advancement", headers=ADMIN)
     assert advanced.status_code == 200 and advanced.json()["stage"] == "lanjutan"
     dissolved = await post(f"/groups/{group_id}/dissolution", headers=ADMIN,
@@ -71,6 +70,9 @@ async def test_a_group_accounts_for_its_funds_and_advances(groups):
         ("returned", "evidence_missing", "receipts unreadable"), ("accepted", None, None)]
     assert (detail["status_reason_code"], detail["status_note"]) == ("members_left", None)
     assert [a["kind"] for a in detail["activities"]] == ["bimtek", "product", "expo"]
+    # the expo's place defaults to the catalogue's (Denpasar)
+    assert (detail["activities"][2]["title"], detail["activities"][2]["place"]) == (
+        "gelar_produk_tkm_bali", "5171")
     totals = (await groups.client.get("/reports/funding", params={
         "budget_year": 2023, "province_code": "51"}, headers=AGENCY)).json()
     assert totals[0]["amount_accounted"] >= 20_000_000

@@ -281,7 +281,7 @@ def test_the_last_stage_does_not_advance():
 def test_expo_and_bimtek_need_a_funded_group():
     group = registered()
     with pytest.raises(RuleViolationError):
-        group.showcase("Expo TKM", "Denpasar", date(2019, 11, 1))
+        group.showcase("gelar_produk_tkm_bali", None, date(2019, 11, 1), CONFIG)
     with pytest.raises(RuleViolationError):
         group.attend_bimtek("Bimtek kelembagaan", date(2019, 11, 1))
 
@@ -292,7 +292,7 @@ def test_a_dissolved_group_still_accounts_for_its_funds_but_does_nothing_else():
     with pytest.raises(RuleViolationError):
         group.dissolve("other")
     with pytest.raises(RuleViolationError):
-        group.showcase("Expo", "Bali", date(2023, 11, 1))
+        group.showcase("other", "5171", date(2023, 11, 1), CONFIG)
     group.submit_lpj("r1", tools=5, materials=5, other=0, evidence_count=2)
     group.accept_lpj("r1")
     assert group.reports["r1"].status == "accepted"
