@@ -26,6 +26,7 @@ Guarantees:
 
 from __future__ import annotations
 
+import itertools
 import re
 import time
 import uuid
@@ -178,8 +179,11 @@ class _Run:
                     position, *args)
                 if not rows:
                     break
-                batch = [envelope_from_row(r) for r in rows]
-                await self.plan.projector(self.conn, [(e, parse_payload(e)) for e in batch])
+                # one call per transaction's run of events, as live (a projector may group a
+                # call's events by type, trusting that one save never records them out of order)
+                for _, run in itertools.groupby(rows, key=lambda r: r["tx_id"]):
+                    batch = [envelope_from_row(r) for r in run]
+                    await self.plan.projector(self.conn, [(e, parse_payload(e)) for e in batch])
             position, replayed = rows[-1]["global_position"], replayed + len(rows)
         self.stats.own_events += replayed
         if in_swap:
