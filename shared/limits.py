@@ -109,10 +109,11 @@ async def _refuse(send: Send, cap: int) -> None:
 
 async def _reply(send: Send, status: int, content: dict[str, Any]) -> None:
     body = json.dumps(content).encode()
+    # no "Connection: close": a client that sends the whole body before reading (httpx does)
+    # would then see a reset instead of the 413; the server discards what still arrives
     await send({"type": "http.response.start", "status": status,
                 "headers": [(b"content-type", b"application/json"),
-                            (b"content-length", str(len(body)).encode()),
-                            (b"connection", b"close")]})
+                            (b"content-length", str(len(body)).encode())]})
     await send({"type": "http.response.body", "body": body})
 
 
