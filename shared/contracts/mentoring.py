@@ -38,7 +38,8 @@ def _unit_text_to_code(payload: dict[str, Any]) -> dict[str, Any]:
     """v1 -> v2 of the report events: the unit as typed becomes a code only when it is one
     (ignoring case and spaces); otherwise "lainnya". The typed text never travels on."""
     typed = payload.get("production_unit")
-    typed = typed.strip().lower() if isinstance(typed, str) else ""
+    # the same mapping as services/mentoring/migrations/002_production_unit_codes.sql
+    typed = typed.strip(" \t\r\n").lower() if isinstance(typed, str) else ""
     return {**payload, "production_unit": typed if typed in PRODUCTION_UNITS else OTHER_UNIT}
 
 

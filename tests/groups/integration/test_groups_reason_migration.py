@@ -89,7 +89,7 @@ async def test_free_text_reasons_of_before_become_other_and_disappear(database_u
             "remaining_balance, evidence_count, funds_covered, status, reason, submitted_at) "
             "VALUES ('r1', 'g2', 1, 1, 0, 19999998, 1, 20000000, 'returned', $1, $2)", NOTE, AT)
 
-        assert await migrate(conn, "groups", MIGRATIONS) == ["groups:002_reason_codes"]
+        assert (await migrate(conn, "groups", MIGRATIONS))[0] == "groups:002_reason_codes"
         migrated = await _reasons(conn)
         assert migrated == ([("g1", "rejected", "other", None), ("g2", "dissolved", "other", None)],
                             [("r1", "returned", "other", None)])
