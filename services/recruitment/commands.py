@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from shared.contracts.common import ProvinceCode, RegencyCode
 from shared.inputs import ProgrammeDate, Text, Whole, Year
 
-Stage = Literal[1, 2, 3]
+Stage = Whole(ge=1, le=3)  # strict: 1.0 and true are not a stage
 # a person applying was born in the last century or this one, and not in the future
 BirthDate = Annotated[date, Field(ge=date(1900, 1, 1))]
 
