@@ -13,8 +13,8 @@ Guarantees:
   transaction visibility: a pass replays the events visible in its snapshot and not in the
   previous pass's (`pg_visible_in_snapshot` on `events.tx_id`: a set difference, never "after
   position N"). Consumed events are the inbox rows recorded as applied and not yet replayed (an
-  anti-join), read back from their topics at the offsets the inbox recorded. So the copies end
-  up reflecting exactly the events the live tables reflect.
+  anti-join on `consumed_log`, the inbox's unpruned record), read back from their topics at
+  the offsets recorded. So the copies end up reflecting exactly what the live tables reflect.
 - The replay runs the projection side only: the event store, outbox, inbox and the service
   tables that decide commands (uniqueness, caseloads: never listed in `tables`) are not
   written; a consumed-event projection that tries to append events fails the rebuild.
@@ -43,6 +43,9 @@ from shared.eventstore import EventStore, envelope_from_row
 SHADOW = "tkm_rebuild"
 RETIRED = "tkm_rebuild_retired"
 REPLAYED = "_rebuild_replayed_inbox"
+# what the consumer applied, kept by a trigger on the inbox (which is pruned): each consuming
+# service's migration `NNN_consumed_log.sql` creates it
+CONSUMED_LOG = "consumed_log"
 SWAP_LOCK_TIMEOUT = "3s"
 SWAP_ATTEMPTS = 8
 CATCH_UP_PASSES = 3  # unlocked catch-ups before the swap, while each still finds work
@@ -107,6 +110,10 @@ async def rebuild_plan(conn: asyncpg.Connection, plan: RebuildPlan, *,
         raise RebuildError("another rebuild of this database is running")
     live_schema = await conn.fetchval("SELECT current_schema()")
     search_path = await conn.fetchval("SHOW search_path")
+    if plan.consumed and not await conn.fetchval("SELECT to_regclass($1) IS NOT NULL",
+                                                 CONSUMED_LOG):
+        await conn.execute("SELECT pg_advisory_unlock(hashtext('tkm-rebuild'))")
+        raise RebuildError(f"no {CONSUMED_LOG} table: the service's migrations have not run")
     run = _Run(conn, plan, live_schema, tuple(topics) if plan.consumed else (), bootstrap,
                batch_size)
     try:
@@ -193,20 +200,22 @@ class _Run:
     async def _replay_consumed(self, in_swap: bool) -> int:
         if not self.topics:
             return 0
-        # applied live and not replayed yet: the anti-join is the set difference; processed_at
-        # (each batch's start) orders them roughly as they were applied, offsets within a batch
+        # applied live and not replayed yet: the anti-join is the set difference. Each
+        # partition's events in its order; across partitions and topics the plan's argument
+        # says the order does not matter
         rows = await self.conn.fetch(
             f"SELECT event_id, topic, kafka_partition, kafka_offset "
-            f"FROM {_quoted(self.live)}.inbox i WHERE outcome = 'applied' AND topic = ANY($1) "
-            f"AND NOT EXISTS (SELECT 1 FROM {SHADOW}.{REPLAYED} r WHERE r.event_id = i.event_id)"
-            " ORDER BY processed_at, topic, kafka_partition, kafka_offset", list(self.topics))
+            f"FROM {_quoted(self.live)}.{CONSUMED_LOG} i WHERE outcome = 'applied' "
+            f"AND topic = ANY($1) AND NOT EXISTS "
+            f"(SELECT 1 FROM {SHADOW}.{REPLAYED} r WHERE r.event_id = i.event_id) "
+            "ORDER BY topic, kafka_partition, kafka_offset", list(self.topics))
         if not rows:
             return 0
         found = await _read_records(self.bootstrap or "", rows)
         missing = [r["event_id"] for r in rows if r["event_id"] not in found]
         if missing:
             raise RebuildError(f"{len(missing)} applied events are not on their topics at the "
-                               f"offsets the inbox recorded (first: {missing[0]})")
+                               f"offsets recorded (first: {missing[0]})")
         store = _NoAppendStore("rebuild")
         for start in range(0, len(rows), self.batch_size):
             chunk = rows[start:start + self.batch_size]
