@@ -16,7 +16,8 @@ it runs. Guarantees:
 - A claim whose process died is taken over by a retry once its lease (`idempotency_lease_s`)
   has passed, unless it committed something (then 409 as above).
 Requests without the header, or whose bearer token does not verify (the endpoint answers
-401 anyway), pass through untouched.
+401 anyway), pass through untouched. `prune_keys` (a background job of every service) deletes
+keys and their effects after `idempotency_retention_hours`: a retry later than that runs again.
 """
 
 from __future__ import annotations
@@ -353,3 +354,27 @@ PARAMETER = {
         "Makes a retry safe: the first answer is kept for this caller, route and key; the same "
         "key with the same request gets it again (header `Idempotent-Replayed: true`) without "
         "running twice; with another request, 422; while the first is running, 409.")}
+
+
+async def prune_keys(ctx: Any, stop: asyncio.Event) -> None:
+    """Background job: every `housekeeping_interval_s`, delete keys older than
+    `idempotency_retention_hours` (and then their effects), in batches."""
+    settings = ctx.settings
+    retention = settings.idempotency_retention_hours * 3600
+    while not stop.is_set():
+        try:
+            for table, clock, extra in (
+                    ("idempotency_keys", "created_at", ""),
+                    ("idempotency_effects", "committed_at", " AND NOT EXISTS (SELECT 1 FROM "
+                     "idempotency_keys k WHERE k.owner = t.owner)")):
+                while not stop.is_set():
+                    deleted = await ctx.pool.execute(
+                        f"DELETE FROM {table} WHERE ctid = ANY(ARRAY(SELECT ctid FROM {table} "
+                        f"t WHERE {clock} < now() - make_interval(secs => $1){extra} LIMIT $2))",
+                        retention, settings.housekeeping_batch_size)
+                    if deleted == "DELETE 0":
+                        break
+        except Exception as exc:  # noqa: BLE001 - tried again at the next round
+            log.warning("pruning idempotency keys failed: %r", exc)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), settings.housekeeping_interval_s)

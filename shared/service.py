@@ -142,7 +142,7 @@ def create_app(spec: ServiceSpec, settings: ServiceSettings | None = None) -> Fa
         jobs_stop, relay_stop = asyncio.Event(), asyncio.Event()
         relay_task = asyncio.create_task(relay.run(relay_stop), name="outbox-relay")
         jobs = [_start_background(job, app.state.ctx, jobs_stop)
-                for job in (*spec.background, housekeeping, *watch)]
+                for job in (*spec.background, housekeeping, idempotency.prune_keys, *watch)]
         log.info("%s ready on %s:%s", spec.name, settings.http_host, settings.http_port)
         try:
             yield

@@ -46,6 +46,8 @@ class ServiceSettings(BaseSettings):
     db_acquire_timeout_s: float = Field(5.0, gt=0, validation_alias="TKM_DB_ACQUIRE_TIMEOUT_S")
     # an Idempotency-Key claim whose process died is taken over after this (shared.idempotency)
     idempotency_lease_s: float = Field(120, gt=0, validation_alias="TKM_IDEMPOTENCY_LEASE_S")
+    idempotency_retention_hours: float = Field(
+        24, gt=0, validation_alias="TKM_IDEMPOTENCY_RETENTION_HOURS")
     # housekeeping (shared.housekeeping explains why the inbox is kept so much longer)
     outbox_retention_hours: float = Field(168, gt=0, validation_alias="TKM_OUTBOX_RETENTION_HOURS")
     inbox_retention_days: float = Field(30, gt=0, validation_alias="TKM_INBOX_RETENTION_DAYS")
