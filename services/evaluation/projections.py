@@ -3,7 +3,8 @@ event, order-independent across topics), and the projector of the service's own 
 
 Every consumed fact about a year takes that year's cycle lock in shared mode; closing takes it
 exclusively. So a fact committed before the close is in the results, and one that comes after is
-recorded in `late_events` (it still updates the facts, never the closed results)."""
+recorded in `late_events` (it still updates the facts, never the closed results), unless it is
+a consequence of the close itself (`_follows_close`)."""
 
 from __future__ import annotations
 
