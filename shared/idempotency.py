@@ -267,7 +267,7 @@ class IdempotencyMiddleware:
     async def _settle(self, pool: Any, pk: tuple[str, str, str], owner: uuid.UUID,
                       status: int, headers: list[tuple[str, str]], body: bytes) -> None:
         async with pool.acquire() as conn:
-            if 0 < status < 500:
+            if 0 < status < 500 and status != 401:  # a 401 may pass with a fresh token
                 await conn.execute(
                     "UPDATE idempotency_keys SET state = 'done', status = $5, headers = $6, "
                     "body = $7 WHERE actor = $1 AND route = $2 AND key = $3 AND owner = $4",

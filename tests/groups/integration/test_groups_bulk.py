@@ -9,7 +9,6 @@ import contextlib
 import time
 import uuid
 from collections.abc import AsyncIterator
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import httpx
@@ -20,6 +19,7 @@ from shared.service import create_app
 from shared.settings import load_settings
 from tests.groups.groups_support import ADMIN, csv_file, csv_rows, registration
 from tests.support.databases import create_database, drop_database
+from tests.support.outage import CuttableProxy, via
 
 pytestmark = pytest.mark.integration
 
@@ -109,56 +109,11 @@ async def test_a_csv_with_a_nul_byte_registers_exactly_what_it_reports(groups):
         assert stored == set()
 
 
-class CuttableProxy:
-    """A TCP relay to Postgres that the test can cut (every connection dropped, new ones
-    refused) and restore: an outage the service cannot tell from a real one."""
-
-    def __init__(self, host: str, port: int) -> None:
-        self.target = (host, port)
-        self.server: asyncio.Server | None = None
-        self.port = 0
-        self.links: set[asyncio.StreamWriter] = set()
-
-    async def start(self) -> None:
-        self.server = await asyncio.start_server(self._link, "127.0.0.1", self.port)
-        self.port = self.server.sockets[0].getsockname()[1]
-
-    async def cut(self) -> None:
-        assert self.server is not None
-        self.server.close()
-        for writer in list(self.links):
-            writer.transport.abort()
-        self.links.clear()
-        await self.server.wait_closed()
-
-    async def _link(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            up_reader, up_writer = await asyncio.open_connection(*self.target)
-        except OSError:
-            writer.transport.abort()
-            return
-        self.links |= {writer, up_writer}
-
-        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
-            with contextlib.suppress(Exception):
-                while data := await src.read(65536):
-                    dst.write(data)
-                    await dst.drain()
-            dst.transport.abort()
-
-        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
-        self.links -= {writer, up_writer}
-
-
 @contextlib.asynccontextmanager
 async def groups_behind(proxy: CuttableProxy, database_url: str, kafka: str,
                         ) -> AsyncIterator[httpx.AsyncClient]:
-    parts = urlsplit(database_url)
-    via_proxy = urlunsplit(parts._replace(
-        netloc=f"{parts.username}@127.0.0.1:{proxy.port}" if parts.username
-        else f"127.0.0.1:{proxy.port}"))
     app = create_app(build_spec(), load_settings(
-        "groups", database_url=via_proxy, kafka_bootstrap_servers=kafka,
+        "groups", database_url=via(proxy, database_url), kafka_bootstrap_servers=kafka,
         relay_poll_interval_s=0.05, db_acquire_timeout_s=2))
     async with app.router.lifespan_context(app):
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
@@ -168,8 +123,7 @@ async def groups_behind(proxy: CuttableProxy, database_url: str, kafka: str,
 
 async def test_bulk_fundings_during_an_outage_say_what_was_written(infra):
     database_url = await create_database(infra, "t_groups_outage")
-    target = urlsplit(database_url)
-    proxy = CuttableProxy(target.hostname or "127.0.0.1", target.port or 5432)
+    proxy = CuttableProxy.to(database_url)
     await proxy.start()
     held = await asyncpg.connect(database_url)  # not through the proxy
     try:
