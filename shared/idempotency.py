@@ -349,7 +349,7 @@ def install(app: FastAPI, *, lease_s: float) -> None:
 
 PARAMETER = {
     "name": HEADER, "in": "header", "required": False,
-    "schema": {"type": "string", "minLength": 1, "maxLength": 255},
+    "schema": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[!-~]+$"},
     "description": (
         "Makes a retry safe: the first answer is kept for this caller, route and key; the same "
         "key with the same request gets it again (header `Idempotent-Replayed: true`) without "
