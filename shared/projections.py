@@ -46,8 +46,12 @@ REPLAYED = "_rebuild_replayed_inbox"
 # what the consumer applied, kept by a trigger on the inbox (which is pruned): each consuming
 # service's migration `NNN_consumed_log.sql` creates it
 CONSUMED_LOG = "consumed_log"
-SWAP_LOCK_TIMEOUT = "3s"
-SWAP_ATTEMPTS = 8
+# the swap waits this long for the writers in flight (only writers queue behind it meanwhile)
+# and this long for the readers of the live tables (everyone queues behind it meanwhile), then
+# gives way (a writer may be waiting for it while holding a read model) and tries again
+SWAP_WRITERS_WAIT = "2s"
+SWAP_READERS_WAIT = "200ms"
+SWAP_ATTEMPTS = 20
 CATCH_UP_PASSES = 3  # unlocked catch-ups before the swap, while each still finds work
 
 
@@ -237,23 +241,27 @@ class _Run:
 
     async def swap(self) -> None:
         """Lock out the writers, replay the last events, move the copies into place. Retried
-        when the locks are not granted within SWAP_LOCK_TIMEOUT (a long reader) or a deadlock
-        with a writer is broken against us; nothing of a failed attempt remains."""
+        when a lock is not granted in time (a long writer or reader, or a writer holding a read
+        model while it waits for `events`) or a deadlock is broken against us; nothing of a
+        failed attempt remains."""
         live, tables = _quoted(self.live), [_quoted(t) for t in self.plan.tables]
-        writers = f"{live}.events" + (f", {live}.inbox" if self.topics else "")
+        # the inbox first: a consumer batch claims its inbox rows before it appends events
+        writers = (f"{live}.inbox, " if self.topics else "") + f"{live}.events"
         for attempt in range(1, SWAP_ATTEMPTS + 1):
             started = time.perf_counter()
             saved = (self.snapshot, self.stats.own_events, self.stats.consumed_events,
                      self.stats.caught_up, self.stats.in_swap)
             try:
                 async with self.conn.transaction():
-                    await self.conn.execute(f"SET LOCAL lock_timeout = '{SWAP_LOCK_TIMEOUT}'")
+                    await self.conn.execute(f"SET LOCAL lock_timeout = '{SWAP_WRITERS_WAIT}'")
                     # SHARE waits for the transactions inserting events (or inbox rows) to
                     # commit and holds off new ones until the swap commits
                     await self.conn.execute(f"LOCK TABLE {writers} IN SHARE MODE")
+                    await self.conn.execute(f"SET LOCAL lock_timeout = '{SWAP_READERS_WAIT}'")
                     await self.conn.execute(
                         "LOCK TABLE " + ", ".join(f"{live}.{t}" for t in tables)
                         + " IN ACCESS EXCLUSIVE MODE")
+                    await self.conn.execute("SET LOCAL lock_timeout = 0")
                     await self.catch_up(in_swap=True)
                     await self._move()
                 self.stats.swap_seconds = time.perf_counter() - started

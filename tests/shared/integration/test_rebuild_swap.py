@@ -183,7 +183,8 @@ async def test_readers_and_writers_carry_on_and_a_late_commit_is_not_skipped(poo
     worst_read, worst_write = max(reads), max(writes)
     print(f"\nrebuild of {stats.replayed:,} events: {took:.2f}s (replay "
           f"{stats.replay_seconds:.2f}s unlocked, swap {stats.swap_seconds * 1000:.0f} ms, "
-          f"{stats.caught_up} caught up, {stats.in_swap} in the swap); readers: {len(reads)} "
+          f"{stats.swap_attempts} attempt(s), {stats.caught_up} caught up, {stats.in_swap} in the swap); "
+          f"readers: {len(reads)} "
           f"reads, median {sorted(reads)[len(reads) // 2] * 1000:.1f} ms, worst "
           f"{worst_read * 1000:.1f} ms; writers: {len(writes)} commands, worst "
           f"{worst_write * 1000:.1f} ms")
