@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install infra-up infra-down infra-status test test-unit demo lint clean
+.PHONY: install infra-up infra-down infra-status test test-unit fuzz demo lint clean
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "Python 3.11 is needed ($(PYTHON))"; exit 1; }
@@ -30,6 +30,11 @@ infra-status: install
 # The suite starts its own Kafka and Postgres on free ports and stops them at the end.
 test: install
 	$(PY) -m pytest -q
+
+# The property-based run of `make test` (tests/fuzz: every operation of the four services, a few
+# derandomized examples each), longer: many examples and schemathesis' coverage phase.
+fuzz: install
+	TKM_FUZZ_EXAMPLES=$${TKM_FUZZ_EXAMPLES:-60} $(PY) -m pytest -q tests/fuzz
 
 test-unit: install
 	$(PY) -m pytest -q -m "not integration"

@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 
 from scripts.dlq import app as dlq_app
-from shared.auth import Role, mint_token, pseudonym
+from shared.auth import MAX_TOKEN_LIFETIME, Role, mint_token, pseudonym
 from shared.settings import DEV_SIGNING_KEY
 
 app = typer.Typer(help="Kemnaker TKS/TKM event backbone", no_args_is_help=True)
@@ -20,12 +20,20 @@ def token(role: Role = typer.Option(..., help="who the caller is"),
           subject: str = typer.Option("local-user", help="the caller's id"),
           province: str | None = typer.Option(None, help="province code (provincial officer)"),
           tks_id: str | None = typer.Option(None, help="TKS id (role tks)"),
-          hours: int = typer.Option(12, help="validity"),
+          hours: float = typer.Option(12, min=0.01, max=MAX_TOKEN_LIFETIME.total_seconds() / 3600,
+                                      help="validity in hours (at most 24)"),
           key: str = typer.Option(DEV_SIGNING_KEY, envvar="TKM_AUTH_SIGNING_KEY",
-                                  help="signing key (TKM_AUTH_SIGNING_KEY)")) -> None:
+                                  show_default=False,
+                                  help="signing key (TKM_AUTH_SIGNING_KEY; default: the dev "
+                                       "key, which only TKM_ENV=dev or test services accept)"),
+          ) -> None:
     """Print a signed bearer token for the HTTP APIs."""
-    typer.echo(mint_token(key, subject, role, province_code=province, tks_id=tks_id,
-                          ttl=timedelta(hours=hours)))
+    try:
+        token = mint_token(key, subject, role, province_code=province, tks_id=tks_id,
+                           ttl=timedelta(hours=hours))
+    except ValueError as exc:  # a scoped role without its scope
+        raise typer.BadParameter(str(exc)) from None
+    typer.echo(token)
 
 
 @app.command("actor-id")

@@ -53,8 +53,9 @@ def start(endpoints: Endpoints, log_dir: Path, *, ports: dict[str, int] | None =
     log_dir.mkdir(parents=True, exist_ok=True)
     ports = ports or {name: free_port() for name in SERVICES}
     databases = databases or {name: endpoints.database_url(name) for name in SERVICES}
-    env = {**os.environ, **endpoints.service_env(), "TKM_HTTP_HOST": "127.0.0.1",
-           **(extra_env or {})}
+    # a local run on loopback: the explicit development switch that admits the dev signing key
+    env = {"TKM_ENV": "dev", **os.environ, **endpoints.service_env(),
+           "TKM_HTTP_HOST": "127.0.0.1", **(extra_env or {})}
     env["PYTHONPATH"] = str(ROOT)
     for name in SERVICES:
         env[f"{name.upper()}_DATABASE_URL"] = databases[name]

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 
 import jwt
@@ -21,6 +22,9 @@ from shared.envelope import utcnow
 from shared.errors import ForbiddenError, UnauthorizedError
 
 ISSUER = "kemnaker-tkm"
+# no token lives longer: a leaked one is useless by tomorrow (TKM_TOKEN_MAX_HOURS lowers it)
+MAX_TOKEN_LIFETIME = timedelta(hours=24)
+PROVINCE_CODE = re.compile(r"^\d{2}$")
 
 
 class Role(StrEnum):
@@ -63,12 +67,17 @@ class Actor:
 
 
 def mint_token(key: str, subject: str, role: Role | str, *, province_code: str | None = None,
-               tks_id: str | None = None, ttl: timedelta = timedelta(hours=12)) -> str:
+               tks_id: str | None = None, ttl: timedelta = timedelta(hours=12),
+               max_lifetime: timedelta = MAX_TOKEN_LIFETIME) -> str:
+    """A signed token. Raises ValueError for a scoped role without its scope or a `ttl`
+    longer than `max_lifetime`."""
     role = Role(role)
-    if role is Role.PROVINCE and not province_code:
-        raise ValueError("a provincial officer's token needs a province code")
+    if role is Role.PROVINCE and not (province_code and PROVINCE_CODE.match(province_code)):
+        raise ValueError("a provincial officer's token needs a two-digit province code")
     if role is Role.TKS and not tks_id:
         raise ValueError("a TKS token needs a tks id")
+    if ttl > max_lifetime:
+        raise ValueError(f"a token lives at most {max_lifetime}; asked for {ttl}")
     now = utcnow()
     claims = {"iss": ISSUER, "sub": subject, "role": role.value, "iat": now, "exp": now + ttl}
     if province_code:
@@ -78,15 +87,32 @@ def mint_token(key: str, subject: str, role: Role | str, *, province_code: str |
     return jwt.encode(claims, key, algorithm="HS256")
 
 
-def decode_token(key: str, token: str) -> Actor:
-    """Raises UnauthorizedError for a bad signature, an expired token or missing claims."""
+def decode_token(key: str, token: str, *,
+                 max_lifetime: timedelta = MAX_TOKEN_LIFETIME) -> Actor:
+    """The caller a token names. Raises UnauthorizedError for a bad signature, an expired
+    token, one issued in the future or living longer than `max_lifetime`, missing claims, and
+    a scoped role without its scope (a provincial officer without a province, a TKS without
+    its id): such a token would otherwise read everything."""
     try:
         claims = jwt.decode(token, key, algorithms=["HS256"], issuer=ISSUER,
-                            options={"require": ["exp", "sub", "role", "iss"]})
-        return Actor(claims["sub"], Role(claims["role"]), claims.get("province"),
-                     claims.get("tks_id"), pseudonym(key, claims["sub"]))
-    except (jwt.PyJWTError, ValueError) as exc:
+                            options={"require": ["exp", "iat", "sub", "role", "iss"]})
+        role = Role(claims["role"])
+        province, tks_id = claims.get("province"), claims.get("tks_id")
+        if not isinstance(claims["sub"], str) or not claims["sub"]:
+            raise ValueError("the subject must be a non-empty string")
+        if role is Role.PROVINCE and not (isinstance(province, str)
+                                          and PROVINCE_CODE.match(province)):
+            raise ValueError("a provincial officer's token names no province")
+        if role is Role.TKS and not (isinstance(tks_id, str) and tks_id):
+            raise ValueError("a TKS token names no tks id")
+        issued = datetime.fromtimestamp(claims["iat"], UTC)
+        expires = datetime.fromtimestamp(claims["exp"], UTC)
+        if expires - issued > max_lifetime or expires - utcnow() > max_lifetime:
+            raise ValueError(f"the token lives longer than the {max_lifetime} allowed")
+    except (jwt.PyJWTError, ValueError, TypeError, OverflowError, OSError) as exc:
         raise UnauthorizedError(f"invalid bearer token: {exc}", field="Authorization") from exc
+    return Actor(claims["sub"], role, province if role is Role.PROVINCE else None,
+                 tks_id if role is Role.TKS else None, pseudonym(key, claims["sub"]))
 
 
 _bearer = HTTPBearer(auto_error=False, description="token from `tkm token --role ...`")
@@ -99,7 +125,10 @@ def require(*roles: Role):
                          creds: HTTPAuthorizationCredentials | None = Depends(_bearer)) -> Actor:
         if creds is None:
             raise UnauthorizedError("missing bearer token", field="Authorization")
-        actor = decode_token(request.app.state.signing_key, creds.credentials)
+        settings = getattr(request.app.state, "settings", None)
+        hours = getattr(settings, "token_max_hours", None)
+        actor = decode_token(request.app.state.signing_key, creds.credentials,
+                             max_lifetime=timedelta(hours=hours) if hours else MAX_TOKEN_LIFETIME)
         if actor.role not in roles:
             raise ForbiddenError(f"role {actor.role.value} may not call this; allowed: "
                                  f"{', '.join(r.value for r in roles)}", field="Authorization")

@@ -89,9 +89,11 @@ def parse_nik(nik: str, today: date | None = None) -> NikInfo:
 
 
 def mask_nik(nik: str) -> str:
-    """First 4 + 8 stars + last 4 ("3201********0001"); 16 stars for anything not 16 digits."""
+    """The region only: the first 6 digits (province, regency, district) + 10 stars
+    ("320101**********"); 16 stars for anything not 16 digits. The birth date and serial stay
+    hidden, so the NIK cannot be rebuilt even beside a birth date and sex (10^4 serials)."""
     s = nik.strip() if isinstance(nik, str) else ""
-    return f"{s[:4]}{'*' * 8}{s[12:]}" if _FORMAT.fullmatch(s) else "*" * 16
+    return f"{s[:6]}{'*' * 10}" if _FORMAT.fullmatch(s) else "*" * 16
 
 
 def make_nik(district_code: str, birth_date: date, sex: str, serial: int) -> str:

@@ -8,7 +8,7 @@ from __future__ import annotations
 from functools import cache
 from typing import Any, ClassVar, Literal
 
-from pydantic import Field, SecretStr, create_model, model_validator
+from pydantic import Field, SecretStr, ValidationError, create_model, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEV_SIGNING_KEY = "tkm-dev-signing-key-not-for-production-use"
@@ -23,7 +23,10 @@ class ServiceSettings(BaseSettings):
     model_config = SettingsConfigDict(extra="ignore", case_sensitive=True, populate_by_name=True)
     service_name: ClassVar[str] = ""
 
-    environment: Literal["dev", "test", "production"] = Field("dev", validation_alias="TKM_ENV")
+    # fail closed: only an explicit TKM_ENV=dev or test (the local scripts and the test suite
+    # set it) lets the repository's dev signing key sign anything
+    environment: Literal["dev", "test", "production"] = Field("production",
+                                                              validation_alias="TKM_ENV")
     kafka_bootstrap_servers: str = Field("127.0.0.1:19092", validation_alias="KAFKA_BOOTSTRAP_SERVERS")
     database_url: str = ""
     http_port: int = 0
@@ -32,6 +35,8 @@ class ServiceSettings(BaseSettings):
     topic_replication_factor: int = Field(1, ge=1, validation_alias="TKM_TOPIC_REPLICATION_FACTOR")
     auth_signing_key: SecretStr = Field(SecretStr(DEV_SIGNING_KEY),
                                         validation_alias="TKM_AUTH_SIGNING_KEY")
+    # the longest a bearer token may live (shared.auth refuses longer ones); only lowers the 24 h
+    token_max_hours: float = Field(24, gt=0, le=24, validation_alias="TKM_TOKEN_MAX_HOURS")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         "INFO", validation_alias="TKM_LOG_LEVEL")
     consumer_max_retries: int = Field(3, ge=0, validation_alias="TKM_CONSUMER_MAX_RETRIES")
@@ -67,8 +72,8 @@ class ServiceSettings(BaseSettings):
         # can reach
         if self.auth_signing_key.get_secret_value() == DEV_SIGNING_KEY and (
                 self.environment == "production" or self.http_host not in LOOPBACK):
-            raise ValueError("TKM_AUTH_SIGNING_KEY must be set: the dev key is accepted only in "
-                             "dev or test on a loopback address")
+            raise ValueError("TKM_AUTH_SIGNING_KEY must be set: the dev key is accepted only "
+                             "with TKM_ENV=dev or test, on a loopback address")
         if len(self.auth_signing_key.get_secret_value()) < 32:
             raise ValueError("TKM_AUTH_SIGNING_KEY must be at least 32 characters (HS256)")
         return self
@@ -96,5 +101,13 @@ def settings_class(service: str) -> type[ServiceSettings]:
 
 
 def load_settings(service: str, **overrides: Any) -> ServiceSettings:
-    """Settings of `service` from the environment; keyword overrides (by field name) win."""
-    return settings_class(service)(**overrides)
+    """Settings of `service` from the environment; keyword overrides (by field name) win.
+    Raises ValueError naming the variables at fault, never their values (a refused signing
+    key or a database URL with its password must not reach a log)."""
+    try:
+        return settings_class(service)(**overrides)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'settings'}: {e['msg']}"
+            for e in exc.errors(include_input=False, include_url=False))
+        raise ValueError(f"invalid {service} settings: {problems}") from None

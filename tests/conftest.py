@@ -10,6 +10,10 @@ import pytest
 from scripts import infra as local_infra
 from tests.support.databases import create_database
 
+# the suite runs services on loopback with the repository's dev signing key: the explicit switch
+# (shared.settings refuses that key otherwise)
+os.environ.setdefault("TKM_ENV", "test")
+
 
 @pytest.fixture(scope="session")
 def infra(tmp_path_factory: pytest.TempPathFactory):

@@ -16,6 +16,7 @@ from shared.auth import ANY_ROLE, Actor, Role, require
 from shared.contracts.evaluation import Decision
 from shared.errors import ConflictError, NotFoundError
 from shared.inputs import REF_PATTERN
+from shared.scope import province_scope
 from shared.service import ServiceContext, context
 
 YearPath = Annotated[int, Path(ge=2000, le=2100, description="the programme year evaluated")]
@@ -155,14 +156,6 @@ class LateEventsPage(BaseModel):
     items: list[LateEvent]
 
 
-def _scope(actor: Actor, province_code: str | None) -> str | None:
-    if actor.role is Role.PROVINCE:
-        assert actor.province_code is not None
-        actor.ensure_province(province_code or actor.province_code)
-        return actor.province_code
-    return province_code
-
-
 def _indicators(scored: Scored) -> list[IndicatorOut]:
     return [IndicatorOut(name=i.name, value=i.value, weight=i.weight,
                          contribution=i.contribution, normalised=i.normalised, basis=i.basis)
@@ -203,7 +196,7 @@ def build_router(policy: Policy) -> APIRouter:
                       limit: Limit = 100, offset: Offset = 0) -> Preview:
         """Scores as they would be if the evaluation closed now."""
         adopted = await _open_policy(ctx, year)
-        province_code = _scope(actor, province_code)
+        province_code = province_scope(actor, province_code, regency_code)
         facts = [f for f in await views.tks_facts(ctx.pool, year)
                  if (province_code is None or f.province_code == province_code)
                  and (regency_code is None or f.regency_code == regency_code)]
@@ -250,7 +243,7 @@ def build_router(policy: Policy) -> APIRouter:
                       offset: Offset = 0) -> dict[str, Any]:
         await _closed(ctx, year)
         total, items = await views.results(
-            ctx.pool, year, province_code=_scope(actor, province_code),
+            ctx.pool, year, province_code=province_scope(actor, province_code),
             regency_code=regency_code, decision=decision, limit=limit, offset=offset)
         for item in items:
             item["indicators"] = _closed_indicators(item["indicators"])
@@ -284,7 +277,9 @@ def build_router(policy: Policy) -> APIRouter:
                            bucket_width: Annotated[int, Query(ge=1, le=100)] = 10) -> Distribution:
         """How the closed year's scores spread over buckets [min_score, max_score)."""
         await _closed(ctx, year)
-        found = await views.scores(ctx.pool, year, _scope(actor, province_code), regency_code)
+        found = await views.scores(ctx.pool, year,
+                                   province_scope(actor, province_code, regency_code),
+                                   regency_code)
         return Distribution(year=year, bucket_width=bucket_width, total=len(found),
                             buckets=[Bucket(**b) for b in histogram(found, bucket_width)])
 

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import tempfile
+import logging
 from datetime import date
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Path, Query, Request
 
 from services.groups import handlers, views
+from services.groups import responses as R
 from services.groups.commands import (
     ApproveGroups,
     ChangeMembers,
@@ -26,7 +28,8 @@ from services.groups.commands import (
 from services.groups.config import Expo, ProgrammeConfig
 from services.groups.csv_import import CSV_LAYOUT
 from shared.auth import ANY_ROLE, Actor, Role, require
-from shared.errors import DomainError, NotFoundError
+from shared.errors import DomainError, ForbiddenError, NotFoundError
+from shared.scope import province_scope
 from shared.inputs import REF_PATTERN
 from shared.service import ServiceContext, context
 
@@ -43,6 +46,7 @@ YearQ = Annotated[int | None, Query(ge=2000, le=2100)]
 PageQ = Annotated[int, Query(ge=1, le=100_000)]
 PageSizeQ = Annotated[int, Query(ge=1, le=500)]
 Ctx = Annotated[ServiceContext, Depends(context)]
+audit = logging.getLogger("tkm.audit")
 
 
 class UnsupportedMediaError(DomainError):
@@ -55,19 +59,10 @@ def _sees_notes(actor: Actor) -> bool:
     return actor.role in (Role.ADMIN, Role.PROVINCE)
 
 
-def _scope(actor: Actor, province_code: str | None) -> str | None:
-    # a provincial officer reads its own province, whatever it asked for
-    if actor.role is Role.PROVINCE:
-        if province_code is not None:
-            actor.ensure_province(province_code)
-        return actor.province_code
-    return province_code
-
-
 def build_router(config: ProgrammeConfig) -> APIRouter:
     router = APIRouter()
 
-    @router.get("/business-types", tags=["catalogue"])
+    @router.get("/business-types", response_model=list[R.BusinessType], tags=["catalogue"])
     async def business_types(actor: Reader) -> list[dict[str, str]]:
         """The catalogue of business types (configuration data)."""
         return [b.model_dump() for b in config.business_types]
@@ -77,7 +72,7 @@ def build_router(config: ProgrammeConfig) -> APIRouter:
         """The catalogue of expos (configuration data): record an expo by its code."""
         return list(config.expos)
 
-    @router.post("/groups", status_code=201, tags=["registration"])
+    @router.post("/groups", response_model=R.GroupSummary, status_code=201, tags=["registration"])
     async def register(body: RegisterGroup, ctx: Ctx,
                        actor: Writer) -> dict[str, Any]:
         """Register a TKM group with its members. The group id is derived from (year, regency,
@@ -85,7 +80,8 @@ def build_router(config: ProgrammeConfig) -> APIRouter:
         group that year is a 409 naming that group."""
         return await handlers.register_group(ctx, body, actor, config)
 
-    @router.post("/groups/imports", tags=["registration"], description=(
+    @router.post("/groups/imports",
+                 response_model=R.ImportReport, tags=["registration"], description=(
         "Bulk registration from a regional labour office's CSV file. Answers 200 with a "
         "per-row error report and a result per group (registered, already_registered, "
         "refused).\n\n" + CSV_LAYOUT),
@@ -104,7 +100,8 @@ def build_router(config: ProgrammeConfig) -> APIRouter:
             file.seek(0)
             return await handlers.import_groups_csv(ctx, file, actor, config)
 
-    @router.get("/groups", tags=["queries"])
+    @router.get("/groups", response_model=R.GroupPage, response_model_exclude_unset=True,
+                tags=["queries"])
     async def list_groups(ctx: Ctx, actor: Reader, year: YearQ = None,
                           stage: Stage | None = None, province_code: ProvinceQ = None,
                           regency_code: RegencyQ = None,
@@ -114,76 +111,90 @@ def build_router(config: ProgrammeConfig) -> APIRouter:
         """Groups by year, stage, province, regency, business type, status (no member data).
         `status_reason_code` for everyone; the officer's `status_note` only for the ministry
         and provincial officers."""
-        if regency_code and actor.role is Role.PROVINCE:
-            actor.ensure_province(regency_code[:2])
-        where = views.GroupFilter(year, stage, _scope(actor, province_code), regency_code,
+        where = views.GroupFilter(year, stage,
+                                  province_scope(actor, province_code, regency_code), regency_code,
                                   business_type, status)
         return await views.list_groups(ctx.pool, where, views.Page(page, page_size),
                                        with_notes=_sees_notes(actor))
 
-    @router.get("/groups/{group_id}", tags=["queries"])
-    async def group_detail(group_id: GroupId, ctx: Ctx, actor: Reader) -> dict[str, Any]:
-        """One group. Members (NIK masked) and officers' notes only for the ministry and the
-        group's provincial officer."""
-        group = await views.group_detail(ctx.pool, group_id, _sees_notes(actor))
+    @router.get("/groups/{group_id}", response_model=R.GroupDetail, response_model_exclude_unset=True,
+                tags=["queries"])
+    async def group_detail(group_id: GroupId, ctx: Ctx, actor: Reader,
+                           reveal: Annotated[Literal["nik"] | None, Query(
+                               description="`nik`: members' full NIKs (ministry_admin only; "
+                                           "every such read is audited)")] = None,
+                           ) -> dict[str, Any]:
+        """One group. Members (NIK masked to the region) and officers' notes only for the
+        ministry and the group's provincial officer."""
+        if reveal and actor.role is not Role.ADMIN:
+            raise ForbiddenError("only the ministry may reveal a NIK", field="reveal")
+        group = await views.group_detail(ctx.pool, group_id, _sees_notes(actor),
+                                         reveal_nik=bool(reveal))
         if group is None:
             raise NotFoundError("no such group", field="group_id")
         if actor.role is Role.PROVINCE:
             actor.ensure_province(group["province_code"])
+        if reveal:
+            audit.warning("NIK revealed: actor=%s group=%s members=%d", actor.id, group_id,
+                          len(group.get("members") or []))
         return group
 
-    @router.put("/groups/{group_id}/members", tags=["registration"])
+    @router.put("/groups/{group_id}/members", response_model=R.GroupSummary, tags=["registration"])
     async def change_members(group_id: GroupId, body: ChangeMembers, ctx: Ctx,
                              actor: Writer) -> dict[str, Any]:
         """Replace the member list (allowed until the group is funded)."""
         return await handlers.change_members(ctx, group_id, body, actor, config)
 
-    @router.post("/groups/{group_id}/approval", tags=["approval"])
+    @router.post("/groups/{group_id}/approval", response_model=R.GroupSummary, tags=["approval"])
     async def approve(group_id: GroupId, ctx: Ctx,
                       actor: Writer) -> dict[str, Any]:
         group, _ = await handlers.act_on_group(ctx, actor, group_id, lambda g: g.approve())
         return handlers.summary(group)
 
-    @router.post("/groups/{group_id}/rejection", tags=["approval"])
+    @router.post("/groups/{group_id}/rejection", response_model=R.GroupSummary, tags=["approval"])
     async def reject(group_id: GroupId, body: RejectGroup, ctx: Ctx,
                      actor: Writer) -> dict[str, Any]:
         group, _ = await handlers.act_on_group(ctx, actor, group_id,
                                                lambda g: g.reject(body.reason_code, body.note))
         return handlers.summary(group)
 
-    @router.post("/groups/approvals", tags=["approval"])
+    @router.post("/groups/approvals", response_model=R.BulkOutcome, tags=["approval"])
     async def approve_many(body: ApproveGroups, ctx: Ctx,
                            actor: Writer) -> dict[str, Any]:
         """Approve many groups; one result per id (status 200, or the error's status)."""
         return {"results": await handlers.approve_groups(ctx, body.group_ids, actor, config)}
 
-    @router.post("/groups/{group_id}/funding", status_code=201, tags=["funding"])
+    @router.post("/groups/{group_id}/funding",
+                 response_model=R.Funded, status_code=201, tags=["funding"])
     async def fund(group_id: GroupId, body: FundGroup, ctx: Ctx,
                    actor: Ministry) -> dict[str, Any]:
         """Disburse a tranche to an approved group (ministry only). The same tranche twice is
         a 409; the total at a stage stays within the configured ceiling."""
         return await handlers.fund_group(ctx, group_id, body, actor, config)
 
-    @router.post("/groups/fundings", tags=["funding"])
+    @router.post("/groups/fundings", response_model=R.BulkOutcome, tags=["funding"])
     async def fund_many(body: FundGroups, ctx: Ctx,
                         actor: Ministry) -> dict[str, Any]:
         """Fund many groups; one result per item (status 201, or the error's status)."""
         return {"results": await handlers.fund_groups(ctx, body.items, actor, config)}
 
-    @router.post("/groups/{group_id}/lpj", status_code=201, tags=["accountability"])
+    @router.post("/groups/{group_id}/lpj",
+                 response_model=R.LpjSubmitted, status_code=201, tags=["accountability"])
     async def submit_lpj(group_id: GroupId, body: SubmitLpj, ctx: Ctx,
                          actor: Writer) -> dict[str, Any]:
         """Submit the accountability report (LPJ): spending to date by category. Spending
         beyond the funds received is refused."""
         return await handlers.submit_lpj(ctx, group_id, body, actor)
 
-    @router.post("/groups/{group_id}/lpj/{report_id}/acceptance", tags=["accountability"])
+    @router.post("/groups/{group_id}/lpj/{report_id}/acceptance",
+                 response_model=R.LpjReviewed, tags=["accountability"])
     async def accept_lpj(group_id: GroupId, report_id: ReportId, ctx: Ctx,
                          actor: Writer) -> dict[str, Any]:
         await handlers.act_on_group(ctx, actor, group_id, lambda g: g.accept_lpj(report_id))
         return {"group_id": group_id, "report_id": report_id, "status": "accepted"}
 
-    @router.post("/groups/{group_id}/lpj/{report_id}/return", tags=["accountability"])
+    @router.post("/groups/{group_id}/lpj/{report_id}/return",
+                 response_model=R.LpjReviewed, tags=["accountability"])
     async def return_lpj(group_id: GroupId, report_id: ReportId, body: ReturnLpj, ctx: Ctx,
                          actor: Writer) -> dict[str, Any]:
         await handlers.act_on_group(ctx, actor, group_id,
@@ -191,7 +202,8 @@ def build_router(config: ProgrammeConfig) -> APIRouter:
                                                            body.note))
         return {"group_id": group_id, "report_id": report_id, "status": "returned"}
 
-    @router.post("/groups/{group_id}/bimtek", status_code=201, tags=["empowerment"])
+    @router.post("/groups/{group_id}/bimtek",
+                 response_model=R.GroupSummary, status_code=201, tags=["empowerment"])
     async def bimtek(group_id: GroupId, body: RecordBimtek, ctx: Ctx,
                      actor: Writer) -> dict[str, Any]:
         """Record institutional technical guidance (Bimtek kelembagaan) attended."""
@@ -199,14 +211,16 @@ def build_router(config: ProgrammeConfig) -> APIRouter:
             ctx, actor, group_id, lambda g: g.attend_bimtek(body.subject, body.held_on))
         return handlers.summary(group)
 
-    @router.post("/groups/{group_id}/product-evidence", status_code=201, tags=["empowerment"])
+    @router.post("/groups/{group_id}/product-evidence",
+                 response_model=R.GroupSummary, status_code=201, tags=["empowerment"])
     async def product(group_id: GroupId, body: RecordProductEvidence, ctx: Ctx,
                       actor: Writer) -> dict[str, Any]:
         group, _ = await handlers.act_on_group(ctx, actor, group_id, lambda g: g.record_product(
             body.product, body.evidence_count, body.recorded_on))
         return handlers.summary(group)
 
-    @router.post("/groups/{group_id}/expos", status_code=201, tags=["empowerment"])
+    @router.post("/groups/{group_id}/expos",
+                 response_model=R.GroupSummary, status_code=201, tags=["empowerment"])
     async def expo(group_id: GroupId, body: RecordExpo, ctx: Ctx,
                    actor: Writer) -> dict[str, Any]:
         group, _ = await handlers.act_on_group(
@@ -214,7 +228,7 @@ def build_router(config: ProgrammeConfig) -> APIRouter:
             lambda g: g.showcase(body.expo_code, body.regency_code, body.held_on, config))
         return handlers.summary(group)
 
-    @router.post("/groups/{group_id}/advancement", tags=["empowerment"])
+    @router.post("/groups/{group_id}/advancement", response_model=R.Advanced, tags=["empowerment"])
     async def advance(group_id: GroupId, ctx: Ctx,
                       actor: Writer) -> dict[str, Any]:
         """Move the group to the next stage (pemula -> lanjutan -> pengembangan) once it has
@@ -223,42 +237,45 @@ def build_router(config: ProgrammeConfig) -> APIRouter:
                                                    lambda g: g.advance(config))
         return {**handlers.summary(group), "from_stage": event.from_stage}
 
-    @router.post("/groups/{group_id}/dissolution", tags=["empowerment"])
+    @router.post("/groups/{group_id}/dissolution",
+                 response_model=R.GroupSummary, tags=["empowerment"])
     async def dissolve(group_id: GroupId, body: DissolveGroup, ctx: Ctx,
                        actor: Writer) -> dict[str, Any]:
         group, _ = await handlers.act_on_group(ctx, actor, group_id,
                                                lambda g: g.dissolve(body.reason_code, body.note))
         return handlers.summary(group)
 
-    @router.get("/reports/people-reached", tags=["queries"])
+    @router.get("/reports/people-reached", response_model=list[R.PeopleReached], tags=["queries"])
     async def people_reached(ctx: Ctx, actor: Reader, year: YearQ = None,
                              province_code: ProvinceQ = None) -> list[dict[str, Any]]:
         """Members of active registered groups and of funded groups, by year and province."""
-        return await views.people_reached(ctx.pool, year, _scope(actor, province_code))
+        return await views.people_reached(ctx.pool, year, province_scope(actor, province_code))
 
-    @router.get("/reports/funding", tags=["queries"])
+    @router.get("/reports/funding", response_model=list[R.FundingRow], tags=["queries"])
     async def funding(ctx: Ctx, actor: Reader, budget_year: YearQ = None,
                       province_code: ProvinceQ = None) -> list[dict[str, Any]]:
         """Funds disbursed and accounted for (accepted LPJ spending), by budget year and
         province."""
         return await views.funding_by_province(ctx.pool, budget_year,
-                                               _scope(actor, province_code))
+                                               province_scope(actor, province_code))
 
-    @router.get("/lpj/outstanding", tags=["accountability"])
+    @router.get("/lpj/outstanding", response_model=R.GroupPage, response_model_exclude_unset=True,
+                tags=["accountability"])
     async def lpj_outstanding(ctx: Ctx, actor: Reader, year: YearQ = None,
                               province_code: ProvinceQ = None, page: PageQ = 1,
                               page_size: PageSizeQ = 50) -> dict[str, Any]:
         """Funded groups whose funds are not yet accounted for by an accepted LPJ."""
-        where = views.GroupFilter(year=year, province_code=_scope(actor, province_code))
+        where = views.GroupFilter(year=year, province_code=province_scope(actor, province_code))
         return await views.lpj_outstanding(ctx.pool, where, views.Page(page, page_size), None)
 
-    @router.get("/lpj/overdue", tags=["accountability"])
+    @router.get("/lpj/overdue", response_model=R.GroupPage, response_model_exclude_unset=True,
+                tags=["accountability"])
     async def lpj_overdue(ctx: Ctx, actor: Reader, as_of: date | None = None, year: YearQ = None,
                           province_code: ProvinceQ = None, page: PageQ = 1,
                           page_size: PageSizeQ = 50) -> dict[str, Any]:
         """Outstanding LPJs past their due date on `as_of` (default today, UTC), excluding
         reports that await review."""
-        where = views.GroupFilter(year=year, province_code=_scope(actor, province_code))
+        where = views.GroupFilter(year=year, province_code=province_scope(actor, province_code))
         return await views.lpj_outstanding(ctx.pool, where, views.Page(page, page_size),
                                            as_of or handlers.today())
 

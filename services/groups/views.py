@@ -78,10 +78,11 @@ async def list_groups(pool: asyncpg.Pool, where: GroupFilter, page: Page, *,
                         "year, province_code, regency_code, name, group_id", with_notes)
 
 
-async def group_detail(pool: asyncpg.Pool, group_id: str,
-                       for_officers: bool) -> dict[str, Any] | None:
-    """`for_officers`: with members (NIK masked) and officers' notes, for the ministry and the
-    group's provincial officer only."""
+async def group_detail(pool: asyncpg.Pool, group_id: str, for_officers: bool,
+                       reveal_nik: bool = False) -> dict[str, Any] | None:
+    """`for_officers`: with members (NIK masked to the region) and officers' notes, for the
+    ministry and the group's provincial officer only; `reveal_nik`: members' full NIKs (the
+    ministry's audited read)."""
     notes = _NOTES if for_officers else ""
     async with pool.acquire() as conn:
         row = await conn.fetchrow(f"SELECT {_LISTED}{notes} FROM group_registry "
@@ -102,8 +103,8 @@ async def group_detail(pool: asyncpg.Pool, group_id: str,
         if for_officers:
             members = await conn.fetch("SELECT nik, name, phone FROM group_members "
                                        "WHERE group_id = $1 ORDER BY name, nik", group_id)
-            group["members"] = [{"nik": mask_nik(m["nik"]), "name": m["name"],
-                                 "phone": m["phone"]} for m in members]
+            group["members"] = [{"nik": m["nik"] if reveal_nik else mask_nik(m["nik"]),
+                                 "name": m["name"], "phone": m["phone"]} for m in members]
     return group
 
 

@@ -8,12 +8,14 @@ from fastapi import APIRouter, Depends, Path, Query
 from pydantic import BaseModel, ConfigDict, Field
 
 from services.mentoring import handlers, views
+from services.mentoring import responses as R
 from services.mentoring.config import MentoringConfig
 from services.mentoring.domain import MonthlyReport, deadline_of
 from shared.auth import Actor, Role, require
 from shared.contracts.common import ProvinceCode, RegencyCode
 from shared.errors import ConflictError, DomainError, ForbiddenError, NotFoundError
 from shared.inputs import REF_PATTERN, Period, ProgrammeDate, Ref
+from shared.scope import province_scope
 from shared.service import ServiceContext, context
 
 PERIOD = r"^\d{4}-(0[1-9]|1[0-2])$"
@@ -61,59 +63,54 @@ class BatchRequest(BaseModel):
     reports: list[BatchReport] = Field(min_length=1)
 
 
-def _scope(actor: Actor, province_code: str | None,
-           regency_code: str | None) -> tuple[str | None, str | None]:
-    """A provincial officer sees its own province only (and by default)."""
-    if actor.role is Role.PROVINCE:
-        province_code = province_code or actor.province_code
-        actor.ensure_province(province_code or "")
-        if regency_code is not None:
-            actor.ensure_province(regency_code[:2])
-    return province_code, regency_code
-
-
 def build_router(config: MentoringConfig) -> APIRouter:
     router = APIRouter()
     assigners = require(Role.ADMIN, Role.PROVINCE)
     filers = require(Role.ADMIN, Role.TKS)
     aggregate_readers = require(Role.ADMIN, Role.PROVINCE, Role.AGENCY)
 
-    @router.post("/groups/{group_id}/mentor", status_code=201, tags=["assignment"],
+    @router.post("/groups/{group_id}/mentor",
+                 response_model=R.Assigned, status_code=201, tags=["assignment"],
                  summary="Assign (or reassign) the TKS mentoring a funded group")
     async def assign(group_id: RefPath, body: AssignMentorRequest, ctx: Ctx,
                      actor: Actor = Depends(assigners)) -> dict:
         return await handlers.assign_mentor(ctx, config, group_id, body.tks_id, body.assigned_on,
                                             actor)
 
-    @router.get("/assignments/suggestions", tags=["assignment"],
+    @router.get("/assignments/suggestions",
+                response_model=R.Suggestions, tags=["assignment"],
                 summary="Balanced assignments for every unassigned group in scope")
     async def suggestions(ctx: Ctx, province_code: ProvinceCode | None = None,
                           regency_code: RegencyCode | None = None,
                           actor: Actor = Depends(assigners)) -> dict:
-        province_code, regency_code = _scope(actor, province_code, regency_code)
+        province_code = province_scope(actor, province_code, regency_code)
         return await handlers.suggest(ctx, config, province_code, regency_code)
 
-    @router.post("/assignments/suggestions/apply", tags=["assignment"],
+    @router.post("/assignments/suggestions/apply",
+                 response_model=R.Applied, tags=["assignment"],
                  summary="Compute and carry out the suggested assignments in bulk")
     async def apply(body: ApplySuggestionsRequest, ctx: Ctx,
                     actor: Actor = Depends(assigners)) -> dict:
-        province_code, regency_code = _scope(actor, body.province_code, body.regency_code)
+        province_code = province_scope(actor, body.province_code, body.regency_code)
+        regency_code = body.regency_code
         return await handlers.apply_suggestions(ctx, config, province_code, regency_code,
                                                 body.assigned_on, body.on_funding_date, actor)
 
-    @router.get("/groups/unassigned", tags=["assignment"],
+    @router.get("/groups/unassigned",
+                response_model=R.UnassignedPage, tags=["assignment"],
                 summary="Funded groups without a mentor, waiting for (re)assignment")
     async def unassigned(ctx: Ctx, province_code: ProvinceCode | None = None,
                          regency_code: RegencyCode | None = None,
                          limit: Annotated[int, Query(ge=1, le=5000)] = 500,
                          offset: Annotated[int, Query(ge=0, le=OFFSET_MAX)] = 0,
                          actor: Actor = Depends(assigners)) -> dict:
-        province_code, regency_code = _scope(actor, province_code, regency_code)
+        province_code = province_scope(actor, province_code, regency_code)
         async with ctx.pool.acquire() as conn:
             return await views.unassigned_groups(conn, province_code, regency_code, limit,
                                                  offset)
 
-    @router.post("/groups/{group_id}/reports", status_code=201, tags=["reports"],
+    @router.post("/groups/{group_id}/reports",
+                 response_model=R.Filed, status_code=201, tags=["reports"],
                  summary="File the monthly report on a group")
     async def file(group_id: RefPath, body: FileReportRequest, ctx: Ctx,
                    actor: Actor = Depends(filers)) -> dict:
@@ -121,7 +118,8 @@ def build_router(config: MentoringConfig) -> APIRouter:
             ctx, config, group_id, body, handlers.author_of(actor, body.tks_id),
             handlers.filing_date(actor, body.filed_on), actor)
 
-    @router.put("/groups/{group_id}/reports/{period}", tags=["reports"],
+    @router.put("/groups/{group_id}/reports/{period}",
+                response_model=R.Amended, tags=["reports"],
                 summary="Amend a monthly report until its period closes")
     async def amend(group_id: RefPath, period: PeriodPath, body: AmendReportRequest, ctx: Ctx,
                     actor: Actor = Depends(filers)) -> dict:
@@ -132,7 +130,8 @@ def build_router(config: MentoringConfig) -> APIRouter:
         return await handlers.amend_report(ctx, config, group_id, report,
                                            handlers.amender_of(actor, body.tks_id), actor)
 
-    @router.post("/reports/batch", tags=["reports"],
+    @router.post("/reports/batch",
+                 response_model=R.BatchResult, tags=["reports"],
                  summary="File many monthly reports; one result per item")
     async def batch(body: BatchRequest, ctx: Ctx, actor: Actor = Depends(filers)) -> dict:
         if len(body.reports) > config.batch.max_reports:
@@ -154,13 +153,15 @@ def build_router(config: MentoringConfig) -> APIRouter:
         filed = sum(r["status"] == "filed" for r in results)
         return {"filed": filed, "refused": len(results) - filed, "results": results}
 
-    @router.post("/periods/{period}/close", tags=["periods"],
+    @router.post("/periods/{period}/close",
+                 response_model=R.Closure, tags=["periods"],
                  summary="Flag unfiled due reports overdue and close the month (idempotent)")
     async def close(period: PeriodPath, ctx: Ctx, force: bool = False,
                     actor: Actor = Depends(require(Role.ADMIN))) -> dict:
         return await handlers.close_period(ctx, config, period, force, actor)
 
-    @router.get("/periods/{period}", tags=["periods"], summary="A month's deadline and closing")
+    @router.get("/periods/{period}",
+                response_model=R.PeriodStatus, tags=["periods"], summary="A month's deadline and closing")
     async def period_status(period: PeriodPath, ctx: Ctx,
                             actor: Actor = Depends(aggregate_readers)) -> dict:
         async with ctx.pool.acquire() as conn:
@@ -168,17 +169,19 @@ def build_router(config: MentoringConfig) -> APIRouter:
         return {"period": period, "deadline": deadline_of(period, config.reporting.deadline_day),
                 "closed": closure is not None, **(closure or {})}
 
-    @router.get("/periods/{period}/overdue", tags=["periods"],
+    @router.get("/periods/{period}/overdue",
+                response_model=R.OverdueList, tags=["periods"],
                 summary="Reports flagged overdue when the month closed")
     async def overdue(period: PeriodPath, ctx: Ctx, province_code: ProvinceCode | None = None,
                       regency_code: RegencyCode | None = None,
                       actor: Actor = Depends(assigners)) -> dict:
-        province_code, regency_code = _scope(actor, province_code, regency_code)
+        province_code = province_scope(actor, province_code, regency_code)
         async with ctx.pool.acquire() as conn:
             rows = await views.overdue_list(conn, period, province_code, regency_code)
         return {"period": period, "overdue": rows}
 
-    @router.get("/tks/{tks_id}", tags=["queries"],
+    @router.get("/tks/{tks_id}",
+                response_model=R.TksView, tags=["queries"],
                 summary="A TKS: its groups, caseload and reports filed, due and overdue")
     async def tks(tks_id: RefPath, ctx: Ctx,
                   actor: Actor = Depends(require(Role.ADMIN, Role.PROVINCE, Role.TKS))) -> dict:
@@ -190,7 +193,8 @@ def build_router(config: MentoringConfig) -> APIRouter:
         actor.ensure_province(view["province_code"])
         return {**view, "caseload_cap": config.assignment.caseload_cap}
 
-    @router.get("/groups/{group_id}", tags=["queries"],
+    @router.get("/groups/{group_id}",
+                response_model=R.GroupView, tags=["queries"],
                 summary="A group's mentors and its monthly series")
     async def group(group_id: RefPath, ctx: Ctx,
                     actor: Actor = Depends(require(Role.ADMIN, Role.PROVINCE, Role.TKS))) -> dict:
@@ -204,7 +208,8 @@ def build_router(config: MentoringConfig) -> APIRouter:
             raise ForbiddenError("a TKS sees only the groups it mentors", field="group_id")
         return view
 
-    @router.get("/regencies/{regency_code}/summary", tags=["queries"],
+    @router.get("/regencies/{regency_code}/summary",
+                response_model=R.RegionSummary, tags=["queries"],
                 summary="Report compliance, revenue and workers of a regency/city")
     async def regency_summary(regency_code: Annotated[str, Path(pattern=r"^\d{4}$")], ctx: Ctx,
                               year: Annotated[int | None, Query(ge=2000, le=2100)] = None,
@@ -215,7 +220,8 @@ def build_router(config: MentoringConfig) -> APIRouter:
             return await views.region_summary(conn, regency_code=regency_code, year=year,
                                               period=period)
 
-    @router.get("/provinces/{province_code}/summary", tags=["queries"],
+    @router.get("/provinces/{province_code}/summary",
+                response_model=R.RegionSummary, tags=["queries"],
                 summary="Report compliance, revenue and workers of a province")
     async def province_summary(province_code: Annotated[str, Path(pattern=r"^\d{2}$")],
                                ctx: Ctx,

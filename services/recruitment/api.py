@@ -1,6 +1,7 @@
 """HTTP API of the recruitment service. NIKs are only ever shown masked; agencies see no
 personal data at all."""
 
+import logging
 import uuid
 from datetime import date, datetime
 from typing import Annotated, Any, Literal
@@ -22,6 +23,7 @@ from services.recruitment.config import RecruitmentConfig
 from shared.auth import Actor, Role, require
 from shared.contracts.common import ProvinceCode, RegencyCode, Year
 from shared.errors import DomainError, ForbiddenError, NotFoundError
+from shared.scope import province_scope
 from shared.service import ServiceContext, context
 
 Ctx = Annotated[ServiceContext, Depends(context)]
@@ -33,6 +35,7 @@ StageFilter = Annotated[int | None, Query(ge=1, le=3)]
 TksStatus = Literal["active", "renewed", "released", "resigned"]
 VacancyStatus = Literal["open", "filled"]
 ApplicantStatus = Literal["registered", "screened", "rejected", "briefed", "recruited"]
+audit = logging.getLogger("tkm.audit")
 OFFSET_MAX = 1_000_000  # beyond any real page; larger values would overflow the query's bigint
 
 
@@ -136,10 +139,11 @@ class RosterRow(BaseModel):
     evaluation_score: float | None
     ended_on: date | None
     end_reason: str | None
-    nik_masked: str | None = Field(None, description="not shown to agencies")
+    nik_masked: str | None = Field(None, description="region only; not shown to agencies")
     full_name: str | None = Field(None, description="not shown to agencies")
     sex: str | None = None
-    birth_date: date | None = None
+    birth_date: date | None = Field(None, description="the ministry and the TKS itself only")
+    age: int | None = Field(None, description="in years; instead of the birth date")
     education: str | None = None
     phone: str | None = None
     email: str | None = None
@@ -197,10 +201,13 @@ class VacancyPage(Page):
 class ApplicantRow(BaseModel):
     applicant_id: str
     year: int
-    nik_masked: str
+    nik_masked: str = Field(description="region only (first 6 digits)")
+    nik: str | None = Field(None, description="the full NIK: ministry_admin with "
+                                              "`?reveal=nik` only, and audited")
     full_name: str
     sex: str
-    birth_date: date
+    birth_date: date | None = Field(None, description="the ministry only")
+    age: int | None = Field(None, description="in years")
     education: str
     province_code: str
     regency_code: str
@@ -220,13 +227,12 @@ class ApplicantPage(Page):
     items: list[ApplicantRow]
 
 
-def _scope(actor: Actor, province_code: str | None) -> str | None:
-    """The province a reader may see: a provincial officer only its own."""
+def _personal(actor: Actor, row: dict[str, Any]) -> dict[str, Any]:
+    """What a role sees of a person: a provincial officer the region-masked NIK, sex and age,
+    not the birth date (beside the region and sex it narrows the NIK to its serial)."""
     if actor.role is Role.PROVINCE:
-        if province_code not in (None, actor.province_code):
-            actor.ensure_province(province_code)
-        return actor.province_code
-    return province_code
+        row.pop("birth_date", None)
+    return row
 
 
 def _batch(results: list[dict[str, Any]]) -> BatchOut:
@@ -263,7 +269,7 @@ def make_router(config: RecruitmentConfig) -> APIRouter:
     @router.get("/rounds/{round_id}", response_model=RoundFillOut, tags=["rounds"])
     async def quota_fill(round_id: uuid.UUID, ctx: Ctx, actor: Reader) -> dict:
         """The round with its quota fill (a provincial officer sees its province's quotas)."""
-        fill = await views.round_fill(ctx.pool, str(round_id), _scope(actor, None))
+        fill = await views.round_fill(ctx.pool, str(round_id), province_scope(actor, None))
         if fill is None:
             raise NotFoundError("no such round", field="round_id")
         return fill
@@ -304,16 +310,27 @@ def make_router(config: RecruitmentConfig) -> APIRouter:
     async def list_applicants(page: PageQuery, ctx: Ctx, actor: Officer, year: Year,
                               province_code: ProvinceCode | None = None,
                               status: ApplicantStatus | None = None) -> dict:
-        return await views.applicants(ctx.pool, limit=page[0], offset=page[1], year=year,
-                                      province_code=_scope(actor, province_code), status=status)
+        found = await views.applicants(ctx.pool, limit=page[0], offset=page[1], year=year,
+                                       province_code=province_scope(actor, province_code),
+                                       status=status)
+        found["items"] = [_personal(actor, dict(r)) for r in found["items"]]
+        return found
 
     @router.get("/applicants/{applicant_id}", response_model=ApplicantRow, tags=["applicants"])
-    async def get_applicant(applicant_id: uuid.UUID, ctx: Ctx, actor: Officer) -> dict:
+    async def get_applicant(applicant_id: uuid.UUID, ctx: Ctx, actor: Officer,
+                            reveal: Annotated[Literal["nik"] | None, Query(
+                                description="`nik`: the full NIK (ministry_admin only; "
+                                            "every such read is audited)")] = None) -> dict:
+        if reveal and actor.role is not Role.ADMIN:
+            raise ForbiddenError("only the ministry may reveal a NIK", field="reveal")
         row = await views.applicant(ctx.pool, str(applicant_id))
         if row is None:
             raise NotFoundError("no such applicant", field="applicant_id")
         actor.ensure_province(row["province_code"])
-        return row
+        if reveal:
+            row["nik"] = await views.applicant_nik(ctx.pool, str(applicant_id))
+            audit.warning("NIK revealed: actor=%s applicant=%s", actor.id, applicant_id)
+        return _personal(actor, row)
 
     @router.post("/applicants/{applicant_id}/screening", response_model=ApplicantOut,
                  tags=["applicants"])
@@ -335,10 +352,13 @@ def make_router(config: RecruitmentConfig) -> APIRouter:
                      regency_code: RegencyCode | None = None,
                      status: TksStatus | None = None) -> dict:
         """TKS by contract year (one row per TKS and year). Agencies see no personal data."""
-        return await views.roster(ctx.pool, personal=actor.role is not Role.AGENCY,
-                                  limit=page[0], offset=page[1], year=year, stage=stage,
-                                  province_code=_scope(actor, province_code),
-                                  regency_code=regency_code, status=status)
+        found = await views.roster(ctx.pool, personal=actor.role is not Role.AGENCY,
+                                   limit=page[0], offset=page[1], year=year, stage=stage,
+                                   province_code=province_scope(actor, province_code,
+                                                                regency_code),
+                                   regency_code=regency_code, status=status)
+        found["items"] = [_personal(actor, dict(r)) for r in found["items"]]
+        return found
 
     @router.get("/tks/{tks_id}", response_model=TksRecordOut, response_model_exclude_unset=True,
                 tags=["tks"])
@@ -351,7 +371,7 @@ def make_router(config: RecruitmentConfig) -> APIRouter:
             raise NotFoundError("no such TKS", field="tks_id")
         if actor.role is Role.PROVINCE and contracts[0]["province_code"] != actor.province_code:
             raise ForbiddenError("this TKS serves in another province", field="tks_id")
-        return {"tks_id": str(tks_id), "contracts": contracts}
+        return {"tks_id": str(tks_id), "contracts": [_personal(actor, dict(c)) for c in contracts]}
 
     @router.post("/tks/{tks_id}/resignation", response_model=TksOut, tags=["tks"])
     async def resign(tks_id: uuid.UUID, body: ResignTks, ctx: Ctx, actor: Officer) -> dict:
@@ -362,7 +382,7 @@ def make_router(config: RecruitmentConfig) -> APIRouter:
     async def funnel(ctx: Ctx, actor: Reader, year: Year,
                      province_code: ProvinceCode | None = None) -> dict:
         """Applicants of a year by how far they got (by domicile province)."""
-        return await views.funnel(ctx.pool, year, _scope(actor, province_code))
+        return await views.funnel(ctx.pool, year, province_scope(actor, province_code))
 
     @router.get("/vacancies", response_model=VacancyPage, tags=["queries"])
     async def vacancies(page: PageQuery, ctx: Ctx, actor: Reader, year: Year | None = None,
@@ -370,7 +390,7 @@ def make_router(config: RecruitmentConfig) -> APIRouter:
                         regency_code: RegencyCode | None = None,
                         status: VacancyStatus | None = "open") -> dict:
         return await views.vacancies(ctx.pool, limit=page[0], offset=page[1], year=year,
-                                     province_code=_scope(actor, province_code),
+                                     province_code=province_scope(actor, province_code),
                                      regency_code=regency_code, status=status)
 
     return router

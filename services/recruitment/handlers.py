@@ -24,7 +24,7 @@ from services.recruitment.config import RecruitmentConfig
 from services.recruitment.domain import Applicant, RecruitmentRound, Tks, Vacancy
 from services.recruitment.projections import project
 from shared.aggregate import Aggregate, UnitOfWork
-from shared.auth import Actor
+from shared.auth import Actor, Role
 from shared.contracts.evaluation import TksEvaluated
 from shared.contracts.recruitment import Quota
 from shared.envelope import Envelope
@@ -61,16 +61,23 @@ def _registration(cmd: RegisterApplicant, config: RecruitmentConfig) -> domain.R
         email=email)
 
 
-async def _claim_nik(uow: UnitOfWork, year: int, nik: str, applicant_id: str) -> None:
+async def _claim_nik(uow: UnitOfWork, year: int, nik: str, applicant_id: str,
+                     actor: Actor) -> None:
     # the unique key decides races between concurrent registrations of one NIK
     claimed = await uow.conn.fetchval(
         "INSERT INTO applicant_nik (year, nik, applicant_id) VALUES ($1, $2, $3) "
         "ON CONFLICT (year, nik) DO NOTHING RETURNING applicant_id", year, nik, applicant_id)
     if claimed is None:
-        existing = await uow.conn.fetchval(
-            "SELECT applicant_id FROM applicant_nik WHERE year = $1 AND nik = $2", year, nik)
+        existing = await uow.conn.fetchrow(
+            "SELECT n.applicant_id, a.province_code FROM applicant_nik n "
+            "LEFT JOIN applicants a USING (applicant_id) WHERE n.year = $1 AND n.nik = $2",
+            year, nik)
+        # another province's applicant is not named to a provincial officer
+        if actor.role is Role.PROVINCE and existing["province_code"] != actor.province_code:
+            raise ConflictError(f"this NIK is already registered for {year} in another "
+                                "province", field="nik")
         raise ConflictError(f"this NIK is already registered for {year}", field="nik",
-                            applicant_id=existing)
+                            applicant_id=existing["applicant_id"])
 
 
 async def _new_applicant(uow: UnitOfWork, cmd: RegisterApplicant, config: RecruitmentConfig,
@@ -80,7 +87,7 @@ async def _new_applicant(uow: UnitOfWork, cmd: RegisterApplicant, config: Recrui
     reg = _registration(cmd, config)
     applicant.register(reg, config.eligibility)
     actor.ensure_province(applicant.province_code)
-    await _claim_nik(uow, cmd.year, reg.nik, applicant.applicant_id)
+    await _claim_nik(uow, cmd.year, reg.nik, applicant.applicant_id, actor)
     return applicant
 
 

@@ -9,10 +9,14 @@ import asyncpg
 TKS_COLUMNS = ("r.tks_id, r.year, r.round_id, r.stage, r.recruited_year, r.province_code, "
                "r.regency_code, r.status, r.contract_start, r.contract_end, r.evaluation_score, "
                "r.ended_on, r.end_reason")
-# never shown to agencies: even the masked NIK reveals the issuing region and serial
-PERSONAL_COLUMNS = (", a.nik_masked, a.full_name, a.sex, a.birth_date, a.education, a.phone, "
-                    "a.email")
-APPLICANT_COLUMNS = ("applicant_id, year, nik_masked, full_name, sex, birth_date, education, "
+# never shown to agencies: even the masked NIK reveals the issuing region
+# rows projected before the region-only mask kept 8 digits: re-masked on the way out
+REGION_MASK = "rpad(left({}nik_masked, 6), 16, '*') AS nik_masked"
+AGE = "extract(year FROM age(current_date, {}birth_date))::int AS age"
+PERSONAL_COLUMNS = (f", {REGION_MASK.format('a.')}, a.full_name, a.sex, a.birth_date, "
+                    f"{AGE.format('a.')}, a.education, a.phone, a.email")
+APPLICANT_COLUMNS = (f"applicant_id, year, {REGION_MASK.format('')}, full_name, sex, birth_date, "
+                     f"{AGE.format('')}, education, "
                      "province_code, regency_code, phone, email, status, passed_screening, "
                      "rejection_reason, rejection_note, briefing_stage, briefing_city, "
                      "briefed_on, registered_at")
@@ -102,6 +106,12 @@ async def applicant(pool: asyncpg.Pool, applicant_id: str) -> dict[str, Any] | N
     row = await pool.fetchrow(f"SELECT {APPLICANT_COLUMNS} FROM applicants "
                               "WHERE applicant_id = $1", applicant_id)
     return dict(row) if row else None
+
+
+async def applicant_nik(pool: asyncpg.Pool, applicant_id: str) -> str | None:
+    """The full NIK, for the ministry's audited reveal only."""
+    return await pool.fetchval("SELECT nik FROM applicant_nik WHERE applicant_id = $1",
+                               applicant_id)
 
 
 async def applicants(pool: asyncpg.Pool, *, limit: int, offset: int,

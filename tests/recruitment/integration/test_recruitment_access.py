@@ -30,7 +30,7 @@ async def test_an_agency_sees_no_personal_data_not_even_the_masked_nik(recruitme
 
     # whoever may see personal data still sees the masked NIK
     admin = await client.get(f"/tks/{tks_id}", headers=ADMIN)
-    assert admin.json()["contracts"][0]["nik_masked"].count("*") == 8
+    assert admin.json()["contracts"][0]["nik_masked"].count("*") == 10
     own = await client.get(f"/tks/{tks_id}", headers=auth(Role.TKS, tks_id=tks_id))
     assert own.json()["contracts"][0]["nik_masked"] == admin.json()["contracts"][0]["nik_masked"]
     officer = await client.get("/tks", headers=auth(Role.PROVINCE, province="65"),

@@ -24,7 +24,7 @@ async def test_a_recruitment_appears_once_on_the_topic_with_its_contract(recruit
     assert r.status_code == 201, r.text
     applicant_id = r.json()["applicant_id"]
     nik = registration["nik"]
-    assert r.json()["nik_masked"] == f"{nik[:4]}********{nik[12:]}"
+    assert r.json()["nik_masked"] == f"{nik[:6]}**********"
     for path, body in [("screening", {"passed": True}),
                        ("briefing", {"stage": 1, "city": "Tarakan", "briefed_on": "2023-03-06"})]:
         r = await client.post(f"/applicants/{applicant_id}/{path}", headers=ADMIN, json=body)
@@ -68,7 +68,7 @@ async def test_a_recruitment_appears_once_on_the_topic_with_its_contract(recruit
 
 
 def tks_mask(nik: str) -> str:
-    return f"{nik[:4]}********{nik[12:]}"
+    return f"{nik[:6]}**********"
 
 
 async def test_the_same_nik_twice_in_a_year_is_a_conflict_naming_the_applicant(recruitment):

@@ -171,7 +171,7 @@ def test_registering_records_the_applicant_with_its_domicile_province():
     applicant = Applicant("applicant-a1")
     applicant.register(registration(), RULES)
     assert applicant.pending == [registered()]
-    assert applicant.nik_masked == f"{NIK_F[:4]}********{NIK_F[12:]}"
+    assert applicant.nik_masked == f"{NIK_F[:6]}**********"
 
 
 def test_an_applicant_is_registered_once():

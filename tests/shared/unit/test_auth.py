@@ -1,8 +1,10 @@
+import time
 from datetime import timedelta
 
+import jwt
 import pytest
 
-from shared.auth import Actor, Role, decode_token, mint_token, pseudonym
+from shared.auth import ISSUER, MAX_TOKEN_LIFETIME, Actor, Role, decode_token, mint_token, pseudonym
 from shared.errors import ForbiddenError, UnauthorizedError
 
 KEY = "unit-test-signing-key-of-at-least-32-bytes"
@@ -52,3 +54,49 @@ def test_scoped_roles_need_their_scope():
         mint_token(KEY, "o", Role.PROVINCE)
     with pytest.raises(ValueError):
         mint_token(KEY, "t", Role.TKS)
+
+
+def forged(claims: dict) -> str:
+    """A correctly signed token with exactly these claims (as a careless minting tool makes)."""
+    now = int(time.time())
+    return jwt.encode({"iss": ISSUER, "sub": "s", "iat": now, "exp": now + 3600, **claims}, KEY,
+                      algorithm="HS256")
+
+
+@pytest.mark.parametrize("claims", [
+    {"role": "provincial_officer"},
+    {"role": "provincial_officer", "province": ""},
+    {"role": "provincial_officer", "province": "3"},
+    {"role": "provincial_officer", "province": ["32"]},
+    {"role": "tks"},
+    {"role": "tks", "tks_id": ""},
+    {"role": "root"},
+])
+def test_a_scoped_role_without_its_scope_is_refused_at_decode(claims):
+    with pytest.raises(UnauthorizedError, match="invalid bearer token"):
+        decode_token(KEY, forged(claims))
+
+
+def test_scope_claims_of_another_role_are_ignored():
+    actor = decode_token(KEY, forged({"role": "ministry_admin", "province": "32",
+                                      "tks_id": "x"}))
+    assert (actor.role, actor.province_code, actor.tks_id) == (Role.ADMIN, None, None)
+
+
+def test_a_token_living_longer_than_the_maximum_is_refused_at_mint_and_at_decode():
+    with pytest.raises(ValueError, match="at most"):
+        mint_token(KEY, "x", Role.ADMIN, ttl=MAX_TOKEN_LIFETIME + timedelta(seconds=1))
+    now = int(time.time())
+    with pytest.raises(UnauthorizedError, match="longer"):
+        decode_token(KEY, forged({"role": "ministry_admin", "exp": 253402300799}))  # year 9999
+    with pytest.raises(UnauthorizedError, match="longer"):
+        decode_token(KEY, forged({"role": "ministry_admin", "exp": now + 25 * 3600}))
+    with pytest.raises(UnauthorizedError, match="longer"):
+        decode_token(KEY, mint_token(KEY, "x", Role.ADMIN, ttl=timedelta(hours=3)),
+                     max_lifetime=timedelta(hours=2))
+    without_iat = jwt.encode({"iss": ISSUER, "sub": "s", "role": "ministry_admin",
+                              "exp": now + 60}, KEY, algorithm="HS256")
+    with pytest.raises(UnauthorizedError, match="iat"):
+        decode_token(KEY, without_iat)
+    assert decode_token(KEY, mint_token(KEY, "x", Role.ADMIN, ttl=MAX_TOKEN_LIFETIME)).role \
+        is Role.ADMIN

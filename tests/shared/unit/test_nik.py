@@ -135,12 +135,12 @@ def test_error_and_repr_do_not_leak_the_nik():
     assert "3201013202950123" not in str(exc.value)
     info = parse_nik("3201011508950123", today=TODAY)
     assert "3201011508950123" not in repr(info)
-    assert "3201********0123" in repr(info)
+    assert "320101**********" in repr(info)
 
 
 def test_mask():
-    assert mask_nik("3201011508950001") == "3201********0001"
-    assert mask_nik(" 3201011508950001 ") == "3201********0001"
+    assert mask_nik("3201011508950001") == "320101**********"
+    assert mask_nik(" 3201011508950001 ") == "320101**********"
     assert mask_nik("12345") == "*" * 16
     assert mask_nik("320101150895000A") == "*" * 16
 

@@ -1,0 +1,125 @@
+"""What the mentoring API answers: one model per shape, so the OpenAPI document tells clients
+what they get. Extra fields are allowed (a field added by a view is passed on, never dropped)."""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Out(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+class Assigned(Out):
+    group_id: str
+    tks_id: str
+    assigned_on: date
+    previous_tks_id: str | None = None
+    caseload: int | None = None
+
+
+class Suggestions(Out):
+    suggestions: list[dict[str, Any]] = Field(description="group, TKS and regency per proposal")
+    unplaced: list[dict[str, Any]]
+
+
+class Applied(Out):
+    assigned: int
+    skipped: list[dict[str, Any]]
+    unplaced: list[dict[str, Any]]
+
+
+class UnassignedPage(Out):
+    total: int
+    groups: list[dict[str, Any]]
+
+
+class Filed(Out):
+    group_id: str
+    period: str
+    tks_id: str
+    on_time: bool
+    deadline: date
+
+
+class Amended(Out):
+    group_id: str
+    period: str
+    tks_id: str
+    amended: bool
+    on_time: bool
+
+
+class BatchItemResult(Out):
+    index: int
+    group_id: str
+    period: str
+    status: str = Field(description="filed, refused, not_written or unknown")
+    on_time: bool | None = None
+    error: dict[str, Any] | None = None
+
+
+class BatchResult(Out):
+    filed: int
+    refused: int
+    results: list[BatchItemResult]
+
+
+class Closure(Out):
+    period: str
+    due: int
+    filed: int
+    overdue: int
+    deadline: date
+
+
+class PeriodStatus(Out):
+    period: str
+    deadline: date
+    closed: bool
+
+
+class OverdueList(Out):
+    period: str
+    overdue: list[dict[str, Any]]
+
+
+class ReportCounts(Out):
+    filed: int
+    on_time: int
+    overdue: int
+    pending: int
+    due: int
+
+
+class TksView(Out):
+    tks_id: str
+    province_code: str
+    groups: list[dict[str, Any]]
+    reports: ReportCounts
+    overdue: list[dict[str, Any]]
+    pending: list[dict[str, Any]]
+    caseload_cap: int
+
+
+class GroupView(Out):
+    group_id: str
+    province_code: str
+    assignments: list[dict[str, Any]]
+    reports: list[dict[str, Any]]
+    overdue: list[dict[str, Any]]
+
+
+class RegionSummary(Out):
+    province_code: str | None
+    regency_code: str | None
+    year: int | None
+    groups_funded: int
+    groups_mentored: int
+    tks_active: int
+    compliance_rate: float | None
+    filing_rate: float | None
+    periods: list[dict[str, Any]]
