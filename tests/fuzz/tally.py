@@ -6,7 +6,7 @@ import collections
 import os
 
 # `make test` runs a few examples per operation; `make fuzz` sets TKM_FUZZ_EXAMPLES higher
-EXAMPLES = int(os.environ.get("TKM_FUZZ_EXAMPLES", "4"))
+EXAMPLES = int(os.environ.get("TKM_FUZZ_EXAMPLES", "3"))
 THOROUGH = EXAMPLES > 10
 
 
