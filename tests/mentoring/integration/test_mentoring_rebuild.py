@@ -5,6 +5,7 @@ rule) is left alone."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from datetime import date
 
 import pytest
@@ -90,3 +91,48 @@ async def test_the_rebuilt_tables_equal_the_live_ones_after_a_concurrent_history
         # close, the unassignments the policies recorded
         assert stats.consumed_events >= 11
         assert stats.own_events == await conn.fetchval("SELECT count(*) FROM events")
+
+
+async def test_events_consumed_and_commands_during_a_rebuild_reach_the_swapped_in_tables(
+        mentoring):
+    regency, tks = "3204", fresh("tks")
+    groups = [fresh("grp") for _ in range(3)]
+    await asyncio.gather(mentoring.recruit(tks, regency),
+                         *(mentoring.fund(g, regency, date(2023, 3, 1)) for g in groups))
+    await mentoring.known(tks=(tks,), groups=tuple(groups))
+    for g in groups:
+        assert (await mentoring.assign(g, tks, date(2023, 3, 5))).status_code == 201
+
+    async def slowly(handler):
+        async def slow(*args) -> None:
+            await asyncio.sleep(0.1)
+            await handler(*args)
+        return slow
+
+    plan = dataclasses.replace(
+        REBUILD, projector=await slowly(REBUILD.projector),
+        consumed={t: await slowly(h) for t, h in REBUILD.consumed.items()})
+    later = [fresh("grp") for _ in range(2)]
+    async with mentoring.db() as conn:
+        rebuilding = asyncio.create_task(rebuild_plan(
+            conn, plan, topics=build_spec().consumes, bootstrap=mentoring.kafka))
+        await asyncio.sleep(0.2)
+        await asyncio.gather(*(mentoring.fund(g, regency, date(2023, 4, 1)) for g in later))
+        await mentoring.known(groups=tuple(later))
+        for g in later:
+            assert (await mentoring.assign(g, tks, date(2023, 4, 2))).status_code == 201
+        assert not rebuilding.done(), "the replay ended before the new events: nothing to catch up"
+        stats = await rebuilding
+        assert stats.caught_up >= 4  # two fundings, two assignments at least
+        ours = {*groups, *later, tks}
+
+        def of_ours(tables: dict[str, list[tuple]]) -> dict[str, list[tuple]]:
+            return {t: [r for r in rows if t not in ("mentored_groups", "mentors")
+                        or r[0] in ours] for t, rows in tables.items()}
+
+        swapped_in = of_ours(await table_rows(conn, [*REBUILD.tables, "mentors"]))
+        assert len(swapped_in["mentored_groups"]) == 5
+        assert all(r[6] == tks for r in swapped_in["mentored_groups"])  # the mentor column
+        await rebuild_plan(conn, REBUILD, topics=build_spec().consumes,
+                           bootstrap=mentoring.kafka)
+        assert of_ours(await table_rows(conn, [*REBUILD.tables, "mentors"])) == swapped_in
