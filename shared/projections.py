@@ -32,6 +32,7 @@ import time
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import asyncpg
 
@@ -103,9 +104,11 @@ async def rebuild(conn: asyncpg.Connection, projector: Projector, tables: Sequen
 
 async def rebuild_plan(conn: asyncpg.Connection, plan: RebuildPlan, *,
                        topics: Sequence[str] = (), bootstrap: str | None = None,
+                       kafka_options: Mapping[str, Any] | None = None,
                        batch_size: int = 2000) -> RebuildStats:
     """Replay `plan` into shadow copies of its tables and swap them in (module docstring).
-    Consumed events are read from `topics` on the Kafka cluster at `bootstrap`. Raises
+    Consumed events are read from `topics` on the Kafka cluster at `bootstrap` (with
+    `kafka_options` for the consumer, e.g. its authentication); it joins no group. Raises
     RebuildError when another rebuild of this database runs, or an applied event cannot be
     found on its topic; the live tables are untouched then."""
     if plan.consumed and not (topics and bootstrap):
@@ -119,7 +122,7 @@ async def rebuild_plan(conn: asyncpg.Connection, plan: RebuildPlan, *,
         await conn.execute("SELECT pg_advisory_unlock(hashtext('tkm-rebuild'))")
         raise RebuildError(f"no {CONSUMED_LOG} table: the service's migrations have not run")
     run = _Run(conn, plan, live_schema, tuple(topics) if plan.consumed else (), bootstrap,
-               batch_size)
+               batch_size, dict(kafka_options or {}))
     try:
         await _create_shadow(conn, live_schema, plan)
         await conn.execute(f"SET search_path = {SHADOW}, {_quoted(live_schema)}")
@@ -154,9 +157,10 @@ async def _create_shadow(conn: asyncpg.Connection, live: str, plan: RebuildPlan)
 
 class _Run:
     def __init__(self, conn: asyncpg.Connection, plan: RebuildPlan, live: str,
-                 topics: tuple[str, ...], bootstrap: str | None, batch_size: int):
+                 topics: tuple[str, ...], bootstrap: str | None, batch_size: int,
+                 kafka_options: dict[str, Any]):
         self.conn, self.plan, self.live, self.topics = conn, plan, live, topics
-        self.bootstrap, self.batch_size = bootstrap, batch_size
+        self.bootstrap, self.batch_size, self.kafka_options = bootstrap, batch_size, kafka_options
         self.snapshot: str | None = None  # own events visible in it are replayed
         self.stats = RebuildStats()
 
@@ -215,7 +219,7 @@ class _Run:
             "ORDER BY topic, kafka_partition, kafka_offset", list(self.topics))
         if not rows:
             return 0
-        found = await _read_records(self.bootstrap or "", rows)
+        found = await _read_records(self.bootstrap or "", rows, self.kafka_options)
         missing = [r["event_id"] for r in rows if r["event_id"] not in found]
         if missing:
             raise RebuildError(f"{len(missing)} applied events are not on their topics at the "
@@ -311,7 +315,8 @@ async def _indexes(conn: asyncpg.Connection, schema: str, table: str) -> dict[st
     return named
 
 
-async def _read_records(bootstrap: str, rows: Sequence[asyncpg.Record]) -> dict:
+async def _read_records(bootstrap: str, rows: Sequence[asyncpg.Record],
+                        options: dict[str, Any]) -> dict:
     """{event_id: (envelope, event)} for the inbox rows, read from their topics' partitions
     between the lowest and highest offset recorded (a record elsewhere is not the one applied)."""
     from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -325,7 +330,7 @@ async def _read_records(bootstrap: str, rows: Sequence[asyncpg.Record]) -> dict:
         ids.add(r["event_id"])
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None,
                                 enable_auto_commit=False, auto_offset_reset="earliest",
-                                client_id=f"tkm-rebuild-{uuid.uuid4().hex[:8]}")
+                                client_id=f"tkm-rebuild-{uuid.uuid4().hex[:8]}", **options)
     await consumer.start()
     found: dict = {}
     try:
