@@ -9,7 +9,9 @@ import dataclasses
 from datetime import date
 
 import pytest
+from typer.testing import CliRunner
 
+from scripts.cli import app
 from services.mentoring.app import build_spec
 from services.mentoring.projections import REBUILD
 from shared.projections import rebuild_plan
@@ -136,3 +138,22 @@ async def test_events_consumed_and_commands_during_a_rebuild_reach_the_swapped_i
         await rebuild_plan(conn, REBUILD, topics=build_spec().consumes,
                            bootstrap=mentoring.kafka)
         assert of_ours(await table_rows(conn, [*REBUILD.tables, "mentors"])) == swapped_in
+
+
+async def test_tkm_rebuild_mentoring_replays_the_topics_and_the_store(mentoring, monkeypatch):
+    regency, tks, group = "3205", fresh("tks"), fresh("grp")
+    await asyncio.gather(mentoring.recruit(tks, regency),
+                         mentoring.fund(group, regency, date(2023, 3, 1)))
+    await mentoring.known(tks=(tks,), groups=(group,))
+    assert (await mentoring.assign(group, tks, date(2023, 3, 5))).status_code == 201
+    async with mentoring.db() as conn:
+        before = await conn.fetchrow("SELECT * FROM mentored_groups WHERE group_id = $1", group)
+        await conn.execute("DELETE FROM mentored_groups WHERE group_id = $1", group)
+    monkeypatch.setenv("MENTORING_DATABASE_URL", mentoring.database_url)
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", mentoring.kafka)
+    result = await asyncio.to_thread(CliRunner().invoke, app, ["rebuild", "mentoring"])
+    assert result.exit_code == 0, result.output
+    assert "events replayed into mentored_groups" in result.output
+    async with mentoring.db() as conn:
+        after = await conn.fetchrow("SELECT * FROM mentored_groups WHERE group_id = $1", group)
+    assert dict(after) == dict(before) and after["tks_id"] == tks
