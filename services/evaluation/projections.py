@@ -230,8 +230,7 @@ HANDLERS: dict[str, Handler] = {
 
 # --- the service's own events ------------------------------------------------------------------
 
-# what shared.projections.rebuild may empty and replay; the consumed facts live only in the
-# other services' topics
+# the tables only the service's own events write (`REBUILD` in app.py adds the consumed facts)
 OWN_TABLES = ("evaluation_cycles", "evaluation_results", "evaluation_exclusions")
 
 async def project(conn: asyncpg.Connection, items: list[tuple[Envelope, Event]]) -> None:
