@@ -24,8 +24,10 @@ def list_letters(service: str = SERVICE,
                  pending: bool = typer.Option(False, help="only the letters not replayed yet"),
                  as_json: bool = typer.Option(False, "--json", help="one JSON object a line"),
                  ) -> None:
-    """Every letter of tkm.<service>.dlq.v1 from the start: id, status (pending, replayed or
-    unknown to the inbox), event type, source topic[partition]@offset and reason."""
+    """List every letter: id, status, event type, source and reason.
+
+    Reads tkm.<service>.dlq.v1 from offset 0; the status is the inbox's: pending (not applied
+    yet), replayed, or unknown (no inbox row)."""
 
     async def run() -> None:
         letters = await _letters(service)
@@ -35,8 +37,9 @@ def list_letters(service: str = SERVICE,
             if as_json:
                 typer.echo(json.dumps(row))
             else:
+                reason = " ".join(str(row["reason"]).split())
                 typer.echo(f"{row['id']}  {row['status']:<8}  {row['event_type'] or '-'}  "
-                           f"{row['source']}  {row['reason']}")
+                           f"{row['source']}  {reason}")
         if not as_json:
             waiting = sum(letter.status == "pending" for letter in letters)
             typer.echo(f"{len(letters)} letters, {waiting} pending", err=True)
@@ -63,8 +66,10 @@ def replay(service: str = SERVICE,
            event_id: str | None = typer.Option(
                None, "--event-id", help="the letter to replay; every pending letter if omitted"),
            ) -> None:
-    """Re-drive letters to the service's consumer (its current handlers), each applied once in
-    one transaction with its inbox row: replaying twice applies once."""
+    """Re-drive a letter (or every pending one) to the service's consumer.
+
+    Each is applied by the service's current handlers in one transaction with its inbox row:
+    replaying twice applies once. A letter that still fails changes nothing."""
     import asyncpg
 
     from shared.dlq import DeadLetterError, consumer_for, find

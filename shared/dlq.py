@@ -114,6 +114,8 @@ async def with_status(database_url: str, letters: list[Letter]) -> list[Letter]:
     try:
         rows = {r["event_id"]: r["outcome"] for r in await conn.fetch(
             "SELECT event_id, outcome FROM inbox WHERE event_id = ANY($1::uuid[])", ids)}
+    except asyncpg.UndefinedTableError:
+        raise DeadLetterError("that database has no inbox: is it the service's own?") from None
     finally:
         await conn.close()
     for letter in letters:
@@ -179,13 +181,17 @@ async def _read_all(bootstrap: str, topic: str) -> list[ConsumerRecord]:
     if not partitions:
         raise DeadLetterError(f"no dead-letter topic {topic} (has the service ever run?)")
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
-                                group_id=None, request_timeout_ms=15000)
+                                group_id=None, request_timeout_ms=15000,
+                                auto_offset_reset="earliest")
     await consumer.start()
     try:
         assigned = [TopicPartition(topic, p) for p in sorted(partitions)]
         consumer.assign(assigned)
         ends = await consumer.end_offsets(assigned)
-        await consumer.seek_to_beginning(*assigned)
+        # explicit positions: a reset requested by seek_to_beginning can lose the race with the
+        # reset the fresh assignment starts by itself
+        for tp, first in (await consumer.beginning_offsets(assigned)).items():
+            consumer.seek(tp, first)
         records: list[ConsumerRecord] = []
         deadline = asyncio.get_running_loop().time() + READ_TIMEOUT_S
         while [tp for tp in assigned if await consumer.position(tp) < ends[tp]]:

@@ -1,7 +1,9 @@
 """A dead letter can be applied later: a handler fails -> a letter on the service's DLQ topic
 (kept for ever); fix the handler -> replay -> applied exactly once, however often replayed."""
 
+import asyncio
 import uuid
+from types import SimpleNamespace
 
 import asyncpg
 import pytest
@@ -9,6 +11,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from typer.testing import CliRunner
 
+import scripts.dlq
 from scripts.cli import app as cli
 from shared.dlq import DeadLetterError, consumer_for, find, read_letters, replay, with_status
 from shared.envelope import Envelope, encode, utcnow
@@ -50,7 +53,8 @@ async def _retention(bootstrap: str, topic: str) -> str:
         await admin.close()
 
 
-async def test_a_fixed_handler_applies_a_replayed_letter_exactly_once(infra, database_url):
+async def test_a_fixed_handler_applies_a_replayed_letter_exactly_once(infra, database_url,
+                                                                     monkeypatch):
     hex8 = uuid.uuid4().hex[:8]
     topic = f"tkm.kerneltest-replay-{hex8}.v1"
     await ensure_topics(infra.kafka_bootstrap, [topic], partitions=1, replication_factor=1)
@@ -74,7 +78,7 @@ async def test_a_fixed_handler_applies_a_replayed_letter_exactly_once(infra, dat
         await produce(infra.kafka_bootstrap, topic, [
             (stream.encode(), encode(e)) for e in
             (_envelope(stream, 1, 1), failing, _envelope(stream, 3, 100))])
-        row = await eventually(lambda: _totals(database_url, stream))
+        row = await eventually(lambda: _at_least(database_url, stream, 2))
         assert (row["total"], row["events"]) == (101, 2)
 
         async def one_letter():
@@ -100,9 +104,19 @@ async def test_a_fixed_handler_applies_a_replayed_letter_exactly_once(infra, dat
             assert await pool.fetchval("SELECT count(*) FROM outbox WHERE topic = $1",
                                        dead_letter_topic(service)) == 1
 
+            listed = await _cli(monkeypatch, spec, database_url, infra, "list")
+            assert listed.exit_code == 0, listed.output
+            assert listed.stdout.split()[:3] == [str(letter.id), "pending",
+                                                 AmountRecorded.event_type], listed.output
             broken["yes"] = False  # the fix is deployed
             assert await replay(letter, consumer, infra.kafka_bootstrap) == "applied"
             assert await replay(letter, consumer, infra.kafka_bootstrap) == "duplicate"
+            again = await _cli(monkeypatch, spec, database_url, infra, "replay", "--event-id",
+                               str(letter.id))
+            assert (again.exit_code, again.stdout.strip()) == (  # see again.output
+                0, f"{letter.id}  already applied"), again.output
+            assert (await _cli(monkeypatch, spec, database_url, infra, "list", "--pending")
+                    ).stdout == ""
         finally:
             await pool.close()
         row = await _totals(database_url, stream)
@@ -126,6 +140,20 @@ async def test_a_fixed_handler_applies_a_replayed_letter_exactly_once(infra, dat
     finally:
         await pool.close()
     assert (await _totals(database_url, stream))["total"] == 121
+
+
+async def _cli(monkeypatch, spec, database_url: str, infra, *args: str):
+    """`tkm dlq ... --service <the test's service>`, run as an operator would (in a thread: it
+    runs its own event loop), with the test service's spec and settings."""
+    import shared.settings
+
+    settings = load_settings("recruitment", database_url=database_url,
+                             kafka_bootstrap_servers=infra.kafka_bootstrap)
+    monkeypatch.setattr(shared.settings, "load_settings", lambda service: settings)
+    monkeypatch.setattr(scripts.dlq, "importlib", SimpleNamespace(
+        import_module=lambda name: SimpleNamespace(build_spec=lambda: spec)))
+    return await asyncio.to_thread(CliRunner().invoke, cli,
+                                   ["dlq", args[0], "--service", spec.name, *args[1:]])
 
 
 async def _at_least(database_url: str, stream: str, n: int):
