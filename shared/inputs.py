@@ -37,6 +37,15 @@ class BlankTextError(ValueError):
 def clean_text(value: str, *, multiline: bool = False, max_length: int | None = None) -> str:
     """`value` normalised as described in the module docstring. Raises ValueError with the
     reason when it contains a control character or is blank (or too long) once cleaned."""
+    if value.isascii() and value.isprintable():
+        # the common case, fast: printable ASCII has no control or format character and NFKC
+        # leaves it as it is
+        value = value.strip()
+        if not value:
+            raise BlankTextError("must not be blank")
+        if max_length is not None and len(value) > max_length:
+            raise ValueError(f"must be at most {max_length} characters")
+        return value
     allowed = _LINE_BREAKS if multiline else ""
     if multiline:
         value = value.replace("\r\n", "\n").replace("\r", "\n")
