@@ -29,8 +29,8 @@ from services.groups.config import Expo, ProgrammeConfig
 from services.groups.csv_import import CSV_LAYOUT
 from shared.auth import ANY_ROLE, Actor, Role, require
 from shared.errors import DomainError, ForbiddenError, NotFoundError
-from shared.scope import province_scope
 from shared.inputs import REF_PATTERN
+from shared.scope import province_scope
 from shared.service import ServiceContext, context
 
 Writer = Annotated[Actor, Depends(require(Role.ADMIN, Role.PROVINCE))]
