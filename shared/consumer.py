@@ -351,11 +351,11 @@ class EventConsumer:
                                  result: Consumed) -> bool:
         """Dead-letter one record that failed its batch every time, in a transaction of its
         own. False when even that fails (the caller waits and tries the record again)."""
-        item = self._decoded(record)
-        item.outcome, item.error_type = "dead-lettered", type(error).__name__
-        item.reason = f"{type(error).__name__}: {error}" if str(error) else repr(error)
         started = time.perf_counter()
         try:
+            item = self._decoded(record)
+            item.outcome, item.error_type = "dead-lettered", type(error).__name__
+            item.reason = f"{type(error).__name__}: {error}" if str(error) else repr(error)
             async with self.pool.acquire() as conn, conn.transaction():
                 await self._claim(conn, [item])
                 if item.outcome == "dead-lettered":
