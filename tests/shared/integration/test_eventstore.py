@@ -30,7 +30,8 @@ async def test_migrations_apply_once(database_url, tmp_path):
         second = await migrate(conn, "svc", tmp_path)
         assert first == ["kernel:event store, outbox, inbox",
                          "kernel:outbox rows the broker refuses",
-                         "kernel:indexes for pruning outbox and inbox", "svc:001_things"]
+                         "kernel:indexes for pruning outbox and inbox",
+                         "idempotency:Idempotency-Key claims and answers", "svc:001_things"]
         assert second == []
     finally:
         await conn.close()
