@@ -156,6 +156,7 @@ class IdempotencyMiddleware:
     def __init__(self, app: ASGIApp, *, lease_s: float) -> None:
         self.app = app
         self.lease_s = lease_s
+        self.settling: set[asyncio.Task] = set()  # held, or the loop may drop them
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         key = _header(scope, b"idempotency-key") if scope["type"] == "http" else None
@@ -261,8 +262,10 @@ class IdempotencyMiddleware:
                 await settle
             except Exception as exc:  # noqa: BLE001 - retried in the background
                 log.warning("storing an idempotent answer failed, retrying: %r", exc)
-                asyncio.get_running_loop().create_task(self._settle_later(
+                task = asyncio.get_running_loop().create_task(self._settle_later(
                     pool, pk, owner, status, headers, b"".join(chunks)))
+                self.settling.add(task)
+                task.add_done_callback(self.settling.discard)
 
     async def _settle(self, pool: Any, pk: tuple[str, str, str], owner: uuid.UUID,
                       status: int, headers: list[tuple[str, str]], body: bytes) -> None:

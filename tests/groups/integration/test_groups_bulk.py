@@ -19,6 +19,7 @@ from shared.service import create_app
 from shared.settings import load_settings
 from tests.groups.groups_support import ADMIN, csv_file, csv_rows, registration
 from tests.support.databases import create_database, drop_database
+from tests.support.kafka import eventually
 from tests.support.outage import CuttableProxy, via
 
 pytestmark = pytest.mark.integration
@@ -136,8 +137,10 @@ async def test_bulk_fundings_during_an_outage_say_what_was_written(infra):
             await lock.start()
             await held.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
                                f"group-{stuck}")
-            bulk = asyncio.create_task(client.post(
-                "/groups/fundings", headers=ADMIN, json={"items": [funding(g) for g in ids]}))
+            keyed = {**ADMIN, "Idempotency-Key": f"outage-{uuid.uuid4()}"}
+            items = {"items": [funding(g) for g in ids]}
+            bulk = asyncio.create_task(client.post("/groups/fundings", headers=keyed,
+                                                   json=items))
             deadline = time.monotonic() + 15
             while sum((await events_of(database_url, "GroupFunded", ids[:3])).values()) < 3:
                 assert time.monotonic() < deadline, "the three free items never committed"
@@ -167,8 +170,19 @@ async def test_bulk_fundings_during_an_outage_say_what_was_written(infra):
             assert "retry-after" in single.headers
             assert time.monotonic() - started < 5
 
-            # back again: the item not written is sent again and written once
+            # back again: a retry of the whole request under its key is not run again (part
+            # of it committed, and its answer could not be stored meanwhile) ...
             await proxy.start()
+
+            async def told_carried_out() -> httpx.Response | None:
+                retry = await client.post("/groups/fundings", headers=keyed, json=items)
+                return retry if "carried out" in retry.text else None
+
+            retry = await eventually(told_carried_out, timeout=10)
+            assert retry.status_code == 409
+            assert await events_of(database_url, "GroupFunded", ids) == {
+                **dict.fromkeys(ids[:3], 1), stuck: 0}
+            # ... and the item not written is sent again and written once
             again = await client.post("/groups/fundings", headers=ADMIN,
                                       json={"items": [funding(stuck)]})
             assert again.status_code == 200, again.text
