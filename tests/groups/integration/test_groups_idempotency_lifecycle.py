@@ -1,0 +1,96 @@
+"""Every write route of the groups service, with a request that succeeds, sent twice under one
+Idempotency-Key: the first writes events, the retry writes none and answers the same. The
+routes walked are checked against the app's own list, so a new write route fails this test
+until it is walked too."""
+
+from __future__ import annotations
+
+import uuid
+
+import asyncpg
+import httpx
+import pytest
+
+from shared.idempotency import WRITES
+from tests.groups.groups_support import ADMIN, csv_file, csv_rows, member_inputs, registration
+
+pytestmark = pytest.mark.integration
+
+
+class Twice:
+    def __init__(self, client: httpx.AsyncClient, database_url: str) -> None:
+        self.client, self.database_url = client, database_url
+        self.walked: set[tuple[str, str]] = set()
+
+    async def events(self) -> int:
+        conn = await asyncpg.connect(self.database_url)
+        try:
+            return await conn.fetchval("SELECT count(*) FROM events")
+        finally:
+            await conn.close()
+
+    async def __call__(self, method: str, route: str, expected: int, *, csv: bytes | None = None,
+                       **params: str) -> dict:
+        self.walked.add((method, route))
+        path = route.format(**params)
+        headers = {**ADMIN, "Idempotency-Key": f"walk-{uuid.uuid4()}"}
+        body = {"content": csv, "headers": {**headers, "Content-Type": "text/csv"}} if csv \
+            else {"json": params.get("json_body"), "headers": headers}
+        before = await self.events()
+        first = await self.client.request(method, path, **body)
+        assert first.status_code == expected, (route, first.text)
+        written = await self.events()
+        assert written > before, f"{route} wrote nothing"
+        retry = await self.client.request(method, path, **body)
+        assert (retry.status_code, retry.content) == (first.status_code, first.content), route
+        assert retry.headers["idempotent-replayed"] == "true"
+        assert await self.events() == written, f"{route} wrote again on a retry"
+        return first.json()
+
+
+def funding(tranche: int = 1) -> dict:
+    return {"tranche": tranche, "amount": 20_000_000, "disbursed_on": "2023-06-01",
+            "budget_year": 2023}
+
+
+async def test_every_groups_write_runs_once_under_one_key(groups):
+    twice = Twice(groups.client, groups.database_url)
+    g = (await twice("POST", "/groups", 201, json_body=registration()))["group_id"]
+    await twice("PUT", "/groups/{group_id}/members", 200, group_id=g,
+                json_body={"members": member_inputs(10)})
+    await twice("POST", "/groups/{group_id}/approval", 200, group_id=g)
+    await twice("POST", "/groups/{group_id}/funding", 201, group_id=g, json_body=funding())
+    lpj = {"tools": 12_000_000, "materials": 7_500_000, "other": 0, "evidence_count": 4}
+    first = await twice("POST", "/groups/{group_id}/lpj", 201, group_id=g, json_body=lpj)
+    await twice("POST", "/groups/{group_id}/lpj/{report_id}/return", 200, group_id=g,
+                report_id=first["report_id"],
+                json_body={"reason_code": "evidence_missing", "note": "receipts unreadable"})
+    second = await twice("POST", "/groups/{group_id}/lpj", 201, group_id=g,
+                         json_body={**lpj, "materials": 8_000_000, "evidence_count": 21})
+    await twice("POST", "/groups/{group_id}/lpj/{report_id}/acceptance", 200, group_id=g,
+                report_id=second["report_id"])
+    await twice("POST", "/groups/{group_id}/bimtek", 201, group_id=g,
+                json_body={"subject": "Bimtek kelembagaan", "held_on": "2023-09-12"})
+    await twice("POST", "/groups/{group_id}/product-evidence", 201, group_id=g,
+                json_body={"product": "Kue tradisional", "evidence_count": 3,
+                           "recorded_on": "2023-10-02"})
+    await twice("POST", "/groups/{group_id}/expos", 201, group_id=g,
+                json_body={"expo_code": "gelar_produk_tkm_bali", "held_on": "2023-11-20"})
+    await twice("POST", "/groups/{group_id}/advancement", 200, group_id=g)
+    await twice("POST", "/groups/{group_id}/dissolution", 200, group_id=g,
+                json_body={"reason_code": "members_left"})
+
+    rejected = (await groups.client.post("/groups", json=registration(), headers=ADMIN)).json()
+    await twice("POST", "/groups/{group_id}/rejection", 200, group_id=rejected["group_id"],
+                json_body={"reason_code": "duplicate_proposal"})
+    many = [(await groups.client.post("/groups", json=registration(), headers=ADMIN)).json()
+            ["group_id"] for _ in range(2)]
+    await twice("POST", "/groups/approvals", 200, json_body={"group_ids": many})
+    await twice("POST", "/groups/fundings", 200,
+                json_body={"items": [{**funding(), "group_id": m} for m in many]})
+    await twice("POST", "/groups/imports", 200,
+                csv=csv_file(csv_rows(f"Walk {uuid.uuid4().hex[:8]}")))
+
+    spec = (await groups.client.get("/openapi.json")).json()["paths"]
+    routes = {(m.upper(), p) for p, ops in spec.items() for m in ops if m.upper() in WRITES}
+    assert routes - twice.walked == set(), "write routes not walked under a key"
