@@ -13,16 +13,18 @@ THOROUGH = EXAMPLES > 10
 class Tally:
     def __init__(self) -> None:
         self.operations: set[str] = set()
-        self.examples = 0
+        self.cases = 0  # generated requests (each sent once per token)
+        self.examples = 0  # requests sent
         self.statuses: collections.Counter[int] = collections.Counter()
         self.failures: list[str] = []
 
     def summary(self) -> str:
         server_errors = sum(n for s, n in self.statuses.items() if s >= 500)
         by_class = ", ".join(f"{s}: {n}" for s, n in sorted(self.statuses.items()))
-        return (f"schemathesis: {len(self.operations)} operations, {self.examples} requests "
-                f"({EXAMPLES} examples per operation and token), 5xx: {server_errors}, "
-                f"check failures: {len(self.failures)}; statuses {by_class}")
+        return (f"schemathesis: {len(self.operations)} operations, {self.cases} generated cases "
+                f"(max_examples={EXAMPLES}{', with the coverage phase' if THOROUGH else ''}), "
+                f"{self.examples} requests, 5xx: {server_errors}, check failures: "
+                f"{len(self.failures)}; statuses {by_class}")
 
 
 TALLY = Tally()

@@ -22,12 +22,14 @@ from tests.support.edge import SERVICES, bearer, build_app
 pytestmark = pytest.mark.integration
 
 TOKENS = {"ministry_admin": bearer(Role.ADMIN), "agency": bearer(Role.AGENCY)}
+if THOROUGH:  # `make fuzz`: the scoped roles too
+    TOKENS |= {"provincial_officer": bearer(Role.PROVINCE, province_code="32"),
+               "tks": bearer(Role.TKS, tks_id="00000000-0000-4000-8000-000000000001")}
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
           response_schema_conformance]
 RUN = settings(max_examples=EXAMPLES, derandomize=True, deadline=None, database=None,
                suppress_health_check=list(HealthCheck), print_blob=False,
                phases=[Phase.explicit, Phase.generate] if THOROUGH else [Phase.generate])
-
 
 
 def schema(service: str):
@@ -39,7 +41,8 @@ recruitment, groups, mentoring, evaluation = (schema(s) for s in SERVICES)
 
 
 def exercise(case, running, service: str) -> None:
-    TALLY.operations.add(f"{service} {case.method.upper()} {case.path}")
+    TALLY.operations.add(f"{service} {case.operation.label}")
+    TALLY.cases += 1
     for who, headers in TOKENS.items():
         response = case.call(base_url=running.urls[service], headers=headers, timeout=30)
         TALLY.examples += 1
