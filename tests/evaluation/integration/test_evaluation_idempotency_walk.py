@@ -1,0 +1,48 @@
+"""Both write routes of the evaluation service sent twice under one Idempotency-Key: the
+first writes events, the retry writes none and answers the same."""
+
+from __future__ import annotations
+
+import random
+import uuid
+
+import asyncpg
+import pytest
+
+from shared.idempotency import WRITES
+from tests.evaluation.integration.evaluation_helpers import ADMIN, running_service
+
+pytestmark = pytest.mark.integration
+
+
+async def test_every_evaluation_write_runs_once_under_one_key(infra, database_url):
+    walked: set[tuple[str, str]] = set()
+
+    async def events() -> int:
+        conn = await asyncpg.connect(database_url)
+        try:
+            return await conn.fetchval("SELECT count(*) FROM events")
+        finally:
+            await conn.close()
+
+    async with running_service(infra.kafka_bootstrap, database_url) as (_, api):
+        async def twice(route: str, expected: int, **params: str) -> None:
+            walked.add(("POST", route))
+            headers = {**ADMIN, "Idempotency-Key": f"walk-{uuid.uuid4()}"}
+            before = await events()
+            first = await api.post(route.format(**params), headers=headers)
+            assert first.status_code == expected, (route, first.text)
+            written = await events()
+            assert written > before, f"{route} wrote nothing"
+            retry = await api.post(route.format(**params), headers=headers)
+            assert (retry.status_code, retry.content) == (first.status_code, first.content)
+            assert retry.headers["idempotent-replayed"] == "true"
+            assert await events() == written, f"{route} wrote again on a retry"
+
+        year = str(random.randint(2040, 2090))
+        await twice("/evaluations/{year}/open", 201, year=year)
+        await twice("/evaluations/{year}/close", 200, year=year)
+
+        spec = (await api.get("/openapi.json")).json()["paths"]
+        routes = {(m.upper(), p) for p, ops in spec.items() for m in ops if m.upper() in WRITES}
+        assert routes - walked == set(), "write routes not walked under a key"
