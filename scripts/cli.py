@@ -13,6 +13,7 @@ from shared.settings import DEV_SIGNING_KEY
 
 app = typer.Typer(help="Kemnaker TKS/TKM event backbone", no_args_is_help=True)
 app.add_typer(dlq_app, name="dlq")
+app.add_typer(__import__("scripts.agency", fromlist=["app"]).app, name="agency")
 
 
 @app.command()

