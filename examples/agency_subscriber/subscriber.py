@@ -40,6 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer
+from aiokafka.errors import KafkaError
 from aiokafka.helpers import create_ssl_context
 
 TOPIC = "tkm.groups.v1"
@@ -147,8 +148,8 @@ async def run(settings: Settings, *, once: bool = False, idle_s: float = 5.0) ->
         ssl_context=settings.ssl_context(),
         auto_offset_reset="earliest",  # a new group starts at offset 0
         enable_auto_commit=False)      # commit only what SQLite has committed
-    await consumer.start()
     try:
+        await consumer.start()
         idle = 0.0
         while True:
             batches = await consumer.getmany(timeout_ms=1000, max_records=500)
@@ -175,6 +176,9 @@ def main() -> None:
         asyncio.run(run(settings, once=args.once))
     except KeyboardInterrupt:
         pass
+    except (KafkaError, NewerVersion) as exc:
+        # a wrong password shows as "Unable to bootstrap" (the broker's reason is logged above)
+        raise SystemExit(f"stopped: {type(exc).__name__}: {exc}") from None
     with sqlite3.connect(settings.db_path) as db:
         print_table(province_table(db))
 

@@ -50,11 +50,20 @@ def broker():
         shutil.rmtree(state, ignore_errors=True)
 
 
+def _security(state: Path, user: str, password: str | None = None):
+    """What a process of `user` gets from `shared.kafka_security` with the env `infra env` prints
+    (the password file of the state directory)."""
+    if password is not None:
+        return kafka_security(kafka_security_protocol="SASL_SSL", kafka_username=user,
+                              kafka_password=password, kafka_password_file=None,
+                              kafka_ca_file=infra.ca_file(state))
+    return kafka_security(kafka_security_protocol="SASL_SSL", kafka_username=user,
+                          kafka_password=None, kafka_password_file=infra.secret_file(state, user),
+                          kafka_ca_file=infra.ca_file(state))
+
+
 def _sec(state: Path, user: str, password: str | None = None) -> dict:
-    return kafka_security(
-        kafka_security_protocol="SASL_SSL", kafka_username=user,
-        kafka_password=password if password is not None else infra.read_secret(state, user),
-        kafka_password_file=None, kafka_ca_file=infra.ca_file(state)).client_kwargs()
+    return _security(state, user, password).client_kwargs()
 
 
 def _conn(state: Path, bootstrap: str) -> agency_cli.AdminConnection:
@@ -211,6 +220,32 @@ async def test_each_service_reads_what_it_consumes_and_nothing_else(broker):
             other = next(s for s in acls.SERVICES if s != service)
             await _refused(_read(bootstrap, client, [consumes[0]], f"{other}-test-x", until=1),
                            GroupAuthorizationFailedError, timeout=15)
+
+
+async def test_faststream_brokers_with_the_helper_publish_and_subscribe(broker):
+    """The kernel's broker as the lead will wire it: KafkaBroker(**faststream_kwargs())."""
+    from faststream.kafka import KafkaBroker
+
+    state, bootstrap = broker
+    marker = str(uuid.uuid4())
+    got = asyncio.Event()
+    publisher = KafkaBroker(bootstrap, **_security(state, "recruitment").faststream_kwargs())
+    subscriber = KafkaBroker(bootstrap, **_security(state, "mentoring").faststream_kwargs())
+
+    @subscriber.subscriber("tkm.recruitment.v1", group_id=f"mentoring-test-{uuid.uuid4()}",
+                           auto_offset_reset="earliest")
+    async def handle(body: dict) -> None:
+        if body.get("marker") == marker:
+            got.set()
+
+    await subscriber.start()
+    await publisher.start()
+    try:
+        await publisher.publish({"marker": marker}, "tkm.recruitment.v1", key=b"stream-1")
+        await asyncio.wait_for(got.wait(), TIMEOUT)
+    finally:
+        await publisher.stop()
+        await subscriber.stop()
 
 
 # ---------------------------------------------------------------- agencies
