@@ -75,7 +75,8 @@ def security_mode(value: str | None = None) -> str:
     """The Kafka security mode asked for: `value`, else TKM_KAFKA_SECURITY, else plaintext."""
     mode = (value or os.environ.get("TKM_KAFKA_SECURITY") or PLAINTEXT).strip().lower()
     if mode not in SECURITY_MODES:
-        raise InfraError(f"unknown Kafka security mode {mode!r}: use one of {', '.join(SECURITY_MODES)}")
+        raise InfraError(f"unknown Kafka security mode {mode!r}: "
+                         f"use one of {', '.join(SECURITY_MODES)}")
     return mode
 
 

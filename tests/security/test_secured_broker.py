@@ -135,6 +135,9 @@ def test_secrets_and_keys_are_private_files(broker):
     props = (state / "kafka.properties").read_text()
     assert "allow.everyone.if.no.acl.found=false" in props
     assert "super.users=User:broker;User:admin\n" in props
+    log = (state / "kafka.log").read_text()
+    for user in ("broker", "admin", *acls.SERVICES):
+        assert infra.read_secret(state, user) not in log  # the broker logs them as [hidden]
 
 
 async def test_anonymous_plaintext_and_tls_without_sasl_are_refused(broker):
