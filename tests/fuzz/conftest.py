@@ -18,7 +18,9 @@ def pytest_terminal_summary(terminalreporter) -> None:
             terminalreporter.write_line(line)
 
 
-@pytest.fixture(scope="session")
+# module scope: the processes join the services' own consumer groups on the shared broker, so
+# they must be gone before anything else (the e2e run) starts processes of the same names
+@pytest.fixture(scope="module")
 async def fuzzed_services(infra, tmp_path_factory):
     databases = {name: await create_database(infra, f"fuzz_{name}")
                  for name in service_processes.SERVICES}
