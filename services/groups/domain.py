@@ -444,7 +444,7 @@ class Group(Aggregate):
             raise NotFoundError("no such report for this group", field="report_id")
         if report.status != "submitted":
             raise ConflictError(f"the report is already {report.status}", field="report_id",
-                                status=report.status)
+                                current_status=report.status)
         return report
 
     def accept_lpj(self, report_id: str) -> None:
