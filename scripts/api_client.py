@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 from typing import Any
 
 import httpx
@@ -18,8 +19,10 @@ class ApiError(RuntimeError):
 
 
 class Api:
-    """Calls one of the services by name. Connection failures and 5xx answers are retried a few
-    times (commands are idempotent where the simulator relies on retries); 4xx raise ApiError."""
+    """Calls one of the services by name. Connection failures, 5xx answers and a retry that
+    finds its first attempt still running are retried a few times; every command carries one
+    Idempotency-Key for all its attempts, so a retry never applies it twice. 4xx raise
+    ApiError."""
 
     def __init__(self, urls: dict[str, str], *, signing_key: str = DEV_SIGNING_KEY,
                  concurrency: int = 8, timeout: float = 120):
@@ -62,6 +65,9 @@ class Api:
     async def _call(self, method: str, service: str, path: str, *, ok: tuple[int, ...] = (),
                     **kwargs: Any) -> Any:
         url = self.urls[service] + path
+        if method != "GET":
+            kwargs["headers"] = {**(kwargs.get("headers") or {}),
+                                 "Idempotency-Key": str(uuid.uuid4())}
         async with self.gate:
             for attempt in range(5):
                 try:
@@ -72,7 +78,7 @@ class Api:
                     await asyncio.sleep(0.5 * (attempt + 1))
                     continue
                 self.calls += 1
-                if response.status_code >= 500 and attempt < 4:
+                if (response.status_code >= 500 or _in_progress(response)) and attempt < 4:
                     await asyncio.sleep(0.5 * (attempt + 1))
                     continue
                 body = _body(response)
@@ -80,6 +86,11 @@ class Api:
                     raise ApiError(method, url, response.status_code, body)
                 return body
         raise AssertionError("unreachable")
+
+
+def _in_progress(response: httpx.Response) -> bool:
+    # the attempt before this one (cut off by a timeout) still runs under the same key
+    return response.status_code == 409 and "still in progress" in response.text
 
 
 def _body(response: httpx.Response) -> Any:

@@ -7,7 +7,9 @@ Guarantees:
   run at once; at most `limit` more wait, each at most `queue_wait_s`; any other request is
   answered 503 at once. Health, readiness and metrics are never limited (`EXEMPT`).
 - `create_pool` gives a pool whose `acquire()` waits at most `acquire_timeout` seconds by
-  default, then raises `DatabaseBusyError` (nothing was done with the database).
+  default, then raises `DatabaseBusyError` (nothing was done with the database). Inside
+  `patient()` (a bulk request already admitted, part-way through its items) it waits up to
+  `patient_timeout` instead: contention must not cut such a request in the middle.
 - `install_handlers` maps `DatabaseBusyError` and lost or refused database connections
   (`DATABASE_UNAVAILABLE`) to 503, and `ServiceUnavailableError` (a bulk request interrupted by
   an outage, with what was written per item in its details) to 503, each with `Retry-After`.
@@ -16,9 +18,11 @@ Guarantees:
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import contextvars
 import json
 import logging
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Iterator, MutableMapping
 from typing import Any
 
 import asyncpg
@@ -119,15 +123,32 @@ async def _answer(send: Send, status: int, body: dict[str, Any], retry_after: in
     await send({"type": "http.response.body", "body": raw})
 
 
-class BoundedPool(asyncpg.Pool):
-    __slots__ = ("_acquire_timeout",)
+_patient: contextvars.ContextVar[bool] = contextvars.ContextVar("patient", default=False)
 
-    def __init__(self, *args: Any, acquire_timeout: float, **kwargs: Any) -> None:
+
+@contextlib.contextmanager
+def patient() -> Iterator[None]:
+    """Connections acquired inside wait up to the pool's `patient_timeout`."""
+    token = _patient.set(True)
+    try:
+        yield
+    finally:
+        _patient.reset(token)
+
+
+class BoundedPool(asyncpg.Pool):
+    __slots__ = ("_acquire_timeout", "_patient_timeout")
+
+    def __init__(self, *args: Any, acquire_timeout: float, patient_timeout: float,
+                 **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._acquire_timeout = acquire_timeout
+        self._patient_timeout = max(patient_timeout, acquire_timeout)
 
     def acquire(self, *, timeout: float | None = None):
-        return super().acquire(timeout=self._acquire_timeout if timeout is None else timeout)
+        if timeout is None:
+            timeout = self._patient_timeout if _patient.get() else self._acquire_timeout
+        return super().acquire(timeout=timeout)
 
     async def _acquire(self, timeout: float | None) -> Any:
         try:
@@ -136,12 +157,13 @@ class BoundedPool(asyncpg.Pool):
             raise DatabaseBusyError(f"no database connection free within {timeout}s") from exc
 
 
-async def create_pool(dsn: str, *, min_size: int, max_size: int,
-                      acquire_timeout: float) -> asyncpg.Pool:
+async def create_pool(dsn: str, *, min_size: int, max_size: int, acquire_timeout: float,
+                      patient_timeout: float = 60.0) -> asyncpg.Pool:
     """`asyncpg.create_pool` with its defaults, whose `acquire()` waits at most
-    `acquire_timeout` seconds (then DatabaseBusyError)."""
+    `acquire_timeout` seconds (then DatabaseBusyError), `patient_timeout` in `patient()`."""
     return await BoundedPool(
-        dsn, acquire_timeout=acquire_timeout, min_size=min_size, max_size=max_size,
+        dsn, acquire_timeout=acquire_timeout, patient_timeout=patient_timeout,
+        min_size=min_size, max_size=max_size,
         max_queries=50000, max_inactive_connection_lifetime=300.0, loop=None,
         connection_class=asyncpg.Connection, record_class=asyncpg.Record)
 

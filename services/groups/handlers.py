@@ -36,7 +36,7 @@ from shared.errors import ConflictError, DomainError, NotFoundError
 from shared.idempotency import commit_watch
 from shared.limits import MAX_REPORTED_ERRORS
 from shared.service import ServiceContext
-from shared.shedding import DATABASE_UNAVAILABLE, ServiceUnavailableError
+from shared.shedding import DATABASE_UNAVAILABLE, ServiceUnavailableError, patient
 
 log = logging.getLogger("tkm.groups")
 
@@ -164,7 +164,7 @@ async def _item(group_id: str, status: int,
                 run: Callable[[], Awaitable[dict[str, Any]]]) -> dict[str, Any]:
     """One item of a bulk request, in its own transaction: its result, or exactly what
     became of it when it failed (never an exception that would hide the other items)."""
-    with commit_watch() as watch:
+    with commit_watch() as watch, patient():
         try:
             return {"group_id": group_id, "status": status, "result": await run()}
         except DomainError as exc:
@@ -249,7 +249,7 @@ async def import_groups_csv(ctx: ServiceContext, raw: bytes | BinaryIO, actor: A
         # another province's group is refused (403 below) whether or not it exists
         if header.group_id in known and actor.province_code in (None, header.province_code):
             return "already_registered"
-        with commit_watch() as watch:
+        with commit_watch() as watch, patient():
             try:
                 actor.ensure_province(header.province_code)
                 async with gate:

@@ -41,7 +41,7 @@ from shared.envelope import Envelope, utcnow
 from shared.errors import DomainError, ForbiddenError, NotFoundError
 from shared.idempotency import commit_watch
 from shared.service import ServiceContext
-from shared.shedding import DATABASE_UNAVAILABLE, ServiceUnavailableError
+from shared.shedding import DATABASE_UNAVAILABLE, ServiceUnavailableError, patient
 
 CLOSE_LOCK = "mentoring.period-close"
 SYSTEM = Actor("period-closer", Role.ADMIN)
@@ -121,7 +121,7 @@ async def apply_suggestions(ctx: ServiceContext, config: MentoringConfig,
               for i in range(0, len(items), config.batch.groups_per_transaction)]
     assigned, skipped = 0, []
     for n, chunk in enumerate(chunks):
-        with commit_watch() as watch:
+        with commit_watch() as watch, patient():
             try:
                 done, refused = await ctx.command(
                     lambda uow, chunk=chunk: _assign_chunk(uow, config, chunk, on,
@@ -261,7 +261,7 @@ async def file_reports(ctx: ServiceContext, config: MentoringConfig,
     chunks = [[i for g in group_ids[start:start + step] for i in by_group[g]]
               for start in range(0, len(group_ids), step)]
     for n, chunk in enumerate(chunks):
-        with commit_watch() as watch:
+        with commit_watch() as watch, patient():
             try:
                 results.extend(await ctx.command(
                     lambda uow, chunk=chunk: _file_chunk(uow, config, chunk), actor))

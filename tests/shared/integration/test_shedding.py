@@ -20,6 +20,7 @@ from services.groups.app import build_spec
 from shared.auth import Role, mint_token
 from shared.service import create_app
 from shared.settings import DEV_SIGNING_KEY, load_settings
+from shared.shedding import patient
 from tests.support.databases import create_database, drop_database
 
 pytestmark = pytest.mark.integration
@@ -37,9 +38,10 @@ def slow_routes() -> APIRouter:
         return {"status": "done"}
 
     @router.get("/test/hold-connection")
-    async def hold(request: Request) -> dict[str, str]:
-        async with request.app.state.ctx.pool.acquire() as conn:
-            await conn.execute("SELECT pg_sleep($1)", SLOW_S)
+    async def hold(request: Request, wait: bool = False) -> dict[str, str]:
+        with patient() if wait else contextlib.nullcontext():
+            async with request.app.state.ctx.pool.acquire() as conn:
+                await conn.execute("SELECT pg_sleep($1)", SLOW_S)
         return {"status": "done"}
 
     return router
@@ -113,6 +115,10 @@ async def test_no_free_connection_in_time_is_a_quick_503(infra):
                 assert seconds < 1.0
         # and the pool serves again once the holders are done
         assert (await client.get("/groups", headers=READER)).status_code == 200
+        # work already admitted (a bulk request part-way) waits its turn instead
+        answers = await asyncio.gather(*(client.get("/test/hold-connection?wait=true")
+                                         for _ in range(4)))
+        assert [a.status_code for a in answers] == [200] * 4
 
 
 async def test_hundreds_of_real_requests_none_hangs(infra):
