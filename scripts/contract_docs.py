@@ -22,6 +22,8 @@ from typing import Any
 import shared.contracts  # noqa: F401 - registers the published events
 from shared.contracts.common import UPCASTS
 from shared.envelope import Envelope, current_version, registered_events
+from shared.kafka_acls import agency_group_prefix
+from shared.settings import ServiceSettings
 from shared.topics import CONTRACT_TOPICS
 
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "contracts"
@@ -34,6 +36,16 @@ KEYS = {
     "tkm.mentoring.v1": "group stream id; PeriodClosed: period-<YYYY-MM>",
     "tkm.evaluation.v1": "TKS stream id (tks-<id>); cycle events: evaluation-<year>",
 }
+# the message key (= the aggregate's stream id, so one stream keeps its order): its prefixes
+KEY_PREFIXES = {
+    "tkm.recruitment.v1": ("tks", "round", "vacancy"),
+    "tkm.groups.v1": ("group",),
+    "tkm.mentoring.v1": ("group", "period"),
+    "tkm.evaluation.v1": ("tks", "evaluation"),
+}
+KAFKA_BINDING = "0.5.0"  # AsyncAPI Kafka bindings
+LOCAL_BROKER = "127.0.0.1:19092"  # docker-compose's EXTERNAL listener (TKM_KAFKA_EXTERNAL_*)
+SECURITY = "scramSha512"
 # keywords that document without constraining: changing them breaks no subscriber
 _ANNOTATIONS = {"title", "description", "examples", "$comment", "$schema", "$id", "deprecated"}
 
@@ -206,6 +218,66 @@ def breaking_changes(old: dict[str, Schema], new: dict[str, Schema],
 
 # --- AsyncAPI -----------------------------------------------------------------------------------
 
+def key_schema(topic: str) -> Schema:
+    """The Kafka message key of `topic`: the stream id of the aggregate the event belongs to."""
+    prefixes = KEY_PREFIXES[topic]
+    return {"type": "string", "pattern": f"^({'|'.join(prefixes)})-",
+            "description": f"the stream id (UTF-8): {KEYS[topic]}. Events of one stream keep "
+                           "their order within its partition.",
+            "examples": [f"{prefixes[0]}-3f1c2a9e-7b41-4d0e-9a55-2c8e6f1d0b7a"]}
+
+
+def _topic_binding(topic: str) -> dict:
+    fields = ServiceSettings.model_fields
+    return {"topic": topic, "partitions": fields["topic_partitions"].default,
+            "replicas": fields["topic_replication_factor"].default,
+            # kept for ever: subscribers may replay from offset 0 (shared.kafka_acls)
+            "topicConfiguration": {"cleanup.policy": ["delete"], "retention.ms": -1},
+            "bindingVersion": KAFKA_BINDING}
+
+
+def _operation_binding() -> dict:
+    prefix = agency_group_prefix("<agency>")
+    return {"groupId": {
+        "type": "string", "pattern": "^[a-z][a-z0-9-]{1,31}\\.",
+        "description": f"For receivers: an agency's consumer group id must begin with {prefix} "
+                       "(its username and a dot, e.g. `bps.dashboard`); its ACLs allow no "
+                       "other group. See docs/agencies.md."},
+        "clientId": {"type": "string", "description": "free; naming the agency helps the "
+                                                      "operators read the broker's logs"},
+        "bindingVersion": KAFKA_BINDING}
+
+
+def _security_scheme() -> dict:
+    return {"type": SECURITY, "description": (
+        "SASL/SCRAM-SHA-512 over TLS (Kafka security.protocol SASL_SSL): the username and "
+        "password the operator issues with `tkm agency add <agency>`. TLS: the broker's "
+        "certificate is signed by the programme's CA; trust its ca.pem (the operator hands it "
+        "over with the credentials; KAFKA_CA_FILE for the project's own clients). No PLAINTEXT "
+        "listener and no anonymous access; every principal is deny-by-default with ACLs.")}
+
+
+def _servers() -> dict:
+    security = [{"$ref": f"#/components/securitySchemes/{SECURITY}"}]
+    return {
+        "local": {
+            "host": LOCAL_BROKER, "protocol": "kafka-secure", "security": security,
+            "description": "Local development: docker-compose's EXTERNAL SASL_SSL listener "
+                           "(published on 127.0.0.1:19092 by default; TKM_KAFKA_EXTERNAL_HOST/"
+                           "_PORT change what it advertises)."},
+        "production": {
+            "host": "{host}:{port}", "protocol": "kafka-secure", "security": security,
+            "description": "The programme's broker: host and port are given to each agency "
+                           "with its credentials and the CA certificate.",
+            "variables": {
+                "host": {"description": "the broker's public host name (placeholder: the "
+                                        "operator supplies it)",
+                         "examples": ["kafka.tkm.example.go.id"]},
+                "port": {"description": "the EXTERNAL SASL_SSL listener's port",
+                         "default": "19092"}}},
+    }
+
+
 def build() -> dict:
     channels, operations, messages, schemas = {}, {}, {}, {}
     envelope = _tolerant(Envelope.model_json_schema())
@@ -231,6 +303,8 @@ def build() -> dict:
                     "schema_version": {"const": version},
                     "payload": {"$ref": f"#/components/schemas/{name}"}}}]},
         }
+        message["bindings"] = {"kafka": {"key": key_schema(topic),
+                                         "bindingVersion": KAFKA_BINDING}}
         if version < current:
             message["description"] = (
                 f"No longer produced, still on the retained topic: read it as "
@@ -246,8 +320,17 @@ def build() -> dict:
         channel["messages"][name] = {"$ref": f"#/components/messages/{name}"}
     for topic in CONTRACT_TOPICS:
         if topic in channels:
-            operations[f"receive-{topic}"] = {
-                "action": "receive", "channel": {"$ref": f"#/channels/{topic}"}}
+            channels[topic]["bindings"] = {"kafka": _topic_binding(topic)}
+            # the document describes the programme, which produces these messages: `send`
+            # (AsyncAPI 3: an application that sends messages to a channel); subscribers read
+            # it from the other side (their operations are `receive`)
+            operations[f"send-{topic}"] = {
+                "action": "send", "channel": {"$ref": f"#/channels/{topic}"},
+                "summary": f"The programme publishes its events on {topic}; agencies receive "
+                           "them with their own consumer group.",
+                "messages": [{"$ref": f"#/channels/{topic}/messages/{name}"}
+                             for name in sorted(channels[topic]["messages"])],
+                "bindings": {"kafka": _operation_binding()}}
     return {
         "asyncapi": "3.0.0",
         "info": {"title": "Kemnaker TKS/TKM programme events", "version": "1.0.0",
@@ -258,8 +341,10 @@ def build() -> dict:
                                 "ignore unknown event types and properties, and pause on a "
                                 "schema_version newer than they know."},
         "defaultContentType": "application/json",
+        "servers": _servers(),
         "channels": channels, "operations": operations,
-        "components": {"messages": messages, "schemas": schemas},
+        "components": {"messages": messages, "schemas": schemas,
+                       "securitySchemes": {SECURITY: _security_scheme()}},
     }
 
 

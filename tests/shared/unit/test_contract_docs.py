@@ -190,3 +190,52 @@ def test_regenerating_refuses_to_write_a_breaking_change(tmp_path, monkeypatch, 
     assert not (tmp_path / "asyncapi.json").exists()
     assert "GroupApproved.v1 (tkm.groups.v1): property 'group_id': 'type' changed" \
         in capsys.readouterr().err
+
+
+# --- how subscribers connect (issue 12) ---------------------------------------------------------
+
+def test_the_servers_are_secured_with_scram_over_tls():
+    doc = json.loads(contract_docs.render())
+    servers = doc["servers"]
+    assert servers["local"]["host"] == "127.0.0.1:19092"
+    production = servers["production"]
+    assert "{host}" in production["host"] and "host" in production["variables"]
+    schemes = doc["components"]["securitySchemes"]
+    for server in servers.values():
+        assert server["protocol"] == "kafka-secure"  # TLS: SASL_SSL, never plaintext
+        assert server["security"], server
+        for ref in server["security"]:
+            scheme = schemes[ref["$ref"].rsplit("/", 1)[1]]
+            assert scheme["type"] == "scramSha512"
+            assert "SASL_SSL" in scheme["description"] and "CA" in scheme["description"]
+
+
+def test_channels_and_messages_carry_kafka_bindings_with_the_key_schema():
+    doc = json.loads(contract_docs.render())
+    for topic, channel in doc["channels"].items():
+        binding = channel["bindings"]["kafka"]
+        assert binding["topic"] == topic and binding["bindingVersion"] == "0.5.0"
+        assert binding["partitions"] == 6 and binding["replicas"] >= 1
+        assert binding["topicConfiguration"] == {"cleanup.policy": ["delete"], "retention.ms": -1}
+    for name, message in doc["components"]["messages"].items():
+        key = message["bindings"]["kafka"]["key"]
+        assert key["type"] == "string", name
+        assert all(re.match(key["pattern"], example) for example in key["examples"])
+    groups_key = doc["components"]["messages"]["GroupFunded.v1"]["bindings"]["kafka"]["key"]
+    assert re.match(groups_key["pattern"], "group-3f1c2a9e-7b41-4d0e-9a55-2c8e6f1d0b7a")
+    assert not re.match(groups_key["pattern"], "tks-3f1c2a9e")
+
+
+def test_operations_are_the_programme_sending_on_every_contract_topic():
+    doc = json.loads(contract_docs.render())
+    operations = doc["operations"]
+    assert {op["channel"]["$ref"] for op in operations.values()} == {
+        f"#/channels/{topic}" for topic in CONTRACT_TOPICS}
+    for op in operations.values():
+        assert op["action"] == "send"  # AsyncAPI 3: the application described sends
+        topic = op["channel"]["$ref"].rsplit("/", 1)[1]
+        assert {m["$ref"].rsplit("/", 1)[1] for m in op["messages"]} == set(
+            doc["channels"][topic]["messages"])
+        group = op["bindings"]["kafka"]["groupId"]
+        assert re.match(group["pattern"], "bps.dashboard")
+        assert not re.match(group["pattern"], "dashboard")
