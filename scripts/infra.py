@@ -299,16 +299,17 @@ def ca_file(state: Path) -> Path:
     return state / "tls" / "ca.pem"
 
 
-def _ensure_tls(state: Path) -> dict[str, Path]:
-    """A local CA (10 years) and the broker's certificate for 127.0.0.1/localhost (2 years),
-    made once per state directory with `cryptography`. The broker's PEM holds its unencrypted
-    PKCS#8 key (0600) and the chain; clients need only `ca.pem`."""
+def _ensure_tls(state: Path, hosts: tuple[str, ...] = ("localhost", "127.0.0.1")
+                ) -> dict[str, Path]:
+    """A local CA (10 years) and the broker's certificate for `hosts` (DNS names or IP
+    addresses; 127.0.0.1/localhost by default, docker-compose adds its own) (2 years), made once
+    per state directory with `cryptography`. The broker's PEM holds its unencrypted PKCS#8 key
+    (0600) and the chain; clients need only `ca.pem`."""
     tls = _private_dir(state / "tls")
     paths = {"ca": tls / "ca.pem", "ca_key": tls / "ca.key", "broker": tls / "broker.pem"}
     if all(p.exists() for p in paths.values()):
         return paths
     import datetime
-    import ipaddress
 
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
@@ -333,13 +334,11 @@ def _ensure_tls(state: Path) -> dict[str, Path]:
                .sign(ca_key, hashes.SHA256()))
     key = ec.generate_private_key(ec.SECP256R1())
     cert = (x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hosts[0])]))
             .issuer_name(ca_name).public_key(key.public_key())
             .serial_number(x509.random_serial_number())
             .not_valid_before(now).not_valid_after(now + datetime.timedelta(days=730))
-            .add_extension(x509.SubjectAlternativeName([
-                x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-                critical=False)
+            .add_extension(x509.SubjectAlternativeName([_san(h) for h in hosts]), critical=False)
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH,
                                                   ExtendedKeyUsageOID.CLIENT_AUTH]),
@@ -356,6 +355,17 @@ def _ensure_tls(state: Path) -> dict[str, Path]:
     paths["ca"].write_bytes(ca_cert.public_bytes(pem))  # public: agencies get a copy
     paths["ca"].chmod(0o644)
     return paths
+
+
+def _san(host: str):
+    import ipaddress
+
+    from cryptography import x509
+
+    try:
+        return x509.IPAddress(ipaddress.ip_address(host))
+    except ValueError:
+        return x509.DNSName(host)
 
 
 def _admin_client_kwargs(state: Path) -> dict:
