@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install infra-up infra-down infra-status test test-unit fuzz demo lint clean
+.PHONY: install tools infra-up infra-down infra-status test test-unit fuzz demo lint clean
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "Python 3.11 is needed ($(PYTHON))"; exit 1; }
@@ -16,7 +16,11 @@ $(STAMP): pyproject.toml
 	$(PY) -c "from scripts.infra import ensure_kafka_jars; ensure_kafka_jars()"
 	touch $(STAMP)
 
-install: $(STAMP)
+# tools the suite needs beyond Python: promtool checks ops/prometheus (Debian's prometheus)
+tools:
+	@command -v promtool >/dev/null || sh scripts/install_promtool.sh
+
+install: $(STAMP) tools
 
 infra-up: install
 	$(PY) -m scripts.infra up

@@ -86,6 +86,16 @@ CREATE INDEX IF NOT EXISTS outbox_sent ON outbox (sent_at)
 CREATE INDEX IF NOT EXISTS inbox_prunable ON inbox (processed_at)
     WHERE outcome IN ('applied', 'ignored');
 """
+# the outbox relay's leadership: a lease with a fencing token, not a session lock a frozen
+# process could hold for ever (shared.outbox)
+KERNEL_SCHEMA_4 = """
+CREATE TABLE IF NOT EXISTS relay_lease (
+    service text PRIMARY KEY,
+    holder text,
+    fencing_token bigint NOT NULL DEFAULT 0,
+    expires_at timestamptz NOT NULL DEFAULT '-infinity'
+);
+"""
 OUTBOX_CHANNEL = "tkm_outbox"
 
 
@@ -117,6 +127,7 @@ async def migrate(conn: asyncpg.Connection, component: str, migrations: Path | N
         steps = [("kernel", 1, "event store, outbox, inbox", KERNEL_SCHEMA),
                  ("kernel", 2, "outbox rows the broker refuses", KERNEL_SCHEMA_2),
                  ("kernel", 3, "indexes for pruning outbox and inbox", KERNEL_SCHEMA_3),
+                 ("kernel", 4, "outbox relay lease", KERNEL_SCHEMA_4),
                  ("idempotency", 1, "Idempotency-Key claims and answers", IDEMPOTENCY_SCHEMA)]
         for path in sorted(migrations.glob("*.sql")) if migrations else []:
             number = int(path.name.split("_", 1)[0])

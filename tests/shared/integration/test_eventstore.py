@@ -31,6 +31,7 @@ async def test_migrations_apply_once(database_url, tmp_path):
         assert first == ["kernel:event store, outbox, inbox",
                          "kernel:outbox rows the broker refuses",
                          "kernel:indexes for pruning outbox and inbox",
+                         "kernel:outbox relay lease",
                          "idempotency:Idempotency-Key claims and answers", "svc:001_things"]
         assert second == []
     finally:
