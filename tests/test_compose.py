@@ -1,4 +1,6 @@
-"""docker-compose.yml, infra/postgres/init.sql and the Dockerfile checked against shared.settings.
+"""docker-compose.yml, infra/postgres/init.sql and the Dockerfile checked against shared.settings
+and shared.kafka_security (the variables the services read), and the secured broker's set-up
+against shared.kafka_acls (issue 12: SASL_SSL + SCRAM-SHA-512 on every client listener).
 
 Pure unit tests: nothing is built or started. Every check is a `check_*` function returning a list
 of problems (empty = fine); the tests assert the real files give none, and the last tests feed the
@@ -16,6 +18,9 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
+from shared.kafka_acls import SERVICES as KAFKA_PRINCIPALS
+from shared.kafka_acls import SUPER_USERS
+from shared.kafka_security import KafkaSecurity, kafka_security
 from shared.settings import DEV_SIGNING_KEY, SERVICE_PORTS, ServiceSettings, load_settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -25,7 +30,11 @@ DOCKERFILE = ROOT / "Dockerfile"
 
 APP_SERVICES = tuple(SERVICE_PORTS)  # recruitment, groups, mentoring, evaluation
 INFRA_SERVICES = ("kafka", "postgres")
+INIT_JOBS = ("kafka-tls", "kafka-setup")  # one-shot: TLS before the broker, ACLs after it
 KAFKA_BOOTSTRAP = "kafka:9092"
+EXTERNAL_HOST_VAR, EXTERNAL_PORT_VAR = "TKM_KAFKA_EXTERNAL_HOST", "TKM_KAFKA_EXTERNAL_PORT"
+KAFKA_IMAGE_VAR = "TKM_KAFKA_IMAGE"
+SECRETS_MOUNT = "/run/secrets"
 
 # ${VAR}, ${VAR:-default}, ${VAR-default}, ${VAR:?err}, ${VAR?err}, ${VAR:+alt}, $VAR and $$
 _INTERPOLATION = re.compile(
@@ -114,25 +123,63 @@ def healthcheck_command(service: dict) -> str:
     return test or ""
 
 
+def kafka_security_env_names(service: str | None = None) -> set[str]:
+    """The variables shared.kafka_security reads: every field of its model by name, and the
+    `kafka_*` ones also as `<SERVICE>_KAFKA_...` for `service` (from the model, not a list)."""
+    fields = [name.upper() for name in KafkaSecurity.model_fields]
+    names = set(fields)
+    if service:
+        prefix = service.upper().replace("-", "_") + "_"
+        names |= {prefix + f for f in fields if f.startswith("KAFKA_")}
+    return names
+
+
+def allowed_env_names(service: str) -> set[str]:
+    return ServiceSettings.env_names(service) | kafka_security_env_names(service)
+
+
 def settings_env_names() -> set[str]:
-    """Every variable ServiceSettings could read, for any service, scoped or not."""
+    """Every variable ServiceSettings or KafkaSecurity could read, for any service."""
     names = {"TKM_SERVICE_NAME", "SERVICE_NAME", "DATABASE_URL", "HTTP_PORT"}
     for name in APP_SERVICES:
-        names |= ServiceSettings.env_names(name)
-    return names
+        names |= allowed_env_names(name)
+    return names | kafka_security_env_names("admin")
+
+
+def secret_names(service: dict) -> set[str]:
+    """The compose secrets mounted into a service (short or long syntax)."""
+    return {s if isinstance(s, str) else s["source"] for s in service.get("secrets") or []}
+
+
+def secret_path(name: str) -> str:
+    return f"{SECRETS_MOUNT}/{name}"
+
+
+def listeners(value: str) -> dict[str, tuple[str, str]]:
+    """`NAME://host:port,...` -> {NAME: (host, port)} (host and port as written)."""
+    out = {}
+    for item in filter(None, (part.strip() for part in value.split(","))):
+        name, _, address = item.partition("://")
+        m = re.fullmatch(r"(?P<host>.*):(?P<port>\d+|\$\{[^}]*\})", address)
+        out[name] = (m["host"], m["port"]) if m else (address, "")
+    return out
+
+
+def protocol_map(value: str) -> dict[str, str]:
+    return dict(item.split(":", 1) for item in value.split(",") if item)
 
 
 # --- the checks -------------------------------------------------------------------------------
 
 def check_services_exist(doc: dict) -> list[str]:
     services = doc.get("services") or {}
-    return [f"service {name!r} is missing" for name in (*INFRA_SERVICES, *APP_SERVICES)
-            if name not in services]
+    return [f"service {name!r} is missing"
+            for name in (*INFRA_SERVICES, *INIT_JOBS, *APP_SERVICES) if name not in services]
 
 
 def check_env_names(doc: dict, name: str) -> list[str]:
-    allowed = ServiceSettings.env_names(name)
-    return [f"{name}: {var} is not read by ServiceSettings (misspelt?)"
+    allowed = allowed_env_names(name)
+    return [f"{name}: {var} is not read by ServiceSettings nor KafkaSecurity (misspelt?)"
             for var in sorted(raw_environment(doc["services"][name])) if var not in allowed]
 
 
@@ -144,6 +191,7 @@ def check_required_env(doc: dict, name: str) -> list[str]:
         return [f"{name}: {e}"]
     if env.get("KAFKA_BOOTSTRAP_SERVERS") != KAFKA_BOOTSTRAP:
         problems.append(f"{name}: KAFKA_BOOTSTRAP_SERVERS is not {KAFKA_BOOTSTRAP}")
+    problems += kafka_client_problems(doc, name, env)
     if env.get("TKM_HTTP_HOST") != "0.0.0.0":
         problems.append(f"{name}: TKM_HTTP_HOST must be 0.0.0.0 inside a container")
     url = env.get(f"{name.upper()}_DATABASE_URL")
@@ -176,12 +224,53 @@ def check_port(doc: dict, name: str) -> list[str]:
     return problems
 
 
-def check_depends_on_healthy(doc: dict, name: str) -> list[str]:
-    depends = doc["services"][name].get("depends_on") or {}
+def depends_on(service: dict) -> dict[str, str]:
+    depends = service.get("depends_on") or {}
     if isinstance(depends, list):  # the short form waits for a start only
-        depends = {dep: {"condition": "service_started"} for dep in depends}
-    return [f"{name}: does not wait for {dep} to be healthy" for dep in INFRA_SERVICES
-            if (depends.get(dep) or {}).get("condition") != "service_healthy"]
+        return {dep: "service_started" for dep in depends}
+    return {dep: (spec or {}).get("condition", "service_started") for dep, spec in depends.items()}
+
+
+def check_depends_on_healthy(doc: dict, name: str) -> list[str]:
+    depends = depends_on(doc["services"][name])
+    problems = [f"{name}: does not wait for {dep} to be healthy" for dep in INFRA_SERVICES
+                if depends.get(dep) != "service_healthy"]
+    if depends.get("kafka-setup") != "service_completed_successfully":
+        problems.append(f"{name}: does not wait for kafka-setup (its topics, SCRAM user and "
+                        "ACLs) to complete successfully")
+    return problems
+
+
+def kafka_client_problems(doc: dict, name: str, env: dict[str, str]) -> list[str]:
+    """A Kafka client of the compose network: SASL_SSL with SCRAM-SHA-512, its own principal
+    (`<SERVICE>_KAFKA_USERNAME`), its password in a compose secret mounted into it, the CA from
+    a volume mounted into it; never the plaintext switch nor a password value."""
+    service = doc["services"][name]
+    scoped = name.upper().replace("-", "_") + "_KAFKA_"
+    problems = []
+    if env.get("KAFKA_SECURITY_PROTOCOL") != "SASL_SSL":
+        problems.append(f"{name}: KAFKA_SECURITY_PROTOCOL is not SASL_SSL")
+    if env.get("KAFKA_SASL_MECHANISM") != "SCRAM-SHA-512":
+        problems.append(f"{name}: KAFKA_SASL_MECHANISM is not SCRAM-SHA-512")
+    if "TKM_KAFKA_ALLOW_PLAINTEXT" in env:
+        problems.append(f"{name}: sets TKM_KAFKA_ALLOW_PLAINTEXT")
+    if any(var.endswith("KAFKA_PASSWORD") for var in env):
+        problems.append(f"{name}: a Kafka password in the environment (use a *_PASSWORD_FILE)")
+    user = env.get(scoped + "USERNAME")
+    if user != name.split("-")[0] and not (name == "kafka-setup" and user is None):
+        problems.append(f"{name}: {scoped}USERNAME is {user!r}, not its own principal")
+    password_file = env.get(scoped + "PASSWORD_FILE")
+    if name in APP_SERVICES:
+        wanted = secret_path(f"kafka_{name}_password")
+        if password_file != wanted:
+            problems.append(f"{name}: {scoped}PASSWORD_FILE is {password_file!r}, not {wanted}")
+        elif f"kafka_{name}_password" not in secret_names(service):
+            problems.append(f"{name}: its secret kafka_{name}_password is not mounted")
+    ca = env.get("KAFKA_CA_FILE", "")
+    mounts = [str(v).split(":")[1] for v in service.get("volumes") or [] if ":" in str(v)]
+    if not any(ca.startswith(m.rstrip("/") + "/") for m in mounts):
+        problems.append(f"{name}: KAFKA_CA_FILE {ca!r} is on no volume mounted into it")
+    return problems
 
 
 def check_service_runtime(doc: dict, name: str) -> list[str]:
@@ -210,8 +299,6 @@ def check_kafka(doc: dict) -> list[str]:
                         "(KAFKA_AUTO_CREATE_TOPICS_ENABLE must be \"false\")")
     if "kafka-broker-api-versions" not in healthcheck_command(kafka):
         problems.append("kafka: no broker health check")
-    if env.get("KAFKA_ADVERTISED_LISTENERS") != f"PLAINTEXT://{KAFKA_BOOTSTRAP}":
-        problems.append("kafka: the advertised listener is not the one the services use")
     if set(env.get("KAFKA_PROCESS_ROLES", "").split(",")) != {"broker", "controller"}:
         problems.append("kafka: not a combined KRaft broker,controller")
     for rf in ("KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR",
@@ -225,6 +312,164 @@ def check_kafka(doc: dict) -> list[str]:
         valid_id = False
     if not valid_id:
         problems.append(f"kafka: CLUSTER_ID {cluster_id!r} is not a Kafka Uuid")
+    image = str(kafka.get("image", ""))
+    m = re.fullmatch(r"\$\{(\w+):-(apache/kafka):(\d+)\.[\w.-]+\}", image)
+    if not m or m[1] != KAFKA_IMAGE_VAR or int(m[3]) < 4:
+        problems.append(f"kafka: image {image!r} is not ${{{KAFKA_IMAGE_VAR}:-apache/kafka:4.x}}")
+    return problems + check_kafka_listeners(doc) + check_kafka_authorization(doc)
+
+
+def check_kafka_listeners(doc: dict) -> list[str]:
+    """Clients meet SASL_SSL with SCRAM-SHA-512 only; the EXTERNAL listener's advertised host
+    and port are variables, its port published; the controller takes the broker's PLAIN login
+    on loopback and is never advertised."""
+    kafka = doc["services"]["kafka"]
+    env = {k: str(v) for k, v in raw_environment(kafka).items()}
+    problems = []
+    bound = listeners(env.get("KAFKA_LISTENERS", ""))
+    advertised = listeners(env.get("KAFKA_ADVERTISED_LISTENERS", ""))
+    protocols = protocol_map(env.get("KAFKA_LISTENER_SECURITY_PROTOCOL_MAP", ""))
+    controllers = set(env.get("KAFKA_CONTROLLER_LISTENER_NAMES", "").split(","))
+    for name in bound:
+        if name not in protocols:
+            problems.append(f"kafka: listener {name} has no security protocol (PLAINTEXT?)")
+    for name, protocol in protocols.items():
+        if name in controllers:
+            if protocol != "SASL_PLAINTEXT":
+                problems.append(f"kafka: controller listener {name} is {protocol}, "
+                                "not SASL_PLAINTEXT with the broker's PLAIN user")
+            continue
+        if protocol != "SASL_SSL":
+            problems.append(f"kafka: client listener {name} is {protocol}, not SASL_SSL")
+        mechanisms = env.get(f"KAFKA_LISTENER_NAME_{name}_SASL_ENABLED_MECHANISMS")
+        if mechanisms != "SCRAM-SHA-512":
+            problems.append(f"kafka: listener {name} offers {mechanisms!r}, not SCRAM-SHA-512")
+    for name in controllers:
+        if env.get(f"KAFKA_LISTENER_NAME_{name}_SASL_ENABLED_MECHANISMS") != "PLAIN":
+            problems.append(f"kafka: controller listener {name} does not take SASL PLAIN")
+        if name in advertised:
+            problems.append(f"kafka: controller listener {name} is advertised to clients")
+        if bound.get(name, ("", ""))[0] not in ("localhost", "127.0.0.1"):
+            problems.append(f"kafka: controller listener {name} is not bound to loopback")
+    if env.get("KAFKA_SASL_MECHANISM_CONTROLLER_PROTOCOL") != "PLAIN":
+        problems.append("kafka: the controller mechanism is not PLAIN")
+    if advertised.get("INTERNAL") != tuple(KAFKA_BOOTSTRAP.split(":")):
+        problems.append("kafka: the INTERNAL advertised listener is not the one the services use")
+    host, port = advertised.get("EXTERNAL", ("", ""))
+    if not re.fullmatch(rf"\$\{{{EXTERNAL_HOST_VAR}(:-[^}}]+)?\}}", host):
+        problems.append(f"kafka: the EXTERNAL advertised host {host!r} is not "
+                        f"${{{EXTERNAL_HOST_VAR}}}")
+    if not re.fullmatch(rf"\$\{{{EXTERNAL_PORT_VAR}(:-\d+)?\}}", port):
+        problems.append(f"kafka: the EXTERNAL advertised port {port!r} is not "
+                        f"${{{EXTERNAL_PORT_VAR}}}")
+    container_port = int(bound.get("EXTERNAL", ("", "0"))[1] or 0)
+    published = [str(p) for p in kafka.get("ports") or []]
+    try:
+        pairs = published_ports(kafka)
+    except (ComposeError, ValueError) as e:
+        pairs, problems = [], [*problems, f"kafka: ports: {e}"]
+    if not any(p.endswith(f":{container_port}") and EXTERNAL_PORT_VAR in p for p in published):
+        problems.append("kafka: the EXTERNAL listener is not published on "
+                        f"${{{EXTERNAL_PORT_VAR}}}")
+    internal_ports = {int(p or 0) for n, (_, p) in bound.items() if n != "EXTERNAL"}
+    if any(target in internal_ports for _, target in pairs):
+        problems.append("kafka: a listener other than EXTERNAL is published")
+    return problems
+
+
+def check_kafka_authorization(doc: dict) -> list[str]:
+    kafka = doc["services"]["kafka"]
+    env = {k: str(v) for k, v in raw_environment(kafka).items()}
+    problems = []
+    if env.get("KAFKA_AUTHORIZER_CLASS_NAME") != \
+            "org.apache.kafka.metadata.authorizer.StandardAuthorizer":
+        problems.append("kafka: not the KRaft StandardAuthorizer")
+    if env.get("KAFKA_ALLOW_EVERYONE_IF_NO_ACL_FOUND", "").lower() != "false":
+        problems.append("kafka: allow.everyone.if.no.acl.found is not false")
+    supers = set(filter(None, env.get("KAFKA_SUPER_USERS", "").split(";")))
+    if supers != {f"User:{u}" for u in SUPER_USERS}:
+        problems.append(f"kafka: super users {sorted(supers)} are not exactly broker and admin")
+    if env.get("KAFKA_SSL_CLIENT_AUTH", "none") not in ("none", "required"):
+        problems.append("kafka: ssl.client.auth 'requested' lets unauthenticated TLS through")
+    if secret_names(kafka) != {"kafka_broker_password", "kafka_admin_password"}:
+        problems.append(f"kafka: mounts secrets {sorted(secret_names(kafka))}, not exactly the "
+                        "broker's and the admin's")
+    if depends_on(kafka).get("kafka-tls") != "service_completed_successfully":
+        problems.append("kafka: does not wait for kafka-tls to complete successfully")
+    return problems
+
+
+def check_init_jobs(doc: dict) -> list[str]:
+    """kafka-tls and kafka-setup: one-shot, the project's image, scripts.compose_init; setup
+    runs as admin once the broker is healthy and holds the services' secrets (it creates them)."""
+    services = doc["services"]
+    problems = []
+    for job in INIT_JOBS:
+        service = services[job]
+        step = job.removeprefix("kafka-")
+        if service.get("build") not in (".", {"context": "."}):
+            problems.append(f"{job}: not built from the root Dockerfile")
+        if service.get("command") != ["python", "-m", "scripts.compose_init", step]:
+            problems.append(f"{job}: command is {service.get('command')!r}")
+        if str(service.get("restart", "no")) not in ("no", "False", "false"):
+            problems.append(f"{job}: a one-shot job must not restart")
+    setup = services["kafka-setup"]
+    if depends_on(setup).get("kafka") != "service_healthy":
+        problems.append("kafka-setup: does not wait for kafka to be healthy")
+    try:
+        env = environment(setup)
+    except ComposeError as e:
+        return [*problems, f"kafka-setup: {e}"]
+    problems += kafka_client_problems(doc, "kafka-setup", env)
+    if env.get("ADMIN_KAFKA_USERNAME") != "admin" or env.get(
+            "ADMIN_KAFKA_PASSWORD_FILE") != secret_path("kafka_admin_password"):
+        problems.append("kafka-setup: does not log in as admin with the admin's secret file")
+    wanted = {"kafka_admin_password", *(f"kafka_{s}_password" for s in KAFKA_PRINCIPALS)}
+    if secret_names(setup) != wanted:
+        problems.append(f"kafka-setup: mounts {sorted(secret_names(setup))}, not {sorted(wanted)}")
+    tls_env = raw_environment(services["kafka-tls"])
+    if EXTERNAL_HOST_VAR not in str(tls_env.get(EXTERNAL_HOST_VAR, "")):
+        problems.append("kafka-tls: the certificate is not issued for the external host")
+    return problems
+
+
+def check_principals(doc: dict) -> list[str]:
+    """Every service its own Kafka principal and its own secret, each the principal
+    shared.kafka_acls grants that service's rights to; no secret shared between services."""
+    problems = []
+    users, secrets = {}, {}
+    for name in APP_SERVICES:
+        env = {k: str(v) for k, v in raw_environment(doc["services"][name]).items()}
+        users[name] = env.get(f"{name.upper()}_KAFKA_USERNAME")
+        secrets[name] = secret_names(doc["services"][name])
+        if users[name] not in KAFKA_PRINCIPALS or users[name] != name:
+            problems.append(f"{name}: Kafka principal {users[name]!r} is not its own")
+        if secrets[name] != {f"kafka_{name}_password"}:
+            problems.append(f"{name}: mounts secrets {sorted(secrets[name])}, not only its own")
+    if len(set(users.values())) != len(users):
+        problems.append(f"services share a Kafka principal: {users}")
+    return problems
+
+
+# a password-like key given a value in place (JAAS `password="..."`, `KEY=value`, `KEY: value`)
+_PASSWORD_LITERAL = re.compile(
+    r"""(?ix)(?:password|secret)[a-z_]*\s*[:=]\s*["']?(?!\$\{|/run/secrets/|\./secrets/)[^\s"'$]""")
+
+
+def check_no_password_literal(doc: dict, text: str) -> list[str]:
+    """No Kafka password in the file: every one is a compose secret read from a file (the
+    JAAS lines are written inside the broker container from /run/secrets); only the Postgres
+    URL's `${POSTGRES_PASSWORD:-postgres}` development default remains (not Kafka's)."""
+    problems = []
+    for number, line in enumerate(text.splitlines(), 1):
+        code = line.split(" #", 1)[0]
+        if code.lstrip().startswith("#") or "POSTGRES_PASSWORD" in code:
+            continue
+        if _PASSWORD_LITERAL.search(code):
+            problems.append(f"line {number}: a password literal: {code.strip()[:60]!r}")
+    for name, spec in (doc.get("secrets") or {}).items():
+        if set(spec) != {"file"}:
+            problems.append(f"secret {name}: not read from a file ({sorted(spec)})")
     return problems
 
 
@@ -243,8 +488,10 @@ def check_postgres(doc: dict) -> list[str]:
     return problems
 
 
-def check_settings_validate(doc: dict, name: str, monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """ServiceSettings built from exactly the compose environment, as the container would."""
+def check_settings_validate(doc: dict, name: str, monkeypatch: pytest.MonkeyPatch,
+                            tmp_files: Path) -> list[str]:
+    """ServiceSettings and KafkaSecurity built from exactly the compose environment, as the
+    container would (files named by *_FILE variables are stand-ins in `tmp_files`)."""
     try:
         env = environment(doc["services"][name])
     except ComposeError as e:
@@ -260,25 +507,48 @@ def check_settings_validate(doc: dict, name: str, monkeypatch: pytest.MonkeyPatc
             settings = load_settings(name)
         except ValueError as e:  # load_settings names what is wrong, never the values
             return [f"{name}: ServiceSettings rejects the compose environment: {e}"]
+        # the files the container would have: stand-ins at the same variables
+        files = {}
+        for var, value in env.items():
+            if var.endswith("_FILE"):
+                stand_in = tmp_files / var.lower()
+                stand_in.write_text("a-compose-test-password-not-a-secret")
+                files[var] = value
+                mp.setenv(var, str(stand_in))
+        try:
+            security = kafka_security(service=name)
+        except ValueError as e:
+            return [f"{name}: KafkaSecurity rejects the compose environment: {e}"]
     expected = {"database_url": env.get(f"{name.upper()}_DATABASE_URL"),
                 "http_port": SERVICE_PORTS[name], "http_host": "0.0.0.0",
                 "kafka_bootstrap_servers": KAFKA_BOOTSTRAP}
-    return [f"{name}: settings.{field} is {getattr(settings, field)!r}, not {value!r}"
-            for field, value in expected.items() if getattr(settings, field) != value]
+    problems = [f"{name}: settings.{field} is {getattr(settings, field)!r}, not {value!r}"
+                for field, value in expected.items() if getattr(settings, field) != value]
+    if not security.secured or security.kafka_username != name:
+        problems.append(f"{name}: KafkaSecurity is {security.kafka_security_protocol} as "
+                        f"{security.kafka_username!r}, not SASL_SSL as {name!r}")
+    if security.kafka_password_file is None or set(files) != {
+            "KAFKA_CA_FILE", f"{name.upper()}_KAFKA_PASSWORD_FILE"}:
+        problems.append(f"{name}: KafkaSecurity does not read its password and CA from files")
+    return problems
 
 
-def all_problems(doc: dict, init_sql: str, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+def all_problems(doc: dict, init_sql: str, monkeypatch: pytest.MonkeyPatch,
+                 tmp_files: Path, text: str | None = None) -> list[str]:
     problems = check_services_exist(doc)
     if problems:
         return problems
-    problems += check_kafka(doc) + check_postgres(doc)
+    problems += check_kafka(doc) + check_postgres(doc) + check_init_jobs(doc)
+    problems += check_principals(doc)
+    problems += check_no_password_literal(doc, text if text is not None
+                                          else COMPOSE.read_text(encoding="utf-8"))
     for name in APP_SERVICES:
         problems += check_env_names(doc, name) + check_required_env(doc, name)
         if problems:
             continue
         problems += (check_database_created(doc, name, init_sql) + check_port(doc, name)
                      + check_depends_on_healthy(doc, name) + check_service_runtime(doc, name)
-                     + check_settings_validate(doc, name, monkeypatch))
+                     + check_settings_validate(doc, name, monkeypatch, tmp_files))
     return problems
 
 
@@ -294,9 +564,9 @@ def init_sql() -> str:
     return INIT_SQL.read_text(encoding="utf-8")
 
 
-def test_the_six_services_exist(compose):
+def test_the_six_services_and_the_two_init_jobs_exist(compose):
     assert check_services_exist(compose) == []
-    assert set(compose["services"]) == {*INFRA_SERVICES, *APP_SERVICES}
+    assert set(compose["services"]) == {*INFRA_SERVICES, *INIT_JOBS, *APP_SERVICES}
 
 
 @pytest.mark.parametrize("name", APP_SERVICES)
@@ -342,8 +612,81 @@ def test_postgres_has_a_health_check_and_runs_init_sql(compose):
 
 
 @pytest.mark.parametrize("name", APP_SERVICES)
-def test_settings_validate_from_the_compose_environment(compose, name, monkeypatch):
-    assert check_settings_validate(compose, name, monkeypatch) == []
+def test_settings_validate_from_the_compose_environment(compose, name, monkeypatch, tmp_path):
+    assert check_settings_validate(compose, name, monkeypatch, tmp_path) == []
+
+
+def test_kafka_security_variables_come_from_its_model():
+    # the names are the model's, so a variable renamed there fails here, not in production
+    assert kafka_security_env_names("groups") >= {
+        "KAFKA_SECURITY_PROTOCOL", "KAFKA_SASL_MECHANISM", "KAFKA_CA_FILE",
+        "GROUPS_KAFKA_USERNAME", "GROUPS_KAFKA_PASSWORD_FILE"}
+    assert "GROUPS_TKM_KAFKA_ALLOW_PLAINTEXT" not in kafka_security_env_names("groups")
+
+
+def test_kafka_clients_use_sasl_ssl_and_no_listener_takes_plaintext(compose):
+    assert check_kafka_listeners(compose) == []
+
+
+def test_the_external_listener_is_advertised_from_variables_and_published(compose):
+    env = raw_environment(compose["services"]["kafka"])
+    host, port = listeners(env["KAFKA_ADVERTISED_LISTENERS"])["EXTERNAL"]
+    assert host.startswith("${" + EXTERNAL_HOST_VAR) and port.startswith("${" + EXTERNAL_PORT_VAR)
+    assert interpolate(f"{host}:{port}") == "127.0.0.1:19092"  # the AsyncAPI `local` server
+    assert published_ports(compose["services"]["kafka"]) == [(19092, 9094)]
+
+
+def test_the_broker_denies_by_default_with_only_broker_and_admin_as_super_users(compose):
+    assert check_kafka_authorization(compose) == []
+
+
+def test_the_init_jobs_make_tls_first_and_apply_the_acls_as_admin(compose):
+    assert check_init_jobs(compose) == []
+
+
+def test_every_service_has_its_own_kafka_principal_and_secret(compose):
+    assert check_principals(compose) == []
+
+
+def test_no_password_literal_in_the_compose_file(compose):
+    assert check_no_password_literal(compose, COMPOSE.read_text(encoding="utf-8")) == []
+
+
+def test_the_broker_start_script_takes_its_passwords_from_the_secrets():
+    script = (ROOT / "infra" / "kafka" / "compose-start.sh").read_text(encoding="utf-8")
+    compose_text = COMPOSE.read_text(encoding="utf-8")
+    assert "./infra/kafka/compose-start.sh:/opt/tkm/compose-start.sh:ro" in compose_text
+    for principal in SUPER_USERS:  # bootstrapped at format time, from its secret file
+        assert f"secret kafka_{principal}_password" in script
+        assert f"--add-scram \"SCRAM-SHA-512=[name={principal}," in script
+    assert "/tmp/tkm-kafka/admin.properties" in healthcheck_command(
+        load_compose()["services"]["kafka"])
+
+
+def test_compose_init_makes_secrets_and_a_certificate_for_the_external_host(tmp_path):
+    from cryptography import x509
+
+    from scripts import compose_init
+
+    made = compose_init.make_secrets(tmp_path / "secrets")
+    assert made == [f"kafka_{p}_password" for p in ("broker", "admin", *KAFKA_PRINCIPALS)]
+    assert compose_init.make_secrets(tmp_path / "secrets") == []  # kept, never replaced
+    for name in made:
+        path = tmp_path / "secrets" / name
+        assert compose_init.PASSWORD.match(path.read_text()) and path.stat().st_mode & 0o777 == 0o644
+    hosts = compose_init.tls_hosts("kafka.tkm.example.go.id")
+    out = compose_init.make_tls(hosts, pki=tmp_path / "pki", broker_dir=tmp_path / "tls",
+                                ca_dir=tmp_path / "ca", owner=None)
+    cert = x509.load_pem_x509_certificate((tmp_path / "tls" / "broker.pem").read_bytes())
+    names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert {"kafka", "localhost", "kafka.tkm.example.go.id"} <= set(
+        names.get_values_for_type(x509.DNSName))
+    assert not (tmp_path / "tls" / "ca.key").exists()  # the CA's key stays in the pki volume
+    assert out["ca"].read_bytes() == (tmp_path / "pki" / "tls" / "ca.pem").read_bytes()
+    assert out["broker"].stat().st_mode & 0o777 == 0o400
+    with pytest.raises(compose_init.InfraError, match="TKM_KAFKA_EXTERNAL_HOST"):
+        compose_init.make_tls(compose_init.tls_hosts("other.example.org"), pki=tmp_path / "pki",
+                              broker_dir=tmp_path / "tls", ca_dir=tmp_path / "ca", owner=None)
 
 
 def test_compose_demands_a_signing_key_and_runs_in_production_mode(compose, monkeypatch):
@@ -384,8 +727,8 @@ def test_dockerfile_is_one_non_root_image_for_all_services():
     assert "HEALTHCHECK" not in instructions
 
 
-def test_the_whole_checker_passes_on_the_real_files(compose, init_sql, monkeypatch):
-    assert all_problems(compose, init_sql, monkeypatch) == []
+def test_the_whole_checker_passes_on_the_real_files(compose, init_sql, monkeypatch, tmp_path):
+    assert all_problems(compose, init_sql, monkeypatch, tmp_path) == []
 
 
 # --- the checks can fail: deliberately broken copies ------------------------------------------
@@ -410,6 +753,42 @@ BREAKAGES = [
      "ServiceSettings rejects"),
     ("pg_isready -h 127.0.0.1", "true", "no pg_isready health check"),
     ("localhost:8102/healthz", "localhost:8101/healthz", "groups: health check"),
+    # the secured broker (issue 12)
+    ("INTERNAL:SASL_SSL,EXTERNAL:SASL_SSL", "INTERNAL:SASL_SSL,EXTERNAL:PLAINTEXT",
+     "client listener EXTERNAL is PLAINTEXT"),
+    ("KAFKA_LISTENERS: INTERNAL://:9092,", "KAFKA_LISTENERS: PLAIN://:9095,INTERNAL://:9092,",
+     "listener PLAIN has no security protocol"),
+    ("CONTROLLER:SASL_PLAINTEXT", "CONTROLLER:PLAINTEXT", "controller listener CONTROLLER is"),
+    ("EXTERNAL://${TKM_KAFKA_EXTERNAL_HOST:-127.0.0.1}:", "EXTERNAL://kafka.example.org:",
+     "EXTERNAL advertised host"),
+    ("KAFKA_LISTENER_NAME_EXTERNAL_SASL_ENABLED_MECHANISMS: SCRAM-SHA-512",
+     "KAFKA_LISTENER_NAME_EXTERNAL_SASL_ENABLED_MECHANISMS: PLAIN", "offers 'PLAIN'"),
+    ('KAFKA_ALLOW_EVERYONE_IF_NO_ACL_FOUND: "false"', 'KAFKA_ALLOW_EVERYONE_IF_NO_ACL_FOUND: "true"',
+     "allow.everyone.if.no.acl.found"),
+    ("KAFKA_SUPER_USERS: User:broker;User:admin",
+     "KAFKA_SUPER_USERS: User:broker;User:admin;User:groups", "super users"),
+    ("image: ${TKM_KAFKA_IMAGE:-apache/kafka:4.1.1}", "image: apache/kafka:4.1.1",
+     "is not ${TKM_KAFKA_IMAGE"),
+    ("image: ${TKM_KAFKA_IMAGE:-apache/kafka:4.1.1}", "image: ${TKM_KAFKA_IMAGE:-bitnami/kafka:4.0}",
+     "is not ${TKM_KAFKA_IMAGE"),
+    ("    KAFKA_SECURITY_PROTOCOL: SASL_SSL\n    KAFKA_SASL",
+     "    KAFKA_SECURITY_PROTOCOL: PLAINTEXT\n    KAFKA_SASL", "KAFKA_SECURITY_PROTOCOL is not"),
+    ("    KAFKA_SASL_MECHANISM: SCRAM-SHA-512\n    KAFKA_CA_FILE",
+     "    KAFKA_SASL_MECHANISM: SCRAM-SHA-512\n    KAFKA_SECURITY_PROTOKOL: SASL_SSL\n"
+     "    KAFKA_CA_FILE", "KAFKA_SECURITY_PROTOKOL is not read"),
+    ("MENTORING_KAFKA_USERNAME: mentoring", "MENTORING_KAFKA_USERNAME: groups",
+     "mentoring: Kafka principal 'groups' is not its own"),
+    ("GROUPS_KAFKA_PASSWORD_FILE: /run/secrets/kafka_groups_password",
+     "GROUPS_KAFKA_PASSWORD: a-literal-kafka-password", "a password literal"),
+    ("    secrets:\n      - kafka_evaluation_password",
+     "    secrets:\n      - kafka_evaluation_password\n      - kafka_admin_password",
+     "evaluation: mounts secrets"),
+    ("    kafka-setup:\n      # the topics", "    kafka-setup-done:\n      # the topics",
+     "does not wait for kafka-setup"),
+    ("    file: ./secrets/kafka_admin_password",
+     "    environment: TKM_KAFKA_ADMIN_PASSWORD", "not read from a file"),
+    ('command: ["python", "-m", "scripts.compose_init", "setup"]',
+     'command: ["python", "-m", "scripts.compose_init", "acls"]', "kafka-setup: command"),
 ]
 
 
@@ -420,12 +799,14 @@ def test_the_checker_catches_a_broken_copy(tmp_path, monkeypatch, init_sql, old,
     assert old in text, f"the breakage no longer applies: {old!r}"
     broken = tmp_path / "docker-compose.yml"
     broken.write_text(text.replace(old, new, 1), encoding="utf-8")
-    problems = all_problems(load_compose(broken), init_sql, monkeypatch)
+    problems = all_problems(load_compose(broken), init_sql, monkeypatch, tmp_path,
+                            broken.read_text(encoding="utf-8"))
     assert any(expected in p for p in problems), problems
 
 
-def test_the_checker_catches_a_database_missing_from_init_sql(compose, init_sql, monkeypatch):
+def test_the_checker_catches_a_database_missing_from_init_sql(compose, init_sql, monkeypatch,
+                                                              tmp_path):
     broken = init_sql.replace("CREATE DATABASE evaluation;", "")
-    problems = all_problems(compose, broken, monkeypatch)
+    problems = all_problems(compose, broken, monkeypatch, tmp_path)
     assert problems == [
         "evaluation: database 'evaluation' is not created by infra/postgres/init.sql"]
