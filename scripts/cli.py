@@ -1,17 +1,59 @@
-"""The `tkm` command line: tokens for local runs, the programme demo."""
+"""The `tkm` command line: tokens for local runs, the programme demo, operations.
+
+Errors are one line on stderr, never a traceback: a usage error exits 2, any other failure 1
+(`TKM_DEBUG=1` shows the traceback)."""
 
 from __future__ import annotations
 
+import os
+import sys
 from datetime import timedelta
 from pathlib import Path
 
 import typer
 
+try:  # typer 0.2x vendors click
+    from typer._click import exceptions as _click_errors
+except ImportError:  # pragma: no cover - older typer, on click itself
+    from click import exceptions as _click_errors
+
 from scripts.dlq import app as dlq_app
 from shared.auth import MAX_TOKEN_LIFETIME, Role, mint_token, pseudonym
 from shared.settings import DEV_SIGNING_KEY
 
-app = typer.Typer(help="Kemnaker TKS/TKM event backbone", no_args_is_help=True)
+
+
+class _Cli(typer.Typer):
+    """The app, with one-line errors: click's usage errors and any unexpected exception are
+    printed as `tkm: <what went wrong>`, not as a box or a traceback."""
+
+    def __call__(self, *args, **kwargs):
+        kwargs.setdefault("prog_name", "tkm")
+        try:
+            code = super().__call__(*args, standalone_mode=False, **kwargs)
+        except _click_errors.NoArgsIsHelpError as exc:
+            typer.echo(exc.ctx.get_help() if exc.ctx else str(exc))
+            sys.exit(2)
+        except _click_errors.ClickException as exc:  # usage errors: exit 2
+            where = exc.ctx.command_path if getattr(exc, "ctx", None) else "tkm"
+            message = " ".join(exc.format_message().split()).replace("Value error, ", "")
+            typer.echo(f"{where}: {message} (see {where} --help)", err=True)
+            sys.exit(exc.exit_code)
+        except typer.Abort:
+            typer.echo("tkm: aborted", err=True)
+            sys.exit(130)
+        except Exception as exc:  # an operator's tool: one line, not a traceback
+            if os.environ.get("TKM_DEBUG"):
+                raise
+            lines = str(exc).strip().splitlines()
+            typer.echo(f"tkm: {type(exc).__name__}: {lines[0] if lines else 'failed'}",
+                       err=True)
+            sys.exit(1)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+app = _Cli(help="Kemnaker TKS/TKM event backbone", no_args_is_help=True,
+           pretty_exceptions_enable=False)
 app.add_typer(dlq_app, name="dlq")
 app.add_typer(__import__("scripts.agency", fromlist=["app"]).app, name="agency")
 
@@ -86,6 +128,30 @@ def rebuild(service: str = typer.Argument(
 
     code, message = run(service)
     typer.echo(message, err=code != 0)
+    raise typer.Exit(code)
+
+
+@app.command()
+def status(service: list[str] | None = typer.Option(
+               None, "--service", "-s", help="only these services (repeatable)"),
+           as_json: bool = typer.Option(False, "--json", help="JSON instead of a table"),
+           database: bool = typer.Option(
+               False, "--database", help="also read each <SERVICE>_DATABASE_URL: outbox, "
+                                         "pending dead letters, relay lease holder"),
+           plain: bool = typer.Option(False, "--plain", help="a plain text table"),
+           timeout: float = typer.Option(3.0, min=0.1, help="seconds per request")) -> None:
+    """Every service's readiness, degraded reasons, consumer lag per topic, outbox backlog and
+    oldest age, dead letters and relay leader, from /healthz, /readyz and /metrics (base URLs
+    <SERVICE>_URL, else 127.0.0.1:<SERVICE>_HTTP_PORT, default 8101-8104).
+    Exit codes: 0 every service ready and not degraded, 1 otherwise."""
+    from scripts.status import run
+
+    try:
+        code, text = run(services=service, as_json=as_json, database=database, plain=plain,
+                         timeout=timeout)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--service") from None
+    typer.echo(text)
     raise typer.Exit(code)
 
 

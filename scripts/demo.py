@@ -4,7 +4,9 @@ through their HTTP APIs, and the results read back from them."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import os
 import shutil
 import time
 from dataclasses import asdict
@@ -20,7 +22,8 @@ from scripts.scenario import build
 from scripts.simulate import Options, Simulation, SimulationError, progress_bar
 
 EXIT_OK, EXIT_SCENARIO, EXIT_SERVICES, EXIT_INFRA = 0, 1, 2, 3
-DEMO_STATE = infra.ROOT / ".infra" / "demo"
+# the demo's own infrastructure, wiped at each start: under TKM_INFRA_DIR (default .infra/)
+DEMO_STATE = Path(os.environ.get("TKM_INFRA_DIR") or infra.ROOT / ".infra") / "demo"
 
 
 def run_demo(*, seed: int = 2023, groups: int | None = None, json_out: Path | None = None,
@@ -34,20 +37,24 @@ def run_demo(*, seed: int = 2023, groups: int | None = None, json_out: Path | No
     shutil.rmtree(DEMO_STATE, ignore_errors=True)
     running = None
     try:
-        with console.status("starting Kafka and PostgreSQL"):
+        with _phase(console, "starting Kafka and PostgreSQL"):
             t0 = time.perf_counter()
             try:
-                endpoints, _ = infra.up(DEMO_STATE)
+                # fixed ports when TKM_KAFKA_PORT / TKM_POSTGRES_PORT say so, else free ones
+                endpoints, _ = infra.up(DEMO_STATE, _env_port("TKM_KAFKA_PORT"),
+                                        _env_port("TKM_POSTGRES_PORT"))
             except (infra.InfraError, OSError) as exc:
                 console.print(f"[red]infrastructure did not come up:[/red] {exc}")
                 return EXIT_INFRA
             timings["infrastructure"] = round(time.perf_counter() - t0, 1)
         console.print(f"Kafka {infra.kafka_version()} at {endpoints.kafka_bootstrap}, "
                       f"PostgreSQL at {endpoints.postgres_url}")
-        with console.status("starting the four services"):
+        with _phase(console, "starting the four services"):
             t0 = time.perf_counter()
+            ports = {n: _env_port(f"{n.upper()}_HTTP_PORT") or infra.free_port()
+                     for n in service_processes.SERVICES}
             try:
-                running = service_processes.start(endpoints, DEMO_STATE / "logs")
+                running = service_processes.start(endpoints, DEMO_STATE / "logs", ports=ports)
             except service_processes.ServiceStartError as exc:
                 console.print(f"[red]a service did not come up:[/red] {exc}")
                 return EXIT_SERVICES
@@ -76,13 +83,46 @@ def run_demo(*, seed: int = 2023, groups: int | None = None, json_out: Path | No
         return EXIT_OK
     finally:
         if keep_running and running is not None:
-            console.print("still running (--keep-running); stop with: "
-                          f"TKM_INFRA_DIR={DEMO_STATE.relative_to(infra.ROOT)} make infra-down "
-                          "and kill the service processes")
+            _print_kept(console, running)
         else:
             if running is not None:
                 running.stop()
             infra.down(DEMO_STATE)
+
+
+def _env_port(name: str) -> int | None:
+    value = os.environ.get(name, "").strip()
+    if not value:
+        return None
+    if not value.isdigit() or not 0 < int(value) < 65536:
+        raise ValueError(f"{name}={value!r} is not a port number")
+    return int(value)
+
+
+@contextlib.contextmanager
+def _phase(console: Console, what: str):
+    """A spinner on a terminal; on a log (CI, a pipe) one line when the phase starts and one
+    when it ends, so a long run shows where it is."""
+    if console.is_terminal:
+        with console.status(what):
+            yield
+        return
+    t0 = time.perf_counter()
+    console.print(f"{what} ...", highlight=False)
+    yield
+    console.print(f"{what}: done in {time.perf_counter() - t0:.1f}s", highlight=False)
+
+
+def _print_kept(console: Console, running: service_processes.RunningServices) -> None:
+    pids = {name: proc.pid for name, proc in running.processes.items()}
+    for server in ("kafka", "postgres"):
+        with contextlib.suppress(OSError, ValueError):
+            pids[server] = int((DEMO_STATE / f"{server}.pid").read_text().strip())
+    console.print("still running (--keep-running): "
+                  + ", ".join(f"{name} pid {pid}" for name, pid in pids.items()), highlight=False)
+    services = " ".join(str(proc.pid) for proc in running.processes.values())
+    console.print(f"stop them with: kill {services} && TKM_INFRA_DIR={DEMO_STATE} "
+                  "python -m scripts.infra down", highlight=False, soft_wrap=True)
 
 
 async def _simulate(urls: dict[str, str], scenario, options: Options, bootstrap: str,

@@ -88,6 +88,9 @@ class Simulation:
             started = time.perf_counter()
             await step()
             self.run.phases[name] = round(time.perf_counter() - started, 1)
+            if not self.progress.console.is_terminal:  # a log: a line a phase, not a bar
+                self.progress.console.print(f"phase {name}: done in {self.run.phases[name]}s",
+                                            highlight=False)
         return self.run
 
     # ------------------------------------------------------------------ recruitment
@@ -358,6 +361,10 @@ class Simulation:
 
 
 def progress_bar(**kwargs: Any) -> Progress:
+    """Live bars on a terminal; none on a log (the simulation prints a line a phase)."""
+    console = kwargs.get("console")
+    if console is not None and not console.is_terminal:
+        kwargs.setdefault("disable", True)
     return Progress(TextColumn("{task.description:<58}"), BarColumn(), MofNCompleteColumn(),
                     TimeElapsedColumn(), **kwargs)
 

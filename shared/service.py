@@ -30,6 +30,7 @@ from shared import idempotency, shedding
 from shared.aggregate import Projector, UnitOfWork, run_command
 from shared.auth import Actor
 from shared.consumer import EventConsumer, Handler, PartitionHolds, record_lag
+from shared.docs_assets import install_offline_docs
 from shared.errors import ERROR_RESPONSES, DomainError, error_body
 from shared.eventstore import EventStore, migrate
 from shared.housekeeping import housekeeping
@@ -163,8 +164,9 @@ def create_app(spec: ServiceSpec, settings: ServiceSettings | None = None) -> Fa
                 log.warning("outbox relay did not stop cleanly", exc_info=True)
             await _close_pool(pool)
 
+    # docs pages of our own (install_offline_docs): FastAPI's load their assets from a CDN
     app = FastAPI(title=f"TKM {spec.name} service", description=spec.description,
-                  version="1.0.0", lifespan=lifespan)
+                  version="1.0.0", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.signing_key = settings.auth_signing_key.get_secret_value()
     app.state.settings = settings
     app.state.holds = PartitionHolds(spec.name)  # partitions paused before a newer version
@@ -172,6 +174,7 @@ def create_app(spec: ServiceSpec, settings: ServiceSettings | None = None) -> Fa
         app.include_router(router, responses=ERROR_RESPONSES)
     idempotency.install(app, lease_s=settings.idempotency_lease_s)  # inside the body limit
     _add_operations(app)
+    install_offline_docs(app)
     # outermost: a body over its cap is refused before it is read and before authentication
     app.add_middleware(BodySizeLimit, max_body_bytes=settings.max_body_bytes,
                        max_csv_bytes=settings.max_csv_bytes)
