@@ -139,3 +139,73 @@ async def test_a_frozen_leader_is_replaced_within_the_lease_and_order_holds(infr
             == len(ids)
     finally:
         await pool.close()
+
+
+async def test_a_relay_that_lost_the_lease_cannot_mark_rows_sent(infra, database_url):
+    """Fencing: a relay whose lease was taken over (another holder, a newer token) may still
+    push what it had in hand, but its mark changes nothing and it stops at once."""
+    from aiokafka import AIOKafkaProducer
+
+    from shared.outbox import OutboxRelay
+
+    await ensure_topics(infra.kafka_bootstrap, [SAMPLE_TOPIC], partitions=6, replication_factor=1)
+    conn = await asyncpg.connect(database_url)
+    await migrate(conn, "kerneltest")
+    stream = f"fencetest-{uuid.uuid4()}"
+    async with conn.transaction():
+        await EventStore("kerneltest").append(conn, stream, 0, [AmountRecorded(amount=1)],
+                                              actor="t", correlation_id=uuid.uuid4())
+    # another relay took the lease meanwhile: holder b, token 8
+    await conn.execute("INSERT INTO relay_lease VALUES ('kerneltest', 'b', 8, "
+                       "now() + interval '1 minute')")
+    relay = OutboxRelay(database_url, infra.kafka_bootstrap, "kerneltest")
+    relay.holder, relay._token, relay._valid_until = "a", 7, time.monotonic() + 60
+    producer = AIOKafkaProducer(bootstrap_servers=infra.kafka_bootstrap, acks="all",
+                                enable_idempotence=True)
+    await producer.start()
+    try:
+        assert await relay._relay_batch(conn, producer) == 0
+        assert await conn.fetchval("SELECT count(*) FROM outbox WHERE sent_at IS NULL") == 1
+        assert not relay.holds_lease()
+        # with the lease (the current token) the same row is marked
+        await conn.execute("UPDATE relay_lease SET holder = 'a'")
+        relay._token, relay._valid_until = 8, time.monotonic() + 60
+        assert await relay._relay_batch(conn, producer) == 1
+        assert await conn.fetchval("SELECT count(*) FROM outbox WHERE sent_at IS NULL") == 0
+    finally:
+        await producer.stop()
+        await conn.close()
+
+
+async def test_a_stopping_leader_hands_the_lease_over_at_once(infra, database_url):
+    from shared.outbox import OutboxRelay
+
+    conn = await asyncpg.connect(database_url)
+    await migrate(conn, "kerneltest")
+    first, second = (OutboxRelay(database_url, infra.kafka_bootstrap, "kerneltest")
+                     for _ in range(2))
+    stop_first, stop_second = asyncio.Event(), asyncio.Event()
+    task = asyncio.create_task(first.run(stop_first))
+    try:
+        await eventually(lambda: _is_active(first), timeout=30)
+        other = asyncio.create_task(second.run(stop_second))
+        await asyncio.sleep(1.5)
+        assert first.active and not second.active
+        stop_first.set()
+        await task
+        stopped = time.monotonic()
+        await eventually(lambda: _is_active(second), timeout=10, interval=0.05)
+        # handed back at shutdown: no need to wait for the 10 s lease to run out
+        assert time.monotonic() - stopped < 3
+        token = await conn.fetchval("SELECT fencing_token FROM relay_lease")
+        assert token == 2
+    finally:
+        stop_first.set()
+        stop_second.set()
+        await asyncio.gather(task, *([other] if "other" in locals() else []),
+                             return_exceptions=True)
+        await conn.close()
+
+
+async def _is_active(relay) -> bool:
+    return relay.active
