@@ -170,7 +170,8 @@ class OutboxRelay:
                     await conn.execute("UPDATE relay_lease SET expires_at = '-infinity' "
                                        "WHERE service = $1 AND holder = $2", self.service,
                                        self.holder)
-                self._lose("handed back at shutdown")
+                    log.info("outbox relay %s handed the lease back", self.holder)
+                self._token, self._valid_until = None, 0.0
             except Exception as exc:  # noqa: BLE001 - a renewal that fails ends leadership
                 self._lose(f"renewal failed: {exc!r}")
                 await _sleep_or_stop(done, 1.0)
