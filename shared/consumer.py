@@ -54,7 +54,6 @@ from shared.envelope import (
 )
 from shared.eventstore import OUTBOX_CHANNEL, ConcurrencyError, EventStore
 from shared.observability import (
-    CONSUMER_LAG,
     CONSUMER_PAUSED,
     EVENTS_CONSUMED,
     HANDLER_SECONDS,
@@ -225,6 +224,7 @@ class EventConsumer:
                 letters = [i for i in items if i.outcome == "dead-lettered"]
                 if letters:
                     await self._dead_letter(conn, letters)
+            self._log_letters(letters)  # committed
         outcomes = self._count(items, started)
         if behind:
             outcomes["held"] = behind
@@ -368,6 +368,15 @@ class EventConsumer:
         result.add(self._count([item], started))
         return True
 
+    def _log_letters(self, items: list[_Item]) -> None:
+        """One WARNING line per committed dead letter (an undecodable record too)."""
+        for i in items:
+            log.warning("dead-lettered %s from %s[%d] at offset %d to %s: %s",
+                        i.envelope.event_type if i.envelope else "an undecodable record",
+                        i.record.topic, i.record.partition, i.record.offset, self.dlq, i.reason,
+                        extra={"event_id": str(i.inbox_id), "error_type": i.error_type,
+                               "dead_letter_topic": self.dlq})
+
     async def _dead_letter(self, conn: asyncpg.Connection, items: list[_Item]) -> None:
         """DLQ messages carrying the reason and the original bytes, through the outbox."""
         letters = [{
@@ -494,20 +503,6 @@ class PartitionHolds:
         self._topics.update(counts)
         for topic, n in counts.items():
             CONSUMER_PAUSED.labels(self.service, topic).set(n)
-
-
-def record_lag(consumer: Any, service: str, records: list[ConsumerRecord]) -> None:
-    """Lag = partition end minus the next offset to read, for the partitions just consumed."""
-    lag: dict[str, int] = {}
-    last: dict[tuple[str, int], int] = {}
-    for r in records:
-        last[(r.topic, r.partition)] = max(last.get((r.topic, r.partition), -1), r.offset)
-    for (topic, partition), offset in last.items():
-        high = consumer.highwater(TopicPartition(topic, partition))
-        if high is not None:
-            lag[topic] = lag.get(topic, 0) + max(0, high - offset - 1)
-    for topic, value in lag.items():
-        CONSUMER_LAG.labels(service, topic).set(value)
 
 
 async def backoff(attempt: int) -> None:

@@ -58,7 +58,7 @@ from aiokafka.errors import KafkaError, MessageSizeTooLargeError
 from prometheus_client import Gauge
 
 from shared.eventstore import OUTBOX_CHANNEL
-from shared.observability import EVENTS_PUBLISHED, OUTBOX_BACKLOG, OUTBOX_FAILED
+from shared.observability import EVENTS_PUBLISHED, OUTBOX_FAILED, RELAY_PUBLISH_SECONDS
 
 log = logging.getLogger("tkm.outbox")
 
@@ -229,8 +229,7 @@ class OutboxRelay:
         rows = await conn.fetch("SELECT id, topic, message_key, value FROM outbox "
                                 "WHERE sent_at IS NULL AND failed_reason IS NULL "
                                 "ORDER BY id LIMIT $1", self.batch_size)
-        if not rows:
-            OUTBOX_BACKLOG.labels(self.service).set(0)
+        if not rows:  # the backlog gauges are measured by shared.health, not remembered here
             return 0
         futures, sent = [], []
         for r in rows:
@@ -248,7 +247,8 @@ class OutboxRelay:
                                    f"AND {_HOLDS}", r["id"], self.service, self.holder, token,
                                    f"{type(exc).__name__}: {exc}")
                 OUTBOX_FAILED.labels(self.service).inc()
-        await asyncio.gather(*futures)
+        with RELAY_PUBLISH_SECONDS.labels(self.service).time():
+            await asyncio.gather(*futures)
         # fenced: only while this relay still holds the lease with the token it read under
         marked = int((await conn.execute(
             f"UPDATE outbox SET sent_at = now() WHERE id = ANY($1::bigint[]) AND {_HOLDS}",
@@ -258,11 +258,6 @@ class OutboxRelay:
             self._lose(f"{len(sent) - marked} published rows could not be marked sent (fenced); "
                        "the leader sends them again")
             return 0
-        if len(rows) == self.batch_size:
-            OUTBOX_BACKLOG.labels(self.service).set(await conn.fetchval(
-                "SELECT count(*) FROM outbox WHERE sent_at IS NULL AND failed_reason IS NULL"))
-        else:
-            OUTBOX_BACKLOG.labels(self.service).set(0)
         return len(rows)
 
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -29,19 +31,29 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from shared import idempotency, shedding
 from shared.aggregate import Projector, UnitOfWork, run_command
 from shared.auth import Actor
-from shared.consumer import EventConsumer, Handler, PartitionHolds, record_lag
+from shared.consumer import EventConsumer, Handler, PartitionHolds
 from shared.docs_assets import install_offline_docs
 from shared.errors import ERROR_RESPONSES, DomainError, error_body
 from shared.eventstore import EventStore, migrate
+from shared.health import HealthMonitor
 from shared.housekeeping import housekeeping
 from shared.limits import BodySizeLimit, bounded_errors
-from shared.observability import configure_logging, correlation_id_var
+from shared.observability import (
+    HTTP_REQUESTS,
+    HTTP_SECONDS,
+    bound,
+    build_info,
+    configure_logging,
+    correlation_id_var,
+)
 from shared.outbox import OutboxRelay
 from shared.projections import RebuildPlan
 from shared.settings import ServiceSettings, load_settings
 from shared.topics import dead_letter_topic, ensure_topics
 
 log = logging.getLogger("tkm.service")
+access_log = logging.getLogger("tkm.access")
+batch_log = logging.getLogger("tkm.consumer.batch")
 BACKGROUND_STOP_S = 10.0
 HOLD_RECHECK_S = 30.0  # how often paused partitions are re-checked
 
@@ -94,8 +106,17 @@ def _correlation_uuid() -> uuid.UUID:
 
 
 def context(request: Request) -> ServiceContext:
-    """FastAPI dependency giving handlers the service's pool, store and settings."""
-    return request.app.state.ctx
+    """FastAPI dependency giving handlers the service's pool, store and settings; 503 while
+    the service is still waiting for its database at start-up."""
+    ctx = getattr(request.app.state, "ctx", None)
+    if ctx is None:
+        raise ServiceUnavailableError("the service is starting: its database is not ready yet; "
+                                      "retry later")
+    return ctx
+
+
+class ServiceUnavailableError(DomainError):
+    status = 503
 
 
 def create_app(spec: ServiceSpec, settings: ServiceSettings | None = None) -> FastAPI:
@@ -106,63 +127,53 @@ def create_app(spec: ServiceSpec, settings: ServiceSettings | None = None) -> Fa
     broker = KafkaBroker(settings.kafka_bootstrap_servers, logger=logging.getLogger("tkm.broker"),
                          log_level=logging.DEBUG)
 
+    health = HealthMonitor(spec.name, settings.kafka_bootstrap_servers,
+                           group=spec.consumer_group or spec.name, topics=spec.consumes,
+                           client={}, interval_s=settings.health_interval_s,
+                           relay_stale_s=settings.relay_stale_s,
+                           stuck_s=settings.consumer_stuck_s, dsn=settings.database_url)
+
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        conn = await _connect_with_retry(settings.database_url)
-        try:
-            applied = await migrate(conn, spec.name, spec.migrations)
-        finally:
-            await conn.close()
-        if applied:
-            log.info("migrations applied: %s", applied)
-        dlq = dead_letter_topic(spec.name)
-        await _retry(lambda: ensure_topics(
-            settings.kafka_bootstrap_servers, [spec.topic, dlq, *spec.consumes],
-            partitions=settings.topic_partitions,
-            replication_factor=settings.topic_replication_factor), "creating topics")
-        pool = await shedding.create_pool(settings.database_url, min_size=2,
-                                          max_size=settings.db_pool_max,
-                                          acquire_timeout=settings.db_acquire_timeout_s)
-        store = EventStore(spec.name)
-        relay = OutboxRelay(settings.database_url, settings.kafka_bootstrap_servers, spec.name,
-                            batch_size=settings.relay_batch_size,
-                            poll_interval=settings.relay_poll_interval_s)
-        app.state.ctx = ServiceContext(spec, settings, pool, store, relay, broker)
-        watch: list[Background] = []
-        try:
-            if spec.consumes:
-                watch.append(_subscribe(
-                    broker, EventConsumer(pool, store, spec.name, spec.handlers, dlq,
-                                          max_retries=settings.consumer_max_retries,
-                                          projector=spec.projector),
-                    spec, settings, app.state.holds))
-            await broker.start()
-        except BaseException:
-            await _close_pool(pool)
-            raise
-        jobs_stop, relay_stop = asyncio.Event(), asyncio.Event()
-        relay_task = asyncio.create_task(relay.run(relay_stop), name="outbox-relay")
-        jobs = [_start_background(job, app.state.ctx, jobs_stop)
-                for job in (*spec.background, housekeeping, idempotency.prune_keys, *watch)]
-        log.info("%s ready on %s:%s", spec.name, settings.http_host, settings.http_port)
+        # Postgres and Kafka are waited for in the background, for as long as it takes; the
+        # port is bound once they answered, or after startup_wait_s anyway (/readyz answers
+        # 503 until the database is migrated, /healthz says what is missing)
+        stop = asyncio.Event()
+        started = _Started()
+        startup = asyncio.create_task(_start_up(app, spec, settings, broker, health, started,
+                                                stop), name="start-up")
+        monitor = asyncio.create_task(health.run(stop), name="health-monitor")
+        await asyncio.wait([startup], timeout=settings.startup_wait_s)
+        if startup.done() and not startup.cancelled() and startup.exception() is not None:
+            stop.set()  # a bug, not an outage (_until_done retries outages): fail the start
+            await asyncio.gather(monitor, return_exceptions=True)
+            raise startup.exception()
+        log.info("%s listening on %s:%s%s", spec.name, settings.http_host, settings.http_port,
+                 "" if startup.done() else " (still starting: see /healthz)")
         try:
             yield
         finally:
-            jobs_stop.set()
-            if jobs:  # before the pool closes: they may be inside a transaction
-                _, late = await asyncio.wait(jobs, timeout=BACKGROUND_STOP_S)
+            stop.set()
+            startup.cancel()
+            await asyncio.gather(startup, return_exceptions=True)
+            if started.jobs:  # before the pool closes: they may be inside a transaction
+                _, late = await asyncio.wait(started.jobs, timeout=BACKGROUND_STOP_S)
                 for job in late:
                     job.cancel()
                 await asyncio.gather(*late, return_exceptions=True)
-            await broker.stop()
+            if started.broker:
+                await broker.stop()
             # last: what the jobs and the final consumer batch wrote goes out now, not at the
             # next start
-            relay_stop.set()
-            try:
-                await asyncio.wait_for(relay_task, 10)
-            except Exception:  # shutting down: the relay's fate no longer matters
-                log.warning("outbox relay did not stop cleanly", exc_info=True)
-            await _close_pool(pool)
+            if started.relay_task is not None:
+                started.relay_stop.set()
+                try:
+                    await asyncio.wait_for(started.relay_task, 10)
+                except Exception:  # shutting down: the relay's fate no longer matters
+                    log.warning("outbox relay did not stop cleanly", exc_info=True)
+            await asyncio.gather(monitor, return_exceptions=True)
+            if started.pool is not None:
+                await _close_pool(started.pool)
 
     # docs pages of our own (install_offline_docs): FastAPI's load their assets from a CDN
     app = FastAPI(title=f"TKM {spec.name} service", description=spec.description,
@@ -170,6 +181,9 @@ def create_app(spec: ServiceSpec, settings: ServiceSettings | None = None) -> Fa
     app.state.signing_key = settings.auth_signing_key.get_secret_value()
     app.state.settings = settings
     app.state.holds = PartitionHolds(spec.name)  # partitions paused before a newer version
+    app.state.health = health
+    health.paused = lambda: bool(app.state.holds.held)
+    build_info(spec.name, app.version)
     for router in spec.routers:
         app.include_router(router, responses=ERROR_RESPONSES)
     idempotency.install(app, lease_s=settings.idempotency_lease_s)  # inside the body limit
@@ -181,7 +195,99 @@ def create_app(spec: ServiceSpec, settings: ServiceSettings | None = None) -> Fa
     # outermost of all: an overloaded service answers 503 before doing anything else
     shedding.install(app, service=spec.name, limit=settings.max_in_flight,
                      queue_wait_s=settings.queue_wait_s)
+    # outermost: every request gets its correlation id and exactly one access line, shed or not
+    app.add_middleware(AccessLog, service=spec.name)
     return app
+
+
+@dataclass
+class _Started:
+    """What the background start-up has brought up so far (stopped in reverse at shutdown)."""
+
+    pool: asyncpg.Pool | None = None
+    relay_task: asyncio.Task | None = None
+    relay_stop: asyncio.Event = field(default_factory=asyncio.Event)
+    broker: bool = False  # broker.start() was attempted: broker.stop() cleans up either way
+    jobs: list[asyncio.Task] = field(default_factory=list)
+
+
+async def _start_up(app: FastAPI, spec: ServiceSpec, settings: ServiceSettings,
+                    broker: KafkaBroker, health: HealthMonitor, started: _Started,
+                    stop: asyncio.Event) -> None:
+    """Postgres first (what the API needs), then Kafka; each retried until it answers."""
+    applied = await _until_done(lambda: _migrate(settings.database_url, spec),
+                                "connecting to Postgres and migrating", stop)
+    if applied:
+        log.info("migrations applied: %s", applied)
+    pool = started.pool = await _until_done(lambda: shedding.create_pool(
+        settings.database_url, min_size=2, max_size=settings.db_pool_max,
+        acquire_timeout=settings.db_acquire_timeout_s), "opening the database pool", stop)
+    store = EventStore(spec.name)
+    relay = OutboxRelay(settings.database_url, settings.kafka_bootstrap_servers, spec.name,
+                        batch_size=settings.relay_batch_size,
+                        poll_interval=settings.relay_poll_interval_s)
+    ctx = app.state.ctx = ServiceContext(spec, settings, pool, store, relay, broker)
+    health.pool = pool
+    # the relay outlives a broker outage by itself: commands are absorbed by the outbox
+    started.relay_task = asyncio.create_task(relay.run(started.relay_stop), name="outbox-relay")
+    jobs_stop = stop
+    started.jobs += [_start_background(job, ctx, jobs_stop)
+                     for job in (housekeeping, idempotency.prune_keys)]
+    log.info("%s ready: database migrated", spec.name)
+    dlq = dead_letter_topic(spec.name)
+    watch: list[Background] = []
+    if spec.consumes:
+        watch.append(_subscribe(
+            broker, EventConsumer(pool, store, spec.name, spec.handlers, dlq,
+                                  max_retries=settings.consumer_max_retries,
+                                  projector=spec.projector),
+            spec, settings, app.state.holds))
+
+    async def start_broker() -> None:
+        await ensure_topics(settings.kafka_bootstrap_servers, [spec.topic, dlq, *spec.consumes],
+                            partitions=settings.topic_partitions,
+                            replication_factor=settings.topic_replication_factor)
+        started.broker = True
+        try:
+            await broker.start()
+        except BaseException:
+            with contextlib.suppress(Exception):  # a half-started broker starts again cleanly
+                await broker.stop()
+            raise
+
+    await _until_done(start_broker, "starting the Kafka clients", stop)
+    health.consumer_started = True
+    log.info("%s consuming %s", spec.name, ", ".join(spec.consumes) or "nothing")
+    started.jobs += [_start_background(job, ctx, jobs_stop)
+                     for job in (*spec.background, *watch)]
+
+
+async def _migrate(dsn: str, spec: ServiceSpec) -> list[str]:
+    conn = await asyncpg.connect(dsn, timeout=10)
+    try:
+        return await migrate(conn, spec.name, spec.migrations)
+    finally:
+        await conn.close()
+
+
+async def _until_done(make: Callable[[], Awaitable[Any]], what: str,
+                      stop: asyncio.Event) -> Any:
+    """Retry `make` until it succeeds (1 s, doubling to 15 s between tries); the warnings are
+    rate-limited (shared.observability.RateLimit)."""
+    attempt = 0
+    while True:
+        try:
+            return await make()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - an outage, or a fault an operator must see
+            attempt += 1
+            log.warning("%s failed (attempt %d), retrying: %r", what, attempt, exc,
+                        extra={"ratelimit": True})
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), min(15.0, 2.0 ** min(attempt - 1, 4)))
+            if stop.is_set():
+                raise asyncio.CancelledError from None
 
 
 def _start_background(job: Background, ctx: ServiceContext,
@@ -209,9 +315,11 @@ def _subscribe(broker: KafkaBroker, consumer: EventConsumer, spec: ServiceSpec,
                        max_poll_interval_ms=15 * 60 * 1000, decoder=_keep_raw)
     async def on_events(msg: KafkaMessage) -> None:
         records = list(msg.raw_message) if isinstance(msg.raw_message, tuple) else [msg.raw_message]
+        began = time.perf_counter()
         # waits out an unreachable database, splits a batch that keeps failing: returns when
-        # every record is settled or held back
-        result = await consumer.consume(records)
+        # every record is settled or held back; the handlers' context ends with the batch
+        with bound(correlation_id=None, event_id=None):
+            result = await consumer.consume(records)
         for held in result.held.values():
             try:  # seek back and pause before the commit: it then stops before the record
                 holds.hold(msg.consumer, held)
@@ -223,7 +331,7 @@ def _subscribe(broker: KafkaBroker, consumer: EventConsumer, spec: ServiceSpec,
             # a rebalance took the partitions away (aiokafka #933): the new owner redelivers
             # and the inbox turns the redelivery into a no-op
             log.warning("offset commit failed after a rebalance: %r", exc)
-        record_lag(msg.consumer, spec.name, records)
+        _log_batch(records, result.outcomes, time.perf_counter() - began)
 
     async def resume_when_known(_: ServiceContext, stop: asyncio.Event) -> None:
         # a process that learns the newer version (or lost the partition) resumes by itself;
@@ -239,47 +347,137 @@ def _subscribe(broker: KafkaBroker, consumer: EventConsumer, spec: ServiceSpec,
     return resume_when_known
 
 
+def _log_batch(records: list[Any], outcomes: dict[str, int], seconds: float) -> None:
+    """One INFO line per consumed batch: where it was read, what became of it, how long."""
+    ranges: dict[tuple[str, int], list[int]] = {}
+    for r in records:
+        low_high = ranges.setdefault((r.topic, r.partition), [r.offset, r.offset])
+        low_high[0], low_high[1] = min(low_high[0], r.offset), max(low_high[1], r.offset)
+    topics = sorted({t for t, _ in ranges})
+    batch_log.info(
+        "consumed %d records from %s in %.1f ms: %s", len(records), ", ".join(topics),
+        seconds * 1000, ", ".join(f"{k} {v}" for k, v in sorted(outcomes.items())) or "nothing",
+        extra={"topics": topics, "records": len(records), "outcomes": outcomes,
+               "duration_ms": round(seconds * 1000, 1),
+               "offsets": {f"{t}[{p}]": f"{lo}-{hi}" for (t, p), (lo, hi) in sorted(
+                   ranges.items())}})
+
+
 async def _keep_raw(msg: Any) -> None:
     return None  # records are decoded by EventConsumer, which dead-letters what fails
 
 
 class Readiness(BaseModel):
     ready: bool
-    checks: dict[str, bool]
-    # "degraded": ready, but a consumer paused partitions before events it cannot read yet
+    # postgres decides readiness; kafka and outbox_relay_active are shown, not required
+    checks: dict[str, bool | None]
+    # "degraded": ready, but something is wrong (see /healthz: kafka unreachable, a consumer
+    # paused before events it cannot read yet...)
     status: str = "ok"
+    degraded: list[str] = []
     consumer: dict[str, Any] | None = None
 
 
-class CorrelationMiddleware:
-    """Pure ASGI (a BaseHTTPMiddleware would run the endpoint in another task and buffer
-    streamed bodies): the request's X-Correlation-ID, or a new one, is set for the logs and the
-    events the request writes, and echoed on the response."""
+class Health(BaseModel):
+    status: str  # "ok" or "degraded"; the process lives either way (always 200)
+    degraded: list[str]
+    ready: bool = False
+    dependencies: dict[str, bool | None] = {}
+    consumer_lag: int = 0
+    outbox_backlog: int = 0
+    outbox_oldest_unsent_age_s: float = 0
 
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
+
+OPERATIONS_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+_AUTH_REFUSED = {401: "unauthenticated", 403: "forbidden"}
+
+
+class AccessLog:
+    """Pure ASGI, outermost (a BaseHTTPMiddleware would run the endpoint in another task and
+    buffer streamed bodies):
+    - the request's X-Correlation-ID, or a new one, is set for the logs and the events the
+      request writes (and reset when the request ends), and echoed on the response;
+    - one access line per request: method, route template, actor (pseudonym), outcome,
+      status, duration, and for an error the reason from its body; INFO, 401/403 WARNING,
+      5xx ERROR (health, readiness and metrics probes at DEBUG);
+    - tkm_http_requests_total and tkm_http_request_duration_seconds by route template."""
+
+    def __init__(self, app: ASGIApp, service: str) -> None:
+        self.app, self.service = app, service
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        began = time.perf_counter()
         given = next((v for k, v in scope.get("headers", ()) if k == b"x-correlation-id"), b"")
         try:
             value = str(uuid.UUID(given.decode("latin-1")))
         except ValueError:
             value = str(uuid.uuid4())
-        correlation_id_var.set(value)
+        status, body, started = 500, bytearray(), False
 
         async def send_with_id(message: Message) -> None:
+            nonlocal status, started
             if message["type"] == "http.response.start":
+                status, started = message["status"], True
                 MutableHeaders(scope=message)["X-Correlation-ID"] = value
+            elif message["type"] == "http.response.body" and status >= 400 and len(body) < 4096:
+                body.extend(message.get("body", b"")[:4096])
             await send(message)
 
-        await self.app(scope, receive, send_with_id)
+        with bound(correlation_id=value, event_id=None):
+            try:
+                await self.app(scope, receive, send_with_id)
+            except Exception as exc:
+                # a bug of ours: logged with its traceback, answered here (with the
+                # correlation id, still set) without internals
+                log.error("unhandled error answering a request", exc_info=exc)
+                self._log(scope, 500, began, f"unhandled {type(exc).__name__}")
+                if started:
+                    raise
+                await JSONResponse(error_body(500, "internal error", None,
+                                              {"correlation_id": value}), status_code=500,
+                                   headers={"X-Correlation-ID": value})(scope, receive, send)
+                return
+            self._log(scope, status, began, _reason(bytes(body)) if status >= 400 else None)
+
+    def _log(self, scope: Scope, status: int, began: float, reason: str | None) -> None:
+        seconds = time.perf_counter() - began
+        route = getattr(scope.get("route"), "path", None) or "unmatched"
+        method = scope.get("method", "")
+        HTTP_REQUESTS.labels(self.service, method, route, str(status)).inc()
+        HTTP_SECONDS.labels(self.service, method, route).observe(seconds)
+        if status >= 500:
+            level, outcome = logging.ERROR, "error"
+        elif status in _AUTH_REFUSED:
+            level, outcome = logging.WARNING, _AUTH_REFUSED[status]
+        elif status >= 400:
+            level, outcome = logging.INFO, "refused"
+        else:
+            level, outcome = logging.INFO, "ok"
+        if scope.get("path") in OPERATIONS_PATHS and status < 500:
+            level = logging.DEBUG
+        if not access_log.isEnabledFor(level):
+            return
+        app = scope.get("app")
+        actor = idempotency._actor(app, scope) if app is not None else None
+        access_log.log(level, "%s %s %d %s in %.1f ms%s", method, route, status, outcome,
+                       seconds * 1000, f": {reason}" if reason else "",
+                       extra={"method": method, "route": route, "status": status,
+                              "outcome": outcome, "duration_ms": round(seconds * 1000, 1),
+                              "actor": actor or "-", "reason": reason})
+
+
+def _reason(body: bytes) -> str | None:
+    try:
+        error = json.loads(body)["error"]
+        return str(error.get("reason"))[:300]
+    except Exception:  # noqa: BLE001 - not our error shape, or cut at 4 KiB
+        return None
 
 
 def _add_operations(app: FastAPI) -> None:
-    app.add_middleware(CorrelationMiddleware)
 
     @app.exception_handler(DomainError)
     async def domain_error(_: Request, exc: DomainError) -> JSONResponse:
@@ -313,26 +511,33 @@ def _add_operations(app: FastAPI) -> None:
                                        {"correlation_id": correlation_id_var.get()}),
                             status_code=500)
 
-    @app.get("/healthz", tags=["operations"])
-    async def healthz() -> dict[str, str]:
-        return {"status": "alive"}
+    @app.get("/healthz", tags=["operations"], response_model=Health)
+    async def healthz(request: Request) -> JSONResponse:
+        """Liveness (always 200 while the process lives) and what is wrong, if anything."""
+        health: HealthMonitor = request.app.state.health
+        ctx = getattr(request.app.state, "ctx", None)
+        return JSONResponse({**health.report(), "ready": ctx is not None})
 
     @app.get("/readyz", tags=["operations"], response_model=Readiness,
              responses={503: {"model": Readiness, "description": "not ready"}})
     async def readyz(request: Request) -> JSONResponse:
+        """Ready when the API can answer: the database is migrated and answers. Kafka is not
+        required (the outbox absorbs commands during an outage): /healthz says "degraded"."""
         ctx: ServiceContext | None = getattr(request.app.state, "ctx", None)
-        checks = {"postgres": False, "kafka": False}
+        health: HealthMonitor = request.app.state.health
+        checks: dict[str, bool | None] = {"postgres": False, "kafka": health.kafka_up}
         if ctx is not None:
             checks["postgres"] = await _postgres_answers(ctx.settings.database_url)
-            with contextlib.suppress(Exception):
-                checks["kafka"] = bool(await ctx.broker.ping(timeout=2))
             checks["outbox_relay_active"] = ctx.relay.active
-        ready = checks["postgres"] and checks["kafka"]
+        ready = bool(checks["postgres"])
         holds: PartitionHolds | None = getattr(request.app.state, "holds", None)
         consumer = holds.report() if holds else {"status": "ok", "paused_partitions": []}
-        status = consumer["status"] if ready else "not ready"
+        degraded = health.degraded()
+        status = ("degraded" if degraded or consumer["status"] != "ok" else "ok") if ready \
+            else "not ready"
         return JSONResponse({"ready": ready, "status": status, "checks": checks,
-                             "consumer": consumer}, status_code=200 if ready else 503)
+                             "degraded": degraded, "consumer": consumer},
+                            status_code=200 if ready else 503)
 
     @app.get("/metrics", tags=["operations"], response_class=PlainTextResponse)
     async def metrics() -> PlainTextResponse:
@@ -358,23 +563,6 @@ async def _postgres_answers(dsn: str) -> bool:
         return False
     finally:
         conn.terminate()
-
-
-async def _connect_with_retry(dsn: str, seconds: float = 60) -> asyncpg.Connection:
-    return await _retry(lambda: asyncpg.connect(dsn), "connecting to Postgres", seconds)
-
-
-async def _retry(make: Callable[[], Awaitable[Any]], what: str, seconds: float = 60) -> Any:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + seconds
-    while True:
-        try:
-            return await make()
-        except (OSError, KafkaError, asyncpg.CannotConnectNowError) as exc:
-            if loop.time() > deadline:
-                raise RuntimeError(f"{what} failed for {seconds:.0f}s: {exc!r}") from exc
-            log.warning("%s failed, retrying: %r", what, exc)
-            await asyncio.sleep(1)
 
 
 def serve(spec: ServiceSpec) -> None:
