@@ -149,6 +149,8 @@ async def test_a_stuck_consumer_shows_growing_lag_and_is_reported_stuck(infra, d
     app = create_app(spec, load_settings("recruitment", database_url=database_url,
                                          kafka_bootstrap_servers=infra.kafka_bootstrap,
                                          consumer_stuck_s=8))
+    captured = Records()
+    logging.getLogger().addHandler(captured)
     async with app.router.lifespan_context(app), _client(app) as client:
         try:
             # the gauge exists from start-up on, for every partition, before anything is read
@@ -182,6 +184,20 @@ async def test_a_stuck_consumer_shows_growing_lag_and_is_reported_stuck(infra, d
             return body if body["status"] == "ok" else None
 
         await eventually(recovered, timeout=15)
+        # an undecodable record is dead-lettered with a line of its own
+        await produce(infra.kafka_bootstrap, topic, [(b"junk", b"not an envelope")])
+        await until(lambda: _gauge("tkm_consumer_lag_total", service=spec.name) == 0
+                    and any("undecodable" in r.getMessage() for r in captured.records),
+                    timeout=30)
+    logging.getLogger().removeHandler(captured)
+    [letter] = [r for r in captured.records if "undecodable" in r.getMessage()]
+    assert letter.levelname == "WARNING" and letter.name == "tkm.consumer"
+    # one line per consumed batch: its offsets, its outcomes, and no event's context
+    batches = [r for r in captured.records if r.name == "tkm.consumer.batch"]
+    assert sum(r.records for r in batches) == 31
+    assert sum(r.outcomes.get("applied", 0) for r in batches) == 30
+    assert all(r.correlation_id is None and r.event_id is None for r in batches)
+    assert all(r.offsets and r.duration_ms >= 0 for r in batches)
 
 
 async def test_kafka_down_at_start_then_a_30s_outage(database_url, tmp_path):
