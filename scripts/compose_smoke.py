@@ -344,6 +344,7 @@ def main(argv: list[str] | None = None) -> int:
     phase("project image", t0)
     check_ports_free()
     kafka_port = free_port()  # the EXTERNAL listener (19092 may be a local broker's)
+    secrets_dir_existed = (ROOT / "secrets").exists()
     made = compose_init.make_secrets(ROOT / "secrets")
     signing_key = secrets.token_urlsafe(48)
     ok = False
@@ -377,6 +378,9 @@ def main(argv: list[str] | None = None) -> int:
                 compose(cenv, "down", "-v", "--remove-orphans", "-t", "20", check=False)
                 for name in made:
                     (ROOT / "secrets" / name).unlink(missing_ok=True)
+                if not secrets_dir_existed:
+                    with contextlib.suppress(OSError):  # only if empty
+                        (ROOT / "secrets").rmdir()
                 if args.remove_images:
                     run("podman", "rmi", APP_IMAGE, env=env, check=False)
                 phase("down and removed", t0)
