@@ -219,7 +219,8 @@ class HealthMonitor:
                     await ends.stop()
                 raise
             self._ends = ends
-        if {tp.topic for tp in self._partitions} != set(self.topics):
+        # partitions looked up again every twelfth round: a topic may have gained some
+        if {tp.topic for tp in self._partitions} != set(self.topics) or self._rounds % 12 == 0:
             found = []
             for described in await admin.describe_topics(list(self.topics)):
                 if described.get("error_code", 0) == 0:
