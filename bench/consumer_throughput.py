@@ -1,8 +1,11 @@
 """Events per second through a real service consumer: the mentoring service, its real handlers
 (TksRecruited -> mentors), real Kafka and Postgres, a topic and a database of its own.
 
-    KAFKA_BOOTSTRAP_SERVERS=... TKM_POSTGRES_URL=postgresql://... \
-        .venv/bin/python -m bench.consumer_throughput [N]
+    eval "$(.venv/bin/python -m scripts.infra env)"   # or KAFKA_BOOTSTRAP_SERVERS=... etc.
+    .venv/bin/python -m bench.consumer_throughput [N]
+
+Every Kafka client runs as the admin (`ADMIN_KAFKA_*`, shared.kafka_security): the bench makes a
+topic and a consumer group of its own, which no service principal may.
 
 N events are produced first; the clock runs from the first committed batch to the last, so
 start-up and group join are not measured.
@@ -25,6 +28,7 @@ from aiokafka import AIOKafkaProducer
 from services.mentoring.app import build_spec
 from shared.contracts.recruitment import TksRecruited
 from shared.envelope import Envelope, encode, utcnow
+from shared.kafka_security import KafkaSecurity, kafka_security
 from shared.service import create_app
 from shared.settings import load_settings
 from shared.topics import ensure_topics
@@ -41,9 +45,9 @@ def _recruited(n: int) -> Envelope:
                     payload=event.model_dump(mode="json"))
 
 
-async def _produce(bootstrap: str, topic: str, n: int) -> None:
+async def _produce(bootstrap: str, topic: str, n: int, sec: KafkaSecurity) -> None:
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True,
-                                linger_ms=20)
+                                linger_ms=20, **sec.producer_kwargs())
     await producer.start()
     try:
         for i in range(n):
@@ -56,6 +60,7 @@ async def _produce(bootstrap: str, topic: str, n: int) -> None:
 
 async def main(n: int) -> None:
     bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:19092")
+    sec = kafka_security(service="admin")
     # the server's URL without a database, as scripts/infra.py and the tests use it
     base = os.environ.get("TKM_POSTGRES_URL", "postgresql://postgres@127.0.0.1:15432")
     name = f"bench_{uuid.uuid4().hex[:10]}"
@@ -63,13 +68,14 @@ async def main(n: int) -> None:
     admin = await asyncpg.connect(f"{base}/postgres")
     await admin.execute(f'CREATE DATABASE "{name}"')
     try:
-        await ensure_topics(bootstrap, [topic], partitions=6, replication_factor=1)
-        await _produce(bootstrap, topic, n)
+        await ensure_topics(bootstrap, [topic], partitions=6, replication_factor=1,
+                            client=sec.admin_kwargs())
+        await _produce(bootstrap, topic, n, sec)
         spec = dataclasses.replace(build_spec(), consumes=(topic,),
                                    consumer_group=f"bench-{name}")
         app = create_app(spec, load_settings("mentoring", database_url=f"{base}/{name}",
                                              kafka_bootstrap_servers=bootstrap,
-                                             log_level="WARNING"))
+                                             log_level="WARNING"), security=sec)
         async with app.router.lifespan_context(app):
             pool = app.state.ctx.pool
             first: tuple[float, int] | None = None

@@ -52,8 +52,8 @@ def admin_connection() -> AdminConnection:
         bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS") or _saved_bootstrap(state)
         return AdminConnection(bootstrap, sec.admin_kwargs(), sec.kafka_ca_file)
     if infra.kafka_security_of(state) != infra.SASL_SSL or not (state / "kafka.bootstrap").exists():
-        raise AgencyError(f"no secured broker in {state}: start one with "
-                          "TKM_KAFKA_SECURITY=sasl_ssl (fresh TKM_INFRA_DIR) or set "
+        raise AgencyError(f"no secured broker in {state}: start one with make infra-up "
+                          "(a fresh TKM_INFRA_DIR) or set "
                           "ADMIN_KAFKA_USERNAME/ADMIN_KAFKA_PASSWORD_FILE and "
                           "KAFKA_BOOTSTRAP_SERVERS")
     return AdminConnection(_saved_bootstrap(state), infra._admin_client_kwargs(state),

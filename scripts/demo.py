@@ -54,7 +54,8 @@ def run_demo(*, seed: int = 2023, groups: int | None = None, json_out: Path | No
             ports = {n: _env_port(f"{n.upper()}_HTTP_PORT") or infra.free_port()
                      for n in service_processes.SERVICES}
             try:
-                running = service_processes.start(endpoints, DEMO_STATE / "logs", ports=ports)
+                running = service_processes.start(endpoints, DEMO_STATE / "logs", ports=ports,
+                                                  kafka_env=infra.kafka_client_env(DEMO_STATE))
             except service_processes.ServiceStartError as exc:
                 console.print(f"[red]a service did not come up:[/red] {exc}")
                 return EXIT_SERVICES
@@ -68,7 +69,8 @@ def run_demo(*, seed: int = 2023, groups: int | None = None, json_out: Path | No
                       f"{scenario.members_per_group}")
         try:
             results, phases = asyncio.run(_simulate(running.urls, scenario, options,
-                                                    endpoints.kafka_bootstrap, console))
+                                                    endpoints.kafka_bootstrap, console,
+                                                    _admin_client(DEMO_STATE)))
         except (SimulationError, ApiError) as exc:
             console.print(f"[red]the programme year failed:[/red] {exc}")
             return EXIT_SCENARIO
@@ -88,6 +90,17 @@ def run_demo(*, seed: int = 2023, groups: int | None = None, json_out: Path | No
             if running is not None:
                 running.stop()
             infra.down(DEMO_STATE)
+
+
+def _admin_client(state: Path) -> dict:
+    """aiokafka security kwargs of the admin of the Kafka of `state` (the tallies read every
+    contract topic)."""
+    from shared.kafka_security import kafka_security
+
+    env = infra.kafka_client_env(state)
+    fields = {k.removeprefix("ADMIN_").lower(): v for k, v in env.items()
+              if k.startswith(("ADMIN_KAFKA_", "KAFKA_")) or k == "TKM_KAFKA_ALLOW_PLAINTEXT"}
+    return kafka_security(kafka_password=None, **fields).client_kwargs()
 
 
 def _env_port(name: str) -> int | None:
@@ -126,13 +139,13 @@ def _print_kept(console: Console, running: service_processes.RunningServices) ->
 
 
 async def _simulate(urls: dict[str, str], scenario, options: Options, bootstrap: str,
-                    console: Console) -> tuple[dict, dict[str, float]]:
+                    console: Console, client: dict | None = None) -> tuple[dict, dict[str, float]]:
     api = Api(urls)
     try:
         with progress_bar(console=console) as progress:
             run = await Simulation(api, scenario, options, progress).execute()
         t0 = time.perf_counter()
-        results = await collect(api, scenario.year, bootstrap)
+        results = await collect(api, scenario.year, bootstrap, client)
         run.phases["read back results"] = round(time.perf_counter() - t0, 1)
         return results, run.phases
     finally:

@@ -1,6 +1,7 @@
 """`tkm dlq`: a service's dead letters, listed, shown and replayed (see `shared.dlq`).
 
-Uses the service's <SERVICE>_DATABASE_URL and KAFKA_BOOTSTRAP_SERVERS. Any failure is one line
+Uses the service's <SERVICE>_DATABASE_URL and KAFKA_BOOTSTRAP_SERVERS, and reads the topics as the
+admin (ADMIN_KAFKA_*, see shared.dlq). Any failure is one line
 on stderr and exit code 1; a replay that applied nothing because the letter still fails is one
 too, and changes nothing.
 """

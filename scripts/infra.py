@@ -6,8 +6,10 @@ logs, pids, ports) lives in one directory, `.infra/` by default, so `up` is idem
 call finds the running processes and reuses them.
 
 Kafka runs in one of two modes, chosen when its state directory is first formatted:
-`plaintext` (the default for now, as before) or `sasl_ssl` (`TKM_KAFKA_SECURITY=sasl_ssl` or
-`up(security="sasl_ssl")`): clients connect over TLS (a local CA generated with `cryptography`)
+`sasl_ssl` (the default) or `plaintext` (`TKM_KAFKA_SECURITY=plaintext` or
+`up(security="plaintext")`, for development only: its `env` output carries the explicit switch
+TKM_KAFKA_ALLOW_PLAINTEXT=true without which the services refuse PLAINTEXT). Secured, clients
+connect over TLS (a local CA generated with `cryptography`)
 and authenticate with SCRAM-SHA-512; the controller listener takes SASL PLAIN from the broker's
 own static user on loopback only; the StandardAuthorizer denies everything no ACL allows, and
 only the `broker` and `admin` principals are super users. Every secret (the admin's, the
@@ -72,8 +74,8 @@ class Endpoints:
 
 
 def security_mode(value: str | None = None) -> str:
-    """The Kafka security mode asked for: `value`, else TKM_KAFKA_SECURITY, else plaintext."""
-    mode = (value or os.environ.get("TKM_KAFKA_SECURITY") or PLAINTEXT).strip().lower()
+    """The Kafka security mode asked for: `value`, else TKM_KAFKA_SECURITY, else sasl_ssl."""
+    mode = (value or os.environ.get("TKM_KAFKA_SECURITY") or SASL_SSL).strip().lower()
     if mode not in SECURITY_MODES:
         raise InfraError(f"unknown Kafka security mode {mode!r}: "
                          f"use one of {', '.join(SECURITY_MODES)}")
@@ -382,7 +384,7 @@ def _admin_client_kwargs(state: Path) -> dict:
 def start_kafka(state: Path, port: int, cluster_id: str | None = None,
                 security: str | None = None) -> int:
     """Start the broker of `state` on `port`. `security` (default: TKM_KAFKA_SECURITY, else
-    plaintext) is fixed when the storage is first formatted; a later start keeps that mode and
+    sasl_ssl) is fixed when the storage is first formatted; a later start keeps that mode and
     refuses to switch it (use a fresh state directory). In secured mode the broker's, admin's and
     services' SCRAM credentials are written into the metadata log at format time, and the
     declared topics and ACLs (shared/kafka_acls.py) are applied once the broker answers."""
@@ -615,7 +617,7 @@ def up(state: Path = DEFAULT_STATE, kafka_port: int | None = None,
        pg_port: int | None = None, security: str | None = None) -> tuple[Endpoints, bool]:
     """Start Kafka and Postgres unless they already run from `state`; wait until both accept
     connections. Returns the endpoints and whether anything was started. `security` picks the
-    Kafka mode of a fresh state directory (default TKM_KAFKA_SECURITY, else plaintext); see
+    Kafka mode of a fresh state directory (default TKM_KAFKA_SECURITY, else sasl_ssl); see
     `start_kafka`."""
     running = status(state)
     if running:
@@ -664,6 +666,12 @@ def main(argv: list[str]) -> int:
     state = Path(os.environ.get("TKM_INFRA_DIR", DEFAULT_STATE))
     cmd = argv[0] if argv else "status"
     if cmd == "up":
+        if (state / "kafka-data" / "meta.properties").exists() \
+                and kafka_security_of(state) == PLAINTEXT and security_mode() != PLAINTEXT:
+            print(f"{state} holds a plaintext Kafka (made before the secured broker became the "
+                  "default); it is kept as it is. For the secured broker: make infra-down, "
+                  f"remove {state}, make infra-up. To keep plaintext without this message: "
+                  "TKM_KAFKA_SECURITY=plaintext.", file=sys.stderr)
         t0 = time.monotonic()
         endpoints, started = up(state, int(os.environ.get("TKM_KAFKA_PORT", "19092")),
                                 int(os.environ.get("TKM_POSTGRES_PORT", "15432")),

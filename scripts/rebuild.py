@@ -1,6 +1,7 @@
 """`tkm rebuild <service>`: replay a service's read models into shadow tables and swap them in
 while the service keeps running (shared.projections). Reads `<SERVICE>_DATABASE_URL` and
-`KAFKA_BOOTSTRAP_SERVERS` (the topics are read for the read models fed by other services)."""
+`KAFKA_BOOTSTRAP_SERVERS` (the topics are read for the read models fed by other services), and
+reads them as the service itself (`<SERVICE>_KAFKA_*`, shared.kafka_security)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import os
 
 import asyncpg
 
+from shared.kafka_security import kafka_security
 from shared.projections import RebuildError, RebuildStats, rebuild_plan
 from shared.settings import SERVICE_PORTS, settings_class
 
@@ -26,7 +28,10 @@ async def rebuild_service(service: str, database_url: str, bootstrap: str) -> Re
         raise ValueError(f"{service} declares no read models to rebuild")
     conn = await asyncpg.connect(database_url)
     try:
-        return await rebuild_plan(conn, spec.rebuild, topics=spec.consumes, bootstrap=bootstrap)
+        # the service's own principal: it may Read the topics it consumes, and the rebuild's
+        # consumer joins no group (it assigns the partitions itself)
+        return await rebuild_plan(conn, spec.rebuild, topics=spec.consumes, bootstrap=bootstrap,
+                                  kafka_options=kafka_security(service=service).consumer_kwargs())
     finally:
         await conn.close()
 

@@ -17,7 +17,10 @@ from shared.regions import province
 from shared.topics import CONTRACT_TOPICS
 
 
-async def collect(api: Api, year: int, bootstrap: str) -> dict[str, Any]:
+async def collect(api: Api, year: int, bootstrap: str,
+                  client: dict[str, Any] | None = None) -> dict[str, Any]:
+    """`client`: how the topics' offsets are read (aiokafka security kwargs), by default as the
+    admin (`ADMIN_KAFKA_*`, shared.kafka_security): the tallies read every contract topic."""
     (roster, roster_next, vacancies, vacancies_next, groups, funding, people,
      results) = await asyncio.gather(
         api.get_all("recruitment", "/tks", year=year),
@@ -42,7 +45,7 @@ async def collect(api: Api, year: int, bootstrap: str) -> dict[str, Any]:
                       "vacancies": dict(Counter(v["reason"] for v in vacancies_next)),
                       "replaced": sum(r["decision"] == "replace" for r in results),
                       "continued": sum(r["decision"] == "continue" for r in results)},
-        "events_per_topic": await topic_counts(bootstrap),
+        "events_per_topic": await topic_counts(bootstrap, client),
     }
 
 
@@ -97,10 +100,15 @@ def _by_province(provinces: list, roster: list, funding: list, people: list, sum
     return rows
 
 
-async def topic_counts(bootstrap: str) -> dict[str, int]:
+async def topic_counts(bootstrap: str, client: dict[str, Any] | None = None) -> dict[str, int]:
     """Messages on each contract topic: the sum of its partitions' end offsets."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    if client is None:
+        from shared.kafka_security import kafka_security
+
+        client = kafka_security(service="admin").client_kwargs()
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **client)
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
+                                **client)
     await admin.start()
     await consumer.start()
     try:

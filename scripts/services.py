@@ -47,14 +47,17 @@ class RunningServices:
 
 def start(endpoints: Endpoints, log_dir: Path, *, ports: dict[str, int] | None = None,
           databases: dict[str, str] | None = None, extra_env: dict[str, str] | None = None,
-          timeout: float = 90) -> RunningServices:
+          kafka_env: dict[str, str] | None = None, timeout: float = 90) -> RunningServices:
     """Start every service (`python -m services.<name>`) with its own database and port; return
-    once all are ready. Raises ServiceStartError naming the service and its last log lines."""
+    once all are ready. Raises ServiceStartError naming the service and its last log lines.
+    `kafka_env`: the Kafka client variables of the infrastructure
+    (`scripts.infra.kafka_client_env`), else those of this process's environment; either way a
+    service is handed only its own principal's (`<SERVICE>_KAFKA_*`), never another's."""
     log_dir.mkdir(parents=True, exist_ok=True)
     ports = ports or {name: free_port() for name in SERVICES}
     databases = databases or {name: endpoints.database_url(name) for name in SERVICES}
     # a local run on loopback: the explicit development switch that admits the dev signing key
-    env = {"TKM_ENV": "dev", **os.environ, **endpoints.service_env(),
+    env = {"TKM_ENV": "dev", **os.environ, **endpoints.service_env(), **(kafka_env or {}),
            "TKM_HTTP_HOST": "127.0.0.1", **(extra_env or {})}
     env["PYTHONPATH"] = str(ROOT)
     for name in SERVICES:
@@ -64,7 +67,8 @@ def start(endpoints: Endpoints, log_dir: Path, *, ports: dict[str, int] | None =
     for name in SERVICES:
         logs[name] = log_dir / f"{name}.log"
         out = logs[name].open("ab")
-        processes[name] = subprocess.Popen([sys.executable, "-m", f"services.{name}"], env=env,
+        processes[name] = subprocess.Popen([sys.executable, "-m", f"services.{name}"],
+                                           env=own_kafka_env(env, name),
                                            cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
                                            stdin=subprocess.DEVNULL)
     running = RunningServices({n: f"http://127.0.0.1:{ports[n]}" for n in SERVICES}, processes,
@@ -75,6 +79,16 @@ def start(endpoints: Endpoints, log_dir: Path, *, ports: dict[str, int] | None =
         running.stop()
         raise
     return running
+
+
+def own_kafka_env(env: dict[str, str], service: str) -> dict[str, str]:
+    """`env` without the Kafka credentials of other principals (the other services', the
+    admin's); the plain `KAFKA_USERNAME`/`KAFKA_PASSWORD*` too when the service has its own."""
+    prefixes = [f"{p.upper()}_KAFKA_" for p in (*SERVICES, "admin") if p != service]
+    own = f"{service.upper()}_KAFKA_USERNAME" in env
+    plain = ("KAFKA_USERNAME", "KAFKA_PASSWORD", "KAFKA_PASSWORD_FILE") if own else ()
+    return {k: v for k, v in env.items()
+            if not any(k.startswith(p) for p in prefixes) and k not in plain}
 
 
 def _wait_ready(running: RunningServices, timeout: float) -> None:

@@ -11,6 +11,11 @@ the bytes to the source topic instead was rejected: the topic belongs to another
 principal may not write there), every other consumer group and agency would read the event a
 second time, and it would land after newer events of its stream. Redriving in place touches only
 the refusing service's database, and the inbox keeps it exactly once however often it runs.
+
+Who reads: the operator's admin principal (`ADMIN_KAFKA_*`, shared.kafka_security), not the
+service's. A service only writes its dead letters; reading them back is an operator's act
+(`tkm dlq`), so the service principal gets no Read on its dead-letter topic nor a right it would
+use only under an operator's hand (shared/kafka_acls.py stays minimal).
 """
 
 from __future__ import annotations
@@ -89,12 +94,19 @@ class Letter:
                 "original": original}
 
 
-async def read_letters(bootstrap: str, service: str) -> list[Letter]:
+def _admin_client() -> dict[str, Any]:
+    from shared.kafka_security import kafka_security
+
+    return kafka_security(service="admin").client_kwargs()
+
+
+async def read_letters(bootstrap: str, service: str,
+                       client: dict[str, Any] | None = None) -> list[Letter]:
     """Every letter of the service's dead-letter topic, from offset 0 to its current end, in
     the order they were written (per partition). A letter repeated for the same record keeps
     its latest copy. Raises DeadLetterError when the topic does not exist."""
     topic = dead_letter_topic(service)
-    records = await _read_all(bootstrap, topic)
+    records = await _read_all(bootstrap, topic, _admin_client() if client is None else client)
     letters: dict[uuid.UUID, Letter] = {}
     for record in sorted(records, key=lambda r: (r.timestamp, r.partition, r.offset)):
         try:
@@ -141,13 +153,15 @@ def find(letters: list[Letter], letter_id: str) -> Letter:
     raise DeadLetterError(f"no dead letter {letter_id}")
 
 
-async def replay(letter: Letter, consumer: EventConsumer, bootstrap: str) -> str:
+async def replay(letter: Letter, consumer: EventConsumer, bootstrap: str,
+                 client: dict[str, Any] | None = None) -> str:
     """Apply one letter through the service's consumer (see the module docstring). Returns the
     outcome: applied, ignored, or duplicate (already applied: nothing done). Raises
     DeadLetterError when it cannot be applied (nothing changed)."""
     original = letter.original
     if letter.truncated:
-        original = await _read_one(bootstrap, letter.topic, letter.partition, letter.offset)
+        original = await _read_one(bootstrap, letter.topic, letter.partition, letter.offset,
+                                   _admin_client() if client is None else client)
     if hashlib.sha256(original).hexdigest() != letter.sha256:
         raise DeadLetterError(f"letter {letter.id}: the original bytes do not match its digest")
     record = ConsumerRecord(topic=letter.topic, partition=letter.partition, offset=letter.offset,
@@ -169,8 +183,8 @@ def consumer_for(pool: asyncpg.Pool, service: str, handlers: dict, projector: An
                          max_retries=max_retries, projector=projector)
 
 
-async def _read_all(bootstrap: str, topic: str) -> list[ConsumerRecord]:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=15000)
+async def _read_all(bootstrap: str, topic: str, client: dict[str, Any]) -> list[ConsumerRecord]:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=15000, **client)
     await admin.start()
     try:
         described = await admin.describe_topics([topic])
@@ -182,7 +196,7 @@ async def _read_all(bootstrap: str, topic: str) -> list[ConsumerRecord]:
         raise DeadLetterError(f"no dead-letter topic {topic} (has the service ever run?)")
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
                                 group_id=None, request_timeout_ms=15000,
-                                auto_offset_reset="earliest")
+                                auto_offset_reset="earliest", **client)
     await consumer.start()
     try:
         assigned = [TopicPartition(topic, p) for p in sorted(partitions)]
@@ -205,9 +219,10 @@ async def _read_all(bootstrap: str, topic: str) -> list[ConsumerRecord]:
         await consumer.stop()
 
 
-async def _read_one(bootstrap: str, topic: str, partition: int, offset: int) -> bytes:
+async def _read_one(bootstrap: str, topic: str, partition: int, offset: int,
+                    client: dict[str, Any]) -> bytes:
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
-                                group_id=None, request_timeout_ms=15000)
+                                group_id=None, request_timeout_ms=15000, **client)
     await consumer.start()
     try:
         tp = TopicPartition(topic, partition)

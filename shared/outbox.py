@@ -58,6 +58,7 @@ from aiokafka.errors import KafkaError, MessageSizeTooLargeError
 from prometheus_client import Gauge
 
 from shared.eventstore import OUTBOX_CHANNEL
+from shared.kafka_security import KafkaSecurity, kafka_security
 from shared.observability import EVENTS_PUBLISHED, OUTBOX_FAILED, RELAY_PUBLISH_SECONDS
 
 log = logging.getLogger("tkm.outbox")
@@ -97,8 +98,10 @@ class OutboxRelay:
     _valid_until = 0.0  # time.monotonic() until which this relay may publish
 
     def __init__(self, dsn: str, bootstrap_servers: str, service: str, *, batch_size: int = 500,
-                 poll_interval: float = 0.5):
+                 poll_interval: float = 0.5, security: KafkaSecurity | None = None):
         self.dsn, self.bootstrap, self.service = dsn, bootstrap_servers, service
+        # how the producer authenticates: the service's own principal unless given (fails fast)
+        self.security = security or kafka_security(service=service)
         self.batch_size, self.poll_interval = batch_size, poll_interval
         self.active = False
         self._wake = asyncio.Event()
@@ -106,7 +109,8 @@ class OutboxRelay:
     def _new_producer(self) -> AIOKafkaProducer:
         return AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks="all",
                                 enable_idempotence=True, linger_ms=5,
-                                max_batch_size=256 * 1024, request_timeout_ms=15000)
+                                max_batch_size=256 * 1024, request_timeout_ms=15000,
+                                **self.security.producer_kwargs())
 
     async def run(self, stop: asyncio.Event) -> None:
         """Relay until `stop` is set; survives database and broker outages by reconnecting.

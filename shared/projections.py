@@ -108,7 +108,8 @@ async def rebuild_plan(conn: asyncpg.Connection, plan: RebuildPlan, *,
                        batch_size: int = 2000) -> RebuildStats:
     """Replay `plan` into shadow copies of its tables and swap them in (module docstring).
     Consumed events are read from `topics` on the Kafka cluster at `bootstrap` (with
-    `kafka_options` for the consumer, e.g. its authentication); it joins no group. Raises
+    `kafka_options` for the consumer, e.g. its authentication, by default the environment's
+    plain `KAFKA_*` settings of shared.kafka_security); it joins no group. Raises
     RebuildError when another rebuild of this database runs, or an applied event cannot be
     found on its topic; the live tables are untouched then."""
     if plan.consumed and not (topics and bootstrap):
@@ -122,7 +123,8 @@ async def rebuild_plan(conn: asyncpg.Connection, plan: RebuildPlan, *,
         await conn.execute("SELECT pg_advisory_unlock(hashtext('tkm-rebuild'))")
         raise RebuildError(f"no {CONSUMED_LOG} table: the service's migrations have not run")
     run = _Run(conn, plan, live_schema, tuple(topics) if plan.consumed else (), bootstrap,
-               batch_size, dict(kafka_options or {}))
+               batch_size, dict(_kafka_options() if kafka_options is None and plan.consumed
+                                else kafka_options or {}))
     try:
         await _create_shadow(conn, live_schema, plan)
         await conn.execute(f"SET search_path = {SHADOW}, {_quoted(live_schema)}")
@@ -313,6 +315,12 @@ async def _indexes(conn: asyncpg.Connection, schema: str, table: str) -> dict[st
         if match:
             named[(match.group(1) or "") + match.group(2)] = row["relname"]
     return named
+
+
+def _kafka_options() -> dict[str, Any]:
+    from shared.kafka_security import kafka_security
+
+    return kafka_security().consumer_kwargs()
 
 
 async def _read_records(bootstrap: str, rows: Sequence[asyncpg.Record],

@@ -20,7 +20,7 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 from faststream import AckPolicy
-from faststream.kafka import KafkaBroker
+from faststream.kafka import KafkaBroker, Topic
 from faststream.kafka.annotations import KafkaMessage
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel
@@ -37,6 +37,7 @@ from shared.errors import ERROR_RESPONSES, DomainError, error_body
 from shared.eventstore import EventStore, migrate
 from shared.health import HealthMonitor
 from shared.housekeeping import housekeeping
+from shared.kafka_security import KafkaSecurity, kafka_security
 from shared.limits import BodySizeLimit, bounded_errors
 from shared.observability import (
     HTTP_REQUESTS,
@@ -119,17 +120,22 @@ class ServiceUnavailableError(DomainError):
     status = 503
 
 
-def create_app(spec: ServiceSpec, settings: ServiceSettings | None = None) -> FastAPI:
+def create_app(spec: ServiceSpec, settings: ServiceSettings | None = None, *,
+               security: KafkaSecurity | None = None) -> FastAPI:
+    """The service's app. `security`: how its Kafka clients authenticate, by default the
+    service's own principal from the environment (`<SERVICE>_KAFKA_*`, shared.kafka_security),
+    read here so that a missing or refused setting stops the start at once."""
     settings = settings or load_settings(spec.name)
     configure_logging(spec.name, settings.log_level)
+    sec = security or kafka_security(service=spec.name)
     # our own logger name: "faststream" comes with a coloured text handler, and per-message
     # "Received/Processed" lines belong at DEBUG, not in an operator's INFO stream
-    broker = KafkaBroker(settings.kafka_bootstrap_servers, logger=logging.getLogger("tkm.broker"),
-                         log_level=logging.DEBUG)
+    broker = KafkaBroker(settings.kafka_bootstrap_servers, **sec.faststream_kwargs(),
+                         logger=logging.getLogger("tkm.broker"), log_level=logging.DEBUG)
 
     health = HealthMonitor(spec.name, settings.kafka_bootstrap_servers,
                            group=spec.consumer_group or spec.name, topics=spec.consumes,
-                           client={}, interval_s=settings.health_interval_s,
+                           client=sec.admin_kwargs(), interval_s=settings.health_interval_s,
                            relay_stale_s=settings.relay_stale_s,
                            stuck_s=settings.consumer_stuck_s, dsn=settings.database_url)
 
@@ -140,8 +146,8 @@ def create_app(spec: ServiceSpec, settings: ServiceSettings | None = None) -> Fa
         # 503 until the database is migrated, /healthz says what is missing)
         stop = asyncio.Event()
         started = _Started()
-        startup = asyncio.create_task(_start_up(app, spec, settings, broker, health, started,
-                                                stop), name="start-up")
+        startup = asyncio.create_task(_start_up(app, spec, settings, sec, broker, health,
+                                                started, stop), name="start-up")
         monitor = asyncio.create_task(health.run(stop), name="health-monitor")
         await asyncio.wait([startup], timeout=settings.startup_wait_s)
         if startup.done() and not startup.cancelled() and startup.exception() is not None:
@@ -212,8 +218,8 @@ class _Started:
 
 
 async def _start_up(app: FastAPI, spec: ServiceSpec, settings: ServiceSettings,
-                    broker: KafkaBroker, health: HealthMonitor, started: _Started,
-                    stop: asyncio.Event) -> None:
+                    sec: KafkaSecurity, broker: KafkaBroker, health: HealthMonitor,
+                    started: _Started, stop: asyncio.Event) -> None:
     """Postgres first (what the API needs), then Kafka; each retried until it answers."""
     applied = await _until_done(lambda: _migrate(settings.database_url, spec),
                                 "connecting to Postgres and migrating", stop)
@@ -225,7 +231,7 @@ async def _start_up(app: FastAPI, spec: ServiceSpec, settings: ServiceSettings,
     store = EventStore(spec.name)
     relay = OutboxRelay(settings.database_url, settings.kafka_bootstrap_servers, spec.name,
                         batch_size=settings.relay_batch_size,
-                        poll_interval=settings.relay_poll_interval_s)
+                        poll_interval=settings.relay_poll_interval_s, security=sec)
     ctx = app.state.ctx = ServiceContext(spec, settings, pool, store, relay, broker)
     health.pool = pool
     # the relay outlives a broker outage by itself: commands are absorbed by the outbox
@@ -246,7 +252,8 @@ async def _start_up(app: FastAPI, spec: ServiceSpec, settings: ServiceSettings,
     async def start_broker() -> None:
         await ensure_topics(settings.kafka_bootstrap_servers, [spec.topic, dlq, *spec.consumes],
                             partitions=settings.topic_partitions,
-                            replication_factor=settings.topic_replication_factor)
+                            replication_factor=settings.topic_replication_factor,
+                            client=sec.admin_kwargs())
         started.broker = True
         try:
             await broker.start()
@@ -309,7 +316,10 @@ def _subscribe(broker: KafkaBroker, consumer: EventConsumer, spec: ServiceSpec,
                settings: ServiceSettings, holds: PartitionHolds) -> Background:
     """Subscribe the consumer; returns the background job resuming held partitions."""
 
-    @broker.subscriber(*spec.consumes, group_id=spec.consumer_group or spec.name, batch=True,
+    # declare=False: the topics are the admin's to create (ensure_topics, `infra up`), not the
+    # subscriber's, whose principal has no Create right (and whose default is one partition)
+    @broker.subscriber(*(Topic(t, declare=False) for t in spec.consumes),
+                       group_id=spec.consumer_group or spec.name, batch=True,
                        max_records=settings.consumer_batch_size, batch_timeout_ms=100,
                        ack_policy=AckPolicy.MANUAL, auto_offset_reset="earliest",
                        max_poll_interval_ms=15 * 60 * 1000, decoder=_keep_raw)

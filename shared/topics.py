@@ -4,9 +4,16 @@ from __future__ import annotations
 
 import logging
 
+from typing import Any
+
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
-from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+from aiokafka.errors import (
+    KafkaError,
+    TopicAlreadyExistsError,
+    TopicAuthorizationFailedError,
+    for_code,
+)
 
 log = logging.getLogger("tkm.topics")
 
@@ -26,14 +33,22 @@ def is_dead_letter_topic(topic: str) -> bool:
 
 
 async def ensure_topics(bootstrap: str, topics: list[str] | tuple[str, ...], *, partitions: int,
-                        replication_factor: int) -> list[str]:
+                        replication_factor: int, client: dict[str, Any] | None = None) -> list[str]:
     """Create the missing topics with the given partitions and replication; an existing topic is
     left as it is (its partition count is never changed: that would reshuffle keys). The
     contract topics keep their events forever: agencies may replay them from the start; so do
     the dead-letter topics (a letter is replayable until it is replayed, however late), and an
     existing dead-letter topic still on a finite retention is switched to unlimited.
-    Returns the topics created now."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=15000)
+    Returns the topics created now. `client`: the authentication kwargs of the admin client
+    (`KafkaSecurity.admin_kwargs()`). On the secured broker a service has no Create right: the
+    admin creates every declared topic at `infra up` (shared/kafka_acls.py), so a service only
+    lists them, and a missing one is an error naming it. Without `client`, the settings of the
+    environment's plain `KAFKA_*` variables (shared.kafka_security)."""
+    if client is None:
+        from shared.kafka_security import kafka_security
+
+        client = kafka_security().admin_kwargs()
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=15000, **client)
     await admin.start()
     try:
         existing = set(await admin.list_topics())
@@ -41,11 +56,20 @@ async def ensure_topics(bootstrap: str, topics: list[str] | tuple[str, ...], *, 
         created = []
         for topic in missing:
             try:
-                await admin.create_topics([NewTopic(topic, partitions, replication_factor,
-                                                    topic_configs=_config(topic, replication_factor))])
-                created.append(topic)
+                response = await admin.create_topics([NewTopic(
+                    topic, partitions, replication_factor,
+                    topic_configs=_config(topic, replication_factor))])
             except TopicAlreadyExistsError:
-                pass  # another service created it meanwhile
+                continue  # another service created it meanwhile
+            codes = [e[1] for e in getattr(response, "topic_errors", ()) if e[1]]
+            if TopicAuthorizationFailedError.errno in codes:
+                raise TopicAuthorizationFailedError(
+                    f"topic {topic} does not exist and this principal may not create it: the "
+                    "admin creates the declared topics (python -m scripts.infra up)")
+            if codes and codes[0] != TopicAlreadyExistsError.errno:
+                raise for_code(codes[0])(f"creating topic {topic}")
+            if not codes:
+                created.append(topic)
         if created:
             log.info("created topics %s", created)
         await _keep_letters_forever(admin, [t for t in dict.fromkeys(topics)

@@ -1,9 +1,20 @@
 """Shared fixtures: the real Kafka broker and Postgres server, started once per test run on free
-ports (or taken from KAFKA_BOOTSTRAP_SERVERS and TKM_POSTGRES_URL when those are set)."""
+ports (or taken from KAFKA_BOOTSTRAP_SERVERS and TKM_POSTGRES_URL when those are set: the
+caller's environment then also says how to authenticate, e.g. `eval "$(python -m scripts.infra
+env)"`).
+
+The broker the suite starts is the secured one (SASL_SSL, ACLs denying by default): its client
+variables (`scripts.infra.kafka_client_env`) go into the environment, so a service run in-process
+authenticates as itself (`<SERVICE>_KAFKA_*`), and whatever has no principal of its own (the
+tests' readers and producers, the kernel tests' made-up services) as the admin, through the plain
+`KAFKA_USERNAME`/`KAFKA_PASSWORD_FILE`."""
 
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
+from pathlib import Path
 
 import pytest
 
@@ -18,15 +29,31 @@ os.environ.setdefault("TKM_ENV", "test")
 @pytest.fixture(scope="session")
 def infra(tmp_path_factory: pytest.TempPathFactory):
     if os.environ.get("KAFKA_BOOTSTRAP_SERVERS") and os.environ.get("TKM_POSTGRES_URL"):
+        # the caller's environment says how to authenticate; only the admin fallback is added
+        for key, value in _admin_fallback(os.environ).items():
+            os.environ.setdefault(key, value)
         yield local_infra.Endpoints(os.environ["KAFKA_BOOTSTRAP_SERVERS"],
                                     os.environ["TKM_POSTGRES_URL"])
         return
-    state = tmp_path_factory.mktemp("infra")
+    # a directory of its own, not pytest's numbered temp dirs: a concurrent pytest run on the
+    # same machine prunes those, and a server whose data vanished dies mid-run
+    state = Path(tempfile.mkdtemp(prefix="tkm-test-infra-"))
     endpoints, _ = local_infra.up(state)
+    env = local_infra.kafka_client_env(state)
+    os.environ.update({**env, **_admin_fallback(env)})
     try:
         yield endpoints
     finally:
         local_infra.down(state)
+        shutil.rmtree(state, ignore_errors=True)
+
+
+def _admin_fallback(env) -> dict[str, str]:
+    """The plain `KAFKA_USERNAME`/`KAFKA_PASSWORD_FILE`: the admin's, when `env` has them."""
+    if not env.get("ADMIN_KAFKA_USERNAME") or not env.get("ADMIN_KAFKA_PASSWORD_FILE"):
+        return {}
+    return {"KAFKA_USERNAME": env["ADMIN_KAFKA_USERNAME"],
+            "KAFKA_PASSWORD_FILE": env["ADMIN_KAFKA_PASSWORD_FILE"]}
 
 
 @pytest.fixture

@@ -7,8 +7,10 @@ import pytest
 from scripts import infra
 
 
-def test_plaintext_stays_the_default_and_its_properties_are_unchanged(monkeypatch, tmp_path):
+def test_secured_is_the_default_and_plaintext_properties_are_unchanged(monkeypatch, tmp_path):
     monkeypatch.delenv("TKM_KAFKA_SECURITY", raising=False)
+    assert infra.security_mode() == infra.SASL_SSL
+    monkeypatch.setenv("TKM_KAFKA_SECURITY", "plaintext")
     assert infra.security_mode() == infra.PLAINTEXT
     props = infra._kafka_properties(tmp_path, 19092, 19093)
     assert "listeners=PLAINTEXT://127.0.0.1:19092,CONTROLLER://127.0.0.1:19093" in props

@@ -13,6 +13,7 @@ import httpx
 from fastapi import APIRouter, FastAPI
 
 from shared.auth import Role, mint_token
+from shared.kafka_security import KafkaSecurity
 from shared.service import create_app
 from shared.settings import DEV_SIGNING_KEY, load_settings
 from tests.support.databases import create_database, drop_database
@@ -22,12 +23,17 @@ SERVICES = ("recruitment", "groups", "mentoring", "evaluation")
 
 def build_app(service: str, *, extra: APIRouter | None = None, **settings: Any) -> FastAPI:
     """The service's app as `create_app` builds it (no lifespan run: for its OpenAPI);
-    `extra` routes are added to the service's own."""
+    `extra` routes are added to the service's own. Without a broker (`kafka_bootstrap_servers`)
+    it never connects, so it needs no Kafka principal either."""
     spec = importlib.import_module(f"services.{service}.app").build_spec()
-    spec = dataclasses.replace(spec, consumer_group=f"test-{uuid.uuid4().hex}",
+    # the group of a test run: under the service's name, the prefix its principal may use
+    spec = dataclasses.replace(spec, consumer_group=f"{service}-test-{uuid.uuid4().hex}",
                                routers=[*spec.routers, *([extra] if extra else [])])
+    security = (None if "kafka_bootstrap_servers" in settings
+                else KafkaSecurity(kafka_security_protocol="PLAINTEXT",
+                                   tkm_kafka_allow_plaintext=True))
     return create_app(spec, load_settings(service, **{"database_url": "postgresql://unused/x",
-                                                      **settings}))
+                                                      **settings}), security=security)
 
 
 @contextlib.asynccontextmanager

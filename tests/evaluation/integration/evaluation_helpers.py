@@ -21,7 +21,7 @@ from shared.envelope import Envelope, Event, encode, utcnow
 from shared.service import create_app
 from shared.settings import DEV_SIGNING_KEY, load_settings
 from shared.topics import EVALUATION, GROUPS, MENTORING, RECRUITMENT, ensure_topics
-from tests.support.kafka import partitions, start_at_end
+from tests.support.kafka import kafka_client, partitions, start_at_end
 
 CONSUMED = (RECRUITMENT, GROUPS, MENTORING)
 _versions = itertools.count(1)
@@ -41,7 +41,8 @@ def at(year: int, month: int, day: int) -> datetime:
 
 async def publish(bootstrap: str, envelopes: list[Envelope]) -> None:
     """Each envelope to its event's topic, keyed by its stream, in the order given."""
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True,
+                                **kafka_client())
     await producer.start()
     try:
         sends = []
@@ -72,7 +73,7 @@ AGENCY = headers(Role.AGENCY, "bps")
 
 
 async def end_offsets(bootstrap: str, topic: str) -> dict[TopicPartition, int]:
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, **kafka_client())
     await consumer.start()
     try:
         return await consumer.end_offsets(await partitions(bootstrap, (topic,)))
@@ -85,7 +86,7 @@ async def read_from(bootstrap: str, offsets: dict[TopicPartition, int],
     """Records from `offsets` on, read until `until(records)` holds. Raises TimeoutError."""
     import asyncio
 
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, **kafka_client())
     await consumer.start()
     records: list = []
     try:
@@ -109,7 +110,7 @@ async def running_service(bootstrap: str, database_url: str,
                           **spec_args) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
     """The service with its real lifespan, in a consumer group of its own starting at the end
     of the consumed topics."""
-    group = f"test-evaluation-{uuid.uuid4().hex}"
+    group = f"evaluation-test-{uuid.uuid4().hex}"  # the prefix the service's principal may use
     await ensure_topics(bootstrap, [*CONSUMED, EVALUATION], partitions=6, replication_factor=1)
     await start_at_end(bootstrap, group, CONSUMED)
     spec = dataclasses.replace(build_spec(**spec_args), consumer_group=group)

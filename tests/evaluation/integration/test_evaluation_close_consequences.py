@@ -40,7 +40,7 @@ REGENCY = "3273"
 @contextlib.asynccontextmanager
 async def running_recruitment(infra):
     url = await create_database(infra, "t_recruitment")
-    group = f"test-recruitment-{uuid.uuid4().hex}"
+    group = f"recruitment-test-{uuid.uuid4().hex}"
     await ensure_topics(infra.kafka_bootstrap, [EVALUATION], partitions=6, replication_factor=1)
     await start_at_end(infra.kafka_bootstrap, group, [EVALUATION])
     app = create_app(dataclasses.replace(recruitment_spec(), consumer_group=group),

@@ -31,7 +31,7 @@ from shared.envelope import Envelope, Event, encode, utcnow
 from shared.service import create_app
 from shared.settings import DEV_SIGNING_KEY, load_settings
 from shared.topics import GROUPS, MENTORING, RECRUITMENT, ensure_topics
-from tests.support.kafka import eventually, partitions, produce, start_at_end
+from tests.support.kafka import eventually, kafka_client, partitions, produce, start_at_end
 
 CONSUMED = (RECRUITMENT, GROUPS)
 
@@ -120,7 +120,8 @@ class Mentoring:
                         timeout: float = 60) -> list[dict]:
         """What this service published on tkm.mentoring.v1 since it started (key, type,
         payload), read until `until` holds. Raises TimeoutError."""
-        consumer = AIOKafkaConsumer(bootstrap_servers=self.kafka, enable_auto_commit=False)
+        consumer = AIOKafkaConsumer(bootstrap_servers=self.kafka, enable_auto_commit=False,
+                                    **kafka_client())
         await consumer.start()
         seen: list[dict] = []
         try:
@@ -147,10 +148,10 @@ class Mentoring:
 @contextlib.asynccontextmanager
 async def running_mentoring(bootstrap: str, database_url: str,
                             config: MentoringConfig | None = None) -> AsyncIterator[Mentoring]:
-    group = f"test-mentoring-{uuid.uuid4().hex}"
+    group = f"mentoring-test-{uuid.uuid4().hex}"  # the prefix the service's principal may use
     await ensure_topics(bootstrap, [*CONSUMED, MENTORING], partitions=6, replication_factor=1)
     await start_at_end(bootstrap, group, CONSUMED)
-    probe = AIOKafkaConsumer(bootstrap_servers=bootstrap)
+    probe = AIOKafkaConsumer(bootstrap_servers=bootstrap, **kafka_client())
     await probe.start()
     try:
         published_from = await probe.end_offsets(await partitions(bootstrap, (MENTORING,)))

@@ -17,7 +17,7 @@ from services.mentoring.projections import REBUILD
 from shared.projections import rebuild_plan
 from tests.mentoring.integration.mentoring_helpers import ADMIN, fresh, report
 from tests.shared.integration.rebuild_support import leftovers, table_rows, table_shapes
-from tests.support.kafka import eventually
+from tests.support.kafka import kafka_client, eventually
 
 pytestmark = pytest.mark.integration
 
@@ -84,7 +84,7 @@ async def test_the_rebuilt_tables_equal_the_live_ones_after_a_concurrent_history
         # damage: the groups (from the topics) and the totals (from own events) are replayed
         await conn.execute("DELETE FROM mentored_groups; UPDATE report_totals SET filed = 0")
         stats = await rebuild_plan(conn, REBUILD, topics=build_spec().consumes,
-                                   bootstrap=mentoring.kafka)
+                                   bootstrap=mentoring.kafka, kafka_options=kafka_client("mentoring"))
         assert of_ours(await table_rows(conn, [*REBUILD.tables, "mentors"])) == live
         assert await table_shapes(conn, REBUILD.tables) == shapes
         assert await leftovers(conn) == []
@@ -117,7 +117,8 @@ async def test_events_consumed_and_commands_during_a_rebuild_reach_the_swapped_i
     later = [fresh("grp") for _ in range(2)]
     async with mentoring.db() as conn:
         rebuilding = asyncio.create_task(rebuild_plan(
-            conn, plan, topics=build_spec().consumes, bootstrap=mentoring.kafka))
+            conn, plan, topics=build_spec().consumes, bootstrap=mentoring.kafka,
+            kafka_options=kafka_client("mentoring")))
         await asyncio.sleep(0.2)
         await asyncio.gather(*(mentoring.fund(g, regency, date(2023, 4, 1)) for g in later))
         await mentoring.known(groups=tuple(later))
@@ -136,7 +137,7 @@ async def test_events_consumed_and_commands_during_a_rebuild_reach_the_swapped_i
         assert len(swapped_in["mentored_groups"]) == 5
         assert all(r[6] == tks for r in swapped_in["mentored_groups"])  # the mentor column
         await rebuild_plan(conn, REBUILD, topics=build_spec().consumes,
-                           bootstrap=mentoring.kafka)
+                           bootstrap=mentoring.kafka, kafka_options=kafka_client("mentoring"))
         assert of_ours(await table_rows(conn, [*REBUILD.tables, "mentors"])) == swapped_in
 
 

@@ -55,7 +55,8 @@ class Recruitment:
 async def recruitment(infra):
     """A recruitment service (its own database and consumer group) per test module."""
     url = await create_database(infra, "t_recruitment")
-    spec = dataclasses.replace(build_spec(), consumer_group=f"test-recruitment-{uuid.uuid4().hex}")
+    spec = dataclasses.replace(build_spec(),
+                               consumer_group=f"recruitment-test-{uuid.uuid4().hex}")
     settings = load_settings("recruitment", database_url=url,
                              kafka_bootstrap_servers=infra.kafka_bootstrap)
     for topic in spec.consumes:

@@ -16,7 +16,7 @@ from shared.projections import rebuild_plan
 from shared.topics import EVALUATION
 from tests.recruitment.recruitment_helpers import ADMIN, applicant, envelope
 from tests.shared.integration.rebuild_support import leftovers, table_rows, table_shapes
-from tests.support.kafka import eventually, produce
+from tests.support.kafka import kafka_client, eventually, produce
 
 pytestmark = pytest.mark.integration
 
@@ -63,7 +63,8 @@ async def test_the_rebuilt_tables_equal_the_live_ones_after_a_concurrent_history
         assert [r[3:5] for r in live["round_quotas"] if r[0] == round_id] == [(3, 3)]
         await conn.execute("UPDATE round_quotas SET recruited = 0; DELETE FROM tks_roster")
         stats = await rebuild_plan(conn, REBUILD, topics=build_spec().consumes,
-                                   bootstrap=recruitment.kafka)
+                                   bootstrap=recruitment.kafka,
+                                   kafka_options=kafka_client("recruitment"))
         assert await table_rows(conn, [*REBUILD.tables, "applicant_nik"]) == live
         assert await table_shapes(conn, REBUILD.tables) == shapes
         assert await leftovers(conn) == []

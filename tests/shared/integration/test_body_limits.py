@@ -23,7 +23,8 @@ FIFTY_MB = 50 * 1024 * 1024
 @pytest.fixture(scope="module")
 async def client(infra):
     url = await create_database(infra, "t_limits")
-    spec = dataclasses.replace(build_spec(), consumer_group=f"test-limits-{uuid.uuid4().hex}")
+    spec = dataclasses.replace(build_spec(),
+                               consumer_group=f"recruitment-test-limits-{uuid.uuid4().hex}")
     app = create_app(spec, load_settings("recruitment", database_url=url,
                                          kafka_bootstrap_servers=infra.kafka_bootstrap))
     async with app.router.lifespan_context(app):

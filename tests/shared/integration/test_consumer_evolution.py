@@ -16,7 +16,7 @@ from shared.envelope import Envelope, Event, current_version, register, upcaster
 from shared.service import ServiceSpec, create_app
 from shared.settings import load_settings
 from shared.topics import ensure_topics
-from tests.support.kafka import eventually, produce
+from tests.support.kafka import kafka_client, eventually, produce
 from tests.support.sample import AmountRecorded, router
 
 pytestmark = pytest.mark.integration
@@ -108,7 +108,8 @@ class Rig:
 
     async def committed(self) -> int | None:
         consumer = AIOKafkaConsumer(bootstrap_servers=self.infra.kafka_bootstrap,
-                                    group_id=self.spec.name, enable_auto_commit=False)
+                                    group_id=self.spec.name, enable_auto_commit=False,
+                                    **kafka_client())
         await consumer.start()
         try:
             return await consumer.committed(TopicPartition(self.topic, 0))

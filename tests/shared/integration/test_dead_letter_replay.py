@@ -18,7 +18,7 @@ from shared.envelope import Envelope, encode, utcnow
 from shared.service import ServiceSpec, create_app
 from shared.settings import load_settings
 from shared.topics import dead_letter_topic, ensure_topics
-from tests.support.kafka import eventually, produce
+from tests.support.kafka import kafka_client, eventually, produce
 from tests.support.sample import AmountRecorded, on_amount, router
 
 pytestmark = pytest.mark.integration
@@ -43,7 +43,7 @@ async def _totals(database_url: str, stream: str):
 
 
 async def _retention(bootstrap: str, topic: str) -> str:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **kafka_client())
     await admin.start()
     try:
         [response] = await admin.describe_configs(
@@ -163,7 +163,7 @@ async def _at_least(database_url: str, stream: str, n: int):
 
 async def test_an_existing_dead_letter_topic_is_switched_to_unlimited_retention(infra):
     topic = dead_letter_topic(f"kerneltest{uuid.uuid4().hex[:8]}")
-    admin = AIOKafkaAdminClient(bootstrap_servers=infra.kafka_bootstrap)
+    admin = AIOKafkaAdminClient(bootstrap_servers=infra.kafka_bootstrap, **kafka_client())
     await admin.start()
     try:
         from aiokafka.admin import NewTopic

@@ -7,6 +7,7 @@ import pytest
 
 from shared.eventstore import migrate
 from shared.housekeeping import prune
+from shared.kafka_security import kafka_security
 from shared.service import ServiceSpec, create_app
 from shared.settings import load_settings
 from tests.support.kafka import eventually
@@ -115,9 +116,11 @@ async def test_every_service_prunes_in_the_background_and_logs_what_it_deleted(
 
     spec = ServiceSpec(name="groups", topic=f"tkm.hktest-{uuid.uuid4().hex[:8]}.v1",
                        routers=[router])
+    # a topic of the test's own: the admin creates it (the groups principal may not)
     app = create_app(spec, load_settings("groups", database_url=database_url,
                                          kafka_bootstrap_servers=infra.kafka_bootstrap,
-                                         housekeeping_interval_s=0.2))
+                                         housekeeping_interval_s=0.2),
+                     security=kafka_security(service="admin"))
     lines: list[str] = []
     handler = logging.Handler()
     handler.emit = lambda record: lines.append(record.getMessage())

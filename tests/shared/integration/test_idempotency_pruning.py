@@ -22,7 +22,7 @@ pytestmark = pytest.mark.integration
 
 async def test_keys_past_their_retention_are_pruned_with_their_effects(infra):
     database_url = await create_database(infra, "t_idem_prune")
-    spec = dataclasses.replace(build_spec(), consumer_group=f"test-{uuid.uuid4().hex}")
+    spec = dataclasses.replace(build_spec(), consumer_group=f"groups-test-{uuid.uuid4().hex}")
     app = create_app(spec, load_settings(
         "groups", database_url=database_url, kafka_bootstrap_servers=infra.kafka_bootstrap,
         idempotency_retention_hours=0.5 / 3600, housekeeping_interval_s=0.2))

@@ -19,6 +19,7 @@ from scripts import infra as local_infra
 from shared.aggregate import UnitOfWork
 from shared.auth import ANY_ROLE, Actor, Role, mint_token, require
 from shared.envelope import Envelope, encode, utcnow
+from shared.kafka_security import kafka_security
 from shared.observability import RateLimit, _ContextFilter, _UtcMillisFormatter
 from shared.service import ServiceContext, ServiceSpec, context, create_app
 from shared.settings import DEV_SIGNING_KEY, load_settings
@@ -96,7 +97,8 @@ async def test_one_access_line_per_request_and_no_context_leaks(infra, database_
     spec = ServiceSpec(name=f"opstest{uuid.uuid4().hex[:8]}",
                        topic=f"tkm.opstest-{uuid.uuid4().hex[:8]}.v1", routers=[router])
     app = create_app(spec, load_settings("recruitment", database_url=database_url,
-                                         kafka_bootstrap_servers=infra.kafka_bootstrap))
+                                         kafka_bootstrap_servers=infra.kafka_bootstrap),
+                     security=kafka_security(service="admin"))
     captured = Records()
     logging.getLogger().addHandler(captured)
     try:
@@ -136,7 +138,8 @@ async def test_one_access_line_per_request_and_no_context_leaks(infra, database_
 
 async def test_a_stuck_consumer_shows_growing_lag_and_is_reported_stuck(infra, database_url):
     topic = f"tkm.lagtest-{uuid.uuid4().hex[:8]}.v1"
-    await ensure_topics(infra.kafka_bootstrap, [topic], partitions=2, replication_factor=1)
+    await ensure_topics(infra.kafka_bootstrap, [topic], partitions=2, replication_factor=1,
+                        client=kafka_security(service="admin").admin_kwargs())
     release = asyncio.Event()
 
     async def blocking(uow, envelope, event) -> None:
@@ -148,7 +151,8 @@ async def test_a_stuck_consumer_shows_growing_lag_and_is_reported_stuck(infra, d
                        handlers={AmountRecorded.event_type: blocking})
     app = create_app(spec, load_settings("recruitment", database_url=database_url,
                                          kafka_bootstrap_servers=infra.kafka_bootstrap,
-                                         consumer_stuck_s=8))
+                                         consumer_stuck_s=8),
+                     security=kafka_security(service="admin"))
     captured = Records()
     logging.getLogger().addHandler(captured)
     async with app.router.lifespan_context(app), _client(app) as client:
@@ -206,12 +210,14 @@ async def test_kafka_down_at_start_then_a_30s_outage(database_url, tmp_path):
     still succeed, the backlog gauge grows, /readyz stays 200, and the logs stay short."""
     state, port = tmp_path / "kafka", local_infra.free_port()
     bootstrap = f"127.0.0.1:{port}"
+    plaintext = kafka_security(kafka_security_protocol="PLAINTEXT", tkm_kafka_allow_plaintext=True)
     topic = SAMPLE_TOPIC  # what the commands publish; the service consumes it too (own broker)
     spec = ServiceSpec(name=f"outagetest{uuid.uuid4().hex[:8]}", topic=topic, routers=[router],
                        consumes=(topic,), handlers={AmountRecorded.event_type: on_amount})
     app = create_app(spec, load_settings("recruitment", database_url=database_url,
                                          kafka_bootstrap_servers=bootstrap, health_interval_s=1,
-                                         startup_wait_s=0, relay_stale_s=20))
+                                         startup_wait_s=0, relay_stale_s=20),
+                     security=plaintext)
     lines = io.StringIO()
     logging.getLogger("httpx").setLevel(logging.WARNING)  # the test's client, not the service
     _service_handler().setStream(lines)  # the service's own JSON log stream

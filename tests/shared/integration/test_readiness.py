@@ -4,6 +4,7 @@ import httpx
 import pytest
 
 from scripts import infra as local_infra
+from shared.kafka_security import kafka_security
 from shared.service import ServiceSpec, create_app
 from shared.settings import load_settings
 from tests.support.kafka import eventually
@@ -20,8 +21,10 @@ async def test_readiness_follows_the_database(infra, tmp_path):
         url = f"postgresql://postgres@127.0.0.1:{port}/postgres"
         spec = ServiceSpec(name="evaluation", topic=f"tkm.readytest-{uuid.uuid4().hex[:8]}.v1",
                            routers=[router])
+        # a topic of the test's own: the admin creates it (the evaluation principal may not)
         app = create_app(spec, load_settings("evaluation", database_url=url,
-                                             kafka_bootstrap_servers=infra.kafka_bootstrap))
+                                             kafka_bootstrap_servers=infra.kafka_bootstrap),
+                         security=kafka_security(service="admin"))
         async with app.router.lifespan_context(app):
             client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
                                        base_url="http://svc")

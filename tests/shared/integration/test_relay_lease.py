@@ -17,7 +17,7 @@ from shared.consumer import EventConsumer
 from shared.eventstore import EventStore, migrate
 from shared.topics import ensure_topics
 from tests.support.databases import create_database
-from tests.support.kafka import eventually, read_topic
+from tests.support.kafka import eventually, kafka_client, read_topic
 from tests.support.sample import SAMPLE_TOPIC, AmountRecorded, on_amount
 
 pytestmark = pytest.mark.integration
@@ -161,7 +161,7 @@ async def test_a_relay_that_lost_the_lease_cannot_mark_rows_sent(infra, database
     relay = OutboxRelay(database_url, infra.kafka_bootstrap, "kerneltest")
     relay.holder, relay._token, relay._valid_until = "a", 7, time.monotonic() + 60
     producer = AIOKafkaProducer(bootstrap_servers=infra.kafka_bootstrap, acks="all",
-                                enable_idempotence=True)
+                                enable_idempotence=True, **kafka_client())
     await producer.start()
     try:
         assert await relay._relay_batch(conn, producer) == 0

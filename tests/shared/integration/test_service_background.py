@@ -4,6 +4,7 @@ import uuid
 import pytest
 
 import shared.service
+from shared.kafka_security import kafka_security
 from shared.service import ServiceContext, ServiceSpec, create_app
 from shared.settings import load_settings
 from tests.support.sample import router
@@ -30,8 +31,10 @@ async def test_background_jobs_run_with_the_service_and_stop_with_it(infra, data
 
     spec = ServiceSpec(name="evaluation", topic=f"tkm.bgtest-{uuid.uuid4().hex[:8]}.v1",
                        routers=[router], background=(polite, stubborn))
+    # a topic of the test's own: the admin creates it (the evaluation principal may not)
     app = create_app(spec, load_settings("evaluation", database_url=database_url,
-                                         kafka_bootstrap_servers=infra.kafka_bootstrap))
+                                         kafka_bootstrap_servers=infra.kafka_bootstrap),
+                     security=kafka_security(service="admin"))
     async with app.router.lifespan_context(app):
         for _ in range(100):
             if seen:

@@ -52,7 +52,7 @@ async def limited_groups(infra, **settings) -> AsyncIterator[httpx.AsyncClient]:
     database_url = await create_database(infra, "t_shed")
     spec = build_spec()
     spec = dataclasses.replace(spec, routers=[*spec.routers, slow_routes()],
-                               consumer_group=f"test-{uuid.uuid4().hex}")
+                               consumer_group=f"groups-test-{uuid.uuid4().hex}")
     app = create_app(spec, load_settings(
         "groups", database_url=database_url, kafka_bootstrap_servers=infra.kafka_bootstrap,
         **settings))

@@ -11,6 +11,7 @@ import uvicorn
 
 from scripts import infra as local_infra
 from shared.eventstore import migrate
+from shared.kafka_security import kafka_security
 from shared.service import ServiceSpec, create_app
 from shared.settings import load_settings
 from tests.support.kafka import eventually
@@ -37,8 +38,10 @@ async def test_status_says_healthy_and_names_what_is_down(infra, database_url):
     await conn.close()
     spec = ServiceSpec(name="recruitment", topic=f"tkm.statustest-{uuid.uuid4().hex[:8]}.v1",
                        routers=[router])
+    # a topic of the test's own: the admin creates it (the recruitment principal may not)
     app = create_app(spec, load_settings("recruitment", database_url=database_url,
-                                         kafka_bootstrap_servers=infra.kafka_bootstrap))
+                                         kafka_bootstrap_servers=infra.kafka_bootstrap),
+                     security=kafka_security(service="admin"))
     port, dead = local_infra.free_port(), local_infra.free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None,
                                            access_log=False, lifespan="on"))
