@@ -1,7 +1,8 @@
 """The one-shot init jobs of docker-compose.yml's secured Kafka (issue 12), and the secrets they use.
 
     python -m scripts.compose_init secrets [DIR]   on the host, before `docker compose up`: one
-        random password per Kafka principal in DIR (default ./secrets), kept if present
+        random password per Kafka principal and per Postgres role (the superuser's and each
+        service's, issue 14) in DIR (default ./secrets), kept if present
     python -m scripts.compose_init tls             service kafka-tls, before the broker starts
     python -m scripts.compose_init setup           service kafka-setup, once the broker is healthy
 
