@@ -67,8 +67,9 @@ async def test_a_50_mb_body_without_a_token_is_refused_at_once_while_healthz_ans
           f"{max(responses[-1]) * 1000:.1f} ms at most")
     for response in responses[:4]:
         refused_413(response)
-    assert elapsed < 1.0
-    assert max(responses[-1]) < 0.5
+    # bounds that hold on a loaded 2-core CI machine; before the limit this took 5-22 s
+    assert elapsed < 3.0
+    assert max(responses[-1]) < 1.5
 
 
 async def test_a_chunked_body_over_the_cap_is_refused_as_soon_as_it_passes_it(client):

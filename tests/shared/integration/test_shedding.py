@@ -85,9 +85,11 @@ async def test_beyond_the_in_flight_limit_requests_are_shed_at_once(infra):
             assert answer.headers["retry-after"] == "1"
             assert answer.json()["error"]["status"] == 503
         slowest_shed = max(s for _, s in shed)
-        assert slowest_shed < 0.6, slowest_shed  # the queue wait (0.2 s) plus scheduling
+        # the queue wait (0.2 s) plus scheduling; generous for a loaded CI machine, still far
+        # below the slow request a queued caller would otherwise wait for
+        assert slowest_shed < SLOW_S, slowest_shed
         assert max(s for _, s in answers) < SLOW_S + 1
-        assert (health.status_code, health_s < 0.5) == (200, True)
+        assert (health.status_code, health_s < 1.5) == (200, True)
 
         after = await client.get("/test/slow")
         assert after.status_code == 200
@@ -112,7 +114,7 @@ async def test_no_free_connection_in_time_is_a_quick_503(infra):
             if answer.status_code == 503:
                 assert answer.headers["retry-after"] == "1"
                 assert "busy" in answer.json()["error"]["reason"]
-                assert seconds < 1.0
+                assert seconds < 2.0
         # and the pool serves again once the holders are done
         assert (await client.get("/groups", headers=READER)).status_code == 200
         # work already admitted (a bulk request part-way) waits its turn instead
