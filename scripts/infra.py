@@ -645,6 +645,11 @@ def up(state: Path = DEFAULT_STATE, kafka_port: int | None = None,
     return endpoints, started
 
 
+def _port_variable(name: str, saved: Path, default: int) -> int:
+    value = os.environ.get(name)
+    return int(value) if value else (_saved_port(saved) or default)
+
+
 def _saved_port(path: Path) -> int | None:
     try:
         return int(path.read_text().strip().rsplit(":", 1)[1])
@@ -673,8 +678,11 @@ def main(argv: list[str]) -> int:
                   f"remove {state}, make infra-up. To keep plaintext without this message: "
                   "TKM_KAFKA_SECURITY=plaintext.", file=sys.stderr)
         t0 = time.monotonic()
-        endpoints, started = up(state, int(os.environ.get("TKM_KAFKA_PORT", "19092")),
-                                int(os.environ.get("TKM_POSTGRES_PORT", "15432")),
+        # a restart keeps the addresses the running services were given (a broker killed
+        # under a demo's services comes back where they look for it); the variables win
+        kafka_port = _port_variable("TKM_KAFKA_PORT", state / "kafka.bootstrap", 19092)
+        pg_port = _port_variable("TKM_POSTGRES_PORT", state / "postgres.url", 15432)
+        endpoints, started = up(state, kafka_port, pg_port,
                                 security=os.environ.get("TKM_KAFKA_SECURITY") or None)
         verb = f"started in {time.monotonic() - t0:.1f}s" if started else "already running"
         mode = kafka_security_of(state)
