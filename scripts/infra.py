@@ -107,10 +107,20 @@ def kafka_client_env(state: Path) -> dict[str, str]:
     return env
 
 
+_PORTS_GIVEN: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port free now and not handed out before by this process: the kernel may offer a port
+    again as soon as the probing socket closes, and two services given one port collide (seen:
+    recruitment and evaluation both on one port, evaluation never bound)."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _PORTS_GIVEN:
+            _PORTS_GIVEN.add(port)
+            return port
 
 
 def _port_open(port: int) -> bool:

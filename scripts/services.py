@@ -102,7 +102,8 @@ def _wait_ready(running: RunningServices, timeout: float) -> None:
                     raise ServiceStartError(f"{name} exited with {proc.returncode}:\n"
                                             + _tail(running.logs[name]))
                 try:
-                    if client.get(running.urls[name] + "/readyz").status_code == 200:
+                    answer = client.get(running.urls[name] + "/readyz")
+                    if answer.status_code == 200 and answer.json().get("service") == name:
                         pending.discard(name)
                 except httpx.HTTPError:
                     pass

@@ -386,6 +386,9 @@ class Readiness(BaseModel):
     status: str = "ok"
     degraded: list[str] = []
     consumer: dict[str, Any] | None = None
+    # who answers: a runner that gave two services one port would otherwise take one's answer
+    # for the other's
+    service: str | None = None
 
 
 class Health(BaseModel):
@@ -546,7 +549,8 @@ def _add_operations(app: FastAPI) -> None:
         status = ("degraded" if degraded or consumer["status"] != "ok" else "ok") if ready \
             else "not ready"
         return JSONResponse({"ready": ready, "status": status, "checks": checks,
-                             "degraded": degraded, "consumer": consumer},
+                             "degraded": degraded, "consumer": consumer,
+                             "service": ctx.spec.name if ctx is not None else None},
                             status_code=200 if ready else 503)
 
     @app.get("/metrics", tags=["operations"], response_class=PlainTextResponse)
