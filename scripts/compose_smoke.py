@@ -34,7 +34,6 @@ import threading
 import time
 import urllib.request
 from pathlib import Path
-from unittest import mock
 
 ROOT = Path(__file__).resolve().parent.parent
 CACHE = ROOT / ".cache" / "compose-standins"
@@ -290,29 +289,6 @@ def kafka_admin_client(env: dict) -> dict:
                           kafka_ca_file=str(ca)).client_kwargs()
 
 
-async def secured_topic_counts(bootstrap: str, client: dict) -> dict[str, int]:
-    """Events on each contract topic (the sum of its partitions' end offsets), as `client`."""
-    from aiokafka import AIOKafkaConsumer, TopicPartition
-    from aiokafka.admin import AIOKafkaAdminClient
-
-    from scripts.results import CONTRACT_TOPICS
-
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **client)
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, **client)
-    await admin.start()
-    await consumer.start()
-    try:
-        counts = {}
-        for described in await admin.describe_topics(list(CONTRACT_TOPICS)):
-            partitions = [TopicPartition(described["topic"], p["partition"])
-                          for p in described["partitions"]]
-            counts[described["topic"]] = sum((await consumer.end_offsets(partitions)).values())
-        return dict(sorted(counts.items()))
-    finally:
-        await consumer.stop()
-        await admin.close()
-
-
 async def programme_year(groups: int, seed: int, signing_key: str, client: dict,
                          bootstrap: str) -> bool:
     from rich.console import Console
@@ -332,10 +308,8 @@ async def programme_year(groups: int, seed: int, signing_key: str, client: dict,
         with progress_bar(console=console) as progress:
             sim = await Simulation(api, scenario, Options(), progress).execute()
         # the topics are read as admin over the EXTERNAL listener (SASL_SSL, the CA of the
-        # kafka-ca volume), whatever credentials results.collect would look for by itself
-        with mock.patch("scripts.results.topic_counts",
-                        lambda bootstrap, *_: secured_topic_counts(bootstrap, client)):
-            results = await collect(api, scenario.year, bootstrap)
+        # kafka-ca volume)
+        results = await collect(api, scenario.year, bootstrap, client)
     finally:
         await api.close()
     render(results, sim.phases, console)
