@@ -9,9 +9,10 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Path, Query, Request
 
-from services.groups import handlers, views
+from services.groups import bulk, handlers, views
 from services.groups import responses as R
 from services.groups.commands import (
+    AcceptLpjs,
     ApproveGroups,
     ChangeMembers,
     DissolveGroup,
@@ -23,7 +24,9 @@ from services.groups.commands import (
     RegisterGroup,
     RejectGroup,
     ReturnLpj,
+    ReturnLpjs,
     SubmitLpj,
+    SubmitLpjs,
 )
 from services.groups.config import Expo, ProgrammeConfig
 from services.groups.csv_import import CSV_LAYOUT
@@ -201,6 +204,30 @@ def build_router(config: ProgrammeConfig) -> APIRouter:
                                     lambda g: g.return_lpj(report_id, body.reason_code,
                                                            body.note))
         return {"group_id": group_id, "report_id": report_id, "status": "returned"}
+
+    @router.post("/lpj/submissions", response_model=R.BulkOutcome, tags=["accountability"])
+    async def submit_many_lpj(body: SubmitLpjs, ctx: Ctx, actor: Writer) -> dict[str, Any]:
+        """Submit many LPJs, each as `POST /groups/{group_id}/lpj` would (same rules, same
+        answer as `result`); one result per item, in order (status 201, or the error's status).
+        Items of one group are decided one after the other. At most `bulk.max_items` items."""
+        return {"results": await bulk.apply_in_batches(ctx, actor, config, body.items, 201,
+                                                       bulk.submitted)}
+
+    @router.post("/lpj/returns", response_model=R.BulkOutcome, tags=["accountability"])
+    async def return_many_lpj(body: ReturnLpjs, ctx: Ctx, actor: Writer) -> dict[str, Any]:
+        """Return many submitted LPJs to their groups, each as
+        `POST /groups/{group_id}/lpj/{report_id}/return` would; one result per item (status
+        200, or the error's status)."""
+        return {"results": await bulk.apply_in_batches(ctx, actor, config, body.items, 200,
+                                                       bulk.returned)}
+
+    @router.post("/lpj/acceptances", response_model=R.BulkOutcome, tags=["accountability"])
+    async def accept_many_lpj(body: AcceptLpjs, ctx: Ctx, actor: Writer) -> dict[str, Any]:
+        """Accept many submitted LPJs, each as
+        `POST /groups/{group_id}/lpj/{report_id}/acceptance` would; one result per item
+        (status 200, or the error's status)."""
+        return {"results": await bulk.apply_in_batches(ctx, actor, config, body.items, 200,
+                                                       bulk.accepted)}
 
     @router.post("/groups/{group_id}/bimtek",
                  response_model=R.GroupSummary, status_code=201, tags=["empowerment"])

@@ -84,6 +84,32 @@ class ReturnLpj(_Command):
     note: Note = None
 
 
+class LpjSubmission(SubmitLpj):
+    group_id: Ref
+
+
+class LpjReview(_Command):
+    group_id: Ref
+    report_id: Ref
+
+
+class LpjReturn(ReturnLpj):
+    group_id: Ref
+    report_id: Ref
+
+
+class SubmitLpjs(_Command):
+    items: list[LpjSubmission] = Field(min_length=1)
+
+
+class AcceptLpjs(_Command):
+    items: list[LpjReview] = Field(min_length=1)
+
+
+class ReturnLpjs(_Command):
+    items: list[LpjReturn] = Field(min_length=1)
+
+
 class RecordBimtek(_Command):
     subject: Text(200) = Field(examples=["Bimtek kelembagaan"])
     held_on: ProgrammeDate

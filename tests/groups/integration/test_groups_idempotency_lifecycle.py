@@ -88,6 +88,13 @@ async def test_every_groups_write_runs_once_under_one_key(groups):
     await twice("POST", "/groups/approvals", 200, json_body={"group_ids": many})
     await twice("POST", "/groups/fundings", 200,
                 json_body={"items": [{**funding(), "group_id": m} for m in many]})
+    submitted = (await twice("POST", "/lpj/submissions", 200, json_body={
+        "items": [{**lpj, "group_id": m} for m in many]}))["results"]
+    await twice("POST", "/lpj/returns", 200, json_body={"items": [
+        {"group_id": many[0], "report_id": submitted[0]["result"]["report_id"],
+         "reason_code": "evidence_missing"}]})
+    await twice("POST", "/lpj/acceptances", 200, json_body={"items": [
+        {"group_id": many[1], "report_id": submitted[1]["result"]["report_id"]}]})
     await twice("POST", "/groups/imports", 200,
                 csv=csv_file(csv_rows(f"Walk {uuid.uuid4().hex[:8]}")))
 
