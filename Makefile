@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
 .PHONY: install tools infra-up infra-down infra-status test test-unit fuzz demo lint clean \
-	compose-smoke lock backup restore
+	compose-smoke lock backup restore faults
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "Python 3.11 is needed ($(PYTHON))"; exit 1; }
@@ -40,6 +40,12 @@ test: install
 # derandomized examples each), longer: many examples and schemathesis' coverage phase.
 fuzz: install
 	TKM_FUZZ_EXAMPLES=$${TKM_FUZZ_EXAMPLES:-60} $(PY) -m pytest -q tests/fuzz
+
+# The fault suite (scripts/faults.py, docs/operations.md "Fault suite"): its own Kafka and
+# Postgres, the services, a seeded workload, kill -9 / SIGSTOP faults, conservation checks.
+# FAULTS_ARGS="--brokers 3 --instances 2 --seed 7"; its short variant runs in `make test`.
+faults: install
+	$(PY) -m scripts.faults $(FAULTS_ARGS)
 
 test-unit: install
 	$(PY) -m pytest -q -m "not integration"

@@ -155,5 +155,23 @@ def status(service: list[str] | None = typer.Option(
     raise typer.Exit(code)
 
 
+@app.command()
+def faults(seed: int = typer.Option(2023, help="same seed, same faults and workload"),
+           brokers: int = typer.Option(1, min=1, max=3, help="1, or a 3-broker cluster"),
+           instances: int = typer.Option(1, min=1, max=2, help="instances per service"),
+           short: bool = typer.Option(False, help="the variant of `make test`"),
+           json_out: Path | None = typer.Option(None, "--json", help="write results here")
+           ) -> None:
+    """The fault suite (`make faults`): its own infrastructure and services, a seeded workload,
+    kill -9 / SIGSTOP faults, then the conservation checks (docs/operations.md "Fault suite").
+    Exit codes: 0 every check passed, 1 a check failed, 2 the set-up failed."""
+    from scripts.faults import main
+
+    args = ["--seed", str(seed), "--brokers", str(brokers), "--instances", str(instances)]
+    args += ["--short"] if short else []
+    args += ["--json", str(json_out)] if json_out else []
+    raise typer.Exit(main(args))
+
+
 if __name__ == "__main__":
     app()
