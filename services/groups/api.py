@@ -165,7 +165,8 @@ def build_router(config: ProgrammeConfig) -> APIRouter:
     async def approve_many(body: ApproveGroups, ctx: Ctx,
                            actor: Writer) -> dict[str, Any]:
         """Approve many groups; one result per id (status 200, or the error's status)."""
-        return {"results": await handlers.approve_groups(ctx, body.group_ids, actor, config)}
+        return {"results": await bulk.apply_in_batches(
+            ctx, actor, config, [bulk.Target(g) for g in body.group_ids], 200, bulk.approved)}
 
     @router.post("/groups/{group_id}/funding",
                  response_model=R.Funded, status_code=201, tags=["funding"])
@@ -179,7 +180,8 @@ def build_router(config: ProgrammeConfig) -> APIRouter:
     async def fund_many(body: FundGroups, ctx: Ctx,
                         actor: Ministry) -> dict[str, Any]:
         """Fund many groups; one result per item (status 201, or the error's status)."""
-        return {"results": await handlers.fund_groups(ctx, body.items, actor, config)}
+        return {"results": await bulk.apply_in_batches(ctx, actor, config, body.items, 201,
+                                                       bulk.funding(config))}
 
     @router.post("/groups/{group_id}/lpj",
                  response_model=R.LpjSubmitted, status_code=201, tags=["accountability"])

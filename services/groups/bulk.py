@@ -16,11 +16,20 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from services.groups.config import ProgrammeConfig
 from services.groups.domain import Group, stream_id
-from services.groups.handlers import _all_settled, _failure, _item, act_on_group
+from services.groups.handlers import (
+    _all_settled,
+    _failure,
+    _item,
+    act_on_group,
+    funded,
+    latest_local_date,
+    summary,
+)
 from shared.aggregate import UnitOfWork
 from shared.auth import Actor
 from shared.errors import DomainError, NotFoundError
@@ -119,6 +128,34 @@ def _unavailable(group_id: str, written: str, *, tried: bool = True) -> dict[str
         reason = "the database was unavailable: this item was not written"
     return {"group_id": group_id, "status": 503, "written": written,
             "error": {"status": 503, "field": None, "reason": reason}}
+
+
+@dataclass(frozen=True)
+class Target:
+    """An item that names its group only (an approval)."""
+
+    group_id: str
+
+
+# ---- approval and funding ---------------------------------------------------------------------
+
+def approved(group: Group, item: Any) -> dict[str, Any]:
+    """POST /groups/{id}/approval for one item."""
+    group.approve()
+    return summary(group)
+
+
+def funding(config: ProgrammeConfig) -> Act:
+    """POST /groups/{id}/funding for one item: `today` read once for the request."""
+    today = latest_local_date()
+
+    def fund(group: Group, item: Any) -> dict[str, Any]:
+        event = group.fund(tranche=item.tranche, amount=item.amount,
+                           disbursed_on=item.disbursed_on, budget_year=item.budget_year,
+                           config=config, today=today)
+        return funded(group, event, config)
+
+    return fund
 
 
 # ---- accountability reports (LPJ) -------------------------------------------------------------

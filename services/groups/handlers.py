@@ -13,7 +13,6 @@ from services.groups import views
 from services.groups.commands import (
     ChangeMembers,
     FundGroup,
-    FundItem,
     MemberIn,
     RegisterGroup,
     SubmitLpj,
@@ -31,6 +30,7 @@ from services.groups.domain import (
 from services.groups.projections import MembershipTakenError
 from shared.aggregate import UnitOfWork
 from shared.auth import Actor
+from shared.contracts.groups import GroupFunded
 from shared.envelope import utcnow
 from shared.errors import ConflictError, DomainError, NotFoundError
 from shared.idempotency import commit_watch
@@ -139,6 +139,11 @@ async def fund_group(ctx: ServiceContext, group_id: str, cmd: FundGroup, actor: 
     group, event = await act_on_group(ctx, actor, group_id, lambda g: g.fund(
         tranche=cmd.tranche, amount=cmd.amount, disbursed_on=cmd.disbursed_on,
         budget_year=cmd.budget_year, config=config, today=latest_local_date()))
+    return funded(group, event, config)
+
+
+def funded(group: Group, event: GroupFunded, config: ProgrammeConfig) -> dict[str, Any]:
+    """What a funding answers: the group, the tranche and its planned split."""
     split = config.funding
     return {**summary(group), "tranche": event.tranche, "amount": event.amount,
             "lpj_due_on": event.lpj_due_on.isoformat(),
@@ -192,48 +197,6 @@ def _all_settled(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "(retry the items not written)", results=results,
             written=sum(r["status"] < 300 for r in results))
     return results
-
-
-async def _each(items: list[Any], key: Callable[[Any], str], config: ProgrammeConfig,
-                run: Callable[[Any], Awaitable[dict[str, Any]]]) -> list[dict[str, Any]]:
-    """Results in the order of `items`. Items of one group run in their order (tranche 2 after
-    tranche 1), different groups side by side."""
-    if len(items) > config.bulk.max_items:
-        raise DomainError(f"at most {config.bulk.max_items} items a request", field="items")
-    chains: dict[str, list[int]] = {}
-    for i, item in enumerate(items):
-        chains.setdefault(key(item), []).append(i)
-    results: list[dict[str, Any]] = [{} for _ in items]
-    gate = asyncio.Semaphore(config.bulk.concurrency)
-
-    async def chain(indices: list[int]) -> None:
-        for i in indices:
-            async with gate:
-                results[i] = await run(items[i])
-
-    await asyncio.gather(*(chain(indices) for indices in chains.values()))
-    return results
-
-
-async def approve_groups(ctx: ServiceContext, group_ids: list[str], actor: Actor,
-                         config: ProgrammeConfig) -> list[dict[str, Any]]:
-    async def approve(group_id: str) -> dict[str, Any]:
-        group, _ = await act_on_group(ctx, actor, group_id, lambda g: g.approve())
-        return summary(group)
-
-    async def run(group_id: str) -> dict[str, Any]:
-        return await _item(group_id, 200, lambda: approve(group_id))
-
-    return _all_settled(await _each(group_ids, lambda group_id: group_id, config, run))
-
-
-async def fund_groups(ctx: ServiceContext, items: list[FundItem], actor: Actor,
-                      config: ProgrammeConfig) -> list[dict[str, Any]]:
-    async def run(item: FundItem) -> dict[str, Any]:
-        return await _item(item.group_id, 201,
-                           lambda: fund_group(ctx, item.group_id, item, actor, config))
-
-    return _all_settled(await _each(items, lambda item: item.group_id, config, run))
 
 
 async def import_groups_csv(ctx: ServiceContext, raw: bytes | BinaryIO, actor: Actor,

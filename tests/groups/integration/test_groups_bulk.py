@@ -14,6 +14,7 @@ import asyncpg
 import httpx
 import pytest
 
+from services.groups import bulk as batched
 from services.groups.app import build_spec
 from shared.service import create_app
 from shared.settings import load_settings
@@ -122,7 +123,9 @@ async def groups_behind(proxy: CuttableProxy, database_url: str, kafka: str,
             yield client
 
 
-async def test_bulk_fundings_during_an_outage_say_what_was_written(infra):
+async def test_bulk_fundings_during_an_outage_say_what_was_written(infra, monkeypatch):
+    # three groups a transaction: the first three items commit together, the fourth alone
+    monkeypatch.setattr(batched, "GROUPS_PER_TRANSACTION", 3)
     database_url = await create_database(infra, "t_groups_outage")
     proxy = CuttableProxy.to(database_url)
     await proxy.start()
@@ -131,8 +134,8 @@ async def test_bulk_fundings_during_an_outage_say_what_was_written(infra):
         async with groups_behind(proxy, database_url, infra.kafka_bootstrap) as client:
             ids = await approved(client, 4)
             stuck = ids[-1]
-            # the last item waits on its group's lock (as behind a slow writer) while the
-            # others commit; then the database goes away under it
+            # the last item's transaction waits on its group's lock (as behind a slow writer)
+            # once the others committed; then the database goes away under it
             lock = held.transaction()
             await lock.start()
             await held.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
