@@ -20,6 +20,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 from pydantic import ValidationError
@@ -96,7 +97,46 @@ CREATE TABLE IF NOT EXISTS relay_lease (
     expires_at timestamptz NOT NULL DEFAULT '-infinity'
 );
 """
+# an aggregate's state at a version, so that loading it reads only the events after that
+# version (shared.aggregate: aggregates with `snapshot_every`); `kind` names the aggregate class
+# and the shape of its state, `event_id` the event at `version`: a snapshot whose kind or event
+# does not match the stream is never used
+KERNEL_SCHEMA_5 = """
+CREATE TABLE IF NOT EXISTS snapshots (
+    stream_id text PRIMARY KEY,
+    kind text NOT NULL,
+    version integer NOT NULL,
+    event_id uuid NOT NULL,
+    state jsonb NOT NULL,
+    taken_at timestamptz NOT NULL DEFAULT now()
+);
+"""
 OUTBOX_CHANNEL = "tkm_outbox"
+
+
+_APPEND_SQL = """
+WITH stale AS MATERIALIZED (
+    SELECT s, actual FROM (
+        SELECT x.s, x.v, coalesce((SELECT max(stream_version) FROM events
+                                   WHERE stream_id = x.s), 0) AS actual
+        FROM unnest($11::text[], $12::int[]) AS x(s, v)) AS c
+    WHERE actual <> v LIMIT 1),
+ev AS (
+    INSERT INTO events (event_id, stream_id, stream_version, event_type, schema_version,
+                        occurred_at, correlation_id, causation_id, actor, payload)
+    SELECT e, s, v, t, sv, $6, $7, $8, $9, p
+    FROM unnest($1::uuid[], $2::text[], $3::int[], $4::text[], $5::int[], $10::jsonb[])
+         WITH ORDINALITY AS u(e, s, v, t, sv, p, n)
+    WHERE NOT EXISTS (SELECT 1 FROM stale) ORDER BY n),
+ob AS (
+    INSERT INTO outbox (topic, message_key, event_id, value)
+    SELECT t, k, e, v FROM unnest($13::text[], $14::text[], $15::uuid[], $16::bytea[])
+         WITH ORDINALITY AS u(t, k, e, v, n)
+    WHERE NOT EXISTS (SELECT 1 FROM stale) ORDER BY n)
+SELECT (SELECT s FROM stale) AS stale, (SELECT actual FROM stale) AS actual,
+       CASE WHEN cardinality($13::text[]) > 0 AND NOT EXISTS (SELECT 1 FROM stale)
+            THEN pg_notify($17, '') END
+"""
 
 
 class ConcurrencyError(Exception):
@@ -105,6 +145,47 @@ class ConcurrencyError(Exception):
     def __init__(self, stream_id: str, expected: int, actual: int | None = None):
         super().__init__(f"stream {stream_id} is not at version {expected} (now {actual})")
         self.stream_id, self.expected, self.actual = stream_id, expected, actual
+
+
+@dataclass
+class History:
+    """A stream as its aggregate loads it: the snapshot's state it starts from (None: the
+    stream's beginning) and the events after it; `version` and `last_event_id` are the
+    stream's last."""
+
+    events: list[Event]
+    version: int
+    snapshot: Any = None
+    snapshot_version: int = 0
+    last_event_id: uuid.UUID | None = None
+
+
+# one statement: the optional try-lock ($3), the snapshot of kind $2 whose event is still the
+# stream's event at its version, and the events after it (part 0: a row saying the lock was
+# taken by another transaction)
+_HISTORY_SQL = """
+WITH l AS MATERIALIZED (
+    SELECT CASE WHEN $3::text IS NULL THEN true
+                ELSE pg_try_advisory_xact_lock(hashtextextended($3::text, 0)) END AS locked),
+s AS MATERIALIZED (
+    SELECT n.stream_id, n.version, n.event_id, n.state FROM snapshots n
+    WHERE n.stream_id = ANY($1::text[]) AND n.kind = $2::text AND (SELECT locked FROM l)
+      AND EXISTS (SELECT 1 FROM events e WHERE e.stream_id = n.stream_id
+                  AND e.stream_version = n.version AND e.event_id = n.event_id))
+SELECT 0 AS part, NULL::text AS stream_id, NULL::int AS stream_version,
+       NULL::text AS event_type, NULL::int AS schema_version, NULL::text AS payload,
+       NULL::uuid AS event_id
+WHERE NOT (SELECT locked FROM l)
+UNION ALL
+SELECT 1, stream_id, version, NULL, NULL, state::text, event_id FROM s
+UNION ALL
+SELECT 2, e.stream_id, e.stream_version, e.event_type, e.schema_version, e.payload::text,
+       e.event_id
+FROM events e LEFT JOIN s ON s.stream_id = e.stream_id
+WHERE e.stream_id = ANY($1::text[]) AND (SELECT locked FROM l)
+  AND e.stream_version > coalesce(s.version, 0)
+ORDER BY part, stream_id, stream_version
+"""
 
 
 @dataclass(frozen=True)
@@ -128,6 +209,7 @@ async def migrate(conn: asyncpg.Connection, component: str, migrations: Path | N
                  ("kernel", 2, "outbox rows the broker refuses", KERNEL_SCHEMA_2),
                  ("kernel", 3, "indexes for pruning outbox and inbox", KERNEL_SCHEMA_3),
                  ("kernel", 4, "outbox relay lease", KERNEL_SCHEMA_4),
+                 ("kernel", 5, "aggregate snapshots", KERNEL_SCHEMA_5),
                  ("idempotency", 1, "Idempotency-Key claims and answers", IDEMPOTENCY_SCHEMA)]
         for path in sorted(migrations.glob("*.sql")) if migrations else []:
             number = int(path.name.split("_", 1)[0])
@@ -174,10 +256,6 @@ class EventStore:
             return []
         if len({s for s, _, _ in items}) != len(items):
             raise ValueError("a stream appears twice in one append")
-        actual = await self.stream_versions(conn, [s for s, _, _ in items])
-        for stream_id, expected, _ in items:
-            if actual.get(stream_id, 0) != expected:
-                raise ConcurrencyError(stream_id, expected, actual.get(stream_id, 0))
         now = utcnow()
         pairs = [
             (Envelope(event_id=uuid.uuid4(), event_type=e.event_type,
@@ -189,34 +267,29 @@ class EventStore:
             for i, e in enumerate(events, start=1)
         ]
         envelopes = [v for v, _ in pairs]
+        published = [(e.topic, v) for v, e in pairs if e.topic]
         try:
-            # WITH ORDINALITY: positions (and outbox ids below) follow the order given
-            await conn.execute(
-                "INSERT INTO events (event_id, stream_id, stream_version, event_type, "
-                "schema_version, occurred_at, correlation_id, causation_id, actor, payload) "
-                "SELECT e, s, v, t, sv, o, c, ca, a, p FROM unnest($1::uuid[], $2::text[], "
-                "$3::int[], $4::text[], $5::int[], $6::timestamptz[], $7::uuid[], $8::uuid[], "
-                "$9::text[], $10::jsonb[]) WITH ORDINALITY AS u(e, s, v, t, sv, o, c, ca, a, p, n) "
-                "ORDER BY n",
+            # one statement: the version check, the events, their outbox rows and the relay's
+            # wake-up (a stale stream writes nothing: the rows are inserted only when every
+            # stream is at its expected version; a writer racing past the check is stopped by
+            # the unique (stream_id, stream_version) key)
+            found = await conn.fetchrow(
+                _APPEND_SQL,
                 [v.event_id for v in envelopes], [v.stream_id for v in envelopes],
                 [v.stream_version for v in envelopes], [v.event_type for v in envelopes],
-                [v.schema_version for v in envelopes], [now] * len(envelopes),
-                [correlation_id] * len(envelopes), [causation_id] * len(envelopes),
-                [actor] * len(envelopes), [json.dumps(v.payload) for v in envelopes])
+                [v.schema_version for v in envelopes], now, correlation_id, causation_id,
+                actor, [json.dumps(v.payload, separators=(",", ":")) for v in envelopes],
+                [s for s, _, _ in items], [x for _, x, _ in items],
+                [t for t, _ in published], [v.stream_id for _, v in published],
+                [v.event_id for _, v in published], [encode(v) for _, v in published],
+                OUTBOX_CHANNEL)
         except asyncpg.UniqueViolationError as exc:
             # a writer that did not hold the stream lock committed first: the key decided
             stream_id, expected, _ = _raced(exc, items)
             raise ConcurrencyError(stream_id, expected) from exc
-        published = [(e.topic, v) for v, e in pairs if e.topic]
-        if published:
-            # the notify rides in the same statement: one round trip for the relay's wake-up
-            await conn.execute(
-                "WITH o AS (INSERT INTO outbox (topic, message_key, event_id, value) "
-                "SELECT t, k, e, v FROM unnest($1::text[], $2::text[], $3::uuid[], $4::bytea[]) "
-                "WITH ORDINALITY AS u(t, k, e, v, n) ORDER BY n) SELECT pg_notify($5, '')",
-                [t for t, _ in published], [v.stream_id for _, v in published],
-                [v.event_id for _, v in published], [encode(v) for _, v in published],
-                OUTBOX_CHANNEL)
+        if found["stale"] is not None:
+            expected = next(x for s, x, _ in items if s == found["stale"])
+            raise ConcurrencyError(found["stale"], expected, found["actual"])
         return envelopes
 
     async def stream_versions(self, conn: asyncpg.Connection,
@@ -232,14 +305,50 @@ class EventStore:
         """The typed events of each non-empty stream among `stream_ids`, in version order and
         upcast to their current schema version, in one query. Raises ContractError for a stored
         event no registered model accepts."""
-        rows = await conn.fetch(
-            "SELECT stream_id, event_type, schema_version, payload FROM events "
-            "WHERE stream_id = ANY($1::text[]) ORDER BY stream_id, stream_version",
-            list(stream_ids))
-        history: dict[str, list[Event]] = {}
+        histories = await self.read_histories(conn, stream_ids)
+        assert histories is not None
+        return {s: h.events for s, h in histories.items()}
+
+    async def read_histories(self, conn: asyncpg.Connection, stream_ids: Sequence[str], *,
+                             snapshot_kind: str | None = None,
+                             try_lock: str | None = None) -> dict[str, History] | None:
+        """Each non-empty stream among `stream_ids` as its aggregate needs it, in one query:
+        the latest snapshot of `snapshot_kind` (when there is one whose event is still the
+        stream's event at its version) and the typed events after it, in version order.
+        `try_lock`: a stream whose writer's lock (`shared.aggregate.lock_stream`) is taken in
+        the same statement without waiting; None is returned when another transaction holds it
+        (the caller then waits for the lock and reads again)."""
+        rows = await conn.fetch(_HISTORY_SQL, list(stream_ids), snapshot_kind, try_lock)
+        if rows and rows[0]["part"] == 0:
+            return None
+        histories: dict[str, History] = {}
         for row in rows:
-            history.setdefault(row["stream_id"], []).append(event_from_row(row))
-        return history
+            history = histories.get(row["stream_id"])
+            if history is None:
+                history = histories[row["stream_id"]] = History([], 0)
+            if row["part"] == 1:
+                history.snapshot = json.loads(row["payload"])
+                history.snapshot_version = row["stream_version"]
+            else:
+                history.events.append(event_from_row(row))
+            history.version, history.last_event_id = row["stream_version"], row["event_id"]
+        return histories
+
+    async def save_snapshots(self, conn: asyncpg.Connection, kind: str,
+                             snapshots: Sequence[tuple[str, int, uuid.UUID, Any]]) -> None:
+        """Store (stream id, version, id of the event at that version, JSON state) for each
+        stream, replacing an older snapshot, in one statement."""
+        if snapshots:
+            await conn.execute(
+                "INSERT INTO snapshots AS n (stream_id, kind, version, event_id, state) "
+                "SELECT s, $1, v, e, st FROM unnest($2::text[], $3::int[], $4::uuid[], "
+                "$5::jsonb[]) AS u(s, v, e, st) ON CONFLICT (stream_id) DO UPDATE SET "
+                "kind = excluded.kind, version = excluded.version, event_id = excluded.event_id, "
+                "state = excluded.state, taken_at = now() "
+                "WHERE n.version < excluded.version OR n.kind <> excluded.kind",
+                kind, [s for s, _, _, _ in snapshots], [v for _, v, _, _ in snapshots],
+                [e for _, _, e, _ in snapshots],
+                [json.dumps(st, separators=(",", ":")) for _, _, _, st in snapshots])
 
     async def read_stream(self, conn: asyncpg.Connection, stream_id: str) -> list[tuple[Envelope, Event]]:
         rows = await conn.fetch("SELECT * FROM events WHERE stream_id = $1 ORDER BY stream_version",

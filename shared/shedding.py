@@ -136,6 +136,31 @@ def patient() -> Iterator[None]:
         _patient.reset(token)
 
 
+class Connection(asyncpg.Connection):
+    """A pooled connection that may be handed back without the pool's reset query (advisory
+    unlock, CLOSE ALL, UNLISTEN, RESET ALL: one more statement) when its user says it changed
+    nothing beyond its transaction (`shared.aggregate.run_command`)."""
+
+    __slots__ = ("_transaction_only",)
+
+    def transaction_only(self) -> None:
+        """What this session did since it was acquired ended with its transaction."""
+        self._transaction_only = True
+
+    def take_transaction_only(self) -> bool:
+        clean, self._transaction_only = getattr(self, "_transaction_only", False), False
+        return clean
+
+
+async def _reset(conn: asyncpg.Connection) -> None:
+    # the pool has rolled back any open transaction already
+    if isinstance(conn, Connection) and conn.take_transaction_only():
+        return
+    query = conn.get_reset_query()
+    if query:
+        await conn.execute(query)
+
+
 class BoundedPool(asyncpg.Pool):
     __slots__ = ("_acquire_timeout", "_patient_timeout")
 
@@ -160,12 +185,13 @@ class BoundedPool(asyncpg.Pool):
 async def create_pool(dsn: str, *, min_size: int, max_size: int, acquire_timeout: float,
                       patient_timeout: float = 60.0) -> asyncpg.Pool:
     """`asyncpg.create_pool` with its defaults, whose `acquire()` waits at most
-    `acquire_timeout` seconds (then DatabaseBusyError), `patient_timeout` in `patient()`."""
+    `acquire_timeout` seconds (then DatabaseBusyError), `patient_timeout` in `patient()`, and
+    which skips the reset query for a connection marked `transaction_only()`."""
     return await BoundedPool(
         dsn, acquire_timeout=acquire_timeout, patient_timeout=patient_timeout,
         min_size=min_size, max_size=max_size,
         max_queries=50000, max_inactive_connection_lifetime=300.0, loop=None,
-        connection_class=asyncpg.Connection, record_class=asyncpg.Record)
+        connection_class=Connection, record_class=asyncpg.Record, reset=_reset)
 
 
 def install(app: FastAPI, *, service: str, limit: int, queue_wait_s: float) -> None:

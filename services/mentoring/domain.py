@@ -121,6 +121,11 @@ class Stint:
 
 
 class GroupMentoring(Aggregate):
+    # a group's history grows by a report (and its problems) every month: loads start from a
+    # snapshot (shared.aggregate); the kind changes with the shape below or the reports' schema
+    snapshot_every = 12
+    snapshot_kind = f"1:{ReportFiled.schema_version}:{ReportAmended.schema_version}"
+
     def __init__(self, stream_id: str):
         super().__init__(stream_id)
         self.group_id = stream_id.removeprefix("group-")
@@ -155,6 +160,22 @@ class GroupMentoring(Aggregate):
                 self.overdue.add(event.period)
             case _:
                 raise TypeError(f"GroupMentoring cannot apply {event.event_type}")
+
+    def snapshot_state(self) -> dict:
+        return {"stints": [[s.tks_id, s.start.isoformat(), s.end and s.end.isoformat()]
+                           for s in self.stints],
+                # each report as its JSON text: validated as the stored event would be
+                "reports": [[r.event_type, r.model_dump_json()] for r in self.reports.values()],
+                "problems": self.problems, "overdue": sorted(self.overdue)}
+
+    def restore(self, state: dict) -> None:
+        kinds = {ReportFiled.event_type: ReportFiled, ReportAmended.event_type: ReportAmended}
+        self.stints = [Stint(tks, date.fromisoformat(start), end and date.fromisoformat(end))
+                       for tks, start, end in state["stints"]]
+        self.reports = {r.period: r for r in (kinds[kind].model_validate_json(payload)
+                                              for kind, payload in state["reports"])}
+        self.problems = dict(state["problems"])
+        self.overdue = set(state["overdue"])
 
     def assign(self, group: FundedGroup, mentor: Mentor | None, on: date,
                rules: AssignmentRules) -> None:

@@ -32,6 +32,7 @@ async def test_migrations_apply_once(database_url, tmp_path):
                          "kernel:outbox rows the broker refuses",
                          "kernel:indexes for pruning outbox and inbox",
                          "kernel:outbox relay lease",
+                         "kernel:aggregate snapshots",
                          "idempotency:Idempotency-Key claims and answers", "svc:001_things"]
         assert second == []
     finally:
