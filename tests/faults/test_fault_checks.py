@@ -99,5 +99,7 @@ def test_cross_counts_rebuild_dlq_settled_and_workload():
     assert not check_settled({"groups": {**zero, "ready": False}}).passed
 
     assert check_workload(None, [], 0).passed
+    lost = check_workload(None, [], 2, "stopped after ['recruitment'] by a lost answer")
+    assert lost.passed and "lost answer" in lost.figures and "(409, applied once): 2" in lost.figures
     assert not check_workload("SimulationError: refused", [], 0).passed
     assert not check_workload(None, ["POST /groups/fundings -> 422"], 0).passed
