@@ -22,6 +22,7 @@ from typing import Any
 from services.groups.config import ProgrammeConfig
 from services.groups.domain import Group, stream_id
 from services.groups.handlers import (
+    GROUPS_PER_TRANSACTION,
     _all_settled,
     _failure,
     _item,
@@ -39,8 +40,6 @@ from shared.shedding import DATABASE_UNAVAILABLE, patient
 
 log = logging.getLogger("tkm.groups")
 
-# groups written in one transaction: each holds a slot of the server's lock table until commit
-GROUPS_PER_TRANSACTION = 250
 
 
 Act = Callable[[Group, Any], dict[str, Any]]

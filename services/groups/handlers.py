@@ -39,6 +39,9 @@ from shared.service import ServiceContext
 from shared.shedding import DATABASE_UNAVAILABLE, ServiceUnavailableError, patient
 
 log = logging.getLogger("tkm.groups")
+# groups written in one transaction by a bulk request: each holds a slot of the server's lock
+# table until commit
+GROUPS_PER_TRANSACTION = 250
 
 
 class GroupExistsError(ConflictError):
@@ -233,14 +236,68 @@ async def import_groups_csv(ctx: ServiceContext, raw: bytes | BinaryIO, actor: A
                            "internal error: this group was not registered")
         return "refused" if draft.errors else "registered"
 
-    outcomes = dict(zip((id(g) for g in ready),
-                        await asyncio.gather(*(register(g) for g in ready)), strict=True))
+    async def register_batch(batch: list[GroupDraft]) -> list[str]:
+        """The batch's groups in one transaction; if any fails for another reason than its own
+        rules (a member already in another group, a fault of ours), one by one as above."""
+        with commit_watch() as watch, patient():
+            try:
+                async with gate:
+                    outcomes, refusals = await ctx.command(
+                        lambda uow: _register_many(uow, batch, actor, config, on), actor)
+            except DATABASE_UNAVAILABLE as exc:
+                log.warning("CSV import of %d groups: database unavailable: %r", len(batch), exc)
+                return ["unknown" if watch.reached_commit else "not_written"] * len(batch)
+            except Exception as exc:  # noqa: BLE001 - rolled back: each group on its own
+                log.info("CSV import batch of %d groups rolled back (%r): one by one",
+                         len(batch), exc)
+                return list(await asyncio.gather(*(register(g) for g in batch)))
+        for draft, refusal in zip(batch, refusals, strict=True):
+            if refusal is not None:
+                draft.fail(draft.first_row, refusal.field or "group_name", refusal.reason)
+        return outcomes
+
+    # groups registered set-based, up to GROUPS_PER_TRANSACTION a transaction
+    batches = [ready[i:i + GROUPS_PER_TRANSACTION]
+               for i in range(0, len(ready), GROUPS_PER_TRANSACTION)]
+    said = [o for batch in await asyncio.gather(*(register_batch(b) for b in batches))
+            for o in batch]
+    outcomes = dict(zip((id(g) for g in ready), said, strict=True))
     report = _import_report(parsed, outcomes)
     if report["not_written"] or report["unknown"]:
         raise ServiceUnavailableError(
             "the database became unavailable part-way; `results` tells which groups were "
             "registered (send the others again)", **report)
     return report
+
+
+async def _register_many(uow: UnitOfWork, drafts: list[GroupDraft], actor: Actor,
+                         config: ProgrammeConfig, on: date,
+                         ) -> tuple[list[str], list[DomainError | None]]:
+    """`_register` for many groups, set-based: an outcome per draft (registered,
+    already_registered, refused) and the error of each refused one. The membership rule is
+    checked as the events are saved: a person taken raises MembershipTakenError (all rolled
+    back)."""
+    existing = await uow.load_many(Group, [stream_id(d.header.group_id) for d in drafts])
+    outcomes: list[str] = []
+    refusals: list[DomainError | None] = []
+    new: dict[str, Group] = {}
+    for draft in drafts:
+        header, refusal = draft.header, None
+        try:
+            actor.ensure_province(header.province_code)
+            if stream_id(header.group_id) in existing or header.group_id in new:
+                outcomes.append("already_registered")
+                refusals.append(None)
+                continue
+            new[header.group_id] = Group.register(header, draft.members,
+                                                  external_ref=draft.external_ref,
+                                                  config=config, today=on)
+        except DomainError as exc:
+            refusal = exc
+        outcomes.append("refused" if refusal else "registered")
+        refusals.append(refusal)
+    await uow.save_many(new.values())
+    return outcomes, refusals
 
 
 def _import_report(parsed: ParsedFile, outcomes: dict[int, str]) -> dict[str, Any]:
