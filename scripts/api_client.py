@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import httpx
 
+from scripts.balancer import RoundRobinTransport, balanced_urls
 from shared.auth import Role, mint_token
 from shared.settings import DEV_SIGNING_KEY
 
@@ -22,15 +24,24 @@ class Api:
     """Calls one of the services by name. Connection failures, 5xx answers and a retry that
     finds its first attempt still running are retried a few times; every command carries one
     Idempotency-Key for all its attempts, so a retry never applies it twice. 4xx raise
-    ApiError."""
+    ApiError.
 
-    def __init__(self, urls: dict[str, str], *, signing_key: str = DEV_SIGNING_KEY,
-                 concurrency: int = 8, timeout: float = 120):
-        self.urls = urls
+    `urls`: a service's base URL, or the list of its instances' (`RunningServices.
+    instance_urls`): then its requests go round-robin over them (scripts.balancer), a command
+    that cannot reach one going to the next under the same key."""
+
+    def __init__(self, urls: Mapping[str, str | Sequence[str]], *,
+                 signing_key: str = DEV_SIGNING_KEY, concurrency: int = 8, timeout: float = 120):
+        several = {name: list(u) for name, u in urls.items() if not isinstance(u, str)}
+        self.urls = {name: u for name, u in urls.items() if isinstance(u, str)}
+        self.urls.update(balanced_urls(several))
         token = mint_token(signing_key, "programme-simulator", Role.ADMIN)
+        limits = httpx.Limits(max_connections=concurrency * 4)
+        self.transport = (RoundRobinTransport(several, transport=httpx.AsyncHTTPTransport(
+            limits=limits)) if several else None)
         self.client = httpx.AsyncClient(
-            headers={"Authorization": f"Bearer {token}"}, timeout=timeout,
-            limits=httpx.Limits(max_connections=concurrency * 4))
+            headers={"Authorization": f"Bearer {token}"}, timeout=timeout, limits=limits,
+            transport=self.transport)
         self.gate = asyncio.Semaphore(concurrency)
         self.calls = 0
 
