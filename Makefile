@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install tools infra-up infra-down infra-status test test-unit fuzz demo lint clean \
+.PHONY: install tools infra-up infra-down infra-status test test-unit fuzz demo lint clean bench \
 	compose-smoke lock backup restore faults
 
 $(STAMP): pyproject.toml
@@ -17,9 +17,11 @@ $(STAMP): pyproject.toml
 	$(PY) -c "from scripts.infra import ensure_kafka_jars; ensure_kafka_jars()"
 	touch $(STAMP)
 
-# tools the suite needs beyond Python: promtool checks ops/prometheus (Debian's prometheus)
+# tools the suite needs beyond Python: promtool checks ops/prometheus (Debian's prometheus);
+# wrk, the compiled HTTP load generator of `make bench` (Debian's wrk)
 tools:
 	@command -v promtool >/dev/null || sh scripts/install_promtool.sh
+	@command -v wrk >/dev/null || sh scripts/install_wrk.sh
 
 install: $(STAMP) tools
 
@@ -46,6 +48,12 @@ fuzz: install
 # FAULTS_ARGS="--brokers 3 --instances 2 --seed 7"; its short variant runs in `make test`.
 faults: install
 	$(PY) -m scripts.faults $(FAULTS_ARGS)
+
+# every path of issue 16 beside its ceiling and the eventsourcing peer, in one run against a
+# Kafka and Postgres of its own: bench/results/<date>.json and .md (bench/README.md);
+# e.g. make bench BENCH_ARGS="--size 100000,1000000 --year"
+bench: install
+	$(PY) -m bench $(BENCH_ARGS)
 
 test-unit: install
 	$(PY) -m pytest -q -m "not integration"

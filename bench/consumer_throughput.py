@@ -1,5 +1,8 @@
 """Events per second through a real service consumer: the mentoring service, its real handlers
-(TksRecruited -> mentors), real Kafka and Postgres, a topic and a database of its own.
+(TksRecruited -> mentors), real Kafka and Postgres, a topic and a database of its own; beside
+the same consumer with a handler that does nothing (the inbox and the decoding alone).
+
+`make bench` runs it as one of its paths (bench/run.py). Alone:
 
     eval "$(.venv/bin/python -m scripts.infra env)"   # or KAFKA_BOOTSTRAP_SERVERS=... etc.
     .venv/bin/python -m bench.consumer_throughput [N]
@@ -45,24 +48,37 @@ def _recruited(n: int) -> Envelope:
                     payload=event.model_dump(mode="json"))
 
 
-async def _produce(bootstrap: str, topic: str, n: int, sec: KafkaSecurity) -> None:
+async def produce(bootstrap: str, topic: str, values: list[tuple[bytes, bytes]],
+                  sec: KafkaSecurity) -> float:
+    """Send (key, value) pairs as fast as the producer takes them; returns records per second
+    (acks=all, idempotent, as the outbox relay's producer)."""
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True,
-                                linger_ms=20, **sec.producer_kwargs())
+                                linger_ms=5, max_batch_size=256 * 1024,
+                                **sec.producer_kwargs())
     await producer.start()
     try:
-        for i in range(n):
-            envelope = _recruited(i)
-            await producer.send(topic, key=envelope.stream_id.encode(), value=encode(envelope))
+        # the first record waits for the topic's metadata and leaders: not counted
+        await producer.send_and_wait(topic, key=values[0][0], value=values[0][1])
+        values = values[1:]
+        began = time.perf_counter()
+        for key, value in values:
+            await producer.send(topic, key=key, value=value)
         await producer.flush()
+        return len(values) / (time.perf_counter() - began)
     finally:
         await producer.stop()
 
 
-async def main(n: int) -> None:
-    bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:19092")
-    sec = kafka_security(service="admin")
-    # the server's URL without a database, as scripts/infra.py and the tests use it
-    base = os.environ.get("TKM_POSTGRES_URL", "postgresql://postgres@127.0.0.1:15432")
+async def _noop(*_: object) -> None:
+    return None
+
+
+async def measure(bootstrap: str, base: str, n: int, *, real: bool = True,
+                  sec: KafkaSecurity | None = None) -> dict[str, float]:
+    """Consume n TksRecruited events with mentoring's consumer: its real handlers, or (real=False)
+    a handler that does nothing, so only the inbox and the decoding remain. `base`: the
+    Postgres server's URL without a database (a database of its own is made and dropped)."""
+    sec = sec or kafka_security(service="admin")
     name = f"bench_{uuid.uuid4().hex[:10]}"
     topic = f"tkm.bench-{name}.v1"
     admin = await asyncpg.connect(f"{base}/postgres")
@@ -70,15 +86,22 @@ async def main(n: int) -> None:
     try:
         await ensure_topics(bootstrap, [topic], partitions=6, replication_factor=1,
                             client=sec.admin_kwargs())
-        await _produce(bootstrap, topic, n, sec)
-        spec = dataclasses.replace(build_spec(), consumes=(topic,),
-                                   consumer_group=f"bench-{name}")
+        records = [(e.stream_id.encode(), encode(e)) for e in (_recruited(i) for i in range(n))]
+        await produce(bootstrap, topic, records, sec)
+        spec = build_spec()
+        handlers = spec.handlers if real else {TksRecruited.event_type: _noop}
+        spec = dataclasses.replace(spec, consumes=(topic,), consumer_group=f"bench-{name}",
+                                   handlers=handlers, background=())
         app = create_app(spec, load_settings("mentoring", database_url=f"{base}/{name}",
                                              kafka_bootstrap_servers=bootstrap,
                                              log_level="WARNING"), security=sec)
+        opened = time.perf_counter()
         async with app.router.lifespan_context(app):
+            while getattr(app.state, "ctx", None) is None:
+                await asyncio.sleep(0.05)
             pool = app.state.ctx.pool
             first: tuple[float, int] | None = None
+            deadline = time.monotonic() + 600
             while True:
                 done = await pool.fetchval("SELECT count(*) FROM inbox")
                 now = time.perf_counter()
@@ -86,16 +109,32 @@ async def main(n: int) -> None:
                     first = (now, done)
                 if done >= n:
                     break
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"the consumer applied {done} of {n} events in 600 s")
                 await asyncio.sleep(0.02)
             assert first is not None
-            applied = await pool.fetchval("SELECT count(*) FROM mentors")
+            applied = await pool.fetchval("SELECT count(*) FROM mentors") if real else 0
         elapsed = now - first[0]
-        rate = (n - first[1]) / elapsed if elapsed > 0 else float("inf")
-        print(f"{n} events, {applied} applied, {elapsed:.2f}s after the first batch: "
-              f"{rate:,.0f} events/s")
+        if first[1] <= n // 2:
+            rate = (n - first[1]) / elapsed
+        else:  # too few events for more than a batch or two: start-up included then
+            elapsed = now - opened
+            rate = n / elapsed
+        return {"events": n, "applied": applied, "seconds": elapsed, "rate": rate}
     finally:
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         await admin.close()
+
+
+async def main(n: int) -> None:
+    bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:19092")
+    # the server's URL without a database, as scripts/infra.py and the tests use it
+    base = os.environ.get("TKM_POSTGRES_URL", "postgresql://postgres@127.0.0.1:15432")
+    for real in (True, False):
+        result = await measure(bootstrap, base, n, real=real)
+        print(f"{'real handlers' if real else 'inbox + decode'}: {n} events, "
+              f"{result['applied']} applied, {result['seconds']:.2f}s after the first batch: "
+              f"{result['rate']:,.0f} events/s")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,269 @@
+"""The paths through running services: the four started as processes against the run's Kafka and
+Postgres (scripts.services), as `make demo` runs them.
+
+- HTTP single command: POST /groups/<id>/funding with `wrk` (compiled: the client is not the
+  bottleneck) at c connections, beside GET /healthz (the ceiling of the HTTP stack alone), and
+  the service process's CPU per call (/proc/<pid>/stat before and after). Each call carries an
+  Idempotency-Key, as the project's clients send it.
+- End to end: fundings offered at a fixed rate (open loop: a call leaves on time whether or not
+  the earlier ones were answered); a separate poller sees each group appear in mentoring's
+  read model and takes the time from the 2xx to that commit becoming visible.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import shutil
+import subprocess
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+from rich.console import Console
+from rich.progress import Progress
+
+from bench.common import BenchEnv, cpu_seconds, summary
+from scripts import services as service_processes
+from scripts.api_client import Api
+from scripts.scenario import build
+from scripts.simulate import Options, Simulation, _chunks
+from shared.auth import Role, mint_token
+from shared.settings import DEV_SIGNING_KEY
+
+HERE = Path(__file__).parent
+FUNDED_ON = "2023-06-01"  # within the scenario's year (2023) and its budget year
+
+
+class Services:
+    def __init__(self, env: BenchEnv):
+        self.env = env
+        self.running: service_processes.RunningServices | None = None
+        self.api: Api | None = None
+
+    async def __aenter__(self) -> Services:
+        log_dir = self.env.state / "bench-logs"
+        self.running = await asyncio.to_thread(
+            service_processes.start, self.env.endpoints, log_dir, kafka_env=self.env.kafka_env,
+            extra_env={"TKM_LOG_LEVEL": "WARNING"})
+        self.api = Api(self.running.urls, concurrency=8)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self.api is not None:
+            await self.api.close()
+        if self.running is not None:
+            await asyncio.to_thread(self.running.stop)
+
+    @property
+    def groups_url(self) -> str:
+        assert self.running is not None
+        return self.running.urls["groups"]
+
+    @property
+    def groups_pid(self) -> int:
+        assert self.running is not None
+        return self.running.processes["groups"].pid
+
+    async def approved_groups(self, count: int, seed: int = 7) -> list[str]:
+        """`count` groups registered from CSV and approved through the API (not yet funded)."""
+        assert self.api is not None
+        scenario = build(seed=seed, groups=count)
+        with Progress(disable=True, console=Console(quiet=True)) as progress:
+            sim = Simulation(self.api, scenario, Options(), progress)
+            plans = [g for s in scenario.stages for r in s.regencies for g in r.groups]
+            task = progress.add_task("register", total=len(plans))
+            await asyncio.gather(*(sim._import(chunk, task) for chunk in _chunks(plans, 250)))
+            ids = [sim.run.group_ids[g.ref] for g in plans]
+            for chunk in _chunks(ids, 500):
+                await sim._bulk_ok("/groups/approvals", {"group_ids": chunk}, "approval")
+        return ids
+
+
+def _token() -> str:
+    return mint_token(DEV_SIGNING_KEY, "bench", Role.ADMIN)
+
+
+def wrk(url: str, connections: int, seconds: float, script: Path, *args: str) -> dict[str, Any]:
+    exe = shutil.which("wrk")
+    if exe is None:
+        raise RuntimeError("wrk is missing: make tools (scripts/install_wrk.sh)")
+    threads = min(2, connections)
+    cmd = [exe, f"-t{threads}", f"-c{connections}", f"-d{max(1, math.ceil(seconds))}s",
+           "--timeout", "30s", "-s", str(script), url]
+    if args:
+        cmd += ["--", *args]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True, timeout=seconds + 60)
+    line = next((ln for ln in out.stdout.splitlines() if ln.startswith("WRK_JSON ")), None)
+    if line is None:
+        raise RuntimeError(f"wrk printed no summary: {out.stdout[-500:]} {out.stderr[-500:]}")
+    result = json.loads(line.removeprefix("WRK_JSON "))
+    result["threads"] = threads
+    return result
+
+
+async def http(env: BenchEnv, services: Services, *, concurrencies: tuple[int, ...],
+               seconds: float, repeats: int, groups: list[str]) -> list[dict[str, Any]]:
+    ids_file = env.state / "bench-fund-groups.txt"
+    ids_file.write_text("\n".join(groups) + "\n")
+    token, pid, rows = _token(), services.groups_pid, []
+    used = 0
+
+    def fund(c: int) -> dict[str, Any]:
+        nonlocal used
+        before = cpu_seconds(pid)
+        result = wrk(services.groups_url, c, seconds, HERE / "fund.lua", str(ids_file),
+                     str(used), token, str(min(2, c)), uuid.uuid4().hex[:12], FUNDED_ON)
+        result["cpu_s"] = cpu_seconds(pid) - before
+        # wrk's count leaves out what was in flight when it stopped: skip past those too
+        used += result["requests"] + c * 2
+        return result
+
+    def healthz(c: int) -> dict[str, Any]:
+        before = cpu_seconds(pid)
+        result = wrk(services.groups_url + "/healthz", c, seconds, HERE / "healthz.lua")
+        result["cpu_s"] = cpu_seconds(pid) - before
+        return result
+
+    await asyncio.to_thread(healthz, 2)  # warm-up
+    await asyncio.to_thread(fund, 2)
+    for c in concurrencies:
+        funds, checks = [], []
+        for _ in range(repeats):
+            funds.append(await asyncio.to_thread(fund, c))
+            checks.append(await asyncio.to_thread(healthz, c))
+        if used > 3 * len(groups):
+            env.log(f"warning: {used} fundings asked of {len(groups)} groups x 3 tranches: "
+                    "the last ones were refused")
+        ok = [(r["requests"] - r["status_errors"]) / (r["duration_us"] / 1e6) for r in funds]
+        refused = sum(r["status_errors"] for r in funds)
+        cpu = [r["cpu_s"] * 1000 / max(1, r["requests"]) for r in funds]
+        rate = summary(ok)
+        ceiling = summary([r["requests"] / (r["duration_us"] / 1e6) for r in checks])
+        env.log(f"HTTP fund-group c={c}: {rate['median']:,.0f}/s (2xx; {refused} refused), "
+                f"healthz {ceiling['median']:,.0f}/s, service CPU {summary(cpu)['median']:.2f} "
+                "ms per call")
+        rows.append({"path": f"HTTP fund-group c={c}", "unit": "commands/s (2xx)",
+                     "value": rate, "ceiling_name": "GET /healthz", "ceiling": ceiling,
+                     "note": f"{refused} non-2xx; p99 {_median_ms(funds, 'p99_us'):.0f} ms"})
+        rows.append({"path": f"HTTP service CPU per call c={c}", "unit": "ms CPU per call",
+                     "value": summary(cpu), "ceiling_name": "GET /healthz",
+                     "ceiling": summary([r["cpu_s"] * 1000 / max(1, r["requests"])
+                                         for r in checks]),
+                     "lower_is_better": True})
+    return rows
+
+
+def _median_ms(results: list[dict[str, Any]], key: str) -> float:
+    return summary([r[key] / 1000 for r in results])["median"]
+
+
+async def end_to_end(env: BenchEnv, services: Services, *, rate: float, seconds: float,
+                     repeats: int, groups: list[str]) -> list[dict[str, Any]]:
+    """p50/p95/p99 of the time from a funding's 2xx to mentoring's commit of it."""
+    per_run = int(rate * seconds)
+    mentoring = await asyncpg.connect(env.endpoints.database_url("mentoring"))
+    token = _token()
+    p50s, p95s, p99s, achieved, lost = [], [], [], [], 0
+    try:
+        async with httpx.AsyncClient(base_url=services.groups_url, timeout=60, limits=httpx.Limits(
+                max_connections=64), headers={"Authorization": f"Bearer {token}"}) as client:
+            for run in range(repeats):
+                batch = groups[run * per_run:(run + 1) * per_run]
+                if len(batch) < per_run:
+                    raise RuntimeError("not enough groups prepared for the end-to-end runs")
+                await _settled(mentoring)
+                latencies, offered, missing = await _offer(client, mentoring, batch, rate)
+                lost += missing
+                q = _quantiles(latencies)
+                p50s.append(q[50])
+                p95s.append(q[95])
+                p99s.append(q[99])
+                achieved.append(offered)
+    finally:
+        await mentoring.close()
+    env.log(f"end to end at {rate:.0f}/s offered: p50 {summary(p50s)['median']:.0f} ms, "
+            f"p95 {summary(p95s)['median']:.0f} ms, p99 {summary(p99s)['median']:.0f} ms")
+    note = f"offered {summary(achieved)['median']:,.0f}/s achieved; {lost} never seen"
+    target = {"median": 100.0, "min": 100.0, "max": 100.0, "runs": [100.0]}
+    return [{"path": f"end to end p{p} at {rate:.0f}/s", "unit": "ms (2xx -> downstream commit)",
+             "value": summary(v), "ceiling_name": "target p99 100 ms", "ceiling": target,
+             "lower_is_better": True, "note": note}
+            for p, v in ((50, p50s), (95, p95s), (99, p99s))]
+
+
+async def _settled(mentoring: asyncpg.Connection, timeout: float = 180) -> None:
+    """Wait until mentoring's consumer has nothing left of the earlier runs (its inbox stops
+    growing), so a run's latencies are its own."""
+    deadline = time.monotonic() + timeout
+    last, still_since = -1, time.monotonic()
+    while time.monotonic() < deadline:
+        count = await mentoring.fetchval("SELECT count(*) FROM inbox")
+        if count != last:
+            last, still_since = count, time.monotonic()
+        elif time.monotonic() - still_since >= 1.5:
+            return
+        await asyncio.sleep(0.1)
+
+
+async def _offer(client: httpx.AsyncClient, mentoring: asyncpg.Connection, groups: list[str],
+                 rate: float) -> tuple[list[float], float, int]:
+    answered: dict[str, float] = {}
+    seen: dict[str, float] = {}
+    done = asyncio.Event()
+
+    async def call(group_id: str) -> None:
+        response = await client.post(
+            f"/groups/{group_id}/funding",
+            json={"tranche": 1, "amount": 1_000_000, "disbursed_on": FUNDED_ON,
+                  "budget_year": 2023},
+            headers={"Idempotency-Key": uuid.uuid4().hex})
+        if response.status_code < 300:
+            answered[group_id] = time.perf_counter()
+
+    async def poll() -> None:
+        # a separate connection: sees a commit of mentoring's consumer once it is visible
+        while not done.is_set() or len(seen) < len(answered):
+            pending = [g for g in answered if g not in seen]
+            if pending:
+                rows = await mentoring.fetch(
+                    "SELECT group_id FROM mentored_groups WHERE group_id = ANY($1::text[])",
+                    pending)
+                now = time.perf_counter()
+                for r in rows:
+                    seen[r["group_id"]] = now
+            if done.is_set() and time.perf_counter() - finished > 60:
+                break
+            await asyncio.sleep(0.005)
+
+    finished = 0.0
+    poller = asyncio.create_task(poll())
+    calls = []
+    began = time.perf_counter()
+    for i, group_id in enumerate(groups):
+        delay = began + i / rate - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        calls.append(asyncio.create_task(call(group_id)))
+    offered = len(groups) / (time.perf_counter() - began)
+    await asyncio.gather(*calls)
+    finished = time.perf_counter()
+    done.set()
+    await poller
+    latencies = [(seen[g] - answered[g]) * 1000 for g in answered if g in seen]
+    if not latencies:
+        raise RuntimeError("mentoring applied none of the fundings")
+    return latencies, offered, len(groups) - len(latencies)
+
+
+def _quantiles(values: list[float]) -> dict[int, float]:
+    ordered = sorted(values)
+
+    def at(p: int) -> float:
+        return ordered[min(len(ordered) - 1, max(0, math.ceil(p / 100 * len(ordered)) - 1))]
+
+    return {50: at(50), 95: at(95), 99: at(99)}
