@@ -325,6 +325,7 @@ class Suite:
         self.sim_run = None
         self.sim_error: str | None = None
         self.sim_stopped: str | None = None
+        self.faults_begun, self.faults_planned = 0, 1
         self._used_niks: set[str] = set()
         self._group_no = 0
 
@@ -366,6 +367,12 @@ class Suite:
         sim = Simulation(api, scenario, SimOptions(resignations=1, batch=200),
                          progress_bar(console=Console(file=sys.stderr, force_terminal=False)))
         self.sim_run = sim.run
+        # the year paced over the fault schedule: each phase starts once its share of the
+        # faults has begun, so faults hit every phase, not only the first minute
+        phases = ("recruit", "register_and_fund_groups", "assign_mentors", "report_the_year",
+                  "account_for_funds", "evaluate")
+        for k, phase in enumerate(phases):
+            setattr(sim, phase, self._paced(getattr(sim, phase), k / len(phases)))
         try:
             await sim.execute()
         except AnswerLost as exc:
@@ -375,6 +382,15 @@ class Suite:
                                f"{str(exc)[:120]}"
         except Exception as exc:  # noqa: BLE001 - reported as a failed check
             self.sim_error = f"{type(exc).__name__}: {str(exc)[:300]}"
+
+    def _paced(self, step: Callable[[], Awaitable[None]],
+               share: float) -> Callable[[], Awaitable[None]]:
+        async def paced() -> None:
+            while self.faults_begun < share * self.faults_planned:
+                await asyncio.sleep(0.5)
+            await step()
+
+        return paced
 
     def _trickle_regencies(self) -> list[str]:
         used = getattr(self, "scenario_provinces", set())
@@ -526,7 +542,12 @@ class Suite:
 
     async def inject(self, kind: str, arg: Any, api: CountingApi) -> FaultResult:
         fault = getattr(self, "_" + kind.replace("-", "_"))
-        return await fault(arg, api)
+        try:
+            return await fault(arg, api)
+        except Exception as exc:  # noqa: BLE001 - a fault that could not be run or undone
+            return FaultResult(kind, str(arg or ""), note=f"the fault itself failed: "
+                                                          f"{type(exc).__name__}: "
+                                                          f"{str(exc).splitlines()[0][:150]}")
 
     async def _kill(self, arg: tuple[str, int], api: CountingApi) -> FaultResult:
         name, i = arg
@@ -646,9 +667,18 @@ class Suite:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(victim, signal.SIGKILL)
         for victim in (pid, *backends):
-            await asyncio.to_thread(_wait_gone, victim)
+            # gone from the process table, not only dead: a new postmaster refuses to start
+            # while its lock file names a pid that still answers (a zombie not yet reaped)
+            await asyncio.to_thread(_wait_reaped, victim)
         result.note = f"{len(backends)} backends killed"
-        await asyncio.to_thread(infra.up, self.state)
+        for attempt in range(4):
+            try:
+                await asyncio.to_thread(infra.up, self.state)
+                break
+            except infra.InfraError as exc:
+                if attempt == 3:
+                    result.note += f"; restart failed: {str(exc).splitlines()[0][:120]}"
+                await asyncio.sleep(3)
         await self._measure(result, t0, api)
         return result
 
@@ -742,8 +772,11 @@ class Suite:
             self._regencies = self._trickle_regencies()
             sim = asyncio.create_task(self.simulate(api))
             trickle = asyncio.create_task(self.trickle(api, stop))
-            for kind, arg in self.schedule():
+            plan = self.schedule()
+            self.faults_planned = len(plan)
+            for kind, arg in plan:
                 await asyncio.sleep(self.rng.uniform(*self.opts.gap_s))
+                self.faults_begun += 1
                 started = time.monotonic()
                 result = await self.inject(kind, arg, api)
                 self.results.append(result)
@@ -751,6 +784,7 @@ class Suite:
                     f"  {result.fault:<28} {result.target:<36} errors {result.client_errors:>4}"
                     f"  ready {_s(result.ready_s):>6}  caught up {_s(result.caught_up_s):>6}"
                     f"  ({time.monotonic() - started:.0f}s) {result.note}", highlight=False)
+            self.faults_begun = self.faults_planned
             stop.set()
             await trickle
             await asyncio.wait_for(sim, 900)
@@ -862,6 +896,12 @@ def _holder_pid(holder: str | None) -> int | None:
         return int(str(holder).split(":")[1])
     except (IndexError, ValueError):
         return None
+
+
+def _wait_reaped(pid: int, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and Path(f"/proc/{pid}").exists():
+        time.sleep(0.1)
 
 
 def _wait_gone(pid: int, timeout: float = 30) -> None:
