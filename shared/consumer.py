@@ -7,7 +7,13 @@ Guarantees, per batch of records:
   are applied once. Events are applied in the order of the batch.
 - The handler is looked up from the envelope before the payload is parsed: an event type the
   consumer has no handler for is recorded as ignored, whatever its payload. Fields the consumer
-  does not know, in the envelope or the payload, are ignored (see `shared.envelope`).
+  does not know, in the envelope or the payload, are ignored (see `shared.envelope`). A record
+  of a handled type at its current version is decoded in one pass (`decode_wanted`).
+- Set-based: a handler marked `batched` takes every event of a run of consecutive events of its
+  type in one call (`(uow, [(envelope, event), ...])`) and writes them with a constant number of
+  statements; the inbox rows of a batch are one statement, its dead letters another. A plain
+  handler takes one event a call. When a run fails, its events are retried one by one (each in
+  a run of its own), so one poison event is dead-lettered and the others still apply.
 - An event of a handled type whose `schema_version` is newer than this process knows is never
   dead-lettered: it and every later record of its partition are held back (no inbox row), and
   `consume` reports the hold so the subscriber seeks the partition back to it, pauses it and
@@ -35,9 +41,9 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
 from aiokafka import ConsumerRecord, TopicPartition
@@ -49,6 +55,7 @@ from shared.envelope import (
     Event,
     current_version,
     decode_envelope,
+    decode_wanted,
     parse_payload,
     utcnow,
 )
@@ -62,8 +69,12 @@ from shared.observability import (
 )
 
 log = logging.getLogger("tkm.consumer")
+T = TypeVar("T")
 DLQ_ORIGINAL_CAP = 256 * 1024  # bytes of the original record a dead letter carries
 Handler = Callable[[UnitOfWork, Envelope, Event], Awaitable[None]]
+# a handler marked `batched`: every event of a run of one type in one call
+BatchHandler = Callable[[UnitOfWork, list[tuple[Envelope, Event]]], Awaitable[None]]
+AnyHandler = Handler | BatchHandler
 # The database cannot be reached: the event is not at fault and waiting is the only cure, so the
 # batch is retried for as long as it takes and nothing is ever dead-lettered for these.
 CONNECTION_ERRORS = (ConnectionError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
@@ -78,6 +89,43 @@ CONTENTION_ERRORS = (asyncpg.TransactionRollbackError, asyncpg.LockNotAvailableE
 # too many locks, a statement timeout), which is rolled back, retried, then split.
 TRANSIENT_ERRORS = (*CONNECTION_ERRORS, *CONTENTION_ERRORS, asyncpg.InsufficientResourcesError,
                     asyncpg.ProgramLimitExceededError, asyncpg.OperatorInterventionError)
+
+
+def batched(fn: BatchHandler) -> BatchHandler:
+    """Mark a handler as set-based: it is called with a list of (envelope, event) of its type,
+    in the order of the batch, and must apply them as if one by one in that order (see
+    `unique_runs` for upserts that may meet one key twice)."""
+    fn.tkm_batched = True  # type: ignore[attr-defined]
+    return fn
+
+
+def is_batched(handler: AnyHandler) -> bool:
+    return bool(getattr(handler, "tkm_batched", False))
+
+
+def unique_runs(items: list[T], key: Callable[[T], Any]) -> list[list[T]]:
+    """`items` cut, in order, into consecutive runs in which no key repeats: one set-based
+    statement per run then applies them as if one by one (an upsert may touch a row once)."""
+    runs: list[list[T]] = [[]]
+    seen: set[Any] = set()
+    for item in items:
+        k = key(item)
+        if k in seen:
+            runs.append([])
+            seen = set()
+        seen.add(k)
+        runs[-1].append(item)
+    return [r for r in runs if r]
+
+
+async def apply_handler(handler: AnyHandler, uow: UnitOfWork,
+                        items: list[tuple[Envelope, Event]]) -> None:
+    """Run `handler` over `items` (of its type, in order): in one call when it is batched."""
+    if is_batched(handler):
+        await handler(uow, items)  # type: ignore[call-arg, arg-type]
+    else:
+        for envelope, event in items:
+            await handler(uow, envelope, event)  # type: ignore[call-arg]
 
 
 class ReplayError(RuntimeError):
@@ -123,7 +171,7 @@ class _Item:
     event: Event | None = None
     reason: str = ""  # why it is dead-lettered
     error_type: str = "ContractError"
-    handler: Handler | None = None
+    handler: AnyHandler | None = None
     outcome: str = ""  # the one expected until the handlers ran, then the final one
 
 
@@ -132,7 +180,7 @@ class EventConsumer:
     functions; events of other types are recorded as ignored."""
 
     def __init__(self, pool: asyncpg.Pool, store: EventStore, service: str,
-                 handlers: dict[str, Handler], dead_letter_topic: str, *, max_retries: int = 3,
+                 handlers: Mapping[str, AnyHandler], dead_letter_topic: str, *, max_retries: int = 3,
                  projector: Projector | None = None, split_after: int = 3,
                  retry_pause_s: float = 0.5):
         self.pool, self.store, self.service = pool, store, service
@@ -244,6 +292,11 @@ class EventConsumer:
         return outcomes
 
     def _decoded(self, record: ConsumerRecord) -> _Item:
+        fast = decode_wanted(record.value, self.handlers)
+        if fast is not None:
+            envelope, event = fast
+            return _Item(record, envelope.event_id, envelope, event,
+                         handler=self.handlers[envelope.event_type], outcome="applied")
         try:
             envelope = decode_envelope(record.value)
         except ContractError as exc:
@@ -299,19 +352,21 @@ class EventConsumer:
         """Run the handlers in order. The whole batch is tried in one savepoint; only when a
         handler fails is each event run in a savepoint of its own, retried, then dead-lettered,
         so a failure leaves no trace and the other events still apply once."""
-        # the handler that failed the batch has had its first try
+        # the handler that failed the batch has had its first try (when it ran alone)
         failed_first: dict[uuid.UUID, Exception] = {}
         if len(todo) > 1:
-            current = todo[0]
+            runs = self._runs(todo)
+            current = runs[0]
             try:
                 async with conn.transaction():
-                    for current in todo:
+                    for current in runs:
                         await self._handle(conn, current)
                 return
             except TRANSIENT_ERRORS:
                 raise
             except Exception as exc:  # noqa: BLE001 - sorted out event by event below
-                failed_first[current.inbox_id] = exc
+                if len(current) == 1:
+                    failed_first[current[0].inbox_id] = exc
                 log.info("a handler failed in a batch of %d, applying one by one: %r",
                          len(todo), exc)
         failed = []
@@ -320,7 +375,7 @@ class EventConsumer:
             for _ in range(1 if error else 0, self.max_retries + 1):
                 try:
                     async with conn.transaction():
-                        await self._handle(conn, item)
+                        await self._handle(conn, [item])
                     error = None
                     break
                 except TRANSIENT_ERRORS:
@@ -338,14 +393,28 @@ class EventConsumer:
             await conn.execute("UPDATE inbox SET outcome = 'dead-lettered' "
                                "WHERE event_id = ANY($1::uuid[])", failed)
 
-    async def _handle(self, conn: asyncpg.Connection, item: _Item) -> None:
-        envelope, event, handler = item.envelope, item.event, item.handler
-        assert envelope is not None and event is not None and handler is not None
+    @staticmethod
+    def _runs(todo: list[_Item]) -> list[list[_Item]]:
+        """Consecutive items of one batched handler together; any other item alone."""
+        runs: list[list[_Item]] = []
+        for item in todo:
+            if (runs and is_batched(item.handler) and runs[-1][-1].handler is item.handler):
+                runs[-1].append(item)
+            else:
+                runs.append([item])
+        return runs
+
+    async def _handle(self, conn: asyncpg.Connection, run: list[_Item]) -> None:
+        first, handler = run[0], run[0].handler
+        envelope = first.envelope
+        assert envelope is not None and handler is not None
+        # a run's log lines and the events its handler saves name the run's first event
         event_id_var.set(str(envelope.event_id))
         correlation_id_var.set(str(envelope.correlation_id))
         uow = UnitOfWork(conn, self.store, f"system:{self.service}", envelope.correlation_id,
                          causation_id=envelope.event_id, projector=self.projector)
-        await handler(uow, envelope, event)
+        items = [(i.envelope, i.event) for i in run]
+        await apply_handler(handler, uow, items)  # type: ignore[arg-type]
 
     async def _dead_letter_alone(self, record: ConsumerRecord, error: Exception,
                                  result: Consumed) -> bool:
@@ -433,7 +502,7 @@ class EventConsumer:
             if item.outcome == "applied":
                 try:
                     async with conn.transaction():
-                        await self._handle(conn, item)
+                        await self._handle(conn, [item])
                 except TRANSIENT_ERRORS:
                     raise
                 except Exception as exc:  # the transaction rolls back: the row stays as it was

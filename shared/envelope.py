@@ -16,12 +16,13 @@ reader is the one behind, and the event is not wrong.
 from __future__ import annotations
 
 import json
+import re
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Container
 from datetime import UTC, datetime
 from typing import Annotated, Any, ClassVar, TypeVar
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, create_model
 
 
 def _utc(value: datetime) -> datetime:
@@ -158,6 +159,49 @@ def decode(raw: bytes | str) -> tuple[Envelope, Event]:
     for a version this process does not know yet)."""
     envelope = decode_envelope(raw)
     return envelope, parse_payload(envelope)
+
+
+# what `decode_wanted` peeks at to choose the model; the model then checks what it peeked
+_PEEK_TYPE = re.compile(rb'"event_type"\s*:\s*"([^"\\]+)"')
+_PEEK_VERSION = re.compile(rb'"schema_version"\s*:\s*(\d+)')
+_TYPED: dict[type[Event], type[Envelope]] = {}
+
+
+def _typed_envelope(cls: type[Event]) -> type[Envelope]:
+    """An Envelope whose `event` field is the payload validated as `cls`, in the same pass that
+    keeps `payload` as a dict (both read the document's "payload")."""
+    model = _TYPED.get(cls)
+    if model is None:
+        model = create_model(f"{cls.__name__}Envelope", __base__=Envelope,
+                             event=(cls, Field(validation_alias="payload", exclude=True,
+                                               repr=False)))
+        _TYPED[cls] = model
+    return model
+
+
+def decode_wanted(raw: bytes | None, wanted: Container[str]) -> tuple[Envelope, Event] | None:
+    """Bytes from a topic -> (envelope, typed payload) in ONE pass over the document, for an
+    event of a `wanted` type at its current version; the same answer, field for field, as
+    `decode` (strict JSON, unknown fields ignored at every depth). None for anything else: a
+    type not wanted, another version, a record that does not validate; the caller then takes
+    the general path (`decode_envelope`, `parse_payload`), which gives the reason."""
+    if not raw:
+        return None
+    peeked_type, peeked_version = _PEEK_TYPE.search(raw), _PEEK_VERSION.search(raw)
+    if peeked_type is None or peeked_version is None:
+        return None
+    event_type, version = peeked_type.group(1).decode(errors="replace"), int(peeked_version.group(1))
+    if event_type not in wanted or _CURRENT.get(event_type) != version:
+        return None
+    cls = _REGISTRY[(event_type, version)]
+    try:
+        envelope = _typed_envelope(cls).model_validate_json(raw, extra="ignore")
+    except ValidationError:
+        return None
+    # the peek may have read a payload's field: only the envelope's own type and version count
+    if envelope.event_type != event_type or envelope.schema_version != version:
+        return None
+    return envelope, envelope.event  # type: ignore[attr-defined]
 
 
 def encode(envelope: Envelope) -> bytes:

@@ -18,6 +18,14 @@ Guarantees:
 - The replay runs the projection side only: the event store, outbox, inbox and the service
   tables that decide commands (uniqueness, caseloads: never listed in `tables`) are not
   written; a consumed-event projection that tries to append events fails the rebuild.
+- Memory is flat in the number of events: own events are read in keyset pages of
+  `batch_size` (by global position), consumed events in keyset pages of their log (by topic,
+  partition, offset; the pending set is kept in a table of the shadow schema, not in memory),
+  each page read back from its partition by one Kafka reader moving forward; each page is
+  applied and committed before the next is read. A projector marked `across_transactions` in
+  the plan takes a whole page in one call (it keeps every stream's order itself), so set-based
+  projectors write a page in a few statements; batched consumer handlers
+  (`shared.consumer.batched`) take each run of their events in one call.
 - Consumed events are replayed before own events, in each pass. A plan that consumes topics
   must argue (next to its `consumed` mapping) that its result does not depend on how the two
   interleaved live; `scratch` tables are written by the replayed code but thrown away (records
@@ -37,13 +45,14 @@ from typing import Any
 import asyncpg
 
 from shared.aggregate import Projector, UnitOfWork
-from shared.consumer import Handler
-from shared.envelope import ContractError, decode_envelope, parse_payload
+from shared.consumer import AnyHandler, apply_handler, is_batched
+from shared.envelope import ContractError, decode_envelope, decode_wanted, parse_payload
 from shared.eventstore import EventStore, envelope_from_row
 
 SHADOW = "tkm_rebuild"
 RETIRED = "tkm_rebuild_retired"
 REPLAYED = "_rebuild_replayed_inbox"
+PENDING = "_rebuild_pending_consumed"
 # what the consumer applied, kept by a trigger on the inbox (which is pruned): each consuming
 # service's migration `NNN_consumed_log.sql` creates it
 CONSUMED_LOG = "consumed_log"
@@ -65,8 +74,11 @@ class RebuildPlan:
 
     tables: tuple[str, ...]
     projector: Projector | None = None
-    consumed: Mapping[str, Handler] = field(default_factory=dict)
+    consumed: Mapping[str, AnyHandler] = field(default_factory=dict)
     scratch: tuple[str, ...] = ()
+    # the projector may be given a page of events spanning many transactions (in store order):
+    # it keeps each stream's order itself
+    across_transactions: bool = False
 
 
 @dataclass
@@ -196,9 +208,14 @@ class _Run:
                     position, *args)
                 if not rows:
                     break
-                # one call per transaction's run of events, as live (a projector may group a
-                # call's events by type, trusting that one save never records them out of order)
-                for _, run in itertools.groupby(rows, key=lambda r: r["tx_id"]):
+                if self.plan.across_transactions:
+                    batch = [envelope_from_row(r) for r in rows]
+                    await self.plan.projector(self.conn, [(e, parse_payload(e)) for e in batch])
+                # else one call per transaction's run of events, as live (a projector may group
+                # a call's events by type, trusting that one save never records them out of
+                # order)
+                for _, run in ([] if self.plan.across_transactions
+                               else itertools.groupby(rows, key=lambda r: r["tx_id"])):
                     batch = [envelope_from_row(r) for r in run]
                     await self.plan.projector(self.conn, [(e, parse_payload(e)) for e in batch])
             position, replayed = rows[-1]["global_position"], replayed + len(rows)
@@ -210,40 +227,71 @@ class _Run:
     async def _replay_consumed(self, in_swap: bool) -> int:
         if not self.topics:
             return 0
-        # applied live and not replayed yet: the anti-join is the set difference. Each
-        # partition's events in its order; across partitions and topics the plan's argument
-        # says the order does not matter
-        rows = await self.conn.fetch(
+        # applied live and not replayed yet: the anti-join is the set difference, kept in a
+        # table (indexed for the keyset pages) rather than in memory. Each partition's events
+        # in its order; across partitions and topics the plan's argument says the order does
+        # not matter
+        await self.conn.execute(f"DROP TABLE IF EXISTS {SHADOW}.{PENDING}")
+        pending = await self.conn.execute(
+            f"CREATE UNLOGGED TABLE {SHADOW}.{PENDING} AS "
             f"SELECT event_id, topic, kafka_partition, kafka_offset "
             f"FROM {_quoted(self.live)}.{CONSUMED_LOG} i WHERE outcome = 'applied' "
             f"AND topic = ANY($1) AND NOT EXISTS "
-            f"(SELECT 1 FROM {SHADOW}.{REPLAYED} r WHERE r.event_id = i.event_id) "
-            "ORDER BY topic, kafka_partition, kafka_offset", list(self.topics))
-        if not rows:
+            f"(SELECT 1 FROM {SHADOW}.{REPLAYED} r WHERE r.event_id = i.event_id)",
+            list(self.topics))
+        if pending.endswith(" 0"):
             return 0
-        found = await _read_records(self.bootstrap or "", rows, self.kafka_options)
-        missing = [r["event_id"] for r in rows if r["event_id"] not in found]
-        if missing:
-            raise RebuildError(f"{len(missing)} applied events are not on their topics at the "
-                               f"offsets recorded (first: {missing[0]})")
+        await self.conn.execute(f"CREATE INDEX ON {SHADOW}.{PENDING} "
+                                "(topic, kafka_partition, kafka_offset)")
+        replayed = 0
+        reader = _PartitionReader(self.bootstrap or "", self.kafka_options, self.plan.consumed)
         store = _NoAppendStore("rebuild")
-        for start in range(0, len(rows), self.batch_size):
-            chunk = rows[start:start + self.batch_size]
-            async with self.conn.transaction():
-                for row in chunk:
-                    envelope, event = found[row["event_id"]]
-                    handler = self.plan.consumed.get(envelope.event_type)
-                    if handler is not None:
-                        uow = UnitOfWork(self.conn, store, "system:rebuild",
-                                         envelope.correlation_id, causation_id=envelope.event_id)
-                        await handler(uow, envelope, event)
-                await self.conn.execute(
-                    f"INSERT INTO {SHADOW}.{REPLAYED} SELECT unnest($1::uuid[])",
-                    [r["event_id"] for r in chunk])
-        self.stats.consumed_events += len(rows)
+        try:
+            after: tuple[str, int, int] = ("", -1, -1)
+            while True:
+                rows = await self.conn.fetch(
+                    f"SELECT event_id, topic, kafka_partition, kafka_offset "
+                    f"FROM {SHADOW}.{PENDING} WHERE (topic, kafka_partition, kafka_offset) > "
+                    f"($1, $2, $3) ORDER BY topic, kafka_partition, kafka_offset "
+                    f"LIMIT {self.batch_size}", *after)
+                if not rows:
+                    break
+                found = await reader.read(rows)
+                missing = [r["event_id"] for r in rows if r["event_id"] not in found]
+                if missing:
+                    raise RebuildError(f"{len(missing)} applied events are not on their topics "
+                                       f"at the offsets recorded (first: {missing[0]})")
+                async with self.conn.transaction():
+                    await self._apply_consumed(store, [found[r["event_id"]] for r in rows])
+                    await self.conn.execute(
+                        f"INSERT INTO {SHADOW}.{REPLAYED} SELECT unnest($1::uuid[])",
+                        [r["event_id"] for r in rows])
+                replayed += len(rows)
+                last = rows[-1]
+                after = (last["topic"], last["kafka_partition"], last["kafka_offset"])
+        finally:
+            await reader.stop()
+        self.stats.consumed_events += replayed
         if in_swap:
-            self.stats.in_swap += len(rows)
-        return len(rows)
+            self.stats.in_swap += replayed
+        return replayed
+
+    async def _apply_consumed(self, store: EventStore, page: list[tuple[Any, Any]]) -> None:
+        """A page's events in order: each run of one batched handler in one call."""
+        runs: list[tuple[AnyHandler, list[tuple[Any, Any]]]] = []
+        for envelope, event in page:
+            handler = self.plan.consumed.get(envelope.event_type)
+            if handler is None:
+                continue
+            if runs and is_batched(handler) and runs[-1][0] is handler:
+                runs[-1][1].append((envelope, event))
+            else:
+                runs.append((handler, [(envelope, event)]))
+        for handler, items in runs:
+            first = items[0][0]
+            uow = UnitOfWork(self.conn, store, "system:rebuild", first.correlation_id,
+                             causation_id=first.event_id)
+            await apply_handler(handler, uow, items)
 
     async def swap(self) -> None:
         """Lock out the writers, replay the last events, move the copies into place. Retried
@@ -323,52 +371,98 @@ def _kafka_options() -> dict[str, Any]:
     return kafka_security().consumer_kwargs()
 
 
-async def _read_records(bootstrap: str, rows: Sequence[asyncpg.Record],
-                        options: dict[str, Any]) -> dict:
-    """{event_id: (envelope, event)} for the inbox rows, read from their topics' partitions
-    between the lowest and highest offset recorded (a record elsewhere is not the one applied)."""
-    from aiokafka import AIOKafkaConsumer, TopicPartition
+class _PartitionReader:
+    """Reads pages of consumed-log rows back from their partitions with one Kafka consumer (it
+    joins no group), moving forward: a page starting where the last one stopped goes on from
+    there without a seek, and what was fetched beyond a page waits for the next one. Holds at
+    most one fetch beyond the page."""
 
-    wanted: dict[TopicPartition, tuple[int, int]] = {}
-    ids = set()
-    for r in rows:
-        tp = TopicPartition(r["topic"], r["kafka_partition"])
-        low, high = wanted.get(tp, (r["kafka_offset"], r["kafka_offset"]))
-        wanted[tp] = (min(low, r["kafka_offset"]), max(high, r["kafka_offset"]))
-        ids.add(r["event_id"])
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None,
-                                enable_auto_commit=False, auto_offset_reset="earliest",
-                                client_id=f"tkm-rebuild-{uuid.uuid4().hex[:8]}", **options)
-    await consumer.start()
-    found: dict = {}
-    try:
-        consumer.assign(list(wanted))
-        for tp, (low, _) in wanted.items():
-            consumer.seek(tp, low)
-        pending = set(wanted)
+    IDLE_S = 30.0  # no record for this long: what is still missing is reported by the caller
+
+    def __init__(self, bootstrap: str, options: dict[str, Any], wanted: Mapping[str, Any]):
+        self.bootstrap, self.options, self.wanted = bootstrap, options, wanted
+        self.consumer: Any = None
+        self.tp: Any = None
+        self.ahead: list[Any] = []  # records fetched beyond the last page, in offset order
+        self.next_offset = -1  # where the consumer's next fetch starts
+
+    async def stop(self) -> None:
+        if self.consumer is not None:
+            await self.consumer.stop()
+            self.consumer = None
+
+    async def read(self, rows: Sequence[asyncpg.Record]) -> dict[uuid.UUID, tuple[Any, Any]]:
+        """{event_id: (envelope, event or None)} for the rows (in the order of their partition
+        and offset), read between their lowest and highest offset of each partition (a record
+        elsewhere is not the one applied)."""
+        from aiokafka import TopicPartition
+
+        found: dict[uuid.UUID, tuple[Any, Any]] = {}
+        for (topic, partition), part in itertools.groupby(
+                rows, key=lambda r: (r["topic"], r["kafka_partition"])):
+            part = list(part)
+            await self._read_range(TopicPartition(topic, partition), part[0]["kafka_offset"],
+                                   part[-1]["kafka_offset"], {r["event_id"] for r in part},
+                                   found)
+        return found
+
+    async def _read_range(self, tp: Any, low: int, high: int, ids: set[uuid.UUID],
+                          found: dict) -> None:
+        await self._position(tp, low)
         idle_since = time.monotonic()
-        while pending:
-            batches = await consumer.getmany(*pending, timeout_ms=1000, max_records=5000)
-            if batches:
+        while True:
+            if self.ahead:
+                records, self.ahead = self.ahead, []
+            else:
+                batches = await self.consumer.getmany(tp, timeout_ms=1000, max_records=5000)
+                records = batches.get(tp, [])
+                if not records:
+                    if time.monotonic() - idle_since > self.IDLE_S:
+                        return
+                    continue
                 idle_since = time.monotonic()
-            elif time.monotonic() - idle_since > 30:
-                break  # what is still missing is reported by the caller
-            for tp, records in batches.items():
-                for record in records:
-                    if record.offset > wanted[tp][1]:
-                        break
-                    try:
-                        envelope = decode_envelope(record.value)
-                    except ContractError:
-                        continue  # dead-lettered live, never applied: not wanted here
-                    if envelope.event_id in ids and envelope.event_id not in found:
-                        found[envelope.event_id] = (envelope, parse_payload(envelope))
-                if records and records[-1].offset >= wanted[tp][1]:
-                    pending.discard(tp)
-                    consumer.pause(tp)
-    finally:
-        await consumer.stop()
-    return found
+                self.next_offset = records[-1].offset + 1
+            for n, record in enumerate(records):
+                if record.offset < low:
+                    continue
+                if record.offset > high:
+                    self.ahead = records[n:]
+                    return
+                self._decode(record, ids, found)
+            if records[-1].offset >= high:
+                return
+
+    async def _position(self, tp: Any, low: int) -> None:
+        from aiokafka import AIOKafkaConsumer
+
+        if self.consumer is None:
+            self.consumer = AIOKafkaConsumer(
+                bootstrap_servers=self.bootstrap, group_id=None, enable_auto_commit=False,
+                auto_offset_reset="earliest", client_id=f"tkm-rebuild-{uuid.uuid4().hex[:8]}",
+                **self.options)
+            await self.consumer.start()
+        start = self.ahead[0].offset if self.ahead else self.next_offset
+        if tp == self.tp and 0 <= start <= low:
+            return  # going on forward from where the last page stopped
+        if tp != self.tp:
+            self.consumer.assign([tp])
+            self.tp = tp
+        self.consumer.seek(tp, low)
+        self.ahead, self.next_offset = [], low
+
+    def _decode(self, record: Any, ids: set[uuid.UUID], found: dict) -> None:
+        fast = decode_wanted(record.value, self.wanted)
+        if fast is not None:
+            if fast[0].event_id in ids:
+                found.setdefault(fast[0].event_id, fast)
+            return
+        try:
+            envelope = decode_envelope(record.value)
+        except ContractError:
+            return  # dead-lettered live, never applied: not wanted here
+        if envelope.event_id in ids and envelope.event_id not in found:
+            found[envelope.event_id] = (
+                envelope, parse_payload(envelope) if envelope.event_type in self.wanted else None)
 
 
 def _quoted(name: str) -> str:

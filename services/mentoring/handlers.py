@@ -29,6 +29,7 @@ from services.mentoring.domain import (
 )
 from shared.aggregate import UnitOfWork, lock_stream
 from shared.auth import Actor, Role
+from shared.consumer import batched
 from shared.contracts.groups import GroupDissolved, GroupFunded
 from shared.contracts.mentoring import PeriodClosed
 from shared.contracts.recruitment import (
@@ -375,11 +376,12 @@ def _with_projector(uow: UnitOfWork) -> UnitOfWork:
     return uow
 
 
-async def on_tks_contracted(uow: UnitOfWork, envelope: Envelope,
-                            event: TksRecruited | TksContractRenewed) -> None:
+@batched
+async def on_tks_contracted(uow: UnitOfWork,
+                            items: list[tuple[Envelope, TksRecruited | TksContractRenewed]]
+                            ) -> None:
     # a renewal may be the first we hear of a TKS (recruited before this service existed)
-    await projections.record_tks(uow.conn, event.tks_id, event.province_code,
-                                 event.regency_code, event.year)
+    await projections.record_tks_many(uow.conn, [e for _, e in items])
 
 
 async def on_tks_left(uow: UnitOfWork, envelope: Envelope,
@@ -405,8 +407,9 @@ async def _unassign_groups_of(uow: UnitOfWork, tks_id: str, on: date) -> None:
     await uow.save_many(aggs.values())
 
 
-async def on_group_funded(uow: UnitOfWork, envelope: Envelope, event: GroupFunded) -> None:
-    await projections.record_funding(uow.conn, event)
+@batched
+async def on_group_funded(uow: UnitOfWork, items: list[tuple[Envelope, GroupFunded]]) -> None:
+    await projections.record_funding_many(uow.conn, [e for _, e in items])
 
 
 async def on_group_dissolved(uow: UnitOfWork, envelope: Envelope, event: GroupDissolved) -> None:

@@ -13,6 +13,7 @@ import asyncpg
 
 from services.mentoring.domain import ReportProblemsNoted
 from shared.aggregate import UnitOfWork
+from shared.consumer import batched, unique_runs
 from shared.contracts.groups import GroupDissolved, GroupFunded
 from shared.contracts.mentoring import (
     MentorAssigned,
@@ -22,6 +23,7 @@ from shared.contracts.mentoring import (
     ReportFiled,
     ReportOverdue,
 )
+from shared.contracts.recruitment import TksContractRenewed, TksRecruited
 from shared.envelope import Envelope, Event
 from shared.projections import RebuildPlan
 
@@ -225,6 +227,21 @@ async def record_tks(conn: asyncpg.Connection, tks_id: str, province_code: str,
         tks_id, province_code, regency_code, year)
 
 
+async def record_tks_many(conn: asyncpg.Connection,
+                          events: list[TksRecruited | TksContractRenewed]) -> None:
+    """`record_tks` for many TKS in one statement per run in which no TKS repeats (the last
+    contract of a TKS wins, as one by one)."""
+    for run in unique_runs(events, lambda e: e.tks_id):
+        await conn.execute(
+            "INSERT INTO mentors (tks_id, province_code, regency_code, contract_year, active) "
+            "SELECT t, p, r, y, true FROM unnest($1::text[], $2::text[], $3::text[], $4::int[]) "
+            "AS u(t, p, r, y) ON CONFLICT (tks_id) DO UPDATE SET "
+            "province_code = excluded.province_code, regency_code = excluded.regency_code, "
+            "contract_year = excluded.contract_year, active = true, left_on = NULL",
+            [e.tks_id for e in run], [e.province_code for e in run],
+            [e.regency_code for e in run], [e.year for e in run])
+
+
 async def record_tks_left(conn: asyncpg.Connection, tks_id: str, left_on: date) -> bool:
     return bool(await conn.fetchval(
         "UPDATE mentors SET active = false, left_on = $2 WHERE tks_id = $1 RETURNING 1",
@@ -240,6 +257,19 @@ async def record_funding(conn: asyncpg.Connection, event: GroupFunded) -> None:
         event.group_id, event.province_code, event.regency_code, event.year, event.disbursed_on)
 
 
+async def record_funding_many(conn: asyncpg.Connection, events: list[GroupFunded]) -> None:
+    """`record_funding` for many events in one statement per run in which no group repeats."""
+    for run in unique_runs(events, lambda e: e.group_id):
+        await conn.execute(
+            "INSERT INTO mentored_groups (group_id, province_code, regency_code, year, funded_on) "
+            "SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::int[], $5::date[]) "
+            "ON CONFLICT (group_id) DO UPDATE SET "
+            "funded_on = LEAST(mentored_groups.funded_on, excluded.funded_on)",
+            [e.group_id for e in run], [e.province_code for e in run],
+            [e.regency_code for e in run], [e.year for e in run],
+            [e.disbursed_on for e in run])
+
+
 async def record_dissolution(conn: asyncpg.Connection, group_id: str, on: date) -> bool:
     return bool(await conn.fetchval(
         "UPDATE mentored_groups SET dissolved_on = coalesce(dissolved_on, $2) "
@@ -250,8 +280,9 @@ async def record_dissolution(conn: asyncpg.Connection, group_id: str, on: date) 
 # The projection side of the consumer handlers (their policies are not replayed: the events
 # they saved are in the event store). TKS rows are not among them: `mentors` is not rebuilt.
 
-async def _funding(uow: UnitOfWork, envelope: Envelope, event: GroupFunded) -> None:
-    await record_funding(uow.conn, event)
+@batched
+async def _funding(uow: UnitOfWork, items: list[tuple[Envelope, GroupFunded]]) -> None:
+    await record_funding_many(uow.conn, [e for _, e in items])
 
 
 async def _dissolution(uow: UnitOfWork, envelope: Envelope, event: GroupDissolved) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 from datetime import date
 
 import pytest
@@ -106,6 +107,7 @@ async def test_events_consumed_and_commands_during_a_rebuild_reach_the_swapped_i
         assert (await mentoring.assign(g, tks, date(2023, 3, 5))).status_code == 201
 
     async def slowly(handler):
+        @functools.wraps(handler)  # a batched handler stays batched
         async def slow(*args) -> None:
             await asyncio.sleep(0.1)
             await handler(*args)
