@@ -304,27 +304,47 @@ class Simulation:
     # ------------------------------------------------------------------ LPJ
 
     async def account_for_funds(self) -> None:
+        """Every funded group submits its LPJ; some are returned, submitted again and then
+        every final report is accepted: bulk requests of `Options.batch` items, side by side."""
         groups = sorted(self.run.funded_on)
         task = self._task("LPJ: submitted, some returned, then accepted", len(groups))
-
-        async def one(group_id: str) -> None:
-            returned = self.rng.random() < self.options.returned_lpj_share
+        final: dict[str, dict] = {}
+        first: list[dict] = []
+        returned: list[str] = []
+        for group_id in groups:  # drawn up front, in one order: the same seed, the same year
+            sent_back = self.rng.random() < self.options.returned_lpj_share
             tools = self.rng.randrange(11_000_000, 12_000_001, 1000)
             materials = FUNDING - tools - self.rng.randrange(0, 500_001, 1000)
-            path = f"/groups/{group_id}/lpj"
-            if returned:
-                first = await self.api.post("groups", path, {
-                    "tools": tools, "materials": materials, "evidence_count": 2})
-                await self.api.post("groups", f"{path}/{first['report_id']}/return", {
-                    "reason_code": "evidence_missing",
-                    "note": "receipts for materials are missing"})
-            report = await self.api.post("groups", path, {
-                "tools": tools, "materials": materials, "other": 0,
-                "evidence_count": self.rng.randint(8, 30)})
-            await self.api.post("groups", f"{path}/{report['report_id']}/acceptance")
-            self.progress.advance(task)
+            final[group_id] = {"group_id": group_id, "tools": tools, "materials": materials,
+                               "other": 0, "evidence_count": self.rng.randint(8, 30)}
+            if sent_back:
+                returned.append(group_id)
+                first.append({"group_id": group_id, "tools": tools, "materials": materials,
+                              "evidence_count": 2})
+            else:
+                first.append(final[group_id])
+        reports = await self._lpj_bulk("/lpj/submissions", first)
+        await self._lpj_bulk("/lpj/returns", [
+            {"group_id": g, "report_id": reports[g], "reason_code": "evidence_missing",
+             "note": "receipts for materials are missing"} for g in returned])
+        reports |= await self._lpj_bulk("/lpj/submissions", [final[g] for g in returned])
+        await self._lpj_bulk("/lpj/acceptances",
+                             [{"group_id": g, "report_id": reports[g]} for g in groups], task)
 
-        await asyncio.gather(*(one(g) for g in groups))
+    async def _lpj_bulk(self, path: str, items: list[dict], task: Any = None) -> dict[str, str]:
+        """The items in bulk requests side by side (a group's items in one request); the report
+        id each item's group got back."""
+        async def send(chunk: list[dict]) -> dict[str, str]:
+            answer = await self.api.post("groups", path, {"items": chunk})
+            failed = [r for r in answer["results"] if r["status"] >= 300]
+            if failed:
+                raise SimulationError(f"{path} refused: {failed[:3]}")
+            if task is not None:
+                self.progress.advance(task, len(chunk))
+            return {r["group_id"]: r["result"]["report_id"] for r in answer["results"]}
+
+        answers = await asyncio.gather(*(send(c) for c in _chunks(items, self.options.batch)))
+        return {g: r for answer in answers for g, r in answer.items()}
 
     # ------------------------------------------------------------------ evaluation
 
