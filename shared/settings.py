@@ -64,6 +64,8 @@ class ServiceSettings(BaseSettings):
     http_port: int = 0
     http_host: str = Field("127.0.0.1", validation_alias="TKM_HTTP_HOST")
     topic_partitions: int = Field(6, ge=1, validation_alias="TKM_TOPIC_PARTITIONS")
+    # 3 on the three-broker cluster (`scripts.infra env` says so; docs/cluster.md): the topics a
+    # service creates itself then get min.insync.replicas=2 too (shared.topics)
     topic_replication_factor: int = Field(1, ge=1, validation_alias="TKM_TOPIC_REPLICATION_FACTOR")
     auth_signing_key: SecretStr = Field(SecretStr(DEV_SIGNING_KEY),
                                         validation_alias="TKM_AUTH_SIGNING_KEY")

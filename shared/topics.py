@@ -108,10 +108,15 @@ async def _keep_letters_forever(admin: AIOKafkaAdminClient, topics: list[str],
         log.warning("could not check the retention of dead-letter topics %s: %r", topics, exc)
 
 
+# on a cluster (replication factor 3, docs/cluster.md) a write acknowledged by acks=all is on at
+# least two brokers, and the topic stays writable with one broker down
+MIN_INSYNC_REPLICAS = 2
+
+
 def _config(topic: str, replication_factor: int) -> dict[str, str]:
     # contract topics are replayed by agencies, dead letters by operators: both kept for ever
     config = ({"retention.ms": "-1"}
               if topic in CONTRACT_TOPICS or is_dead_letter_topic(topic) else {})
     if replication_factor > 1:
-        config["min.insync.replicas"] = "2"
+        config["min.insync.replicas"] = str(MIN_INSYNC_REPLICAS)
     return config
