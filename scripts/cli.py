@@ -95,6 +95,7 @@ def simulate(seed: int = typer.Option(2023, help="same seed, same year"),
              keep_running: bool = typer.Option(False, help="leave services and infra up"),
              missing_share: float = typer.Option(0.04, help="reports never filed (diligent TKS)"),
              late_share: float = typer.Option(0.06, help="reports filed late (diligent TKS)"),
+             instances: int = typer.Option(1, min=1, help="processes per service, round-robin"),
              ) -> None:
     """Fresh infrastructure and services, a programme year through their APIs, the results.
     Exit codes: 0 done, 1 the year failed, 2 a service did not come up, 3 infrastructure."""
@@ -102,18 +103,21 @@ def simulate(seed: int = typer.Option(2023, help="same seed, same year"),
     from scripts.simulate import Options
 
     raise typer.Exit(run_demo(seed=seed, groups=groups, json_out=json_out,
-                              keep_running=keep_running,
+                              keep_running=keep_running, instances=instances,
                               options=Options(missing_share=missing_share,
                                               late_share=late_share)))
 
 
 @app.command()
 def demo(groups: int | None = typer.Option(None, help="scale the 2023 intake to N groups"),
-         json_out: Path | None = typer.Option(None, "--json", help="write results here")) -> None:
-    """The default programme year (the 2023 figures), as `make demo` runs it."""
+         json_out: Path | None = typer.Option(None, "--json", help="write results here"),
+         instances: int = typer.Option(1, min=1, help="processes per service, round-robin"),
+         ) -> None:
+    """The default programme year (the 2023 figures), as `make demo` runs it
+    (`make demo DEMO_ARGS="--instances 2"`: two processes of each service)."""
     from scripts.demo import run_demo
 
-    raise typer.Exit(run_demo(groups=groups, json_out=json_out))
+    raise typer.Exit(run_demo(groups=groups, json_out=json_out, instances=instances))
 
 
 @app.command()

@@ -27,7 +27,8 @@ DEMO_STATE = Path(os.environ.get("TKM_INFRA_DIR") or infra.ROOT / ".infra") / "d
 
 
 def run_demo(*, seed: int = 2023, groups: int | None = None, json_out: Path | None = None,
-             keep_running: bool = False, options: Options | None = None) -> int:
+             keep_running: bool = False, options: Options | None = None,
+             instances: int = 1) -> int:
     console = Console(width=max(200, Console().width))  # the tables are wide
     options = options or Options()
     timings: dict[str, float] = {}
@@ -55,7 +56,8 @@ def run_demo(*, seed: int = 2023, groups: int | None = None, json_out: Path | No
                      for n in service_processes.SERVICES}
             try:
                 running = service_processes.start(endpoints, DEMO_STATE / "logs", ports=ports,
-                                                  kafka_env=infra.kafka_client_env(DEMO_STATE))
+                                                  kafka_env=infra.kafka_client_env(DEMO_STATE),
+                                                  instances=instances)
             except service_processes.ServiceStartError as exc:
                 console.print(f"[red]a service did not come up:[/red] {exc}")
                 return EXIT_SERVICES
@@ -68,7 +70,9 @@ def run_demo(*, seed: int = 2023, groups: int | None = None, json_out: Path | No
                       f"{sum(s.group_count for s in scenario.stages):,} groups of "
                       f"{scenario.members_per_group}")
         try:
-            results, phases = asyncio.run(_simulate(running.urls, scenario, options,
+            # several instances: the simulator's requests go round-robin over them
+            urls = running.instance_urls if instances > 1 else running.urls
+            results, phases = asyncio.run(_simulate(urls, scenario, options,
                                                     endpoints.kafka_bootstrap, console,
                                                     _admin_client(DEMO_STATE)))
         except (SimulationError, ApiError) as exc:
@@ -127,18 +131,21 @@ def _phase(console: Console, what: str):
 
 
 def _print_kept(console: Console, running: service_processes.RunningServices) -> None:
-    pids = {name: proc.pid for name, proc in running.processes.items()}
+    pids = {name if i == 0 else f"{name}.{i}": proc.pid
+            for name, procs in running.instance_processes.items()
+            for i, proc in enumerate(procs)}
     for server in ("kafka", "postgres"):
         with contextlib.suppress(OSError, ValueError):
             pids[server] = int((DEMO_STATE / f"{server}.pid").read_text().strip())
     console.print("still running (--keep-running): "
                   + ", ".join(f"{name} pid {pid}" for name, pid in pids.items()), highlight=False)
-    services = " ".join(str(proc.pid) for proc in running.processes.values())
+    services = " ".join(str(proc.pid) for procs in running.instance_processes.values()
+                        for proc in procs)
     console.print(f"stop them with: kill {services} && TKM_INFRA_DIR={DEMO_STATE} "
                   "python -m scripts.infra down", highlight=False, soft_wrap=True)
 
 
-async def _simulate(urls: dict[str, str], scenario, options: Options, bootstrap: str,
+async def _simulate(urls: dict, scenario, options: Options, bootstrap: str,
                     console: Console, client: dict | None = None) -> tuple[dict, dict[str, float]]:
     api = Api(urls)
     try:
