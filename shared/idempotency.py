@@ -33,6 +33,7 @@ from collections.abc import Awaitable, Callable, Iterator, MutableMapping
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 from fastapi import FastAPI
 
 from shared.auth import decode_token
@@ -136,9 +137,10 @@ async def _answer(send: Send, status: int, body: bytes, headers: list[tuple[byte
 
 async def _refuse(send: Send, status: int, reason: str, retry_after: int | None = None) -> None:
     headers = [(b"content-type", b"application/json")]
-    if retry_after is not None:
-        headers.append((b"retry-after", str(retry_after).encode()))
-    await _answer(send, status, json.dumps(_error(status, reason)).encode(), headers)
+    if retry_after is not None:  # with its milliseconds, as shared.shedding answers
+        headers += [(b"retry-after", str(retry_after).encode()),
+                    (b"retry-after-ms", str(retry_after * 1000).encode())]
+    await _answer(send, status, orjson.dumps(_error(status, reason)), headers)
 
 
 def _header(scope: Scope, name: bytes) -> str | None:
@@ -297,6 +299,16 @@ class IdempotencyMiddleware:
 
 
 def _actor(app: Any, scope: Scope) -> str | None:
+    """The caller's actor id from its bearer token (None: no valid one), decoded once per
+    request: the access log asks again."""
+    try:
+        return scope["tkm.actor"]
+    except KeyError:
+        actor = scope["tkm.actor"] = _decoded_actor(app, scope)
+        return actor
+
+
+def _decoded_actor(app: Any, scope: Scope) -> str | None:
     auth = _header(scope, b"authorization") or ""
     scheme, _, token = auth.partition(" ")
     if scheme.lower() != "bearer" or not token:

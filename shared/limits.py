@@ -15,9 +15,10 @@ it, and Postgres refuses it in text.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
+
+import orjson
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -108,7 +109,7 @@ async def _refuse(send: Send, cap: int) -> None:
 
 
 async def _reply(send: Send, status: int, content: dict[str, Any]) -> None:
-    body = json.dumps(content).encode()
+    body = orjson.dumps(content)
     # no "Connection: close": a client that sends the whole body before reading (httpx does)
     # would then see a reset instead of the 413; the server discards what still arrives
     await send({"type": "http.response.start", "status": status,

@@ -13,6 +13,10 @@ Guarantees:
 - `install_handlers` maps `DatabaseBusyError` and lost or refused database connections
   (`DATABASE_UNAVAILABLE`) to 503, and `ServiceUnavailableError` (a bulk request interrupted by
   an outage, with what was written per item in its details) to 503, each with `Retry-After`.
+- Every `Retry-After` (whole seconds, at least 1, as HTTP has it) comes with `Retry-After-Ms`,
+  the same advice in milliseconds for clients that can use it: for a request shed at the
+  in-flight limit it is the recent time to answer a request (an exponential average, 10 ms to
+  1 s), after which a slot has likely freed; otherwise the seconds times 1000.
 """
 
 from __future__ import annotations
@@ -20,12 +24,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
-import json
 import logging
+import time
 from collections.abc import Awaitable, Callable, Iterator, MutableMapping
 from typing import Any
 
 import asyncpg
+import orjson
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from prometheus_client import Counter, Gauge
@@ -43,6 +48,13 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 EXEMPT = frozenset({"/healthz", "/readyz", "/metrics"})
 BUSY_RETRY_AFTER_S = 1
 OUTAGE_RETRY_AFTER_S = 5
+MIN_RETRY_AFTER_MS = 10
+RETRY_AFTER_MS = "Retry-After-Ms"
+
+
+def retry_after(seconds: int, ms: int | None = None) -> dict[str, str]:
+    """The `Retry-After` (seconds) and `Retry-After-Ms` headers of an answer."""
+    return {"Retry-After": str(seconds), RETRY_AFTER_MS: str(seconds * 1000 if ms is None else ms)}
 
 SHED = Counter("tkm_http_requests_shed_total", "Requests answered 503 because the service "
                "was at its in-flight limit", ["service"])
@@ -80,6 +92,8 @@ class ConcurrencyLimit:
         self.waiting = 0
         self.shed = SHED.labels(service)
         self.in_flight = IN_FLIGHT.labels(service)
+        # recent time to answer an admitted request (exponential average): Retry-After-Ms
+        self.typical_s = 0.05
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] in EXEMPT:
@@ -89,14 +103,21 @@ class ConcurrencyLimit:
             self.shed.inc()
             await _answer(send, 503, _error(
                 503, f"the service is answering {self.limit} requests already; retry shortly"),
-                BUSY_RETRY_AFTER_S)
+                retry_after(BUSY_RETRY_AFTER_S, self.retry_after_ms()))
             return
         self.in_flight.inc()
+        began = time.monotonic()
         try:
             await self.app(scope, receive, send)
         finally:
             self.in_flight.dec()
             self.slots.release()
+            self.typical_s += (time.monotonic() - began - self.typical_s) * 0.1
+
+    def retry_after_ms(self) -> int:
+        """When a shed request had best come back: by then a slot has likely freed."""
+        return max(MIN_RETRY_AFTER_MS, min(BUSY_RETRY_AFTER_S * 1000,
+                                           round(self.typical_s * 1000)))
 
     async def _admit(self) -> bool:
         if not self.slots.locked():
@@ -115,11 +136,12 @@ class ConcurrencyLimit:
             self.waiting -= 1
 
 
-async def _answer(send: Send, status: int, body: dict[str, Any], retry_after: int) -> None:
-    raw = json.dumps(body).encode()
+async def _answer(send: Send, status: int, body: dict[str, Any], headers: dict[str, str]
+                  ) -> None:
+    raw = orjson.dumps(body)
     await send({"type": "http.response.start", "status": status, "headers": [
         (b"content-type", b"application/json"), (b"content-length", str(len(raw)).encode()),
-        (b"retry-after", str(retry_after).encode())]})
+        *((k.lower().encode(), v.encode()) for k, v in headers.items())]})
     await send({"type": "http.response.body", "body": raw})
 
 
@@ -207,17 +229,16 @@ def install_handlers(app: FastAPI) -> None:
             log.warning("request shed: %s", exc)
             return JSONResponse(_error(503, "the service is busy: no database connection "
                                        "became free in time; retry shortly"),
-                                status_code=503,
-                                headers={"Retry-After": str(BUSY_RETRY_AFTER_S)})
+                                status_code=503, headers=retry_after(BUSY_RETRY_AFTER_S))
         log.warning("database unavailable while answering a request: %r", exc)
         return JSONResponse(_error(503, "the database is unavailable: the request did not "
                                    "complete; retry later (with the same Idempotency-Key, a "
                                    "retry never applies it twice)"), status_code=503,
-                            headers={"Retry-After": str(OUTAGE_RETRY_AFTER_S)})
+                            headers=retry_after(OUTAGE_RETRY_AFTER_S))
 
     async def interrupted(_: Request, exc: ServiceUnavailableError) -> JSONResponse:
         return JSONResponse(exc.body(), status_code=503,
-                            headers={"Retry-After": str(OUTAGE_RETRY_AFTER_S)})
+                            headers=retry_after(OUTAGE_RETRY_AFTER_S))
 
     for kind in DATABASE_UNAVAILABLE:
         app.add_exception_handler(kind, database_unavailable)

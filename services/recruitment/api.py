@@ -245,9 +245,11 @@ def make_router(config: RecruitmentConfig) -> APIRouter:
     router = APIRouter()
     limits = config.limits
 
-    def page_params(limit: Annotated[int, Query(ge=1, le=limits.page_size_max)]
-                    = limits.page_size_default,
-                    offset: Annotated[int, Query(ge=0, le=OFFSET_MAX)] = 0) -> tuple[int, int]:
+    # a coroutine: a plain function dependency is run in the thread pool, a hop per request
+    async def page_params(limit: Annotated[int, Query(ge=1, le=limits.page_size_max)]
+                          = limits.page_size_default,
+                          offset: Annotated[int, Query(ge=0, le=OFFSET_MAX)] = 0
+                          ) -> tuple[int, int]:
         return limit, offset
 
     PageQuery = Annotated[tuple[int, int], Depends(page_params)]
