@@ -8,6 +8,7 @@ import pytest
 
 from services.evaluation.projections import HANDLERS, OWN_TABLES, project
 from shared.aggregate import UnitOfWork
+from shared.consumer import apply_handler
 from shared.contracts import mentoring as m
 from shared.contracts import recruitment as r
 from shared.envelope import parse_payload
@@ -47,7 +48,7 @@ async def test_closing_900_tks_is_one_quick_transaction_published_by_the_relay(i
         async with ctx.pool.acquire() as conn, conn.transaction():
             uow = UnitOfWork(conn, ctx.store, "test", uuid.uuid4())
             for env in _year_of_facts(year, run):
-                await HANDLERS[env.event_type](uow, env, parse_payload(env))
+                await apply_handler(HANDLERS[env.event_type], uow, [(env, parse_payload(env))])
         assert (await client.post(f"/evaluations/{year}/open", headers=ADMIN)).status_code == 201
 
         started = time.perf_counter()

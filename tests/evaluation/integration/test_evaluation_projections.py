@@ -1,6 +1,7 @@
 """The consumed facts against a real Postgres, delivered in awkward orders (as separate topics
 may deliver them), without the broker."""
 
+import itertools
 import random
 import uuid
 from datetime import date
@@ -13,6 +14,7 @@ import services.evaluation
 from services.evaluation import views
 from services.evaluation.projections import HANDLERS
 from shared.aggregate import UnitOfWork
+from shared.consumer import apply_handler
 from shared.contracts import groups as g
 from shared.contracts import mentoring as m
 from shared.contracts import recruitment as r
@@ -33,10 +35,12 @@ async def conn(database_url):
 
 
 async def _apply(conn: asyncpg.Connection, envelopes: list[Envelope]) -> None:
+    """As the consumer applies a batch: each run of consecutive events of one handler in one
+    call of that (set-based) handler."""
     async with conn.transaction():
         uow = UnitOfWork(conn, EventStore("evaluation"), "test", uuid.uuid4())
-        for env in envelopes:
-            await HANDLERS[env.event_type](uow, env, parse_payload(env))
+        for handler, run in itertools.groupby(envelopes, key=lambda e: HANDLERS[e.event_type]):
+            await apply_handler(handler, uow, [(env, parse_payload(env)) for env in run])
 
 
 def _report(group: str, tks: str, period: str, *, on_time=True, new_workers=0, revenue=1_000):
