@@ -22,8 +22,15 @@ $(STAMP): pyproject.toml
 tools:
 	@command -v promtool >/dev/null || sh scripts/install_promtool.sh
 	@command -v wrk >/dev/null || sh scripts/install_wrk.sh
+	@command -v chromium >/dev/null || sh scripts/install_chromium.sh
 
-install: $(STAMP) tools
+# the console's browser assets (axe-core for tests/console), from npm with its lock file: no CDN
+CONSOLE_ASSETS := services/console/node_modules/.package-lock.json
+$(CONSOLE_ASSETS): services/console/package.json services/console/package-lock.json
+	@command -v npm >/dev/null || { echo "npm is needed for the console's assets: apt-get install -y npm"; exit 1; }
+	cd services/console && npm ci --no-audit --no-fund
+
+install: $(STAMP) tools $(CONSOLE_ASSETS)
 
 # TKM_KAFKA_BROKERS=3 make infra-up: a three-broker KRaft cluster (docs/cluster.md)
 infra-up: install

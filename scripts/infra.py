@@ -1068,7 +1068,7 @@ def up(state: Path = DEFAULT_STATE, kafka_port: int | None = None,
         (state / "postgres.url").write_text(f"postgresql://postgres@127.0.0.1:{pg_port}")
         started = True
     pg_url = (state / "postgres.url").read_text().strip()
-    create_databases(pg_url, SERVICE_DATABASES)
+    create_databases(pg_url, (*SERVICE_DATABASES, "console"))  # and the console's read side
     if brokers > 1:
         if not _kafka_running(state):
             start_kafka_cluster(state, _cluster_ports(kafka_port, brokers), brokers,
