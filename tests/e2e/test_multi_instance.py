@@ -25,7 +25,7 @@ from scripts import services as service_processes
 from scripts.api_client import Api, ApiError
 from scripts.balancer import RoundRobinTransport, SyncRoundRobinTransport, round_robin_client
 from services.mentoring.config import DEFAULT_FILE as MENTORING_CONFIG
-from shared.topics import GROUPS, RECRUITMENT
+from shared.topics import EVALUATION, GROUPS, MENTORING, RECRUITMENT
 from tests.groups.groups_support import registration
 from tests.recruitment.recruitment_helpers import ADMIN, applicant
 from tests.support.databases import create_database
@@ -62,6 +62,9 @@ async def cluster(infra, tmp_path_factory) -> AsyncIterator[Cluster]:
     client, urls = round_robin_client(running.instance_urls, headers=ADMIN, timeout=30)
     try:
         yield Cluster(running, databases, client, urls, infra.kafka_bootstrap)
+        # the consumer groups are the services' own, which later modules' services join: they
+        # must find nothing of this module's left to consume
+        await eventually(lambda: _caught_up(databases), timeout=90)
     finally:
         await client.aclose()
         await asyncio.to_thread(running.stop)
@@ -449,6 +452,27 @@ def _event_id(value: bytes) -> uuid.UUID | None:
         return uuid.UUID(json.loads(value)["event_id"])
     except (ValueError, KeyError, TypeError):
         return None
+
+
+CONSUMES = {"recruitment": (EVALUATION,), "mentoring": (RECRUITMENT, GROUPS),
+            "evaluation": (RECRUITMENT, GROUPS, MENTORING)}
+PRODUCER = {RECRUITMENT: "recruitment", GROUPS: "groups", MENTORING: "mentoring",
+            EVALUATION: "evaluation"}
+
+
+async def _caught_up(databases: dict[str, str]) -> bool:
+    """Every event of every outbox sent, and in the inbox of each service consuming it."""
+    for consumer, topics in CONSUMES.items():
+        for topic in topics:
+            async with _db(databases[PRODUCER[topic]]) as conn:
+                if await conn.fetchval("SELECT count(*) FROM outbox WHERE sent_at IS NULL "
+                                       "AND failed_reason IS NULL"):
+                    return False
+                ids = {r["event_id"] for r in await conn.fetch(
+                    "SELECT event_id FROM outbox WHERE topic = $1", topic)}
+            if len(await _inbox(databases[consumer], ids)) < len(ids):
+                return False
+    return True
 
 
 async def _inbox(url: str, ids: set[uuid.UUID]) -> dict[uuid.UUID, str]:
