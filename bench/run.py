@@ -38,7 +38,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--smoke", action="store_true", help="tiny sizes, one run each (the test)")
     p.add_argument("--repeats", type=int, default=3, help="runs of each figure (default 3)")
-    p.add_argument("--only", default=",".join(PATHS), help=f"paths to run: {','.join(PATHS)}")
+    p.add_argument("--only", default=",".join(PATHS), help=f"paths to run: {','.join(PATHS)} (none: the year alone)")
     p.add_argument("--concurrency", type=_ints, default=(1, 8, 32),
                    help="command path writers (default 1,8,32)")
     p.add_argument("--commands", type=int, default=1000,
@@ -46,10 +46,11 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--http-concurrency", type=_ints, default=(8, 32),
                    help="wrk connections (default 8,32)")
     p.add_argument("--http-seconds", type=float, default=5, help="per wrk run (default 5)")
-    p.add_argument("--http-groups", type=int, default=2500,
-                   help="approved groups for the HTTP runs, 3 tranches each (default 2500)")
+    p.add_argument("--http-groups", type=int, default=8000,
+                   help="groups the HTTP runs may register, approve and fund (3 tranches each), "
+                        "as each run needs them (default at most 8000)")
     p.add_argument("--e2e-rate", type=float, default=200, help="commands/s offered (default 200)")
-    p.add_argument("--e2e-seconds", type=float, default=10, help="per run (default 10)")
+    p.add_argument("--e2e-seconds", type=float, default=5, help="per run (default 5)")
     p.add_argument("--relay-rows", type=int, default=20_000, help="outbox rows (default 20000)")
     p.add_argument("--consumer-events", type=int, default=10_000,
                    help="events consumed per run (default 10000)")
@@ -66,12 +67,12 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     if args.smoke:
         args.repeats = 1
         args.concurrency, args.commands = (1, 8), 40
-        args.http_concurrency, args.http_seconds, args.http_groups = (8,), 2, 80
+        args.http_concurrency, args.http_seconds, args.http_groups = (8,), 2, 300
         args.e2e_rate, args.e2e_seconds = 20, 2
         args.relay_rows, args.consumer_events = 500, 1000
         args.size = (500, 1000)
         args.year_groups = args.year_groups or 40
-    args.paths = [x.strip() for x in args.only.split(",") if x.strip()]
+    args.paths = [x.strip() for x in args.only.split(",") if x.strip() not in ("", "none")]
     unknown = set(args.paths) - set(PATHS)
     if unknown:
         p.error(f"unknown paths {sorted(unknown)}: use {','.join(PATHS)}")
@@ -90,18 +91,15 @@ async def measure(env: BenchEnv, args: argparse.Namespace) -> list[dict[str, Any
             need_e2e = int(args.e2e_rate * args.e2e_seconds) * args.repeats \
                 if "e2e" in args.paths else 0
             need_http = args.http_groups if "http" in args.paths else 0
-            began = time.perf_counter()
-            groups = await services.approved_groups(need_http + need_e2e)
-            env.log(f"{len(groups):,} groups registered and approved in "
-                    f"{time.perf_counter() - began:.0f}s")
+            await asyncio.to_thread(services.plan, need_http + need_e2e)
             if "http" in args.paths:
                 rows += await services_path.http(
                     env, services, concurrencies=args.http_concurrency,
-                    seconds=args.http_seconds, repeats=args.repeats, groups=groups[:need_http])
+                    seconds=args.http_seconds, repeats=args.repeats)
             if "e2e" in args.paths:
                 rows += await services_path.end_to_end(
                     env, services, rate=args.e2e_rate, seconds=args.e2e_seconds,
-                    repeats=args.repeats, groups=groups[need_http:])
+                    repeats=args.repeats)
     if "relay" in args.paths or "consumer" in args.paths:
         rows += await messaging.run(env, relay_rows=args.relay_rows,
                                     consumer_events=args.consumer_events, repeats=args.repeats,
@@ -151,21 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     state = _state()
     infra.down(state)
     shutil.rmtree(state, ignore_errors=True)
-    print(f"starting Kafka and PostgreSQL under {state} ...", flush=True)
-    endpoints, _ = infra.up(state, _port("TKM_KAFKA_PORT"), _port("TKM_POSTGRES_PORT"))
-    env = BenchEnv(endpoints, state, infra.kafka_client_env(state), smoke=args.smoke,
-                   log=lambda line: print(line, flush=True))
-    # every client of this process (consumer, relay, topics) runs as the bench's admin
-    saved = dict(os.environ)
-    os.environ.update(env.kafka_env)
-    # services and in-process apps on loopback with the repository's dev signing key
-    os.environ.setdefault("TKM_ENV", "dev")
-    try:
-        rows = asyncio.run(_measure_all(env, args))
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
-        infra.down(state)
+    rows = _measure_paths(args, state) if args.paths else []
     year = None
     if args.year:
         print("the programme year (tkm simulate) ...", flush=True)
@@ -190,6 +174,24 @@ def main(argv: list[str] | None = None) -> int:
     print(table)
     print(f"written: {args.out / stem}.json and .md ({results['seconds']:.0f}s)")
     return 0
+
+
+def _measure_paths(args: argparse.Namespace, state: Path) -> list[dict[str, Any]]:
+    print(f"starting Kafka and PostgreSQL under {state} ...", flush=True)
+    endpoints, _ = infra.up(state, _port("TKM_KAFKA_PORT"), _port("TKM_POSTGRES_PORT"))
+    env = BenchEnv(endpoints, state, infra.kafka_client_env(state), smoke=args.smoke,
+                   log=lambda line: print(line, flush=True))
+    # every client of this process (consumer, relay, topics) runs as the bench's admin
+    saved = dict(os.environ)
+    os.environ.update(env.kafka_env)
+    # services and in-process apps on loopback with the repository's dev signing key
+    os.environ.setdefault("TKM_ENV", "dev")
+    try:
+        return asyncio.run(_measure_all(env, args))
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+        infra.down(state)
 
 
 async def _measure_all(env: BenchEnv, args: argparse.Namespace) -> list[dict[str, Any]]:

@@ -30,7 +30,7 @@ from rich.progress import Progress
 from bench.common import BenchEnv, cpu_seconds, summary
 from scripts import services as service_processes
 from scripts.api_client import Api
-from scripts.scenario import build
+from scripts.scenario import GroupPlan, Scenario, build
 from scripts.simulate import Options, Simulation, _chunks
 from shared.auth import Role, mint_token
 from shared.settings import DEV_SIGNING_KEY
@@ -44,6 +44,7 @@ class Services:
         self.env = env
         self.running: service_processes.RunningServices | None = None
         self.api: Api | None = None
+        self._plans: list[GroupPlan] = []
 
     async def __aenter__(self) -> Services:
         log_dir = self.env.state / "bench-logs"
@@ -69,13 +70,24 @@ class Services:
         assert self.running is not None
         return self.running.processes["groups"].pid
 
-    async def approved_groups(self, count: int, seed: int = 7) -> list[str]:
-        """`count` groups registered from CSV and approved through the API (not yet funded)."""
+    def plan(self, groups: int, seed: int = 7) -> None:
+        """The groups the runs may register (one scenario: its NIKs and names never clash)."""
+        scenario = build(seed=seed, groups=groups)
+        self._plans = [g for st in scenario.stages for r in st.regencies for g in r.groups]
+
+    @property
+    def left(self) -> int:
+        return len(self._plans)
+
+    async def approved_groups(self, count: int) -> list[str]:
+        """`count` more groups (fewer when the plan runs out) registered from CSV and approved
+        through the API, not yet funded."""
         assert self.api is not None
-        scenario = build(seed=seed, groups=count)
+        plans, self._plans = self._plans[:count], self._plans[count:]
+        if not plans:
+            return []
         with Progress(disable=True, console=Console(quiet=True)) as progress:
-            sim = Simulation(self.api, scenario, Options(), progress)
-            plans = [g for s in scenario.stages for r in s.regencies for g in r.groups]
+            sim = Simulation(self.api, Scenario(2023, 7, [], 10), Options(), progress)
             task = progress.add_task("register", total=len(plans))
             await asyncio.gather(*(sim._import(chunk, task) for chunk in _chunks(plans, 250)))
             ids = [sim.run.group_ids[g.ref] for g in plans]
@@ -107,38 +119,43 @@ def wrk(url: str, connections: int, seconds: float, script: Path, *args: str) ->
 
 
 async def http(env: BenchEnv, services: Services, *, concurrencies: tuple[int, ...],
-               seconds: float, repeats: int, groups: list[str]) -> list[dict[str, Any]]:
-    ids_file = env.state / "bench-fund-groups.txt"
-    ids_file.write_text("\n".join(groups) + "\n")
+               seconds: float, repeats: int) -> list[dict[str, Any]]:
     token, pid, rows = _token(), services.groups_pid, []
-    used = 0
+    fastest = 50.0  # fundings/s seen so far: how many fresh groups the next run needs
 
-    def fund(c: int) -> dict[str, Any]:
-        nonlocal used
+    async def fund(c: int, first: bool) -> dict[str, Any]:
+        nonlocal fastest
+        # each request a fresh group, then the next tranche of each (3 per group): enough
+        # groups for this run at the fastest rate seen (twice that at a new concurrency)
+        expected = fastest * (2 if first else 1.3) * seconds + 4 * c
+        ids = await services.approved_groups(math.ceil(expected / 3))
+        if not ids:
+            raise RuntimeError("no groups left to fund: raise --http-groups")
+        ids_file = env.state / "bench-fund-groups.txt"
+        ids_file.write_text("\n".join(ids) + "\n")
         before = cpu_seconds(pid)
-        result = wrk(services.groups_url, c, seconds, HERE / "fund.lua", str(ids_file),
-                     str(used), token, str(min(2, c)), uuid.uuid4().hex[:12], FUNDED_ON)
+        result = await asyncio.to_thread(
+            wrk, services.groups_url, c, seconds, HERE / "fund.lua", str(ids_file), "0", token,
+            str(min(2, c)), uuid.uuid4().hex[:12], FUNDED_ON)
         result["cpu_s"] = cpu_seconds(pid) - before
-        # wrk's count leaves out what was in flight when it stopped: skip past those too
-        used += result["requests"] + c * 2
+        result["groups"] = len(ids)
+        fastest = max(fastest, result["requests"] / (result["duration_us"] / 1e6))
         return result
 
-    def healthz(c: int) -> dict[str, Any]:
+    async def healthz(c: int) -> dict[str, Any]:
         before = cpu_seconds(pid)
-        result = wrk(services.groups_url + "/healthz", c, seconds, HERE / "healthz.lua")
+        result = await asyncio.to_thread(wrk, services.groups_url + "/healthz", c, seconds,
+                                         HERE / "healthz.lua")
         result["cpu_s"] = cpu_seconds(pid) - before
         return result
 
-    await asyncio.to_thread(healthz, 2)  # warm-up
-    await asyncio.to_thread(fund, 2)
+    await healthz(2)  # warm-up
+    await fund(2, True)
     for c in concurrencies:
         funds, checks = [], []
-        for _ in range(repeats):
-            funds.append(await asyncio.to_thread(fund, c))
-            checks.append(await asyncio.to_thread(healthz, c))
-        if used > 3 * len(groups):
-            env.log(f"warning: {used} fundings asked of {len(groups)} groups x 3 tranches: "
-                    "the last ones were refused")
+        for i in range(repeats):
+            funds.append(await fund(c, i == 0))
+            checks.append(await healthz(c))
         ok = [(r["requests"] - r["status_errors"]) / (r["duration_us"] / 1e6) for r in funds]
         refused = sum(r["status_errors"] for r in funds)
         cpu = [r["cpu_s"] * 1000 / max(1, r["requests"]) for r in funds]
@@ -149,7 +166,8 @@ async def http(env: BenchEnv, services: Services, *, concurrencies: tuple[int, .
                 "ms per call")
         rows.append({"path": f"HTTP fund-group c={c}", "unit": "commands/s (2xx)",
                      "value": rate, "ceiling_name": "GET /healthz", "ceiling": ceiling,
-                     "note": f"{refused} non-2xx; p99 {_median_ms(funds, 'p99_us'):.0f} ms"})
+                     "note": f"{refused} non-2xx; p99 {_median_ms(funds, 'p99_us'):.0f} ms, "
+                             f"healthz p99 {_median_ms(checks, 'p99_us'):.0f} ms"})
         rows.append({"path": f"HTTP service CPU per call c={c}", "unit": "ms CPU per call",
                      "value": summary(cpu), "ceiling_name": "GET /healthz",
                      "ceiling": summary([r["cpu_s"] * 1000 / max(1, r["requests"])
@@ -163,7 +181,7 @@ def _median_ms(results: list[dict[str, Any]], key: str) -> float:
 
 
 async def end_to_end(env: BenchEnv, services: Services, *, rate: float, seconds: float,
-                     repeats: int, groups: list[str]) -> list[dict[str, Any]]:
+                     repeats: int) -> list[dict[str, Any]]:
     """p50/p95/p99 of the time from a funding's 2xx to mentoring's commit of it."""
     per_run = int(rate * seconds)
     mentoring = await asyncpg.connect(env.endpoints.database_url("mentoring"))
@@ -172,10 +190,10 @@ async def end_to_end(env: BenchEnv, services: Services, *, rate: float, seconds:
     try:
         async with httpx.AsyncClient(base_url=services.groups_url, timeout=60, limits=httpx.Limits(
                 max_connections=64), headers={"Authorization": f"Bearer {token}"}) as client:
-            for run in range(repeats):
-                batch = groups[run * per_run:(run + 1) * per_run]
+            for _ in range(repeats):
+                batch = await services.approved_groups(per_run)
                 if len(batch) < per_run:
-                    raise RuntimeError("not enough groups prepared for the end-to-end runs")
+                    raise RuntimeError("not enough groups left for the end-to-end runs")
                 await _settled(mentoring)
                 latencies, offered, missing = await _offer(client, mentoring, batch, rate)
                 lost += missing
@@ -190,10 +208,12 @@ async def end_to_end(env: BenchEnv, services: Services, *, rate: float, seconds:
             f"p95 {summary(p95s)['median']:.0f} ms, p99 {summary(p99s)['median']:.0f} ms")
     note = f"offered {summary(achieved)['median']:,.0f}/s achieved; {lost} never seen"
     target = {"median": 100.0, "min": 100.0, "max": 100.0, "runs": [100.0]}
-    return [{"path": f"end to end p{p} at {rate:.0f}/s", "unit": "ms (2xx -> downstream commit)",
-             "value": summary(v), "ceiling_name": "target p99 100 ms", "ceiling": target,
-             "lower_is_better": True, "note": note}
-            for p, v in ((50, p50s), (95, p95s), (99, p99s))]
+    rows: list[dict[str, Any]] = [
+        {"path": f"end to end p{p} at {rate:.0f}/s", "unit": "ms (2xx -> downstream commit)",
+         "value": summary(v), "lower_is_better": True, "note": note}
+        for p, v in ((50, p50s), (95, p95s), (99, p99s))]
+    rows[-1].update(ceiling_name="the issue's target, p99 100 ms", ceiling=target)
+    return rows
 
 
 async def _settled(mentoring: asyncpg.Connection, timeout: float = 180) -> None:
