@@ -129,6 +129,8 @@ def require(*roles: Role):
         hours = getattr(settings, "token_max_hours", None)
         actor = decode_token(request.app.state.signing_key, creds.credentials,
                              max_lifetime=timedelta(hours=hours) if hours else MAX_TOKEN_LIFETIME)
+        # the access log names the caller: decoded once per request (shared.idempotency._actor)
+        request.scope["tkm.actor"] = actor.id
         if actor.role not in roles:
             raise ForbiddenError(f"role {actor.role.value} may not call this; allowed: "
                                  f"{', '.join(r.value for r in roles)}", field="Authorization")
