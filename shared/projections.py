@@ -47,7 +47,7 @@ import asyncpg
 from shared.aggregate import Projector, UnitOfWork
 from shared.consumer import AnyHandler, apply_handler, is_batched
 from shared.envelope import ContractError, decode_envelope, decode_wanted, parse_payload
-from shared.eventstore import EventStore, envelope_from_row
+from shared.eventstore import EventStore, envelope_from_row, event_from_row
 
 SHADOW = "tkm_rebuild"
 RETIRED = "tkm_rebuild_retired"
@@ -209,15 +209,15 @@ class _Run:
                 if not rows:
                     break
                 if self.plan.across_transactions:
-                    batch = [envelope_from_row(r) for r in rows]
-                    await self.plan.projector(self.conn, [(e, parse_payload(e)) for e in batch])
+                    await self.plan.projector(
+                        self.conn, [(envelope_from_row(r), event_from_row(r)) for r in rows])
                 # else one call per transaction's run of events, as live (a projector may group
                 # a call's events by type, trusting that one save never records them out of
                 # order)
                 for _, run in ([] if self.plan.across_transactions
                                else itertools.groupby(rows, key=lambda r: r["tx_id"])):
-                    batch = [envelope_from_row(r) for r in run]
-                    await self.plan.projector(self.conn, [(e, parse_payload(e)) for e in batch])
+                    await self.plan.projector(
+                        self.conn, [(envelope_from_row(r), event_from_row(r)) for r in run])
             position, replayed = rows[-1]["global_position"], replayed + len(rows)
         self.stats.own_events += replayed
         if in_swap:

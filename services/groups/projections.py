@@ -317,7 +317,223 @@ async def _advanced(conn: asyncpg.Connection, env: Envelope, e: GroupAdvanced) -
                        "WHERE group_id = $1", e.group_id, e.to_stage, env.occurred_at)
 
 
-REBUILD = RebuildPlan(READ_MODELS, project_read_models)
+# ---- a rebuild's page, set-based: events across transactions in a few statements ----------
+# Every read-model row and every value an event's update reads belongs to the event's group,
+# whose events are one stream; the counters (people_reached, funding_by_province) are sums. So
+# a page is applied in layers: layer k holds the k-th event of each stream in the page, which
+# keeps every stream's order, and within a layer each type's events go in one statement or
+# two (a layer has one event per group: no row is updated twice by one statement).
+
+Items = list[tuple[Envelope, Any]]
+
+
+def _cols(items: Items, *getters: Callable[[Envelope, Any], Any]) -> list[list[Any]]:
+    return [[get(env, e) for env, e in items] for get in getters]
+
+
+_REACHED_SUMS = (
+    "ON CONFLICT (year, province_code) DO UPDATE SET "
+    "groups_registered = p.groups_registered + excluded.groups_registered, "
+    "members_registered = p.members_registered + excluded.members_registered, "
+    "groups_funded = p.groups_funded + excluded.groups_funded, "
+    "members_funded = p.members_funded + excluded.members_funded")
+
+
+async def _page_registered(conn: asyncpg.Connection, items: Items) -> None:
+    await conn.execute(
+        "INSERT INTO group_registry (group_id, year, stage, province_code, regency_code, "
+        "business_type, status, member_count, registered_at, updated_at) "
+        "SELECT g, y, s, p, r, b, 'registered', n, t, t FROM unnest($1::text[], $2::int[], "
+        "$3::text[], $4::text[], $5::text[], $6::text[], $7::int[], $8::timestamptz[]) "
+        "AS u(g, y, s, p, r, b, n, t)",
+        *_cols(items, lambda _, e: e.group_id, lambda _, e: e.year, lambda _, e: e.stage,
+               lambda _, e: e.province_code, lambda _, e: e.regency_code,
+               lambda _, e: e.business_type, lambda _, e: e.member_count,
+               lambda env, _: env.occurred_at))
+
+
+async def _page_roster_recorded(conn: asyncpg.Connection, items: Items) -> None:
+    await conn.execute(
+        "WITH u AS (SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::int[]) "
+        "AS u(g, name, ref, n)), "
+        "reg AS (UPDATE group_registry r SET name = u.name, external_ref = u.ref FROM u "
+        "WHERE r.group_id = u.g RETURNING r.year, r.province_code, u.n) "
+        "INSERT INTO people_reached AS p (year, province_code, groups_registered, "
+        "members_registered, groups_funded, members_funded) "
+        "SELECT year, province_code, count(*), sum(n), 0, 0 FROM reg GROUP BY 1, 2 "
+        "ORDER BY 1, 2 " + _REACHED_SUMS,
+        *_cols(items, lambda _, e: e.group_id, lambda _, e: e.name,
+               lambda _, e: e.external_ref, lambda _, e: len(e.members)))
+    members = [(e.group_id, m) for _, e in items for m in e.members]
+    if members:
+        await conn.execute(
+            "INSERT INTO group_members (group_id, nik, name, phone, birth_date) "
+            "SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::date[])",
+            [g for g, _ in members], [m.nik for _, m in members], [m.name for _, m in members],
+            [m.phone for _, m in members], [m.birth_date for _, m in members])
+
+
+async def _page_approved(conn: asyncpg.Connection, items: Items) -> None:
+    await conn.execute(
+        "UPDATE group_registry r SET status = 'approved', status_reason_code = NULL, "
+        "status_note = NULL, updated_at = u.t FROM unnest($1::text[], $2::timestamptz[]) "
+        "AS u(g, t) WHERE r.group_id = u.g",
+        *_cols(items, lambda _, e: e.group_id, lambda env, _: env.occurred_at))
+
+
+async def _page_funded(conn: asyncpg.Connection, items: Items) -> None:
+    await conn.execute(
+        "WITH u AS (SELECT * FROM unnest($1::text[], $2::int[], $3::bigint[], $4::int[], "
+        "$5::date[], $6::date[], $7::timestamptz[], $8::int[], $9::text[]) "
+        "AS u(g, tranche, amount, budget_year, disbursed_on, due_on, t, year, province_code)), "
+        "reg AS (UPDATE group_registry r SET status = 'funded', tranches = u.tranche, "
+        "funded_total = r.funded_total + u.amount, last_budget_year = u.budget_year, "
+        "last_disbursed_on = u.disbursed_on, lpj_due_on = u.due_on, lpj_status = CASE "
+        "WHEN r.lpj_status = 'submitted' THEN 'submitted' ELSE 'due' END, updated_at = u.t "
+        "FROM u WHERE r.group_id = u.g RETURNING u.tranche, u.year, u.province_code, "
+        "r.member_count), "
+        "reached AS (INSERT INTO people_reached AS p (year, province_code, groups_registered, "
+        "members_registered, groups_funded, members_funded) "
+        "SELECT year, province_code, 0, 0, count(*), sum(member_count) FROM reg "
+        "WHERE tranche = 1 GROUP BY 1, 2 ORDER BY 1, 2 " + _REACHED_SUMS + ") "
+        "INSERT INTO funding_by_province AS f (budget_year, province_code, groups_funded, "
+        "tranches, amount_disbursed) SELECT budget_year, province_code, "
+        "count(*) FILTER (WHERE tranche = 1), count(*), sum(amount) FROM u GROUP BY 1, 2 "
+        "ORDER BY 1, 2 ON CONFLICT (budget_year, province_code) DO UPDATE SET "
+        "groups_funded = f.groups_funded + excluded.groups_funded, "
+        "tranches = f.tranches + excluded.tranches, "
+        "amount_disbursed = f.amount_disbursed + excluded.amount_disbursed",
+        *_cols(items, lambda _, e: e.group_id, lambda _, e: e.tranche, lambda _, e: e.amount,
+               lambda _, e: e.budget_year, lambda _, e: e.disbursed_on,
+               lambda _, e: e.lpj_due_on, lambda env, _: env.occurred_at,
+               lambda _, e: e.year, lambda _, e: e.province_code))
+
+
+async def _page_lpj_submitted(conn: asyncpg.Connection, items: Items) -> None:
+    cols = _cols(items, lambda _, e: e.report_id, lambda _, e: e.group_id,
+                 lambda _, e: e.tools, lambda _, e: e.materials, lambda _, e: e.other,
+                 lambda _, e: e.remaining_balance, lambda _, e: e.evidence_count,
+                 lambda env, _: env.occurred_at)
+    await conn.execute(
+        "INSERT INTO lpj_reports (report_id, group_id, tools, materials, other, "
+        "remaining_balance, evidence_count, funds_covered, status, submitted_at) "
+        "SELECT u.rid, u.g, u.tools, u.materials, u.other, u.remaining, u.evidence, "
+        "r.funded_total, 'submitted', u.t FROM unnest($1::text[], $2::text[], $3::bigint[], "
+        "$4::bigint[], $5::bigint[], $6::bigint[], $7::int[], $8::timestamptz[]) "
+        "AS u(rid, g, tools, materials, other, remaining, evidence, t) "
+        "JOIN group_registry r ON r.group_id = u.g", *cols)
+    await conn.execute(
+        "UPDATE group_registry r SET lpj_status = 'submitted', updated_at = u.t "
+        "FROM unnest($1::text[], $2::timestamptz[]) AS u(g, t) WHERE r.group_id = u.g",
+        cols[1], cols[7])
+
+
+async def _page_lpj_accepted(conn: asyncpg.Connection, items: Items) -> None:
+    # every sub-statement sees the rows as they were before: `before` is the registry before
+    await conn.execute(
+        "WITH u AS (SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[]) "
+        "AS u(rid, g, t)), "
+        "report AS (UPDATE lpj_reports l SET status = 'accepted', reviewed_at = u.t FROM u "
+        "WHERE l.report_id = u.rid RETURNING u.g, u.t, l.tools + l.materials + l.other "
+        "AS spent, l.funds_covered), "
+        "before AS (SELECT report.*, r.accounted_total, r.funded_total, r.last_budget_year, "
+        "r.province_code FROM report JOIN group_registry r ON r.group_id = report.g), "
+        "reg AS (UPDATE group_registry r SET accounted_total = b.spent, lpj_status = CASE "
+        "WHEN b.funds_covered >= b.funded_total THEN 'accepted' ELSE 'due' END, "
+        "updated_at = b.t FROM before b WHERE r.group_id = b.g) "
+        "UPDATE funding_by_province f SET amount_accounted = f.amount_accounted + d.delta "
+        "FROM (SELECT last_budget_year, province_code, sum(spent - accounted_total) AS delta "
+        "FROM before GROUP BY 1, 2) d "
+        "WHERE f.budget_year = d.last_budget_year AND f.province_code = d.province_code",
+        *_cols(items, lambda _, e: e.report_id, lambda _, e: e.group_id,
+               lambda env, _: env.occurred_at))
+
+
+async def _page_lpj_returned(conn: asyncpg.Connection, items: Items) -> None:
+    cols = _cols(items, lambda _, e: e.report_id, lambda _, e: e.group_id,
+                 lambda _, e: e.reason_code, lambda env, _: env.occurred_at)
+    await conn.execute(
+        "UPDATE lpj_reports l SET status = 'returned', reason_code = u.code, reviewed_at = u.t "
+        "FROM unnest($1::text[], $2::text[], $3::timestamptz[]) AS u(rid, code, t) "
+        "WHERE l.report_id = u.rid", cols[0], cols[2], cols[3])
+    await conn.execute(
+        "UPDATE group_registry r SET lpj_status = 'returned', updated_at = u.t "
+        "FROM unnest($1::text[], $2::timestamptz[]) AS u(g, t) WHERE r.group_id = u.g",
+        cols[1], cols[3])
+
+
+async def _page_reason_noted(conn: asyncpg.Connection, items: Items) -> None:
+    returns = [(env, e) for env, e in items if e.subject == "lpj_return"]
+    others = [(env, e) for env, e in items if e.subject != "lpj_return"]
+    if returns:
+        await conn.execute(
+            "UPDATE lpj_reports l SET note = u.note FROM unnest($1::text[], $2::text[]) "
+            "AS u(rid, note) WHERE l.report_id = u.rid",
+            *_cols(returns, lambda _, e: e.report_id, lambda _, e: e.note))
+    if others:
+        await conn.execute(
+            "UPDATE group_registry r SET status_note = u.note FROM unnest($1::text[], "
+            "$2::text[]) AS u(g, note) WHERE r.group_id = u.g",
+            *_cols(others, lambda _, e: e.group_id, lambda _, e: e.note))
+
+
+def _page_activities(kind: str, title: Callable[[Any], str], held_on: Callable[[Any], Any],
+                     place: Callable[[Any], str | None] = lambda e: None,
+                     evidence: Callable[[Any], int | None] = lambda e: None):
+    column = _COUNTER[kind]
+
+    async def write(conn: asyncpg.Connection, items: Items) -> None:
+        cols = _cols(items, lambda _, e: e.group_id, lambda env, _: env.stream_version,
+                     lambda _, e: title(e), lambda _, e: place(e), lambda _, e: held_on(e),
+                     lambda _, e: evidence(e), lambda env, _: env.occurred_at)
+        await conn.execute(
+            "INSERT INTO group_activities (group_id, stream_version, kind, title, place, "
+            "held_on, evidence_count) SELECT g, v, $8, title, place, held_on, evidence "
+            "FROM unnest($1::text[], $2::int[], $3::text[], $4::text[], $5::date[], $6::int[], "
+            "$7::timestamptz[]) AS u(g, v, title, place, held_on, evidence, t)", *cols, kind)
+        await conn.execute(
+            f"UPDATE group_registry r SET {column} = {column} + 1, updated_at = u.t "
+            "FROM unnest($1::text[], $2::timestamptz[]) AS u(g, t) WHERE r.group_id = u.g",
+            cols[0], cols[6])
+
+    return write
+
+
+async def _page_advanced(conn: asyncpg.Connection, items: Items) -> None:
+    await conn.execute(
+        "UPDATE group_registry r SET stage = u.s, updated_at = u.t FROM unnest($1::text[], "
+        "$2::text[], $3::timestamptz[]) AS u(g, s, t) WHERE r.group_id = u.g",
+        *_cols(items, lambda _, e: e.group_id, lambda _, e: e.to_stage,
+               lambda env, _: env.occurred_at))
+
+
+def _one_by_one(handler: Callable[[asyncpg.Connection, Envelope, Any], Awaitable[None]]):
+    async def write(conn: asyncpg.Connection, items: Items) -> None:
+        for envelope, event in items:
+            await handler(conn, envelope, event)
+    return write
+
+
+async def project_read_models_in_layers(conn: asyncpg.Connection, items: Items) -> None:
+    """The read models of a page of events (in store order, across transactions): what a
+    rebuild replays, set-based (see above); the same tables as `project_read_models`."""
+    layers: list[dict[type[Event], Items]] = []
+    depth: dict[str, int] = {}
+    for envelope, event in items:
+        if type(event) not in _HANDLERS:
+            continue
+        k = depth.get(envelope.stream_id, 0)
+        depth[envelope.stream_id] = k + 1
+        if k == len(layers):
+            layers.append({})
+        layers[k].setdefault(type(event), []).append((envelope, event))
+    for layer in layers:
+        for event_type, events in layer.items():
+            writer = _PAGE_WRITERS.get(event_type) or _one_by_one(_HANDLERS[event_type])
+            await writer(conn, events)
+
+
+REBUILD = RebuildPlan(READ_MODELS, project_read_models_in_layers, across_transactions=True)
 
 _HANDLERS: dict[type[Event], Callable[[asyncpg.Connection, Envelope, Any], Awaitable[None]]] = {
     GroupRegistered: _registered,
@@ -335,4 +551,23 @@ _HANDLERS: dict[type[Event], Callable[[asyncpg.Connection, Envelope, Any], Await
     ProductEvidenceRecorded: _product,
     GroupShowcasedAtExpo: _expo,
     GroupAdvanced: _advanced,
+}
+
+# a rebuild's writers by type; rejections, dissolutions and roster changes are rare: one by one
+_PAGE_WRITERS: dict[type[Event], Callable[[asyncpg.Connection, Items], Awaitable[None]]] = {
+    GroupRegistered: _page_registered,
+    RosterRecorded: _page_roster_recorded,
+    GroupApproved: _page_approved,
+    GroupFunded: _page_funded,
+    AccountabilityReportSubmitted: _page_lpj_submitted,
+    AccountabilityReportAccepted: _page_lpj_accepted,
+    AccountabilityReportReturned: _page_lpj_returned,
+    ReasonNoted: _page_reason_noted,
+    BimtekAttended: _page_activities("bimtek", lambda e: e.subject, lambda e: e.held_on),
+    ProductEvidenceRecorded: _page_activities("product", lambda e: e.product,
+                                              lambda e: e.recorded_on,
+                                              evidence=lambda e: e.evidence_count),
+    GroupShowcasedAtExpo: _page_activities("expo", lambda e: e.expo_code, lambda e: e.held_on,
+                                           place=lambda e: e.regency_code),
+    GroupAdvanced: _page_advanced,
 }
