@@ -5,13 +5,17 @@ from __future__ import annotations
 
 import uuid
 
+import asyncpg
 import httpx
 import pytest
 
 from services.groups import bulk
+from services.groups.projections import REBUILD
 from shared.auth import Role
+from shared.projections import rebuild_plan
 from tests.groups.groups_support import ADMIN, auth, registration
 from tests.groups.integration.test_groups_bulk import events_of, funding
+from tests.shared.integration.rebuild_support import table_rows
 
 pytestmark = pytest.mark.integration
 
@@ -154,3 +158,40 @@ async def test_more_items_than_the_limit_are_refused_whole(groups):
     assert answer.status_code == 400, answer.text
     assert answer.json()["error"]["field"] == "items"
     assert await events_of(groups.database_url, "AccountabilityReportSubmitted", [a]) == {a: 0}
+
+
+async def test_bulk_read_models_equal_an_event_by_event_rebuild(groups):
+    """A bulk request's run of one event type is projected set-based; replaying the same events
+    one by one (`tkm rebuild groups`) gives the same tables."""
+    ids = []
+    for _ in range(4):
+        answer = await groups.client.post("/groups", json=registration("3201"), headers=ADMIN)
+        ids.append(answer.json()["group_id"])
+    a, b, c, d = ids
+    assert (await groups.client.post("/groups/approvals", json={"group_ids": ids},
+                                     headers=ADMIN)).status_code == 200
+    tranche = {**funding(a), "amount": 12_000_000}
+    funded = await groups.client.post("/groups/fundings", headers=ADMIN, json={"items": [
+        {**tranche, "group_id": a}, {**tranche, "group_id": b}, funding(c),
+        {**tranche, "group_id": a, "tranche": 2, "amount": 8_000_000}]})
+    assert [r["status"] for r in funded.json()["results"]] == [201, 201, 201, 201]
+    spent = {"tools": 6_000_000, "materials": 5_000_000, "evidence_count": 4}
+    reports = (await groups.client.post("/lpj/submissions", headers=ADMIN, json={"items": [
+        {**spent, "group_id": g} for g in (a, b, c)]})).json()["results"]
+    # b's second tranche after its report: accepting that report leaves b's LPJ due
+    assert (await groups.client.post("/groups/fundings", headers=ADMIN, json={"items": [
+        {**tranche, "group_id": b, "tranche": 2, "amount": 5_000_000}]})).status_code == 200
+    accepted = await groups.client.post("/lpj/acceptances", headers=ADMIN, json={"items": [
+        {"group_id": r["group_id"], "report_id": r["result"]["report_id"]} for r in reports]})
+    assert [r["status"] for r in accepted.json()["results"]] == [200, 200, 200]
+    lpj_status = {g: (await groups.client.get(f"/groups/{g}", headers=ADMIN)).json()
+                  ["lpj_status"] for g in (a, b, c, d)}
+    assert lpj_status == {a: "accepted", b: "due", c: "accepted", d: "none"}
+
+    conn = await asyncpg.connect(groups.database_url)
+    try:
+        projected = await table_rows(conn, REBUILD.tables)
+        await rebuild_plan(conn, REBUILD)
+        assert await table_rows(conn, REBUILD.tables) == projected
+    finally:
+        await conn.close()
