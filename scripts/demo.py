@@ -81,6 +81,11 @@ def run_demo(*, seed: int = 2023, groups: int | None = None, json_out: Path | No
         timings.update(phases)
         timings["total"] = round(time.perf_counter() - started, 1)
         render(results, timings, console)
+        # the programme console (issue 19): its figures checked against these tables, a demo
+        # user signed in, screenshots of its pages; stopped with the services
+        from services.console.demo import show as show_console
+        show_console(console, DEMO_STATE, endpoints, running.urls, results,
+                     keep_running=keep_running)
         if json_out:
             json_out.write_text(json.dumps({"results": results, "timings": timings,
                                             "options": asdict(options), "seed": seed},

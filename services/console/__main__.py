@@ -53,6 +53,21 @@ def add_user(email: str = typer.Argument(..., help="the user's e-mail: their sig
              ) -> None:
     """Create a console user. The password is asked for (or read from stdin, or from
     CONSOLE_NEW_USER_PASSWORD), never taken as an argument: it would stay in the shell history."""
+    _create(email, role, province, tks_id, name, replace, password_stdin)
+
+
+@cli.command("add-admin")
+def add_admin(email: str = typer.Argument(..., help="the administrator's e-mail"),
+              name: str | None = typer.Option(None, help="the name shown on the pages"),
+              password_stdin: bool = typer.Option(False, "--password-stdin",
+                                                  help="read the password from standard input")
+              ) -> None:
+    """The first ministry administrator (who then adds the others with add-user)."""
+    _create(email, "ministry_admin", None, None, name, False, password_stdin)
+
+
+def _create(email: str, role: str, province: str | None, tks_id: str | None,
+            name: str | None, replace: bool, password_stdin: bool) -> None:
     from services.console import db, users
     from services.console.settings import load_settings
 
@@ -69,9 +84,11 @@ def add_user(email: str = typer.Argument(..., help="the user's e-mail: their sig
         finally:
             await pool.close()
 
+    import asyncpg
+
     try:
         user = asyncio.run(run())
-    except (ValueError, OSError) as exc:
+    except (ValueError, OSError, asyncpg.PostgresError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
     scope = user.province_code or user.tks_id or "all"
