@@ -147,7 +147,8 @@ class Simulation:
             unknown = {g.business_type for g in plans} - catalogue
             if unknown:
                 raise SimulationError(f"business types not in the catalogue: {sorted(unknown)}")
-            await asyncio.gather(*(self._import(chunk, register) for chunk in _chunks(plans, 250)))
+            await _side_by_side([lambda c=chunk: self._import(c, register)
+                                 for chunk in _chunks(plans, 250)])
             ids = [self.run.group_ids[g.ref] for g in plans]
             funded_on = stage.target.funded_on
             for chunk in _chunks(ids, 500):
@@ -343,7 +344,8 @@ class Simulation:
                 self.progress.advance(task, len(chunk))
             return {r["group_id"]: r["result"]["report_id"] for r in answer["results"]}
 
-        answers = await asyncio.gather(*(send(c) for c in _chunks(items, self.options.batch)))
+        answers = await _side_by_side([lambda c=chunk: send(c)
+                                       for chunk in _chunks(items, self.options.batch)])
         return {g: r for answer in answers for g, r in answer.items()}
 
     # ------------------------------------------------------------------ evaluation
@@ -387,6 +389,18 @@ def progress_bar(**kwargs: Any) -> Progress:
         kwargs.setdefault("disable", True)
     return Progress(TextColumn("{task.description:<58}"), BarColumn(), MofNCompleteColumn(),
                     TimeElapsedColumn(), **kwargs)
+
+
+async def _side_by_side(calls: list[Callable[[], Awaitable[Any]]], width: int = 2) -> list[Any]:
+    """The calls' results in order, `width` at a time: a service writes one bulk batch at a
+    time, so more side by side would only wait there (and time out on a slow machine)."""
+    gate = asyncio.Semaphore(width)
+
+    async def one(call: Callable[[], Awaitable[Any]]) -> Any:
+        async with gate:
+            return await call()
+
+    return list(await asyncio.gather(*(one(call) for call in calls)))
 
 
 def _chunks(items: list, size: int) -> list[list]:

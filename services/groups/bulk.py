@@ -5,10 +5,12 @@ checked, the same aggregate method decides. What changes is the unit of work: up
 `GROUPS_PER_TRANSACTION` groups are locked and read in one statement, every item over them is
 decided in the request's order (so two items of one group run one after the other, as two single
 calls would), the events of the items that passed are appended in one statement, and the batch
-commits once. A refused item records nothing (the aggregate checks its rules before recording),
-so it changes nothing and hides nothing of the others. A batch that fails for another reason (a
-fault of ours) rolls back and its items run again one transaction each, so that fault stays
-with its item. A database that goes away part-way gives the bulk 503 with a result per item.
+commits once. Batches take turns (`handlers.batch_turn`, `take_batch_lock`): each writes the
+tallies of many provinces, so two side by side could deadlock. A refused item records nothing
+(the aggregate checks its rules before recording), so it changes nothing and hides nothing of
+the others. A batch that fails for another reason (a fault of ours) rolls back and its items run
+again one transaction each, so that fault stays with its item. A database that goes away
+part-way gives the bulk 503 with a result per item.
 """
 
 from __future__ import annotations
@@ -27,9 +29,11 @@ from services.groups.handlers import (
     _failure,
     _item,
     act_on_group,
+    batch_turn,
     funded,
     latest_local_date,
     summary,
+    take_batch_lock,
 )
 from shared.aggregate import UnitOfWork
 from shared.auth import Actor
@@ -77,7 +81,9 @@ async def _batch(ctx: ServiceContext, actor: Actor, batch: list[Any], status: in
                  act: Act) -> list[dict[str, Any]]:
     with commit_watch() as watch, patient():
         try:
-            return await ctx.command(lambda uow: _decide(uow, actor, batch, status, act), actor)
+            async with batch_turn():
+                return await ctx.command(lambda uow: _decide(uow, actor, batch, status, act),
+                                         actor)
         except DATABASE_UNAVAILABLE as exc:
             log.warning("bulk batch of %d items: database unavailable: %r", len(batch), exc)
             written = "unknown" if watch.reached_commit else "no"
@@ -93,6 +99,7 @@ async def _batch(ctx: ServiceContext, actor: Actor, batch: list[Any], status: in
 
 async def _decide(uow: UnitOfWork, actor: Actor, batch: list[Any], status: int,
                   act: Act) -> list[dict[str, Any]]:
+    await take_batch_lock(uow)
     groups = await uow.load_many(Group, {stream_id(item.group_id) for item in batch})
     results = []
     for item in batch:

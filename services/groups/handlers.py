@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import uuid
-from collections.abc import Awaitable, Callable
+import weakref
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import date, timedelta
 from typing import Any, BinaryIO
 
@@ -28,7 +30,7 @@ from services.groups.domain import (
     stream_id,
 )
 from services.groups.projections import MembershipTakenError
-from shared.aggregate import UnitOfWork
+from shared.aggregate import UnitOfWork, lock_stream
 from shared.auth import Actor
 from shared.contracts.groups import GroupFunded
 from shared.envelope import utcnow
@@ -42,6 +44,25 @@ log = logging.getLogger("tkm.groups")
 # groups written in one transaction by a bulk request: each holds a slot of the server's lock
 # table until commit
 GROUPS_PER_TRANSACTION = 250
+# bulk batches take turns: each writes the shared tallies (people reached, funding by province)
+# of many provinces, so two side by side could deadlock on those rows
+BATCH_LOCK = "groups.bulk-batch"
+_batch_turns: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = \
+    weakref.WeakKeyDictionary()
+
+
+@contextlib.asynccontextmanager
+async def batch_turn() -> AsyncIterator[None]:
+    """This process's turn for a bulk batch transaction: one at a time, so the batches waiting
+    for theirs hold no pooled connection. Inside the transaction, `take_batch_lock` makes the
+    batches of every instance take turns."""
+    lock = _batch_turns.setdefault(asyncio.get_running_loop(), asyncio.Lock())
+    async with lock:
+        yield
+
+
+async def take_batch_lock(uow: UnitOfWork) -> None:
+    await lock_stream(uow.conn, BATCH_LOCK)
 
 
 class GroupExistsError(ConflictError):
@@ -241,7 +262,7 @@ async def import_groups_csv(ctx: ServiceContext, raw: bytes | BinaryIO, actor: A
         rules (a member already in another group, a fault of ours), one by one as above."""
         with commit_watch() as watch, patient():
             try:
-                async with gate:
+                async with batch_turn():
                     outcomes, refusals = await ctx.command(
                         lambda uow: _register_many(uow, batch, actor, config, on), actor)
             except DATABASE_UNAVAILABLE as exc:
@@ -256,7 +277,7 @@ async def import_groups_csv(ctx: ServiceContext, raw: bytes | BinaryIO, actor: A
                 draft.fail(draft.first_row, refusal.field or "group_name", refusal.reason)
         return outcomes
 
-    # groups registered set-based, up to GROUPS_PER_TRANSACTION a transaction
+    # groups registered set-based, up to GROUPS_PER_TRANSACTION a transaction, batches in turn
     batches = [ready[i:i + GROUPS_PER_TRANSACTION]
                for i in range(0, len(ready), GROUPS_PER_TRANSACTION)]
     said = [o for batch in await asyncio.gather(*(register_batch(b) for b in batches))
@@ -277,6 +298,7 @@ async def _register_many(uow: UnitOfWork, drafts: list[GroupDraft], actor: Actor
     already_registered, refused) and the error of each refused one. The membership rule is
     checked as the events are saved: a person taken raises MembershipTakenError (all rolled
     back)."""
+    await take_batch_lock(uow)
     existing = await uow.load_many(Group, [stream_id(d.header.group_id) for d in drafts])
     outcomes: list[str] = []
     refusals: list[DomainError | None] = []
