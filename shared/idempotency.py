@@ -38,6 +38,7 @@ from fastapi import FastAPI
 
 from shared.auth import decode_token
 from shared.errors import UnauthorizedError
+from shared.shedding import transaction_only
 
 log = logging.getLogger("tkm.idempotency")
 
@@ -196,6 +197,7 @@ class IdempotencyMiddleware:
                      owner: uuid.UUID) -> Any:
         """None when this request now holds the claim, else the existing row."""
         async with pool.acquire() as conn:
+            transaction_only(conn)  # single statements: no session state to reset
             inserted = await conn.fetchval(
                 "INSERT INTO idempotency_keys (actor, route, key, request_hash, owner, "
                 "lease_until) VALUES ($1, $2, $3, $4, $5, now() + make_interval(secs => $6)) "
@@ -272,6 +274,7 @@ class IdempotencyMiddleware:
     async def _settle(self, pool: Any, pk: tuple[str, str, str], owner: uuid.UUID,
                       status: int, headers: list[tuple[str, str]], body: bytes) -> None:
         async with pool.acquire() as conn:
+            transaction_only(conn)  # single statements: no session state to reset
             if 0 < status < 500 and status != 401:  # a 401 may pass with a fresh token
                 await conn.execute(
                     "UPDATE idempotency_keys SET state = 'done', status = $5, headers = $6, "

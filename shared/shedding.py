@@ -174,6 +174,14 @@ class Connection(asyncpg.Connection):
         return clean
 
 
+def transaction_only(conn: Any) -> None:
+    """Tell the pool (`create_pool`) that `conn`, acquired from it, changed no session state:
+    it returns to the pool without the reset query. A no-op on other pools' connections."""
+    mark = getattr(conn, "transaction_only", None)
+    if mark is not None:
+        mark()
+
+
 async def _reset(conn: asyncpg.Connection) -> None:
     # the pool has rolled back any open transaction already
     if isinstance(conn, Connection) and conn.take_transaction_only():
