@@ -116,6 +116,7 @@ class CountingApi(Api):
         self.answers_lost = 0
         self._turn: Counter = Counter()
         self._watched: dict[int, asyncio.Event] = {}  # id(body) -> set when it is sent
+        self.sent_to: dict[int, str] = {}  # id(body) -> the URL it was sent to last
 
     def watch(self, body: Any) -> asyncio.Event:
         """An event set when a request with this very body (object) is sent."""
@@ -143,6 +144,7 @@ class CountingApi(Api):
                 body = kwargs.get("json") if kwargs.get("json") is not None else \
                     kwargs.get("content")
                 if id(body) in self._watched:
+                    self.sent_to[id(body)] = url
                     self._watched[id(body)].set()
                 try:
                     response = await self.client.request(method, url, **kwargs)
@@ -568,6 +570,7 @@ class Suite:
     async def _mid_batch(self, path: str, api: CountingApi) -> FaultResult:
         what = "import" if path.endswith("imports") else "fundings"
         result = FaultResult("producer kill -9 mid-batch", f"groups ({what})")
+        label = "groups" if self.opts.instances == 1 else "groups[{}]"
         rng = random.Random(self.opts.seed + 3 + len(self.results))
         n = 60 if what == "import" else 120
         csv_body = self._group_csv(self._regencies, n, rng)
@@ -588,7 +591,11 @@ class Suite:
         await asyncio.sleep(rng.uniform(0.02, 0.25))
         in_flight = not request.done()
         t0 = time.monotonic()
-        i = rng.randrange(self.opts.instances)
+        # the instance the request is in
+        serving = api.sent_to.get(id(body), "")
+        urls = self.fleet.urls()["groups"]
+        i = next((n for n, u in enumerate(urls) if serving.startswith(u)), 0)
+        result.target = f"{label.format(i)} ({what})"
         await asyncio.to_thread(self.fleet.kill, "groups", i)
         await self._restart(result, "groups", i)
         try:
