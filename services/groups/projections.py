@@ -79,6 +79,11 @@ async def project(conn: asyncpg.Connection, items: list[tuple[Envelope, Event]])
     pipelined), row by row in the events' order, with the effect of the single handler."""
     start = 0
     while start < len(items):
+        pairs = _registration_pairs(items, start)
+        if pairs > 1:  # a CSV import's groups
+            await _registrations_many(conn, items[start:start + 2 * pairs])
+            start += 2 * pairs
+            continue
         kind, end = type(items[start][1]), start + 1
         while end < len(items) and type(items[end][1]) is kind:
             end += 1
@@ -176,25 +181,32 @@ async def _reserve(conn: asyncpg.Connection, group_id: str, year: int,
     if len(claimed) == len(niks):
         return
     taken = sorted(set(niks) - {r["nik"] for r in claimed})
+    await _refuse_taken(conn, year, taken[0])
+
+
+async def _refuse_taken(conn: asyncpg.Connection, year: int, nik: str) -> None:
     holder = await conn.fetchrow(
         "SELECT m.nik, m.group_id, coalesce(g.name, '') AS name, g.province_code "
         "FROM active_memberships m LEFT JOIN group_registry g USING (group_id) "
-        "WHERE m.year = $1 AND m.nik = $2", year, taken[0])
-    raise MembershipTakenError(taken[0], year, holder["group_id"], holder["name"],
+        "WHERE m.year = $1 AND m.nik = $2", year, nik)
+    raise MembershipTakenError(nik, year, holder["group_id"], holder["name"],
                                holder["province_code"])
+
+
+_REACHED = (
+    "INSERT INTO people_reached AS p (year, province_code, groups_registered, "
+    "members_registered, groups_funded, members_funded) VALUES ($1, $2, $3, $4, $5, $6) "
+    "ON CONFLICT (year, province_code) DO UPDATE SET "
+    "groups_registered = p.groups_registered + EXCLUDED.groups_registered, "
+    "members_registered = p.members_registered + EXCLUDED.members_registered, "
+    "groups_funded = p.groups_funded + EXCLUDED.groups_funded, "
+    "members_funded = p.members_funded + EXCLUDED.members_funded")
 
 
 async def _reached(conn: asyncpg.Connection, year: int, province_code: str, *, groups: int = 0,
                    members: int = 0, funded_groups: int = 0, funded_members: int = 0) -> None:
-    await conn.execute(
-        "INSERT INTO people_reached AS p (year, province_code, groups_registered, "
-        "members_registered, groups_funded, members_funded) VALUES ($1, $2, $3, $4, $5, $6) "
-        "ON CONFLICT (year, province_code) DO UPDATE SET "
-        "groups_registered = p.groups_registered + EXCLUDED.groups_registered, "
-        "members_registered = p.members_registered + EXCLUDED.members_registered, "
-        "groups_funded = p.groups_funded + EXCLUDED.groups_funded, "
-        "members_funded = p.members_funded + EXCLUDED.members_funded",
-        year, province_code, groups, members, funded_groups, funded_members)
+    await conn.execute(_REACHED, year, province_code, groups, members, funded_groups,
+                       funded_members)
 
 
 async def _status(conn: asyncpg.Connection, env: Envelope, group_id: str, status: str,
@@ -331,6 +343,64 @@ async def _advanced(conn: asyncpg.Connection, env: Envelope, e: GroupAdvanced) -
 
 
 # ---- set-based forms of the handlers above, for runs of one event type (see `project`) -------
+
+def _registration_pairs(items: list[tuple[Envelope, Event]], start: int) -> int:
+    """How many registrations (GroupRegistered then its RosterRecorded) follow from `start`."""
+    n = 0
+    while start + 2 * n + 1 < len(items):
+        first, second = items[start + 2 * n][1], items[start + 2 * n + 1][1]
+        if not (type(first) is GroupRegistered and type(second) is RosterRecorded
+                and first.group_id == second.group_id):
+            break
+        n += 1
+    return n
+
+
+async def _registrations_many(conn: asyncpg.Connection,
+                              run: list[tuple[Envelope, Any]]) -> None:
+    """`_registered`, `_roster_recorded` and the membership rule for many registrations: a
+    person already in an active group that year, or in an earlier group of the run, raises
+    MembershipTakenError for the first group (in order) that names one."""
+    pairs = [(run[i][0], run[i][1], run[i + 1][1]) for i in range(0, len(run), 2)]
+    await conn.executemany(
+        "INSERT INTO group_registry (group_id, year, stage, province_code, regency_code, "
+        "business_type, status, member_count, registered_at, updated_at, name, external_ref) "
+        "VALUES ($1, $2, $3, $4, $5, $6, 'registered', $7, $8, $8, $9, $10)",
+        [(g.group_id, g.year, g.stage, g.province_code, g.regency_code, g.business_type,
+          g.member_count, env.occurred_at, r.name, r.external_ref) for env, g, r in pairs])
+    members = [(r.group_id, m) for _, _, r in pairs for m in r.members]
+    if members:
+        await conn.execute(
+            "INSERT INTO group_members (group_id, nik, name, phone, birth_date) "
+            "SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::date[])",
+            [g for g, _ in members], [m.nik for _, m in members], [m.name for _, m in members],
+            [m.phone for _, m in members], [m.birth_date for _, m in members])
+    reached: dict[tuple[int, str], list[int]] = {}
+    for _, g, r in pairs:
+        tally = reached.setdefault((g.year, g.province_code), [0, 0])
+        tally[0] += 1
+        tally[1] += len(r.members)
+    await conn.executemany(_REACHED, [(year, province, groups, people, 0, 0)
+                                      for (year, province), (groups, people)
+                                      in sorted(reached.items())])
+    # NIK order (as `_reserve`), an earlier group first for a NIK named twice
+    claims = [(g.year, m.nik, g.group_id) for _, g, r in pairs for m in r.members]
+    if not claims:
+        return
+    claimed = await conn.fetch(
+        "INSERT INTO active_memberships (year, nik, group_id) "
+        "SELECT y, n, g FROM unnest($1::int[], $2::text[], $3::text[]) WITH ORDINALITY "
+        "AS u(y, n, g, i) ORDER BY n, i ON CONFLICT (year, nik) DO NOTHING "
+        "RETURNING nik, group_id",
+        [c[0] for c in claims], [c[1] for c in claims], [c[2] for c in claims])
+    if len(claimed) == len(claims):
+        return
+    got = {(c["nik"], c["group_id"]) for c in claimed}
+    for _, g, r in pairs:
+        taken = sorted(m.nik for m in r.members if (m.nik, g.group_id) not in got)
+        if taken:
+            await _refuse_taken(conn, g.year, taken[0])
+
 
 async def _approved_many(conn: asyncpg.Connection, run: list[tuple[Envelope, Any]]) -> None:
     await conn.executemany(

@@ -13,7 +13,7 @@ from services.groups import bulk
 from services.groups.projections import REBUILD
 from shared.auth import Role
 from shared.projections import rebuild_plan
-from tests.groups.groups_support import ADMIN, auth, registration
+from tests.groups.groups_support import ADMIN, auth, csv_file, csv_rows, registration
 from tests.groups.integration.test_groups_bulk import events_of, funding
 from tests.shared.integration.rebuild_support import table_rows
 
@@ -193,5 +193,37 @@ async def test_bulk_read_models_equal_an_event_by_event_rebuild(groups):
         projected = await table_rows(conn, REBUILD.tables)
         await rebuild_plan(conn, REBUILD)
         assert await table_rows(conn, REBUILD.tables) == projected
+    finally:
+        await conn.close()
+
+
+async def test_imported_groups_read_models_equal_an_event_by_event_rebuild(groups):
+    """A CSV import's registrations are projected set-based (registry, members, people reached,
+    the one-group-per-person rule); a person named by two groups of one file joins the first."""
+    names = [f"Set {uuid.uuid4().hex[:8]}" for _ in range(4)]
+    rows = [row for i, name in enumerate(names)
+            for row in csv_rows(name, regency_code=("3201", "3578")[i % 2])]
+    rows[35][6] = rows[2][6]  # the fourth group names a member of the first
+    answer = await groups.client.post("/groups/imports", content=csv_file(rows),
+                                      headers={**ADMIN, "Content-Type": "text/csv"})
+    report = answer.json()
+    assert [r["status"] for r in report["results"]] == [
+        "registered", "registered", "registered", "refused"], answer.text
+    assert [(e["row"], e["field"]) for e in report["errors"]] == [(37, "member_nik")]
+    clean = await groups.client.post("/groups/imports", headers={
+        **ADMIN, "Content-Type": "text/csv"}, content=csv_file(
+        [row for name in (f"Set {uuid.uuid4().hex[:8]}" for _ in range(3))
+         for row in csv_rows(name, regency_code="3201")]))
+    assert clean.json()["registered"] == 3, clean.text
+    detail = (await groups.client.get(f"/groups/{report['results'][0]['group_id']}",
+                                      headers=ADMIN)).json()
+    assert (detail["name"], detail["member_count"], len(detail["members"])) == (names[0], 10, 10)
+
+    conn = await asyncpg.connect(groups.database_url)
+    try:
+        tables = [*REBUILD.tables, "active_memberships"]
+        projected = await table_rows(conn, tables)
+        await rebuild_plan(conn, REBUILD)
+        assert await table_rows(conn, tables) == projected
     finally:
         await conn.close()
