@@ -453,13 +453,22 @@ def _routes(app: FastAPI, settings: ConsoleSettings) -> None:
         user = allow(session, Role.ADMIN, Role.PROVINCE, Role.AGENCY)
         pool = request.app.state.pool
         year, known = await _year(pool, year)
-        cycles = {c["year"]: c for c in await views.evaluation_cycles(pool)}
-        answer = await request.app.state.backend.call(
+        backend = request.app.state.backend
+        # the cycle's state from its owner (what the buttons act on); the topics' record of it
+        # when the service cannot be asked
+        owner = await backend.call(user, "GET", "evaluation", f"/evaluations/{year}")
+        if owner.ok:
+            cycle = owner.body
+        elif owner.status == 404:
+            cycle = None
+        else:
+            cycle = {c["year"]: c for c in await views.evaluation_cycles(pool)}.get(year)
+        answer = await backend.call(
             user, "GET", "evaluation", f"/evaluations/{year}/preview",
             params={"limit": 200, **({"province_code": user.province_code}
                                      if user.province_code else {})})
         return page(request, "evaluation.html", session, year=year, years=known,
-                    cycle=cycles.get(year), preview=answer.body if answer.ok else None,
+                    cycle=cycle, preview=answer.body if answer.ok else None,
                     preview_error=None if answer.ok else answer.message, idem=str(uuid.uuid4()))
 
     @app.post("/evaluation/{year}/{action}")

@@ -135,6 +135,7 @@ WORDS: dict[str, tuple[str, str]] = {
     "role_tks": ("TKS", "TKS"),
     "role_agency": ("Pemantau instansi", "Agency viewer"),
     "registered": ("Terdaftar", "Registered"),
+    "already_registered": ("Sudah terdaftar", "Already registered"),
     "approved": ("Disetujui", "Approved"),
     "rejected": ("Ditolak", "Rejected"),
     "funded": ("Didanai", "Funded"),

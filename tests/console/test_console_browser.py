@@ -5,8 +5,13 @@ axe-core on every page with no serious or critical violation."""
 
 from __future__ import annotations
 
+import csv
+import io
+import random
 import re
 import time
+import uuid
+from datetime import date
 
 import httpx
 import pytest
@@ -14,7 +19,8 @@ import pytest
 from services.console.i18n import Formats
 from shared.auth import Role, mint_token
 from shared.settings import DEV_SIGNING_KEY
-from tests.console.conftest import PASSWORD, YEAR, axe_violations, sign_in
+from shared.nik import random_valid_nik
+from tests.console.conftest import OWN, PASSWORD, TODAY, YEAR, axe_violations, sign_in
 
 pytestmark = pytest.mark.integration
 
@@ -196,3 +202,60 @@ def test_agency_viewer_reads_the_dashboard_without_members_or_actions(stack, con
     assert "Data anggota hanya untuk kementerian" in page.content()
     assert page.get_by_role("button", name="Salurkan dana").count() == 0
     assert page.goto(stack.url + "/queues").status == 403
+
+
+def _csv(rows: list[list]) -> bytes:
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(["group_ref", "year", "stage", "regency_code", "business_type",
+                     "group_name", "member_nik", "member_name", "member_phone"])
+    writer.writerows(rows)
+    return out.getvalue().encode()
+
+
+def test_csv_upload_shows_each_groups_outcome_and_each_bad_row(stack, context):
+    rng = random.Random(7)
+    business = get(stack, "groups", "/business-types")[0]["code"]
+    good, bad = f"Usaha Baik {uuid.uuid4().hex[:6]}", f"Usaha Salah {uuid.uuid4().hex[:6]}"
+    rows = []
+    for name in (good, bad):
+        for i in range(10):
+            nik = random_valid_nik(rng, regency_code=OWN, today=TODAY,
+                                   birth_date=date(YEAR - 25 - i, 1 + i, 3 + i))
+            rows.append([name, YEAR, "pemula", OWN, business, name,
+                         "12345" if (name == bad and i == 4) else nik, f"Anggota {i}",
+                         "0812 3456 7890"])
+    page = context.new_page()
+    sign_in(page, stack.url, "jabar@kemnaker.example")
+    page.goto(stack.url + "/imports")
+    page.set_input_files("#file", files=[{"name": "kelompok.csv", "mimeType": "text/csv",
+                                          "buffer": _csv(rows)}])
+    page.get_by_role("button", name="Unggah").click()
+    page.wait_for_load_state()
+    summary = page.locator("#import-summary").inner_text()
+    assert "Terdaftar: 1" in summary and "Ditolak: 1" in summary
+    errors = page.get_by_role("table", name=re.compile("Kesalahan"))
+    assert "16" in errors.locator("tbody tr").first.inner_text()  # the header is row 1
+    assert axe_violations(page) == []
+    href = page.get_by_role("link", name=good).get_attribute("href")
+    assert page.get_by_role("link", name=bad).count() == 0  # refused: no group made
+    # the new group reaches the console's read side from the topic
+    wait_for_text(page, stack.url + href, 'id="group-status">Terdaftar')
+
+
+def test_year_end_evaluation_opens_and_previews_through_the_console(stack, context):
+    page = context.new_page()
+    sign_in(page, stack.url, "admin@kemnaker.example")
+    page.goto(stack.url + f"/evaluation?year={YEAR}")
+    assert page.locator("#cycle-status").inner_text() == "Belum dibuka"
+    page.get_by_role("button", name="Buka").click()
+    page.wait_for_load_state()
+    assert "Berhasil" in page.get_by_role("status").first.inner_text()
+    assert get(stack, "evaluation", f"/evaluations/{YEAR}")["status"] == "open"
+    page.goto(stack.url + f"/evaluation?year={YEAR}")
+    assert page.locator("#cycle-status").inner_text() == "Buka"
+    preview = page.get_by_role("table", name=f"Pratinjau {YEAR}")
+    assert stack.programme.tks_id[:12] in preview.inner_text()
+    # closing asks for an explicit confirmation (a required checkbox)
+    assert page.locator("#confirm").get_attribute("required") is not None
+    assert axe_violations(page) == []
