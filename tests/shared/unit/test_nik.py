@@ -62,7 +62,7 @@ def test_stdnum_takes_day_modulo_40_we_do_not():
 
 def test_region_must_be_current_district():
     assert reason_of("9999991508950001") == (
-        "region part 999999 is not a current Kemendagri district"
+        "region part 999999 is not a Kemendagri district, current or former"
     )
     # regency exists, district 99 does not
     assert "320199" in reason_of("3201991508950001")
