@@ -113,8 +113,13 @@ def test_tks_files_its_report_offline_then_online_exactly_once(stack, context):
     assert axe_violations(page) == []
     form = page.locator(f'form.report[data-group="{group}"]')
 
+    # the service worker keeps the form: it opens again with no connection, the draft in it
+    page.evaluate("async () => { await navigator.serviceWorker.ready; }")
+    page.reload()  # now fetched through the worker, which keeps a copy
     context.set_offline(True)
     form.get_by_label("Omzet (Rp)").fill("3250000")
+    page.reload()
+    assert form.get_by_label("Omzet (Rp)").input_value() == "3250000"
     form.get_by_label("Produksi", exact=True).fill("120")
     form.get_by_label("Akses pasar").check()
     form.get_by_role("button", name="Kirim").click()
