@@ -292,3 +292,16 @@ def test_nik_info_built_by_hand_is_resolved_too():
                        info.birth_date, info.sex, info.serial)
     assert again == info
     assert again.current_regency_code == "9171"
+
+
+def test_groups_take_members_with_former_codes():
+    # issue 17: 221 members from 9609/9610 and 960139-960155 were refused, with their groups
+    from services.groups.domain import DomainError, member_from_input
+
+    for district in ("960901", "961024", "960139", "960155", "947101", "910101"):
+        member = member_from_input(nik(district), "Yohana Kambu", None, TODAY)
+        assert member.birth_date == date(1995, 8, 15)
+    with pytest.raises(DomainError) as exc:
+        member_from_input(nik("999999"), "Yohana Kambu", None, TODAY)
+    assert exc.value.field == "nik"
+    assert "999999 is not a Kemendagri district, current or former" in str(exc.value)
