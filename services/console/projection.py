@@ -297,7 +297,16 @@ async def apply_batch(pool: asyncpg.Pool, values: list[bytes | None]) -> int:
                                       "ON CONFLICT DO NOTHING RETURNING 1", envelope["event_id"])
             if not new:
                 continue
-            await apply(conn, envelope, envelope.get("payload") or {})
+            try:
+                async with conn.transaction():  # a savepoint: a bad event undoes only itself
+                    await apply(conn, envelope, envelope.get("payload") or {})
+            except (KeyError, TypeError, ValueError, AttributeError) as exc:
+                # a payload that breaks its own schema: noted (its id stays applied, so it is
+                # not retried for ever), the rest of the batch goes on
+                log.error("skipped event %s (%s v%s) that does not follow its schema: %s: %s",
+                          envelope["event_id"], envelope["event_type"],
+                          envelope["schema_version"], type(exc).__name__, exc)
+                continue
             applied += 1
     return applied
 
@@ -343,6 +352,9 @@ async def follow(pool: asyncpg.Pool, bootstrap: str, group_id: str, client: dict
         except (KafkaError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             state.error = f"{type(exc).__name__}: {exc}"
             log.warning("the console's reader failed, retrying: %s", state.error)
+        except Exception as exc:  # the reader must not die silently: logged, retried
+            state.error = f"{type(exc).__name__}: {exc}"
+            log.exception("the console's reader failed unexpectedly, retrying")
         finally:
             with contextlib.suppress(Exception):
                 await consumer.stop()

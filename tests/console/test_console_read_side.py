@@ -69,6 +69,15 @@ async def test_unknown_types_and_foreign_messages_are_skipped(pool):
     assert await pool.fetchval("SELECT count(*) FROM applied_events") == 0
 
 
+async def test_an_event_breaking_its_schema_is_skipped_and_the_batch_goes_on(pool):
+    group = str(uuid.uuid4())
+    broken = envelope("GroupFunded", {"group_id": group, "tranche": 1})  # no amount
+    assert await projection.apply_batch(pool, [registered(group), broken,
+                                               funded(group, 5_000_000)]) == 2
+    assert await pool.fetchval("SELECT funded_total FROM tkm_groups WHERE group_id = $1",
+                               group) == 5_000_000
+
+
 async def test_a_newer_schema_version_stops_the_reader_and_keeps_nothing_of_its_batch(pool):
     group = str(uuid.uuid4())
     with pytest.raises(projection.NewerVersionError, match="GroupFunded v2"):
