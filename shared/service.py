@@ -131,7 +131,7 @@ def create_app(spec: ServiceSpec, settings: ServiceSettings | None = None, *,
     sec = security or kafka_security(service=spec.name)
     # our own logger name: "faststream" comes with a coloured text handler, and per-message
     # "Received/Processed" lines belong at DEBUG, not in an operator's INFO stream
-    broker = KafkaBroker(settings.kafka_bootstrap_servers, **sec.faststream_kwargs(),
+    broker = KafkaBroker(settings.kafka_bootstrap_list, **sec.faststream_kwargs(),
                          logger=logging.getLogger("tkm.broker"), log_level=logging.DEBUG)
 
     health = HealthMonitor(spec.name, settings.kafka_bootstrap_servers,

@@ -106,6 +106,13 @@ class ServiceSettings(BaseSettings):
     max_body_bytes: int = Field(1024 * 1024, ge=1024, validation_alias="TKM_MAX_BODY_BYTES")
     max_csv_bytes: int = Field(32 * 1024 * 1024, ge=1024, validation_alias="TKM_MAX_CSV_BYTES")
 
+    @property
+    def kafka_bootstrap_list(self) -> list[str]:
+        """KAFKA_BOOTSTRAP_SERVERS as a list: aiokafka splits a comma-separated string itself,
+        but faststream's KafkaBroker takes a string for one single address (the three-broker
+        cluster's `127.0.0.1:19092,127.0.0.1:19093,...` then fails to resolve)."""
+        return [a.strip() for a in self.kafka_bootstrap_servers.split(",") if a.strip()]
+
     @model_validator(mode="after")
     def _checks(self) -> ServiceSettings:
         if not self.database_url:
