@@ -652,6 +652,53 @@ async def _page_advanced(conn: asyncpg.Connection, items: Items) -> None:
                lambda env, _: env.occurred_at))
 
 
+def _page_status_ended(status: str, always: bool):
+    """Rejected (always) or dissolved (only when never funded): the group stops counting."""
+
+    async def write(conn: asyncpg.Connection, items: Items) -> None:
+        await conn.execute(
+            "WITH u AS (SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[]) "
+            "AS u(g, code, t)), "
+            "reg AS (UPDATE group_registry r SET status = $4, status_reason_code = u.code, "
+            "status_note = NULL, updated_at = u.t FROM u WHERE r.group_id = u.g "
+            "RETURNING r.year, r.province_code, r.member_count, r.tranches) "
+            "INSERT INTO people_reached AS p (year, province_code, groups_registered, "
+            "members_registered, groups_funded, members_funded) "
+            "SELECT year, province_code, -count(*), -sum(member_count), 0, 0 FROM reg "
+            "WHERE $5 OR tranches = 0 GROUP BY 1, 2 ORDER BY 1, 2 " + _REACHED_SUMS,
+            *_cols(items, lambda _, e: e.group_id, lambda _, e: e.reason_code,
+                   lambda env, _: env.occurred_at), status, always)
+
+    return write
+
+
+async def _page_roster_changed(conn: asyncpg.Connection, items: Items) -> None:
+    await conn.execute(
+        "WITH u AS (SELECT * FROM unnest($1::text[], $2::int[], $3::timestamptz[]) "
+        "AS u(g, d, t)), "
+        "reg AS (UPDATE group_registry r SET member_count = r.member_count + u.d, "
+        "updated_at = u.t FROM u WHERE r.group_id = u.g RETURNING r.year, r.province_code, u.d) "
+        "INSERT INTO people_reached AS p (year, province_code, groups_registered, "
+        "members_registered, groups_funded, members_funded) "
+        "SELECT year, province_code, 0, sum(d), 0, 0 FROM reg GROUP BY 1, 2 ORDER BY 1, 2 "
+        + _REACHED_SUMS,
+        *_cols(items, lambda _, e: e.group_id, lambda _, e: len(e.added) - len(e.removed),
+               lambda env, _: env.occurred_at))
+    removed = [(e.group_id, nik) for _, e in items for nik in e.removed]
+    if removed:
+        await conn.execute(
+            "DELETE FROM group_members m USING unnest($1::text[], $2::text[]) AS u(g, nik) "
+            "WHERE m.group_id = u.g AND m.nik = u.nik",
+            [g for g, _ in removed], [nik for _, nik in removed])
+    added = [(e.group_id, m) for _, e in items for m in e.added]
+    if added:
+        await conn.execute(
+            "INSERT INTO group_members (group_id, nik, name, phone, birth_date) "
+            "SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::date[])",
+            [g for g, _ in added], [m.nik for _, m in added], [m.name for _, m in added],
+            [m.phone for _, m in added], [m.birth_date for _, m in added])
+
+
 def _one_by_one(handler: Callable[[asyncpg.Connection, Envelope, Any], Awaitable[None]]):
     async def write(conn: asyncpg.Connection, items: Items) -> None:
         for envelope, event in items:
@@ -706,7 +753,7 @@ _HANDLERS: dict[type[Event], Callable[[asyncpg.Connection, Envelope, Any], Await
     GroupAdvanced: _advanced,
 }
 
-# a rebuild's writers by type; rejections, dissolutions and roster changes are rare: one by one
+# a rebuild's writers by type (a type missing here would go one by one: `_one_by_one`)
 _PAGE_WRITERS: dict[type[Event], Callable[[asyncpg.Connection, Items], Awaitable[None]]] = {
     GroupRegistered: _page_registered,
     RosterRecorded: _page_roster_recorded,
@@ -723,4 +770,7 @@ _PAGE_WRITERS: dict[type[Event], Callable[[asyncpg.Connection, Items], Awaitable
     GroupShowcasedAtExpo: _page_activities("expo", lambda e: e.expo_code, lambda e: e.held_on,
                                            place=lambda e: e.regency_code),
     GroupAdvanced: _page_advanced,
+    GroupRejected: _page_status_ended("rejected", True),
+    GroupDissolved: _page_status_ended("dissolved", False),
+    RosterChanged: _page_roster_changed,
 }

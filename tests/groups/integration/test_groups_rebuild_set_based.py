@@ -148,5 +148,9 @@ async def test_a_set_based_rebuild_in_tiny_pages_equals_the_live_tables(database
         # until the last
         assert max(pages) == 7 and sum(pages) == total
         assert len(pages) == -(-total // 7)
+        # and in one page: layers of many groups, each type in one statement or two
+        await conn.execute("TRUNCATE people_reached, group_members")
+        assert (await rebuild_plan(conn, REBUILD, batch_size=total)).own_events == total
+        assert await table_rows(conn, READ_MODELS) == live
     finally:
         await conn.close()
