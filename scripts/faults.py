@@ -1217,12 +1217,22 @@ def check_cross_counts(counts: Mapping[str, Mapping[str, int]]) -> Check:
 
 def check_rebuild(before: Mapping[str, Mapping[str, list]],
                   after: Mapping[str, Mapping[str, list]]) -> Check:
-    differing = [f"{s}.{t}" for s in before for t in before[s]
-                 if before[s][t] != after.get(s, {}).get(t)]
+    """Every read model table identical before and after a rebuild; for a table that differs,
+    how many rows only the live table has and only the rebuilt one, and one of them."""
+    differing = []
+    for s in before:
+        for t in before[s]:
+            live, rebuilt = Counter(before[s][t]), Counter(after.get(s, {}).get(t) or [])
+            if live != rebuilt:
+                only_live, only_rebuilt = live - rebuilt, rebuilt - live
+                example = next(iter(only_live or only_rebuilt))
+                differing.append(f"{s}.{t} ({sum(only_live.values())} rows only live, "
+                                 f"{sum(only_rebuilt.values())} only rebuilt, e.g. "
+                                 f"{'live' if only_live else 'rebuilt'} {example!s:.160})")
     rows = sum(len(v) for tables in before.values() for v in tables.values())
     tables = sum(len(tables) for tables in before.values())
     figures = f"{rows} rows in {tables} tables of {len(before)} services" + (
-        f"; differ: {', '.join(differing)}" if differing else ", identical")
+        f"; differ: {'; '.join(differing)}" if differing else ", identical")
     return Check("projections equal to a rebuild", not differing, figures)
 
 
