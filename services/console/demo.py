@@ -26,8 +26,21 @@ PROVINCE_KEYS = ("province_code", "tks", "groups_funded", "people_reached", "rup
 
 def show(out: Console, state: Path, endpoints, urls: dict[str, str], results: dict[str, Any],
          *, keep_running: bool = False) -> bool:
-    """Returns whether the console's figures equal the demo's tables. Never raises for a
-    missing browser (the screenshots are then skipped, said so)."""
+    """Returns whether the console's figures equal the demo's tables. A console that cannot
+    start or a browser that fails is reported in one line; the demo's own results stand."""
+    import asyncpg
+    from aiokafka.errors import KafkaError
+
+    try:
+        return _show(out, state, endpoints, urls, results, keep_running)
+    except (console_process.ConsoleStartError, KafkaError, asyncpg.PostgresError, OSError,
+            RuntimeError, ValueError) as exc:
+        out.print(f"[red]the console could not be shown:[/red] {type(exc).__name__}: {exc}")
+        return False
+
+
+def _show(out: Console, state: Path, endpoints, urls: dict[str, str], results: dict[str, Any],
+          keep_running: bool) -> bool:
     from scripts import infra
     from scripts.agency import AdminConnection, add_agency
 
@@ -64,7 +77,11 @@ def show(out: Console, state: Path, endpoints, urls: dict[str, str], results: di
                                         if not role.startswith("_"))
                   + ")", highlight=False, soft_wrap=True)
         shots = Path(os.environ.get(SCREENSHOT_DIR_ENV) or state / "screenshots")
-        saved = screenshots(running.url, users, year, shots)
+        try:
+            saved = screenshots(running.url, users, year, shots)
+        except Exception as exc:  # noqa: BLE001 (a browser failure costs the pictures only)
+            out.print(f"[red]screenshots failed:[/red] {type(exc).__name__}: {exc}")
+            saved = []
         if saved:
             out.print(f"Screenshots of the console ({len(saved)}) in {shots}: "
                       + ", ".join(p.name for p in saved), highlight=False, soft_wrap=True)
