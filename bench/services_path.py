@@ -6,8 +6,9 @@ Postgres (scripts.services), as `make demo` runs them.
   the service process's CPU per call (/proc/<pid>/stat before and after). Each call carries an
   Idempotency-Key, as the project's clients send it.
 - End to end: fundings offered at a fixed rate (open loop: a call leaves on time whether or not
-  the earlier ones were answered); a separate poller sees each group appear in mentoring's
-  read model and takes the time from the 2xx to that commit becoming visible.
+  the earlier ones were answered); a separate poller (bench/poller.py, a process of its own)
+  sees each group appear in mentoring's read model: the time from the 2xx to that commit
+  becoming visible.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import json
 import math
 import shutil
 import subprocess
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -36,6 +38,7 @@ from shared.auth import Role, mint_token
 from shared.settings import DEV_SIGNING_KEY
 
 HERE = Path(__file__).parent
+ROOT = HERE.parent
 FUNDED_ON = "2023-06-01"  # within the scenario's year (2023) and its budget year
 
 
@@ -184,7 +187,8 @@ async def end_to_end(env: BenchEnv, services: Services, *, rate: float, seconds:
                      repeats: int) -> list[dict[str, Any]]:
     """p50/p95/p99 of the time from a funding's 2xx to mentoring's commit of it."""
     per_run = int(rate * seconds)
-    mentoring = await asyncpg.connect(env.endpoints.database_url("mentoring"))
+    mentoring_dsn = env.endpoints.database_url("mentoring")
+    mentoring = await asyncpg.connect(mentoring_dsn)
     token = _token()
     p50s, p95s, p99s, achieved, lost = [], [], [], [], 0
     refused: dict[str, int] = {}
@@ -196,7 +200,8 @@ async def end_to_end(env: BenchEnv, services: Services, *, rate: float, seconds:
                 if len(batch) < per_run:
                     raise RuntimeError("not enough groups left for the end-to-end runs")
                 await _settled(mentoring)
-                latencies, offered, missing, no = await _offer(client, mentoring, batch, rate)
+                latencies, offered, missing, no = await _offer(client, mentoring_dsn, batch,
+                                                               rate, env.state)
                 lost += missing
                 for k, v in no.items():
                     refused[k] = refused.get(k, 0) + v
@@ -234,12 +239,10 @@ async def _settled(mentoring: asyncpg.Connection, timeout: float = 180) -> None:
         await asyncio.sleep(0.1)
 
 
-async def _offer(client: httpx.AsyncClient, mentoring: asyncpg.Connection, groups: list[str],
-                 rate: float) -> tuple[list[float], float, int, dict[str, int]]:
+async def _offer(client: httpx.AsyncClient, mentoring_dsn: str, groups: list[str],
+                 rate: float, state: Path) -> tuple[list[float], float, int, dict[str, int]]:
     answered: dict[str, float] = {}
-    seen: dict[str, float] = {}
     refused: dict[str, int] = {}
-    done = asyncio.Event()
 
     async def call(group_id: str) -> None:
         try:
@@ -256,25 +259,18 @@ async def _offer(client: httpx.AsyncClient, mentoring: asyncpg.Connection, group
         else:  # 503 when shedding load: counted, not timed
             refused[str(response.status_code)] = refused.get(str(response.status_code), 0) + 1
 
-    async def poll() -> None:
-        # a separate connection: sees a commit of mentoring's consumer once it is visible
-        while not done.is_set() or len(seen) < len(answered):
-            pending = [g for g in answered if g not in seen]
-            if pending:
-                rows = await mentoring.fetch(
-                    "SELECT group_id FROM mentored_groups WHERE group_id = ANY($1::text[])",
-                    pending)
-                now = time.perf_counter()
-                for r in rows:
-                    seen[r["group_id"]] = now
-            if done.is_set() and time.perf_counter() - finished > 60:
-                break
-            await asyncio.sleep(0.005)
-
-    finished = 0.0
-    poller = asyncio.create_task(poll())
-    calls = []
+    ids_file = state / "bench-e2e-groups.txt"
+    ids_file.write_text("\n".join(groups) + "\n")
+    # the poller: a process of its own, told to finish (stdin closed) once every call is back
+    poller = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bench.poller", mentoring_dsn, str(ids_file), "60", cwd=ROOT,
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE)
+    calls: list[asyncio.Task] = []
     try:
+        assert poller.stderr is not None and poller.stdin is not None
+        if (await poller.stderr.readline()).strip() != b"ready":
+            raise RuntimeError("the end-to-end poller did not start")
         began = time.perf_counter()
         for i, group_id in enumerate(groups):
             delay = began + i / rate - time.perf_counter()
@@ -283,15 +279,20 @@ async def _offer(client: httpx.AsyncClient, mentoring: asyncpg.Connection, group
             calls.append(asyncio.create_task(call(group_id)))
         offered = len(groups) / (time.perf_counter() - began)
         await asyncio.gather(*calls)
-        finished = time.perf_counter()
-        done.set()
-        await poller
+        poller.stdin.close()
+        out, err = await poller.communicate()
+        if poller.returncode != 0:
+            raise RuntimeError(f"the end-to-end poller failed: {err.decode()[-1000:]}")
     finally:
-        poller.cancel()
         for task in calls:
             task.cancel()
-        await asyncio.gather(poller, *calls, return_exceptions=True)
-    latencies = [(seen[g] - answered[g]) * 1000 for g in answered if g in seen]
+        await asyncio.gather(*calls, return_exceptions=True)
+        if poller.returncode is None:
+            poller.kill()
+            await poller.wait()
+    seen: dict[str, float] = json.loads(out)
+    # a commit seen before the client had read its 2xx counts as 0
+    latencies = [max(0.0, seen[g] - answered[g]) * 1000 for g in answered if g in seen]
     if not latencies:
         raise RuntimeError(f"mentoring applied none of the fundings (refused: {refused})")
     return latencies, offered, len(answered) - len(latencies), refused
