@@ -17,6 +17,11 @@ broker's, each service's password, the CA and broker keys) is generated once per
 directory and kept in files of mode 0600 under `<state>/secrets` and `<state>/tls`. Topics and
 ACLs come from the one declaration in `shared/kafka_acls.py`, applied by `up` with the admin
 principal; `python -m scripts.infra env` prints what a client needs.
+
+`TKM_KAFKA_BROKERS=3` (or `up --brokers 3`) makes the Kafka of a fresh state directory a KRaft
+cluster of three combined broker+controller nodes, secured the same way, whose topics get three
+replicas and `min.insync.replicas=2` (docs/cluster.md, which also lists the functions below that
+kill, stop, start and inspect single nodes for the fault suite).
 """
 
 from __future__ import annotations
