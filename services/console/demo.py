@@ -143,8 +143,8 @@ def _close(a: float | None, b: float | None) -> bool:
 
 def _demo_users(running: console_process.RunningConsole,
                 database_url: str) -> dict[str, tuple[str, str]]:
-    """A user per role: the ministry, the officer of the province with the most TKS, one of
-    its TKS, an agency viewer. Passwords are made here and shown once."""
+    """A user per role: the ministry, the officer of the province whose TKS mentor the most
+    groups now, one of those TKS (its report form has groups due), an agency viewer. Passwords are made here and shown once."""
     import asyncpg
 
     async def pick() -> tuple[str | None, str | None]:
@@ -152,7 +152,8 @@ def _demo_users(running: console_process.RunningConsole,
         try:
             row = await conn.fetchrow(
                 "SELECT t.province_code, min(t.tks_id) AS tks_id FROM tks t JOIN "
-                "mentor_assignments a USING (tks_id) GROUP BY 1 ORDER BY count(*) DESC LIMIT 1")
+                "mentor_assignments a USING (tks_id) WHERE a.unassigned_on IS NULL "
+                "GROUP BY 1 ORDER BY count(*) DESC LIMIT 1")
             return (row["province_code"], row["tks_id"]) if row else (None, None)
         finally:
             await conn.close()

@@ -174,6 +174,7 @@ def sign_in(page, base: str, email: str, password: str = PASSWORD) -> None:
 def axe_violations(page) -> list[dict]:
     """Serious and critical axe-core violations of the page as it is now (axe-core from npm,
     services/console/package.json)."""
+    assert AXE.exists(), "axe-core is missing: make install (npm ci in services/console)"
     # evaluated through the DevTools protocol: the console's CSP admits no inline script
     page.evaluate(AXE.read_text())
     result = page.evaluate("async () => await axe.run(document, {resultTypes: ['violations']})")
