@@ -146,6 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     for noisy in ("aiokafka", "faststream", "tkm"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
     started = time.perf_counter()
+    load_before = os.getloadavg()[0]
     state = _state()
     infra.down(state)
     shutil.rmtree(state, ignore_errors=True)
@@ -158,8 +159,8 @@ def main(argv: list[str] | None = None) -> int:
     results = {
         "date": now.strftime("%Y-%m-%d %H:%M UTC"),
         "machine": f"{os.cpu_count()} cores, {platform.machine()}, Python "
-                   f"{platform.python_version()}, load average "
-                   f"{', '.join(f'{x:.1f}' for x in os.getloadavg())} at the end",
+                   f"{platform.python_version()}, load average {load_before:.1f} at the "
+                   f"start, {os.getloadavg()[0]:.1f} at the end",
         "options": {k: (list(v) if isinstance(v, tuple) else str(v) if isinstance(v, Path)
                         else v) for k, v in vars(args).items()},
         "rows": [ratios(r) for r in rows],
