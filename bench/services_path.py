@@ -131,7 +131,8 @@ async def http(env: BenchEnv, services: Services, *, concurrencies: tuple[int, .
         # each request a fresh group, then the next tranche of each (3 per group): enough
         # groups for this run at the fastest rate seen (twice that at a new concurrency)
         expected = fastest * (2 if first else 1.3) * seconds + 4 * c
-        ids = await services.approved_groups(math.ceil(expected / 3))
+        # at least 4c: a group's next tranche leaves only long after its last one was answered
+        ids = await services.approved_groups(max(math.ceil(expected / 3), 4 * c))
         if not ids:
             raise RuntimeError("no groups left to fund: raise --http-groups")
         ids_file = env.state / "bench-fund-groups.txt"
