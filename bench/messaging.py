@@ -21,7 +21,7 @@ from shared.outbox import OutboxRelay
 from shared.topics import ensure_topics
 
 
-def _security(env: BenchEnv) -> KafkaSecurity:
+def security(env: BenchEnv) -> KafkaSecurity:
     fields = {k.removeprefix("ADMIN_").lower(): v for k, v in env.kafka_env.items()
               if k.startswith(("ADMIN_KAFKA_", "KAFKA_")) or k == "TKM_KAFKA_ALLOW_PLAINTEXT"}
     return kafka_security(kafka_password=None, **fields)
@@ -76,7 +76,7 @@ async def _sent(conn: asyncpg.Connection, n: int, timeout: float = 600) -> None:
 
 async def run(env: BenchEnv, *, relay_rows: int, consumer_events: int, repeats: int,
               paths: Sequence[str] = ("relay", "consumer")) -> list[dict[str, Any]]:
-    sec = _security(env)
+    sec = security(env)
     rows: list[dict[str, Any]] = []
     if "relay" in paths:
         rows.append(await _relay(env, relay_rows, repeats, sec))

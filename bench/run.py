@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import command_path, messaging, rebuild_path, services_path
+from bench import command_path, http_statements, messaging, rebuild_path, services_path
 from bench.common import BenchEnv, summary
 from bench.report import markdown, ratios
 from scripts import infra
@@ -86,6 +86,16 @@ async def measure(env: BenchEnv, args: argparse.Namespace) -> list[dict[str, Any
     if "command" in args.paths:
         rows += await command_path.run(env, concurrencies=args.concurrency,
                                        commands=args.commands, repeats=args.repeats)
+    if "http" in args.paths:
+        counted = await http_statements.measure(env, messaging.security(env),
+                                                commands=5 if args.smoke else 20)
+        env.log(f"statements per keyed HTTP fund-group: {counted['statements']:.1f}")
+        raw = next((r["ceiling"] for r in rows if r["path"] == "statements per command"), None)
+        rows.append({"path": "statements per HTTP fund-group (Idempotency-Key)",
+                     "unit": "statements", "value": summary([counted["statements"]]),
+                     "lower_is_better": True, "statements": {"HTTP fund-group": counted["one"]},
+                     **({"ceiling_name": "raw BEGIN/INSERT/COMMIT", "ceiling": raw} if raw
+                        else {})})
     if "http" in args.paths or "e2e" in args.paths:
         async with services_path.Services(env) as services:
             need_e2e = int(args.e2e_rate * args.e2e_seconds) * args.repeats \

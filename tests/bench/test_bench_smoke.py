@@ -16,6 +16,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 EXPECTED = (
     "command in-process c=1", "command in-process c=8", "statements per command",
+    "statements per HTTP fund-group (Idempotency-Key)",
     "HTTP fund-group c=8", "HTTP service CPU per call c=8",
     "end to end p50 at 20/s", "end to end p95 at 20/s", "end to end p99 at 20/s",
     "relay outbox -> topic", "consumer through real handlers",
