@@ -113,7 +113,9 @@ CREATE TABLE IF NOT EXISTS snapshots (
 """
 OUTBOX_CHANNEL = "tkm_outbox"
 
-
+# one statement per append (`EventStore.append_many`): the first stream not at its expected
+# version, if any (then nothing is inserted); else the events and their outbox rows, in the
+# order given, and the relay's wake-up (delivered at commit)
 _APPEND_SQL = """
 WITH stale AS MATERIALIZED (
     SELECT s, actual FROM (
