@@ -309,13 +309,19 @@ class Simulation:
         every final report is accepted: bulk requests of `Options.batch` items, side by side."""
         groups = sorted(self.run.funded_on)
         task = self._task("LPJ: submitted, some returned, then accepted", len(groups))
+        # drawn up front, in one order (the same seed, the same year): whether each report is
+        # sent back and its spending first, in the order the single calls drew them, so the
+        # rupiah accounted for are those of the year before the bulk endpoints
+        drawn = []
+        for _ in groups:
+            sent_back = self.rng.random() < self.options.returned_lpj_share
+            tools = self.rng.randrange(11_000_000, 12_000_001, 1000)
+            drawn.append((sent_back, tools,
+                          FUNDING - tools - self.rng.randrange(0, 500_001, 1000)))
         final: dict[str, dict] = {}
         first: list[dict] = []
         returned: list[str] = []
-        for group_id in groups:  # drawn up front, in one order: the same seed, the same year
-            sent_back = self.rng.random() < self.options.returned_lpj_share
-            tools = self.rng.randrange(11_000_000, 12_000_001, 1000)
-            materials = FUNDING - tools - self.rng.randrange(0, 500_001, 1000)
+        for group_id, (sent_back, tools, materials) in zip(groups, drawn, strict=True):
             final[group_id] = {"group_id": group_id, "tools": tools, "materials": materials,
                                "other": 0, "evidence_count": self.rng.randint(8, 30)}
             if sent_back:
