@@ -52,12 +52,16 @@ class RunningConsole:
         return done.stdout.strip()
 
 
-def onboard_principal(name: str, secrets_dir: Path) -> Path:
+def onboard_principal(name: str, secrets_dir: Path, bootstrap: str) -> Path:
     """Create (or give a new password to) the console's Kafka principal, an agency named
-    `name`, with the admin connection of `tkm agency`; returns the password file (0600)."""
-    from scripts.agency import add_agency, admin_connection
+    `name`, as `tkm agency add` does, with the admin's credentials of this environment
+    (`ADMIN_KAFKA_*`); returns the password file (0600)."""
+    from scripts.agency import AdminConnection, add_agency
+    from shared.kafka_security import kafka_security
 
-    password = asyncio.run(add_agency(admin_connection(), name, rotate=True))
+    admin = kafka_security(service="admin")
+    connection = AdminConnection(bootstrap, admin.admin_kwargs(), admin.kafka_ca_file)
+    password = asyncio.run(add_agency(connection, name, rotate=True))
     secrets_dir.mkdir(parents=True, exist_ok=True)
     path = secrets_dir / f"{name}.password"
     path.touch(mode=0o600)

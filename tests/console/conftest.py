@@ -64,7 +64,8 @@ def stack(infra, tmp_path_factory, request):
     console = None
     try:
         principal = f"console-{uuid.uuid4().hex[:8]}"
-        password_file = console_process.onboard_principal(principal, logs / "secrets")
+        password_file = console_process.onboard_principal(principal, logs / "secrets",
+                                                          infra.kafka_bootstrap)
         console = console_process.start(
             database_url=asyncio.run(create_database(infra, "c_console")),
             service_urls=running.urls, kafka_bootstrap=infra.kafka_bootstrap, port=free_port(),
