@@ -26,6 +26,7 @@ import asyncpg
 from pydantic import ValidationError
 
 from shared.idempotency import SCHEMA as IDEMPOTENCY_SCHEMA
+from shared.idempotency import SCHEMA_2 as IDEMPOTENCY_SCHEMA_2
 from shared.envelope import (
     Envelope,
     Event,
@@ -212,7 +213,8 @@ async def migrate(conn: asyncpg.Connection, component: str, migrations: Path | N
                  ("kernel", 3, "indexes for pruning outbox and inbox", KERNEL_SCHEMA_3),
                  ("kernel", 4, "outbox relay lease", KERNEL_SCHEMA_4),
                  ("kernel", 5, "aggregate snapshots", KERNEL_SCHEMA_5),
-                 ("idempotency", 1, "Idempotency-Key claims and answers", IDEMPOTENCY_SCHEMA)]
+                 ("idempotency", 1, "Idempotency-Key claims and answers", IDEMPOTENCY_SCHEMA),
+                 ("idempotency", 2, "a committed claim is never taken over", IDEMPOTENCY_SCHEMA_2)]
         for path in sorted(migrations.glob("*.sql")) if migrations else []:
             number = int(path.name.split("_", 1)[0])
             steps.append((component, number, path.stem, path.read_text()))

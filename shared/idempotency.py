@@ -37,7 +37,7 @@ import orjson
 from fastapi import FastAPI
 
 from shared.auth import decode_token
-from shared.errors import UnauthorizedError
+from shared.errors import ConflictError, UnauthorizedError
 from shared.shedding import transaction_only
 
 log = logging.getLogger("tkm.idempotency")
@@ -76,9 +76,23 @@ CREATE TABLE IF NOT EXISTS idempotency_effects (
 );
 CREATE INDEX IF NOT EXISTS idempotency_effects_owner ON idempotency_effects (owner);
 """
+# a claim whose command committed is never taken over, however late its answer (`recording`)
+SCHEMA_2 = """
+ALTER TABLE idempotency_keys ADD COLUMN IF NOT EXISTS committed boolean NOT NULL DEFAULT false;
+"""
 
-_claim: contextvars.ContextVar[uuid.UUID | None] = contextvars.ContextVar(
-    "idempotency_claim", default=None)
+# the claim the request being answered holds: (owner, (actor, route, key))
+_claim: contextvars.ContextVar[tuple[uuid.UUID, tuple[str, str, str]] | None] = \
+    contextvars.ContextVar("idempotency_claim", default=None)
+
+
+class ClaimLostError(ConflictError):
+    """The request's claim was taken over by a retry while its command ran (the claim's lease
+    ran out first): the command's transaction rolls back, the retry's outcome is the one."""
+
+    def __init__(self) -> None:
+        super().__init__(f"a retry with this {HEADER} took this request over while it ran; "
+                         "its own answer is the one that counts", field=None)
 
 
 @dataclass
@@ -107,17 +121,25 @@ def recording(decide: Callable[[Any], Awaitable[Any]]) -> Callable[[Any], Awaita
     """`decide` that also records, in its own transaction, that the claimed request being
     answered committed a command, and tells a `commit_watch()` when it reaches its commit
     (`decide` itself when there is neither)."""
-    owner, watch = _claim.get(), _watch.get()
-    if owner is None and watch is None:
+    claim, watch = _claim.get(), _watch.get()
+    if claim is None and watch is None:
         return decide
 
     async def decide_and_record(uow: Any) -> Any:
         if watch is not None:
             watch.reached_commit = False
         result = await decide(uow)
-        if owner is not None:
-            await uow.conn.execute("INSERT INTO idempotency_effects (owner) VALUES ($1)",
-                                   owner)
+        if claim is not None:
+            # the claim is still ours and now committed, in the command's own transaction:
+            # the row lock orders this against a retry's takeover (which skips a committed
+            # claim), so exactly one of the two ever commits a command
+            owner, pk = claim
+            if not await uow.conn.fetchval(
+                    "WITH k AS (UPDATE idempotency_keys SET committed = true WHERE actor = $2 "
+                    "AND route = $3 AND key = $4 AND owner = $1 RETURNING 1) "
+                    "INSERT INTO idempotency_effects (owner) SELECT $1 FROM k RETURNING true",
+                    owner, *pk):
+                raise ClaimLostError()
         if watch is not None:
             watch.reached_commit = True
         return result
@@ -213,14 +235,21 @@ class IdempotencyMiddleware:
             if (row["request_hash"] == digest and row["state"] == "in_progress"
                     and row["expired"] and not row["committed"]):
                 # the first request's process died before it committed anything
-                taken = await conn.fetchval(
-                    "UPDATE idempotency_keys SET owner = $4, lease_until = now() + "
-                    "make_interval(secs => $5) WHERE actor = $1 AND route = $2 AND key = $3 "
-                    "AND owner = $6 AND state = 'in_progress' RETURNING true",
-                    *pk, owner, self.lease_s, row["owner"])
-                if taken:
+                if await self._take_over(conn, pk, owner, row["owner"]):
                     return None
             return row
+
+    async def _take_over(self, conn: Any, pk: tuple[str, str, str], owner: uuid.UUID,
+                         previous: uuid.UUID) -> bool:
+        """Take the expired claim of `previous` unless its command committed meanwhile: a
+        committing command holds the claim row (`recording`), so this waits for it and then
+        sees `committed`."""
+        return bool(await conn.fetchval(
+            "UPDATE idempotency_keys SET owner = $4, lease_until = now() + "
+            "make_interval(secs => $5) WHERE actor = $1 AND route = $2 AND key = $3 "
+            "AND owner = $6 AND state = 'in_progress' AND NOT committed "
+            "AND lease_until < now() RETURNING true",
+            *pk, owner, self.lease_s, previous))
 
     async def _answer_existing(self, send: Send, row: Any, digest: str) -> None:
         if row["request_hash"] != digest:
@@ -253,7 +282,7 @@ class IdempotencyMiddleware:
                 chunks.append(message.get("body", b""))
             await send(message)
 
-        token = _claim.set(owner)
+        token = _claim.set((owner, pk))
         try:
             await self.app(scope, receive, capture)
         except BaseException:

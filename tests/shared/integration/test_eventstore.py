@@ -33,7 +33,8 @@ async def test_migrations_apply_once(database_url, tmp_path):
                          "kernel:indexes for pruning outbox and inbox",
                          "kernel:outbox relay lease",
                          "kernel:aggregate snapshots",
-                         "idempotency:Idempotency-Key claims and answers", "svc:001_things"]
+                         "idempotency:Idempotency-Key claims and answers",
+                         "idempotency:a committed claim is never taken over", "svc:001_things"]
         assert second == []
     finally:
         await conn.close()
