@@ -226,7 +226,8 @@ def _routes(app: FastAPI, settings: ConsoleSettings) -> None:
     async def healthz(request: Request) -> dict:
         reader = request.app.state.reader
         return {"service": "console", "status": "stopped" if reader.stopped else "ok",
-                "events_applied": reader.applied, "reader_error": reader.error,
+                "events_applied": reader.applied, "lag": reader.lag,
+                "reader_error": reader.error,
                 "reader_stopped": reader.stopped}
 
     @app.get("/readyz")

@@ -316,9 +316,25 @@ class ReaderState:
     applied: int = 0
     batches: int = 0
     last_batch_at: float | None = None
+    lag: int | None = None      # messages on the topics not read yet (None: not known yet)
     stopped: str | None = None  # why the reader stopped for good (a newer schema version)
     error: str | None = None    # the last transient error (retried)
     started: float = field(default_factory=time.monotonic)
+
+
+async def _lag(consumer) -> int | None:
+    """Messages behind the partitions' high watermarks (None until every assigned partition
+    has been fetched once)."""
+    assigned = consumer.assignment()
+    if not assigned:
+        return None
+    behind = 0
+    for tp in assigned:
+        high = consumer.highwater(tp)
+        if high is None:
+            return None
+        behind += max(0, high - await consumer.position(tp))
+    return behind
 
 
 async def follow(pool: asyncpg.Pool, bootstrap: str, group_id: str, client: dict[str, Any],
@@ -337,12 +353,12 @@ async def follow(pool: asyncpg.Pool, bootstrap: str, group_id: str, client: dict
             while True:
                 batches = await consumer.getmany(timeout_ms=500, max_records=500)
                 values = [m.value for records in batches.values() for m in records]
-                if not values:
-                    continue
-                state.applied += await apply_batch(pool, values)
-                await consumer.commit()
-                state.batches += 1
-                state.last_batch_at = time.time()
+                if values:
+                    state.applied += await apply_batch(pool, values)
+                    await consumer.commit()
+                    state.batches += 1
+                    state.last_batch_at = time.time()
+                state.lag = await _lag(consumer)
         except NewerVersionError as exc:
             state.stopped = str(exc)
             log.error("the console's reader stopped: %s", exc)

@@ -35,6 +35,13 @@ def get(stack, service: str, path: str, **params):
     return answer.json()
 
 
+def caught_up(stack, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while httpx.get(stack.url + "/healthz", timeout=5).json()["lag"] != 0:
+        assert time.monotonic() < deadline, "the console never caught up with the topics"
+        time.sleep(0.5)
+
+
 def wait_for_text(page, url: str, text: str, timeout: float = 30) -> None:
     """Reload `url` until it shows `text`: the console's projection follows the topics."""
     deadline = time.monotonic() + timeout
@@ -64,8 +71,10 @@ def test_ministry_signs_in_sees_the_dashboard_approves_and_funds_a_group(stack, 
     assert page.url.endswith("/dashboard")
     session = next(c for c in context.cookies() if c["name"] == "tkm_console_session")
     assert session["httpOnly"] and session["secure"] and session["sameSite"] == "Strict"
-    # the seeded funding reaches the console through the topics
+    # the seeded funding reaches the console through the topics, and the console has read
+    # everything on them (other tests' events too) before the figures are taken
     wait_for_text(page, stack.url + f"/groups/{stack.programme.mentored}", "Rp 20.000.000")
+    caught_up(stack)
     page.goto(stack.url + f"/dashboard?year={YEAR}")
     row = page.locator('tr[data-province="32"]')
     assert "Jawa Barat" in row.inner_text()
