@@ -309,27 +309,27 @@ class Simulation:
         every final report is accepted: bulk requests of `Options.batch` items, side by side."""
         groups = sorted(self.run.funded_on)
         task = self._task("LPJ: submitted, some returned, then accepted", len(groups))
-        # drawn up front, in one order (the same seed, the same year): whether each report is
-        # sent back and its spending first, in the order the single calls drew them, so the
-        # rupiah accounted for are those of the year before the bulk endpoints
-        drawn = []
-        for _ in groups:
-            sent_back = self.rng.random() < self.options.returned_lpj_share
-            tools = self.rng.randrange(11_000_000, 12_000_001, 1000)
-            drawn.append((sent_back, tools,
-                          FUNDING - tools - self.rng.randrange(0, 500_001, 1000)))
+        # drawn up front in the order the single calls drew them (whether the report is sent
+        # back, its spending, and its evidence unless sent back; a sent-back report's final
+        # evidence after all), so the same seed accounts for the same rupiah as before
         final: dict[str, dict] = {}
         first: list[dict] = []
         returned: list[str] = []
-        for group_id, (sent_back, tools, materials) in zip(groups, drawn, strict=True):
+        for group_id in groups:
+            sent_back = self.rng.random() < self.options.returned_lpj_share
+            tools = self.rng.randrange(11_000_000, 12_000_001, 1000)
+            materials = FUNDING - tools - self.rng.randrange(0, 500_001, 1000)
             final[group_id] = {"group_id": group_id, "tools": tools, "materials": materials,
-                               "other": 0, "evidence_count": self.rng.randint(8, 30)}
+                               "other": 0}
             if sent_back:
                 returned.append(group_id)
                 first.append({"group_id": group_id, "tools": tools, "materials": materials,
                               "evidence_count": 2})
             else:
+                final[group_id]["evidence_count"] = self.rng.randint(8, 30)
                 first.append(final[group_id])
+        for group_id in returned:
+            final[group_id]["evidence_count"] = self.rng.randint(8, 30)
         reports = await self._lpj_bulk("/lpj/submissions", first)
         await self._lpj_bulk("/lpj/returns", [
             {"group_id": g, "report_id": reports[g], "reason_code": "evidence_missing",
