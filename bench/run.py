@@ -67,7 +67,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     if args.smoke:
         args.repeats = 1
         args.concurrency, args.commands = (1, 8), 40
-        args.http_concurrency, args.http_seconds, args.http_groups = (8,), 2, 300
+        args.http_concurrency, args.http_seconds, args.http_groups = (8,), 2, 600
         args.e2e_rate, args.e2e_seconds = 20, 2
         args.relay_rows, args.consumer_events = 500, 1000
         args.size = (500, 1000)
@@ -102,6 +102,7 @@ async def measure(env: BenchEnv, args: argparse.Namespace) -> list[dict[str, Any
                 if "e2e" in args.paths else 0
             need_http = args.http_groups if "http" in args.paths else 0
             await asyncio.to_thread(services.plan, need_http + need_e2e)
+            services.reserve(need_e2e)
             if "http" in args.paths:
                 rows += await services_path.http(
                     env, services, concurrencies=args.http_concurrency,

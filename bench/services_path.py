@@ -48,6 +48,7 @@ class Services:
         self.running: service_processes.RunningServices | None = None
         self.api: Api | None = None
         self._plans: list[GroupPlan] = []
+        self._reserved: list[GroupPlan] = []  # the end-to-end runs' own, whatever HTTP takes
 
     async def __aenter__(self) -> Services:
         log_dir = self.env.state / "bench-logs"
@@ -78,15 +79,25 @@ class Services:
         scenario = build(seed=seed, groups=groups)
         self._plans = [g for st in scenario.stages for r in st.regencies for g in r.groups]
 
+    def reserve(self, count: int) -> None:
+        """Set `count` planned groups aside for `approved_groups(..., reserved=True)`: the HTTP
+        runs take groups at the rate the machine allows, and a fast machine must not leave the
+        end-to-end runs without any."""
+        if count:
+            self._plans, self._reserved = self._plans[:-count], self._plans[-count:]
+
     @property
     def left(self) -> int:
         return len(self._plans)
 
-    async def approved_groups(self, count: int) -> list[str]:
+    async def approved_groups(self, count: int, *, reserved: bool = False) -> list[str]:
         """`count` more groups (fewer when the plan runs out) registered from CSV and approved
-        through the API, not yet funded."""
+        through the API, not yet funded; from the reserved ones with `reserved`."""
         assert self.api is not None
-        plans, self._plans = self._plans[:count], self._plans[count:]
+        if reserved:
+            plans, self._reserved = self._reserved[:count], self._reserved[count:]
+        else:
+            plans, self._plans = self._plans[:count], self._plans[count:]
         if not plans:
             return []
         with Progress(disable=True, console=Console(quiet=True)) as progress:
@@ -197,7 +208,7 @@ async def end_to_end(env: BenchEnv, services: Services, *, rate: float, seconds:
         async with httpx.AsyncClient(base_url=services.groups_url, timeout=60, limits=httpx.Limits(
                 max_connections=256), headers={"Authorization": f"Bearer {token}"}) as client:
             for _ in range(repeats):
-                batch = await services.approved_groups(per_run)
+                batch = await services.approved_groups(per_run, reserved=True)
                 if len(batch) < per_run:
                     raise RuntimeError("not enough groups left for the end-to-end runs")
                 await _settled(mentoring)

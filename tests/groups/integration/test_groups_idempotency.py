@@ -169,8 +169,8 @@ async def test_a_claim_left_by_a_dead_process(groups):
                 "SELECT request_hash FROM idempotency_keys WHERE key = $1", key)
             await conn.execute(
                 "UPDATE idempotency_keys SET state = 'in_progress', owner = $2, status = NULL, "
-                "body = NULL, lease_until = now() - interval '1 second' WHERE key = $1",
-                key, owner)
+                "body = NULL, lease_until = now() - interval '1 second', committed = $3 "
+                "WHERE key = $1", key, owner, committed)
             if committed:
                 await conn.execute("INSERT INTO idempotency_effects (owner) VALUES ($1)",
                                    owner)
