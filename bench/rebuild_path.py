@@ -108,13 +108,13 @@ async def ceiling(dsn: str, rows: int) -> float:
 
 async def _child(dsn: str) -> None:
     from services.groups.projections import REBUILD
-    from shared.projections import rebuild
+    from shared.projections import rebuild_plan
 
     conn = await asyncpg.connect(dsn)
     try:
-        assert REBUILD.projector is not None
         began = time.perf_counter()
-        replayed = await rebuild(conn, REBUILD.projector, REBUILD.tables)
+        # the service's own plan, as `tkm rebuild groups` runs it (pages across transactions)
+        replayed = (await rebuild_plan(conn, REBUILD)).own_events
         seconds = time.perf_counter() - began
     finally:
         await conn.close()
