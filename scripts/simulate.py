@@ -197,15 +197,34 @@ class Simulation:
         await _until(lambda: self._mentoring_knows(provinces, expected_groups, expected_tks),
                      "mentoring never learnt of every funded group and TKS")
         self.progress.advance(task)
-        task = self._task("assigning mentors (balanced caseloads per regency)", len(provinces))
-        for code in provinces:
-            result = await self.api.post("mentoring", "/assignments/suggestions/apply", {
-                "province_code": code, "on_funding_date": True})
-            if result["skipped"] or result["unplaced"]:
-                raise SimulationError(f"mentors not assigned in {code}: "
-                                      f"{result['skipped'][:2]} {result['unplaced'][:2]}")
-            self.progress.advance(task)
+        # mentoring's own suggestion breaks caseload ties by TKS id, and recruitment makes those
+        # up afresh each run: the simulator applies the same rule (same regency, lightest
+        # caseload, the cap) with ties broken by the scenario's order, one assignment a group
+        groups = sorted(self.run.funded_on, key=self.run.funded_on.__getitem__)  # stable: plan order
+        choice = balanced_mentors([(g, self.run.plans[g].regency_code) for g in groups],
+                                  self._mentors_by_regency(), {}, CASELOAD_CAP)
+        task = self._task("assigning mentors (balanced caseloads per regency)", len(groups))
+        await self._assign(choice, lambda g: self.run.funded_on[g], task)
         await self._learn_mentors()
+
+    def _mentors_by_regency(self) -> dict[str, list[str]]:
+        """The active TKS of each regency in the scenario's order (the order they were recruited
+        in), never in the order of the ids the service handed out."""
+        by_regency: dict[str, list[str]] = {}
+        for tks_id in self.run.tks_of:  # insertion order: the scenario's
+            if tks_id not in self.run.resigned:
+                by_regency.setdefault(self._regency_of(tks_id), []).append(tks_id)
+        return by_regency
+
+    async def _assign(self, choice: dict[str, str], on: Callable[[str], date],
+                      task: Any = None) -> None:
+        async def one(group_id: str, tks_id: str) -> None:
+            await self.api.post("mentoring", f"/groups/{group_id}/mentor",
+                                {"tks_id": tks_id, "assigned_on": on(group_id).isoformat()})
+            if task is not None:
+                self.progress.advance(task)
+
+        await asyncio.gather(*(one(g, t) for g, t in choice.items()))
 
     async def _mentoring_knows(self, provinces: list[str], groups: int, tks: int) -> bool:
         summaries = await asyncio.gather(*(
@@ -288,11 +307,11 @@ class Simulation:
         orphans = {g for g, t in self.run.mentor.items() if t in leaving}
         await _until(lambda: self._unassigned_are(orphans),
                      "mentoring never released the resigned TKS's groups")
-        for code in sorted({self._regency_of(t) for t in leaving}):
-            result = await self.api.post("mentoring", "/assignments/suggestions/apply", {
-                "regency_code": code, "assigned_on": (effective + timedelta(days=1)).isoformat()})
-            if result["skipped"] or result["unplaced"]:
-                raise SimulationError(f"groups not reassigned in {code}: {result}")
+        load = Counter(t for t in self.run.mentor.values() if t not in leaving)
+        ordered = [g for g in self.run.funded_on if g in orphans]  # the scenario's order
+        choice = balanced_mentors([(g, self.run.plans[g].regency_code) for g in ordered],
+                                  self._mentors_by_regency(), load, CASELOAD_CAP)
+        await self._assign(choice, lambda _: effective + timedelta(days=1))
         await self._learn_mentors()
 
     async def _unassigned_are(self, groups: set[str]) -> bool:
@@ -407,6 +426,25 @@ async def _side_by_side(calls: list[Callable[[], Awaitable[Any]]], width: int = 
             return await call()
 
     return list(await asyncio.gather(*(one(call) for call in calls)))
+
+
+def balanced_mentors(groups: list[tuple[str, str]], mentors: dict[str, list[str]],
+                     load: dict[str, int], cap: int) -> dict[str, str]:
+    """group id -> TKS id for `groups` ((group id, regency code), in the order they are served):
+    each to the TKS of its regency with the lightest caseload (`load`, the caseloads before),
+    a TKS at `cap` taking no more, ties to the first in `mentors`' order (regency -> TKS ids).
+    The rule of mentoring's suggestion, with ties broken by an order the caller fixes."""
+    load = {t: load.get(t, 0) for ts in mentors.values() for t in ts}
+    rank = {t: i for ts in mentors.values() for i, t in enumerate(ts)}
+    choice: dict[str, str] = {}
+    for group_id, regency in groups:
+        free = [t for t in mentors.get(regency, []) if load[t] < cap]
+        if not free:
+            raise SimulationError(f"no TKS in regency {regency} can take group {group_id}")
+        tks = min(free, key=lambda t: (load[t], rank[t]))
+        load[tks] += 1
+        choice[group_id] = tks
+    return choice
 
 
 def _chunks(items: list, size: int) -> list[list]:
