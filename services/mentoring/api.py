@@ -44,8 +44,9 @@ class ApplySuggestionsRequest(BaseModel):
 class FileReportRequest(MonthlyReport):
     tks_id: Ref | None = Field(None, description="a TKS files as itself; ministry_admin names "
                                                  "one")
-    filed_on: ProgrammeDate | None = Field(None, description="ministry_admin only, loading "
-                                                             "history")
+    filed_on: ProgrammeDate | None = Field(
+        None, description="default today in the group's time zone (WIB/WITA/WIT); a TKS may "
+                          "send only that date, ministry_admin any past date (loading history)")
 
 
 class AmendReportRequest(MonthlyReport):
@@ -116,7 +117,7 @@ def build_router(config: MentoringConfig) -> APIRouter:
                    actor: Actor = Depends(filers)) -> dict:
         return await handlers.file_report(
             ctx, config, group_id, body, handlers.author_of(actor, body.tks_id),
-            handlers.filing_date(actor, body.filed_on), actor)
+            body.filed_on, actor)
 
     @router.put("/groups/{group_id}/reports/{period}",
                 response_model=R.Amended, tags=["reports"],
@@ -141,12 +142,11 @@ def build_router(config: MentoringConfig) -> APIRouter:
         for i, r in enumerate(body.reports):
             try:
                 tks_id = handlers.author_of(actor, r.tks_id)
-                filed_on = handlers.filing_date(actor, r.filed_on)
                 if (r.group_id, r.period) in seen:
                     raise ConflictError("the batch holds this group and period twice",
                                         field="period")
                 seen.add((r.group_id, r.period))
-                items.append(handlers.BatchItem(i, r.group_id, tks_id, filed_on, r))
+                items.append(handlers.BatchItem(i, r.group_id, tks_id, r.filed_on, r))
             except DomainError as exc:
                 refused.append(handlers.refusal(i, r.group_id, r.period, exc))
         results = await handlers.file_reports(ctx, config, items, refused, actor)

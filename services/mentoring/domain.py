@@ -106,6 +106,8 @@ class Mentor:
     active: bool
     caseload: int
     left_on: date | None = None
+    contract_start: date | None = None
+    contract_end: date | None = None
 
 
 @dataclass(frozen=True)
@@ -223,8 +225,23 @@ class GroupMentoring(Aggregate):
         return True
 
     def file_report(self, group: FundedGroup, tks_id: str, report: MonthlyReport, *,
-                    filed_on: date, deadline: date, period_closed: bool) -> None:
+                    filed_on: date, deadline: date, period_closed: bool,
+                    contract: tuple[date, date] | None = None) -> None:
+        """`filed_on` is the date in the group's time zone (shared.localtime); `contract` the
+        author's contract dates, when mentoring knows the TKS."""
         self._check_author(group, tks_id, report.period, filed_on, period_closed)
+        first, last = period_bounds(report.period)
+        if last >= filed_on:
+            raise RuleViolationError(
+                f"period {report.period} has not ended: it can be reported from "
+                f"{last + timedelta(days=1)} (filed on {filed_on}, the date in the group's "
+                "time zone)", field="period", filed_on=filed_on.isoformat())
+        if contract is not None and not (contract[0] <= last and contract[1] >= first):
+            start, end = contract
+            raise RuleViolationError(
+                f"TKS {tks_id} has no contract covering period {report.period}: its contract "
+                f"runs from {start} to {end}", field="tks_id",
+                contract_start=start.isoformat(), contract_end=end.isoformat())
         if report.period in self.reports:
             raise ConflictError(
                 f"a report on {report.period} was already filed for this group; amend it",

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, replace
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 
 import asyncpg
 
@@ -20,6 +20,7 @@ from services.mentoring.config import MentoringConfig
 from services.mentoring.domain import (
     FundedGroup,
     GroupMentoring,
+    Mentor,
     MonthlyReport,
     PeriodLedger,
     Suggestion,
@@ -41,6 +42,7 @@ from shared.contracts.recruitment import (
 from shared.envelope import Envelope, utcnow
 from shared.errors import DomainError, ForbiddenError, NotFoundError
 from shared.idempotency import commit_watch
+from shared.localtime import local_today
 from shared.service import ServiceContext
 from shared.shedding import DATABASE_UNAVAILABLE, ServiceUnavailableError, patient
 
@@ -48,8 +50,12 @@ CLOSE_LOCK = "mentoring.period-close"
 SYSTEM = Actor("period-closer", Role.ADMIN)
 
 
+def now() -> datetime:
+    return utcnow()
+
+
 def today() -> date:
-    return utcnow().date()
+    return now().date()
 
 
 async def _hold_off_close(conn: asyncpg.Connection) -> None:
@@ -195,25 +201,39 @@ def amender_of(actor: Actor, tks_id: str | None) -> str | None:
     return tks_id
 
 
-def filing_date(actor: Actor, filed_on: date | None) -> date:
-    """Today, or for ministry_admin loading history, the day the report was really filed."""
-    if filed_on is not None and filed_on != today() and actor.role is not Role.ADMIN:
-        raise ForbiddenError("only ministry_admin may record another filing date than today",
-                             field="filed_on")
-    return _not_future(filed_on, "filed_on")
+def filing_date(actor: Actor, filed_on: date | None, group: FundedGroup) -> date:
+    """Today in the group's time zone (a TKS app may send it), or for ministry_admin loading
+    history, the day the report was really filed."""
+    local = local_today(group.regency_code, now())
+    if filed_on is not None and filed_on != local and actor.role is not Role.ADMIN:
+        raise ForbiddenError(f"only ministry_admin may record another filing date than today "
+                             f"({local} in the group's time zone)", field="filed_on")
+    if filed_on is not None and filed_on > local:
+        raise DomainError(f"filed_on {filed_on} is in the future (today is {local} in the "
+                          "group's time zone)", field="filed_on")
+    return filed_on or local
+
+
+def _contract(mentor: Mentor | None) -> tuple[date, date] | None:
+    if mentor is None or mentor.contract_start is None or mentor.contract_end is None:
+        return None
+    return mentor.contract_start, mentor.contract_end
 
 
 async def file_report(ctx: ServiceContext, config: MentoringConfig, group_id: str,
-                      report: MonthlyReport, tks_id: str, filed_on: date, actor: Actor) -> dict:
+                      report: MonthlyReport, tks_id: str, filed_on: date | None,
+                      actor: Actor) -> dict:
     async def decide(uow: UnitOfWork) -> dict:
         await _hold_off_close(uow.conn)
         stream = GroupMentoring.stream(group_id)
         agg = await uow.load(GroupMentoring, stream) or GroupMentoring(stream)
         group = _group_or_404(await views.funded_groups(uow.conn, [group_id]), group_id)
+        filed = filing_date(actor, filed_on, group)
         closed = await views.closed_periods(uow.conn, [report.period])
+        mentor = (await views.mentors(uow.conn, [tks_id])).get(tks_id)
         deadline = deadline_of(report.period, config.reporting.deadline_day)
-        agg.file_report(group, tks_id, report, filed_on=filed_on, deadline=deadline,
-                        period_closed=bool(closed))
+        agg.file_report(group, tks_id, report, filed_on=filed, deadline=deadline,
+                        period_closed=bool(closed), contract=_contract(mentor))
         await uow.save(agg)
         return {"group_id": group_id, "period": report.period, "tks_id": tks_id,
                 "on_time": agg.reports[report.period].on_time, "deadline": deadline}
@@ -229,7 +249,8 @@ async def amend_report(ctx: ServiceContext, config: MentoringConfig, group_id: s
         agg = await uow.load(GroupMentoring, stream) or GroupMentoring(stream)
         group = _group_or_404(await views.funded_groups(uow.conn, [group_id]), group_id)
         closed = await views.closed_periods(uow.conn, [report.period])
-        changed = agg.amend_report(group, tks_id, report, today=today(),
+        changed = agg.amend_report(group, tks_id, report,
+                                   today=local_today(group.regency_code, now()),
                                    period_closed=bool(closed))
         await uow.save(agg)
         on_file = agg.reports[report.period]
@@ -244,7 +265,7 @@ class BatchItem:
     index: int
     group_id: str
     tks_id: str
-    filed_on: date
+    filed_on: date | None  # None: today in the group's time zone
     report: MonthlyReport
 
 
@@ -265,7 +286,7 @@ async def file_reports(ctx: ServiceContext, config: MentoringConfig,
         with commit_watch() as watch, patient():
             try:
                 results.extend(await ctx.command(
-                    lambda uow, chunk=chunk: _file_chunk(uow, config, chunk), actor))
+                    lambda uow, chunk=chunk: _file_chunk(uow, config, chunk, actor), actor))
             except DATABASE_UNAVAILABLE as exc:
                 # earlier chunks are committed: tell per item what was filed and what not
                 unknown = watch.reached_commit
@@ -288,22 +309,25 @@ def _unavailable(item: BatchItem, status: str) -> dict:
             "status": status, "error": {"status": 503, "field": None, "reason": reason}}
 
 
-async def _file_chunk(uow: UnitOfWork, config: MentoringConfig,
-                      chunk: list[BatchItem]) -> list[dict]:
+async def _file_chunk(uow: UnitOfWork, config: MentoringConfig, chunk: list[BatchItem],
+                      actor: Actor) -> list[dict]:
     await _hold_off_close(uow.conn)
     group_ids = {i.group_id for i in chunk}
     aggs = await _mentoring_of(uow, group_ids)
     groups = await views.funded_groups(uow.conn, group_ids)
     closed = await views.closed_periods(uow.conn, {i.report.period for i in chunk})
+    mentors = await views.mentors(uow.conn, {i.tks_id for i in chunk})
     results = []
     for item in chunk:
         agg = aggs[GroupMentoring.stream(item.group_id)]
         period = item.report.period
         try:
-            agg.file_report(_group_or_404(groups, item.group_id), item.tks_id, item.report,
-                            filed_on=item.filed_on,
+            group = _group_or_404(groups, item.group_id)
+            agg.file_report(group, item.tks_id, item.report,
+                            filed_on=filing_date(actor, item.filed_on, group),
                             deadline=deadline_of(period, config.reporting.deadline_day),
-                            period_closed=period in closed)
+                            period_closed=period in closed,
+                            contract=_contract(mentors.get(item.tks_id)))
         except DomainError as exc:
             results.append(refusal(item.index, item.group_id, period, exc))
             continue

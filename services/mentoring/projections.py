@@ -217,29 +217,34 @@ async def keep_caseloads(conn: asyncpg.Connection, saved: list[tuple[Envelope, E
                 list(counts), [sign * n for n in counts.values()])
 
 
-async def record_tks(conn: asyncpg.Connection, tks_id: str, province_code: str,
-                     regency_code: str, year: int) -> None:
-    await conn.execute(
-        "INSERT INTO mentors (tks_id, province_code, regency_code, contract_year, active) "
-        "VALUES ($1, $2, $3, $4, true) ON CONFLICT (tks_id) DO UPDATE SET "
-        "province_code = excluded.province_code, regency_code = excluded.regency_code, "
-        "contract_year = excluded.contract_year, active = true, left_on = NULL",
-        tks_id, province_code, regency_code, year)
+# a contract that overlaps or follows on from the one on file extends it; one after a gap
+# replaces it
+_CONTRACT_FOLLOWS = ("excluded.contract_start <= mentors.contract_end + 1 AND "
+                     "excluded.contract_end >= mentors.contract_start - 1")
 
 
 async def record_tks_many(conn: asyncpg.Connection,
                           events: list[TksRecruited | TksContractRenewed]) -> None:
-    """`record_tks` for many TKS in one statement per run in which no TKS repeats (the last
-    contract of a TKS wins, as one by one)."""
+    """Record the TKS of these contracts, active, in one statement per run in which no TKS
+    repeats (the last contract of a TKS wins, as one by one)."""
     for run in unique_runs(events, lambda e: e.tks_id):
         await conn.execute(
-            "INSERT INTO mentors (tks_id, province_code, regency_code, contract_year, active) "
-            "SELECT t, p, r, y, true FROM unnest($1::text[], $2::text[], $3::text[], $4::int[]) "
-            "AS u(t, p, r, y) ON CONFLICT (tks_id) DO UPDATE SET "
+            "INSERT INTO mentors (tks_id, province_code, regency_code, contract_year, active, "
+            "contract_start, contract_end) "
+            "SELECT t, p, r, y, true, s, e FROM unnest($1::text[], $2::text[], $3::text[], "
+            "$4::int[], $5::date[], $6::date[]) AS u(t, p, r, y, s, e) "
+            "ON CONFLICT (tks_id) DO UPDATE SET "
             "province_code = excluded.province_code, regency_code = excluded.regency_code, "
-            "contract_year = excluded.contract_year, active = true, left_on = NULL",
+            "contract_year = excluded.contract_year, active = true, left_on = NULL, "
+            f"contract_start = CASE WHEN {_CONTRACT_FOLLOWS} "
+            "THEN least(mentors.contract_start, excluded.contract_start) "
+            "ELSE excluded.contract_start END, "
+            f"contract_end = CASE WHEN {_CONTRACT_FOLLOWS} "
+            "THEN greatest(mentors.contract_end, excluded.contract_end) "
+            "ELSE excluded.contract_end END",
             [e.tks_id for e in run], [e.province_code for e in run],
-            [e.regency_code for e in run], [e.year for e in run])
+            [e.regency_code for e in run], [e.year for e in run],
+            [e.contract_start for e in run], [e.contract_end for e in run])
 
 
 async def record_tks_left(conn: asyncpg.Connection, tks_id: str, left_on: date) -> bool:

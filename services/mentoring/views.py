@@ -11,7 +11,8 @@ import asyncpg
 from services.mentoring.domain import DueGroup, FundedGroup, Mentor, period_bounds
 
 _GROUP_FACTS = "group_id, province_code, regency_code, funded_on, dissolved_on"
-_MENTOR_FACTS = "tks_id, province_code, regency_code, active, caseload, left_on"
+_MENTOR_FACTS = ("tks_id, province_code, regency_code, active, caseload, left_on, "
+                 "contract_start, contract_end")
 
 
 async def funded_groups(conn: asyncpg.Connection, group_ids: Iterable[str]) -> dict[str, FundedGroup]:

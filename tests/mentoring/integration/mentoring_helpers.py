@@ -67,11 +67,13 @@ class Mentoring:
     database_url: str
     published_from: dict[TopicPartition, int]
 
-    async def recruit(self, tks_id: str, regency: str) -> None:
+    async def recruit(self, tks_id: str, regency: str, year: int = 2023,
+                      contract: tuple[date, date] | None = None) -> None:
+        start, end = contract or (date(year, 1, 1), date(year, 12, 31))
         await self.publish(RECRUITMENT, tks_id, TksRecruited(
-            tks_id=tks_id, round_id="round-test", year=2023, stage=1,
+            tks_id=tks_id, round_id="round-test", year=year, stage=1,
             province_code=regency[:2], regency_code=regency,
-            contract_start=date(2023, 1, 1), contract_end=date(2023, 12, 31)))
+            contract_start=start, contract_end=end))
 
     async def release(self, tks_id: str, regency: str, on: date) -> Envelope:
         return await self.publish(RECRUITMENT, tks_id, TksReleased(

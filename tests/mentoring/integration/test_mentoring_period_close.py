@@ -15,7 +15,7 @@ pytestmark = pytest.mark.integration
 async def _setup(mentoring, regency: str, funded: dict[str, date],
                  assigned_on: date) -> str:
     tks = fresh("tks")
-    await mentoring.recruit(tks, regency)
+    await mentoring.recruit(tks, regency, year=assigned_on.year)
     for g, on in funded.items():
         await mentoring.fund(g, regency, on)
     await mentoring.known(tks=(tks,), groups=tuple(funded))
