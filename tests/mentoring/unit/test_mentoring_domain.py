@@ -337,3 +337,42 @@ def test_configuration_is_read_from_the_data_file_or_another_named_by_the_enviro
     text.write_text(text.read_text().replace("deadline_day = 5", "deadline_day = 31"))
     with pytest.raises(ValidationError):
         load_config()
+
+
+# ---- what a report needs: an ended month and a contract covering it ---------------------------
+
+@pytest.mark.parametrize(("filed_on", "accepted"), [
+    (date(2023, 4, 30), False), (date(2023, 4, 1), False), (date(2023, 5, 1), True)])
+def test_a_month_is_reported_only_once_it_has_ended(filed_on, accepted):
+    agg = given(assigned())
+    if accepted:
+        file(agg, filed_on=filed_on)
+        assert agg.reports["2023-04"].on_time
+        return
+    with pytest.raises(RuleViolationError, match="period 2023-04 has not ended") as refused:
+        file(agg, filed_on=filed_on)
+    assert refused.value.field == "period"
+    assert agg.pending == []
+
+
+@pytest.mark.parametrize(("contract", "accepted"), [
+    ((date(2023, 1, 1), date(2023, 12, 31)), True),
+    ((date(2023, 4, 30), date(2023, 12, 31)), True),  # begun within the month
+    ((date(2022, 1, 1), date(2023, 4, 1)), True),  # ended within the month
+    ((date(2022, 1, 1), date(2023, 3, 31)), False),
+    ((date(2023, 5, 1), date(2023, 12, 31)), False),
+])
+def test_only_a_tks_whose_contract_covers_the_month_reports_on_it(contract, accepted):
+    agg = given(assigned())
+
+    def run() -> None:
+        agg.file_report(GROUP, "t1", report("2023-04"), filed_on=date(2023, 5, 2),
+                        deadline=DEADLINE_APRIL, period_closed=False, contract=contract)
+
+    if accepted:
+        run()
+        assert agg.reports["2023-04"].tks_id == "t1"
+        return
+    with pytest.raises(RuleViolationError, match="has no contract covering period 2023-04") as e:
+        run()
+    assert e.value.field == "tks_id"
