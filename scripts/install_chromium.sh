@@ -16,4 +16,4 @@ $SUDO apt-get install -y --no-install-recommends chromium fonts-dejavu-core >/de
   $SUDO apt-get update -qq && $SUDO apt-get install -y --no-install-recommends chromium \
     fonts-dejavu-core; }
 command -v chromium >/dev/null 2>&1 || { echo "chromium still missing after apt-get" >&2; exit 1; }
-echo "chromium: $(chromium --version 2>&1 | head -1)"
+echo "chromium: $(dpkg-query -W -f '${Version}' chromium 2>/dev/null || echo installed)"

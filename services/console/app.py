@@ -514,7 +514,8 @@ def _routes(app: FastAPI, settings: ConsoleSettings) -> None:
     @app.get("/report")
     async def report_form(request: Request, session: SignedIn) -> Response:
         user = allow(session, Role.TKS)
-        period, due = await views.due_this_month(request.app.state.pool, user.tks_id, today())
+        period, due = await views.due_this_month(request.app.state.pool, user.tks_id,
+                                                 datetime.now(UTC))
         return page(request, "report.html", session, period=period, due=due,
                     units=PRODUCTION_UNITS, supports=("partnership", "capital_access",
                                                       "market_access"))

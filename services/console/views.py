@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import json
 from collections import Counter, defaultdict
-from datetime import date
+from datetime import datetime, timedelta
 from typing import Any
 
 import asyncpg
 
+from shared.localtime import local_today
 from shared.regions import province as province_of
 
 
@@ -232,9 +233,16 @@ async def tks(conn, tks_id: str) -> dict[str, Any] | None:
             "months": [dict(r) for r in months], "evaluations": evaluations}
 
 
-async def due_this_month(conn, tks_id: str, today: date) -> tuple[str, list[dict[str, Any]]]:
-    """The period of `today` and the TKS's groups with no report on it yet."""
-    period = f"{today.year:04d}-{today.month:02d}"
+async def due_this_month(conn, tks_id: str, now: datetime) -> tuple[str, list[dict[str, Any]]]:
+    """The month whose reports are due now (the last month that has ended in the TKS's
+    regency's time zone: mentoring takes no report on a month still running) and the TKS's
+    groups with no report on it yet."""
+    regency = await conn.fetchval(
+        "SELECT g.regency_code FROM mentor_assignments a JOIN tkm_groups g USING (group_id) "
+        "WHERE a.tks_id = $1 AND a.unassigned_on IS NULL LIMIT 1", tks_id)
+    today = local_today(regency, now) if regency else now.date()
+    ended = today.replace(day=1) - timedelta(days=1)
+    period = f"{ended.year:04d}-{ended.month:02d}"
     rows = await conn.fetch(
         "SELECT g.group_id, g.regency_code, g.business_type, g.member_count FROM "
         "mentor_assignments a JOIN tkm_groups g USING (group_id) WHERE a.tks_id = $1 "

@@ -11,7 +11,7 @@ import random
 import shutil
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
@@ -25,7 +25,10 @@ from tests.support.databases import create_database
 PASSWORD = "kata-sandi-uji-123"
 AXE = ROOT / "services" / "console" / "node_modules" / "axe-core" / "axe.min.js"
 TODAY = datetime.now(UTC).date()
-YEAR = TODAY.year
+# the month whose report the TKS files: the last one that has ended (mentoring takes no report
+# on a running month); the programme year of the seeded round, contract and funding is its year
+REPORTED = TODAY.replace(day=1) - timedelta(days=1)
+YEAR = REPORTED.year
 OWN, OTHER = "3201", "3501"  # Kab. Bogor (Jawa Barat, 32); Kab. Pacitan (Jawa Timur, 35)
 
 
@@ -100,7 +103,8 @@ async def _seed(urls: dict[str, str]) -> Programme:
                 "birth_date": parse_nik(nik).birth_date.isoformat(), "education": "S1",
                 "domicile_regency_code": OWN, "phone": "0812-3456-7890",
                 "email": "siti.rahayu@example.id"},
-                "briefing": {"city": "Jakarta", "briefed_on": TODAY.replace(day=1).isoformat()},
+                "briefing": {"city": "Jakarta",
+                             "briefed_on": REPORTED.replace(day=1).isoformat()},
                 "regency_code": OWN}]})
         tks_id = result["results"][0]["tks_id"]
         groups = {}
@@ -108,12 +112,13 @@ async def _seed(urls: dict[str, str]) -> Programme:
             groups[key] = await _import_group(api, rng, regency, f"Kelompok {key} {uuid.uuid4().hex[:6]}")
         await api.post("groups", f"/groups/{groups['mentored']}/approval")
         await api.post("groups", f"/groups/{groups['mentored']}/funding", {
-            "tranche": 1, "amount": 20_000_000, "disbursed_on": TODAY.isoformat(),
+            "tranche": 1, "amount": 20_000_000, "disbursed_on": REPORTED.replace(day=1).isoformat(),
             "budget_year": YEAR})
         for _ in range(150):  # mentoring learns of the TKS and the funding from the topics
             try:
                 await api.post("mentoring", f"/groups/{groups['mentored']}/mentor",
-                               {"tks_id": tks_id})
+                               {"tks_id": tks_id,
+                                "assigned_on": REPORTED.replace(day=1).isoformat()})
                 break
             except Exception:  # noqa: BLE001 (not known yet: a 404/409 until the events arrive)
                 await asyncio.sleep(0.2)
