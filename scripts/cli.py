@@ -122,6 +122,62 @@ def demo(groups: int | None = typer.Option(None, help="scale the 2023 intake to 
     raise typer.Exit(run_demo(groups=groups, json_out=json_out, instances=instances))
 
 
+@app.command("load-history")
+def load_history(directory: Path = typer.Argument(..., exists=True, file_okay=False,
+                                                  help="the year's CSV files (docs/history.md)"),
+                 year: int = typer.Option(..., min=2000, max=2100, help="the programme year"),
+                 refused: Path | None = typer.Option(None, help="write every refused row "
+                                                                "here (CSV)"),
+                 key: str = typer.Option(DEV_SIGNING_KEY, envvar="TKM_AUTH_SIGNING_KEY",
+                                         show_default=False, help="signing key of the admin "
+                                         "token (TKM_AUTH_SIGNING_KEY)")) -> None:
+    """Load a past programme year from CSV files through the four services' APIs, as it
+    happened (registration, funding and assignment dates; ages by the year's rules), then the
+    figures each service gives beside the files'. A re-run loads nothing twice. Services at
+    <SERVICE>_URL, else 127.0.0.1:<SERVICE>_HTTP_PORT (8101-8104).
+    Exit codes: 0 all loaded and agreeing, 1 figures differ, 2 files unreadable, 3 rows refused
+    (reported) and the rest agreeing."""
+    from rich.console import Console
+
+    from scripts.load_history import run
+    from scripts.status import base_urls
+
+    raise typer.Exit(run(directory, year, base_urls(), console=Console(), signing_key=key,
+                         refused_out=refused))
+
+
+@app.command("history-example")
+def history_example(out: Path = typer.Option(..., help="directory for the CSV files"),
+                    year: int = typer.Option(2021, min=2000, max=2100),
+                    scale: float = typer.Option(1.0, min=0.001, max=1.0,
+                                                help="0.04: 27 TKS and 250 groups"),
+                    seed: int = typer.Option(2021, help="same seed, same files"),
+                    mentors: bool = typer.Option(True, help="write mentors.csv (else "
+                                                 "mentoring's rule assigns)"),
+                    reports: bool = typer.Option(False, help="write reports.csv")) -> None:
+    """Write a seeded past year in the layout of `tkm load-history` (the 2021 shape: 664 TKS,
+    6,250 groups of 16)."""
+    from scripts.history_example import generate
+
+    figures = generate(out, year=year, scale=scale, seed=seed, mentors=mentors,
+                       reports=reports)
+    typer.echo(", ".join(f"{k} {v:,}" for k, v in figures.items()) + f" -> {out}")
+
+
+@app.command("history-demo")
+def history_demo(year: int = typer.Option(2021, min=2000, max=2100),
+                 scale: float = typer.Option(1.0, min=0.001, max=1.0),
+                 seed: int = typer.Option(2021),
+                 mentors: bool = typer.Option(True, help="mentors.csv, else the rule"),
+                 reports: bool = typer.Option(False)) -> None:
+    """`make history`: fresh infrastructure and services, the seeded year generated and
+    loaded, the table and the wall time."""
+    from scripts.load_history import run_with_own_services
+
+    raise typer.Exit(run_with_own_services(year=year, scale=scale, seed=seed, mentors=mentors,
+                                           reports=reports))
+
+
 @app.command()
 def rebuild(service: str = typer.Argument(
         ..., help="recruitment, groups, mentoring or evaluation")) -> None:
