@@ -1,8 +1,9 @@
 """Who may call what: signed bearer tokens (HS256) carrying a role and its scope.
 
 Roles: the ministry administrator (everything), a provincial officer (one province), a TKS
-(itself only) and an agency (read-only). The caller becomes the `actor` of the events its
-command writes.
+(itself only), an agency (read-only) and an auditor (Inspektorat, BPK: reads the audit trail of
+every province, `shared.audit`, and nothing else; no command accepts it). The caller becomes the
+`actor` of the events its command writes.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ class Role(StrEnum):
     PROVINCE = "provincial_officer"
     TKS = "tks"
     AGENCY = "agency"
+    AUDITOR = "auditor"
 
 
 def pseudonym(key: str, subject: str) -> str:
@@ -139,4 +141,5 @@ def require(*roles: Role):
     return dependency
 
 
+# the programme's own roles: the auditor is not among them (it reads the audit trail only)
 ANY_ROLE = (Role.ADMIN, Role.PROVINCE, Role.TKS, Role.AGENCY)

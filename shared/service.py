@@ -28,7 +28,7 @@ from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from shared import idempotency, shedding
+from shared import audit, idempotency, shedding
 from shared.aggregate import Projector, UnitOfWork, run_command
 from shared.auth import Actor
 from shared.consumer import EventConsumer, Handler, PartitionHolds
@@ -90,11 +90,14 @@ class ServiceContext:
     store: EventStore
     relay: OutboxRelay
     broker: KafkaBroker
+    # the actors whose pseudonym this process has recorded (shared.audit.remember_actor)
+    actors_seen: set[str] = field(default_factory=set)
 
     async def command(self, decide: Callable[[UnitOfWork], Awaitable[Any]], actor: Actor, *,
                       isolation: str | None = None) -> Any:
         """Run a command's decision in one transaction (events + outbox + inline projection);
         `isolation` ("repeatable_read", "serializable") when its reads need one snapshot."""
+        await audit.remember_actor(self.pool, actor, self.actors_seen)
         return await run_command(self.pool, self.store, idempotency.recording(decide),
                                  actor=actor.id,
                                  correlation_id=_correlation_uuid(), projector=self.spec.projector,
@@ -193,6 +196,8 @@ def create_app(spec: ServiceSpec, settings: ServiceSettings | None = None, *,
     build_info(spec.name, app.version)
     for router in spec.routers:
         app.include_router(router, responses=ERROR_RESPONSES)
+    # the kernel's audit trail, in every service (GET /audit, GET /audit/actors/{pseudonym})
+    app.include_router(audit.build_router(), responses=ERROR_RESPONSES)
     idempotency.install(app, lease_s=settings.idempotency_lease_s)  # inside the body limit
     _add_operations(app)
     install_offline_docs(app)
@@ -273,7 +278,7 @@ async def _start_up(app: FastAPI, spec: ServiceSpec, settings: ServiceSettings,
 async def _migrate(dsn: str, spec: ServiceSpec) -> list[str]:
     conn = await asyncpg.connect(dsn, timeout=10)
     try:
-        return await migrate(conn, spec.name, spec.migrations)
+        return [*await migrate(conn, spec.name, spec.migrations), *await audit.migrate(conn)]
     finally:
         await conn.close()
 
