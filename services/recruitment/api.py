@@ -23,6 +23,7 @@ from services.recruitment.config import RecruitmentConfig
 from shared.auth import Actor, Role, require
 from shared.contracts.common import ProvinceCode, RegencyCode, Year
 from shared.errors import DomainError, ForbiddenError, NotFoundError
+from shared.paging import PageQuery
 from shared.scope import province_scope
 from shared.service import ServiceContext, context
 
@@ -36,7 +37,6 @@ TksStatus = Literal["active", "renewed", "released", "resigned"]
 VacancyStatus = Literal["open", "filled"]
 ApplicantStatus = Literal["registered", "screened", "rejected", "briefed", "recruited"]
 audit = logging.getLogger("tkm.audit")
-OFFSET_MAX = 1_000_000  # beyond any real page; larger values would overflow the query's bigint
 
 
 class RoundOut(BaseModel):
@@ -180,6 +180,32 @@ class FunnelOut(BaseModel):
     rejections: list[Rejections]
 
 
+class Totals(BaseModel):
+    registered: int = Field(description="applicants registered for the year")
+    screened: int
+    briefed: int
+    recruited: int
+    rejected: int
+    tks: int = Field(description="TKS with a contract in the year (first or renewed)")
+    tks_active: int
+    tks_renewed: int = Field(description="continued into the next year after evaluation")
+    tks_released: int
+    tks_resigned: int
+    vacancies_open: int
+    vacancies_filled: int
+
+
+class ProvinceTotals(Totals):
+    province_code: str
+
+
+class StatsOut(BaseModel):
+    year: int
+    province_code: str | None = Field(description="the province asked for; null: national")
+    national: Totals = Field(description="the sum of the provinces below")
+    provinces: list[ProvinceTotals]
+
+
 class VacancyRow(BaseModel):
     vacancy_id: str
     year: int
@@ -211,8 +237,8 @@ class ApplicantRow(BaseModel):
     education: str
     province_code: str
     regency_code: str
-    phone: str
-    email: str
+    phone: str | None = Field(None, description="E.164; null when not given")
+    email: str | None = Field(None, description="null when not given")
     status: str
     passed_screening: bool
     rejection_reason: str | None
@@ -244,15 +270,6 @@ def _batch(results: list[dict[str, Any]]) -> BatchOut:
 def make_router(config: RecruitmentConfig) -> APIRouter:
     router = APIRouter()
     limits = config.limits
-
-    # a coroutine: a plain function dependency is run in the thread pool, a hop per request
-    async def page_params(limit: Annotated[int, Query(ge=1, le=limits.page_size_max)]
-                          = limits.page_size_default,
-                          offset: Annotated[int, Query(ge=0, le=OFFSET_MAX)] = 0
-                          ) -> tuple[int, int]:
-        return limit, offset
-
-    PageQuery = Annotated[tuple[int, int], Depends(page_params)]
 
     def check_batch_size(n: int) -> None:
         if n > limits.batch_max_items:
@@ -312,7 +329,7 @@ def make_router(config: RecruitmentConfig) -> APIRouter:
     async def list_applicants(page: PageQuery, ctx: Ctx, actor: Officer, year: Year,
                               province_code: ProvinceCode | None = None,
                               status: ApplicantStatus | None = None) -> dict:
-        found = await views.applicants(ctx.pool, limit=page[0], offset=page[1], year=year,
+        found = await views.applicants(ctx.pool, page=page, year=year,
                                        province_code=province_scope(actor, province_code),
                                        status=status)
         found["items"] = [_personal(actor, dict(r)) for r in found["items"]]
@@ -355,7 +372,7 @@ def make_router(config: RecruitmentConfig) -> APIRouter:
                      status: TksStatus | None = None) -> dict:
         """TKS by contract year (one row per TKS and year). Agencies see no personal data."""
         found = await views.roster(ctx.pool, personal=actor.role is not Role.AGENCY,
-                                   limit=page[0], offset=page[1], year=year, stage=stage,
+                                   page=page, year=year, stage=stage,
                                    province_code=province_scope(actor, province_code,
                                                                 regency_code),
                                    regency_code=regency_code, status=status)
@@ -386,12 +403,20 @@ def make_router(config: RecruitmentConfig) -> APIRouter:
         """Applicants of a year by how far they got (by domicile province)."""
         return await views.funnel(ctx.pool, year, province_scope(actor, province_code))
 
+    @router.get("/stats", response_model=StatsOut, tags=["queries"])
+    async def stats(ctx: Ctx, actor: Reader, year: Year,
+                    province_code: ProvinceCode | None = None) -> dict:
+        """A year's national totals and one row per province, in one call: applicants by how
+        far they got (by domicile province), TKS contracted for the year by status (by the
+        province served), vacancies of the year. A provincial officer sees its province."""
+        return await views.stats(ctx.pool, year, province_scope(actor, province_code))
+
     @router.get("/vacancies", response_model=VacancyPage, tags=["queries"])
     async def vacancies(page: PageQuery, ctx: Ctx, actor: Reader, year: Year | None = None,
                         province_code: ProvinceCode | None = None,
                         regency_code: RegencyCode | None = None,
                         status: VacancyStatus | None = "open") -> dict:
-        return await views.vacancies(ctx.pool, limit=page[0], offset=page[1], year=year,
+        return await views.vacancies(ctx.pool, page=page, year=year,
                                      province_code=province_scope(actor, province_code),
                                      regency_code=regency_code, status=status)
 

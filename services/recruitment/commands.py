@@ -42,8 +42,12 @@ class RegisterApplicant(_Command):
     birth_date: BirthDate
     education: Text(10) = Field(examples=["S1"])
     domicile_regency_code: RegencyCode
-    phone: Text(30) = Field(min_length=3, examples=["0812-3456-7890"])
-    email: Text(254) = Field(min_length=3, json_schema_extra={"format": "email"})
+    phone: Text(30) | None = Field(None, min_length=3, examples=["0812-3456-7890"],
+                                   description="optional unless the programme requires it; "
+                                               "checked and normalised (E.164) when given")
+    email: Text(254) | None = Field(None, min_length=3, json_schema_extra={"format": "email"},
+                                    description="optional unless the programme requires it; "
+                                                "checked when given")
 
 
 class ScreenApplicant(_Command):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -40,12 +41,12 @@ class Screening(_Strict):
 
 class Contact(_Strict):
     phone_region: str = Field(pattern=r"^[A-Z]{2}$")
+    # contact fields an applicant must give; the others are optional (still checked when given)
+    required: tuple[Literal["phone", "email"], ...] = ()
 
 
 class Limits(_Strict):
     batch_max_items: int = Field(ge=1)
-    page_size_default: int = Field(ge=1)
-    page_size_max: int = Field(ge=1)
 
 
 class RecruitmentConfig(_Strict):

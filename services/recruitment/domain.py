@@ -49,8 +49,8 @@ class ApplicantRegistered(Event):
     education: str
     domicile_province_code: ProvinceCode
     domicile_regency_code: RegencyCode
-    phone: str
-    email: str
+    phone: str | None = None  # optional since historical rosters have no contact details
+    email: str | None = None
 
 
 @register
@@ -202,8 +202,8 @@ class Registration:
     birth_date: date
     education: str
     domicile_regency_code: str
-    phone: str  # already normalised by the API (E.164)
-    email: str
+    phone: str | None  # already normalised by the API (E.164); None: not given
+    email: str | None
 
 
 def age_on(birth_date: date, day: date) -> int:

@@ -42,23 +42,35 @@ async def _existing(uow: UnitOfWork, cls: type[A], kind: str, id_: str) -> A:
     return agg
 
 
-def _registration(cmd: RegisterApplicant, config: RecruitmentConfig) -> domain.Registration:
+def _phone(phone: str, region: str) -> str:
     try:
-        number = phonenumbers.parse(cmd.phone, config.contact.phone_region)
+        number = phonenumbers.parse(phone, region)
     except phonenumbers.NumberParseException as exc:
         raise DomainError(f"not a phone number: {exc}", field="phone") from exc
     if not phonenumbers.is_valid_number(number):
         raise DomainError("not a valid phone number", field="phone")
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
+def _email(email: str) -> str:
     try:
-        email = validate_email(cmd.email, check_deliverability=False).normalized
+        return validate_email(email, check_deliverability=False).normalized
     except EmailNotValidError as exc:
         raise DomainError(f"not a valid e-mail address: {exc}", field="email") from exc
+
+
+def _registration(cmd: RegisterApplicant, config: RecruitmentConfig) -> domain.Registration:
+    """Contact fields are optional unless the programme requires them (`[contact] required`);
+    a field given is checked and normalised all the same."""
+    for name in config.contact.required:
+        if getattr(cmd, name) is None:
+            raise DomainError(f"the programme requires the applicant's {name}", field=name)
     return domain.Registration(
         year=cmd.year, nik=cmd.nik.strip(), full_name=cmd.full_name, sex=cmd.sex,
         birth_date=cmd.birth_date, education=cmd.education,
         domicile_regency_code=cmd.domicile_regency_code,
-        phone=phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164),
-        email=email)
+        phone=_phone(cmd.phone, config.contact.phone_region) if cmd.phone is not None else None,
+        email=_email(cmd.email) if cmd.email is not None else None)
 
 
 async def _claim_nik(uow: UnitOfWork, year: int, nik: str, applicant_id: str,
@@ -246,11 +258,15 @@ async def intake(ctx: ServiceContext, round_id: str, items: list[IntakeItem],
                         applicant.screen(True, None, None, config.screening.rejection_reasons)
                         tks = await _recruit(uow, rnd, uuid.UUID(applicant.applicant_id), item,
                                              actor, applicant, item.briefing)
+                        # the id of everything created: the new applicant's (the TKS id too)
+                        created = {"applicant_id": applicant.applicant_id,
+                                   "nik_masked": applicant.nik_masked}
                     else:
                         assert item.applicant_id is not None
                         tks = await _recruit(uow, rnd, item.applicant_id, item, actor, None,
                                              item.briefing)
-                results.append({"index": i, **_tks_view(tks), "status": 201})
+                        created = {"applicant_id": str(item.applicant_id)}
+                results.append({"index": i, **created, **_tks_view(tks), "status": 201})
             except DomainError as exc:
                 results.append(_item_error(i, exc))
         await uow.save(rnd)

@@ -6,6 +6,8 @@ from typing import Any
 
 import asyncpg
 
+from shared.paging import PageParams
+
 TKS_COLUMNS = ("r.tks_id, r.year, r.round_id, r.stage, r.recruited_year, r.province_code, "
                "r.regency_code, r.status, r.contract_start, r.contract_end, r.evaluation_score, "
                "r.ended_on, r.end_reason")
@@ -34,21 +36,20 @@ def _where(alias: str = "", **filters: Any) -> tuple[str, list[Any]]:
 
 
 async def _page(pool: asyncpg.Pool, select: str, from_where: str, args: list[Any],
-                order: str, limit: int, offset: int) -> dict[str, Any]:
-    n = len(args)
+                order: str, page: PageParams) -> dict[str, Any]:
     total = await pool.fetchval(f"SELECT count(*) {from_where}", *args)
-    rows = await pool.fetch(f"SELECT {select} {from_where} ORDER BY {order} "
-                            f"LIMIT ${n + 1} OFFSET ${n + 2}", *args, limit, offset)
-    return {"total": total, "limit": limit, "offset": offset, "items": [dict(r) for r in rows]}
+    window = page.window(paged := list(args))
+    rows = await pool.fetch(f"SELECT {select} {from_where} ORDER BY {order} {window}", *paged)
+    return page.out([dict(r) for r in rows], total)
 
 
-async def roster(pool: asyncpg.Pool, *, personal: bool, limit: int, offset: int,
+async def roster(pool: asyncpg.Pool, *, personal: bool, page: PageParams,
                  **filters: Any) -> dict[str, Any]:
     where, args = _where("r", **filters)
     return await _page(
         pool, TKS_COLUMNS + (PERSONAL_COLUMNS if personal else ""),
         f"FROM tks_roster r LEFT JOIN applicants a ON a.applicant_id = r.tks_id{where}", args,
-        "r.year, r.province_code, r.regency_code, r.tks_id", limit, offset)
+        "r.year, r.province_code, r.regency_code, r.tks_id", page)
 
 
 async def tks_contracts(pool: asyncpg.Pool, tks_id: str, *, personal: bool) -> list[dict]:
@@ -95,11 +96,11 @@ async def funnel(pool: asyncpg.Pool, year: int, province_code: str | None) -> di
             "rejections": [dict(r) for r in reasons]}
 
 
-async def vacancies(pool: asyncpg.Pool, *, limit: int, offset: int,
+async def vacancies(pool: asyncpg.Pool, *, page: PageParams,
                     **filters: Any) -> dict[str, Any]:
     where, args = _where(**filters)
     return await _page(pool, "*", f"FROM vacancies{where}", args,
-                       "year, province_code, regency_code, opened_at", limit, offset)
+                       "year, province_code, regency_code, opened_at", page)
 
 
 async def applicant(pool: asyncpg.Pool, applicant_id: str) -> dict[str, Any] | None:
@@ -114,8 +115,45 @@ async def applicant_nik(pool: asyncpg.Pool, applicant_id: str) -> str | None:
                                applicant_id)
 
 
-async def applicants(pool: asyncpg.Pool, *, limit: int, offset: int,
+async def applicants(pool: asyncpg.Pool, *, page: PageParams,
                      **filters: Any) -> dict[str, Any]:
     where, args = _where(**filters)
     return await _page(pool, APPLICANT_COLUMNS, f"FROM applicants{where}", args,
-                       "registered_at, applicant_id", limit, offset)
+                       "registered_at, applicant_id", page)
+
+
+_STATS = """
+WITH a AS (
+    SELECT province_code, count(*) AS registered,
+           count(*) FILTER (WHERE passed_screening) AS screened,
+           count(*) FILTER (WHERE briefed_on IS NOT NULL) AS briefed,
+           count(*) FILTER (WHERE status = 'recruited') AS recruited,
+           count(*) FILTER (WHERE status = 'rejected') AS rejected
+    FROM applicants WHERE year = $1 AND ($2::text IS NULL OR province_code = $2)
+    GROUP BY province_code),
+t AS (
+    SELECT province_code, count(*) AS tks,
+           count(*) FILTER (WHERE status = 'active') AS tks_active,
+           count(*) FILTER (WHERE status = 'renewed') AS tks_renewed,
+           count(*) FILTER (WHERE status = 'released') AS tks_released,
+           count(*) FILTER (WHERE status = 'resigned') AS tks_resigned
+    FROM tks_roster WHERE year = $1 AND ($2::text IS NULL OR province_code = $2)
+    GROUP BY province_code),
+v AS (
+    SELECT province_code, count(*) FILTER (WHERE status = 'open') AS vacancies_open,
+           count(*) FILTER (WHERE status = 'filled') AS vacancies_filled
+    FROM vacancies WHERE year = $1 AND ($2::text IS NULL OR province_code = $2)
+    GROUP BY province_code)
+SELECT * FROM a FULL JOIN t USING (province_code) FULL JOIN v USING (province_code)
+ORDER BY province_code"""
+STAT_FIELDS = ("registered", "screened", "briefed", "recruited", "rejected", "tks", "tks_active",
+               "tks_renewed", "tks_released", "tks_resigned", "vacancies_open",
+               "vacancies_filled")
+
+
+async def stats(pool: asyncpg.Pool, year: int, province_code: str | None) -> dict[str, Any]:
+    """National totals and one row per province (a province with nothing is left out)."""
+    rows = [{"province_code": r["province_code"], **{k: r[k] or 0 for k in STAT_FIELDS}}
+            for r in await pool.fetch(_STATS, year, province_code)]
+    return {"year": year, "province_code": province_code,
+            "national": {k: sum(r[k] for r in rows) for k in STAT_FIELDS}, "provinces": rows}
