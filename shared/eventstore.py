@@ -27,6 +27,7 @@ from pydantic import ValidationError
 
 from shared.idempotency import SCHEMA as IDEMPOTENCY_SCHEMA
 from shared.idempotency import SCHEMA_2 as IDEMPOTENCY_SCHEMA_2
+from shared.rules import RULES_SCHEMA
 from shared.envelope import (
     Envelope,
     Event,
@@ -214,7 +215,8 @@ async def migrate(conn: asyncpg.Connection, component: str, migrations: Path | N
                  ("kernel", 4, "outbox relay lease", KERNEL_SCHEMA_4),
                  ("kernel", 5, "aggregate snapshots", KERNEL_SCHEMA_5),
                  ("idempotency", 1, "Idempotency-Key claims and answers", IDEMPOTENCY_SCHEMA),
-                 ("idempotency", 2, "a committed claim is never taken over", IDEMPOTENCY_SCHEMA_2)]
+                 ("idempotency", 2, "a committed claim is never taken over", IDEMPOTENCY_SCHEMA_2),
+                 ("rules", 1, "programme rules per year (shared.rules)", RULES_SCHEMA)]
         for path in sorted(migrations.glob("*.sql")) if migrations else []:
             number = int(path.name.split("_", 1)[0])
             steps.append((component, number, path.stem, path.read_text()))
