@@ -254,6 +254,20 @@ def _nik(row: dict[str, str], column: str) -> str:
     return value
 
 
+def _check_layout(directory: Path) -> None:
+    """Every layout problem of the directory at once (LayoutError), before any row is read."""
+    problems = []
+    for name in REQUIRED:
+        if name in OPTIONAL_FILES and not (directory / name).exists():
+            continue
+        try:
+            next(iter(_rows(directory / name)), None)
+        except LayoutError as exc:
+            problems.append(str(exc))
+    if problems:
+        raise LayoutError("; ".join(problems))
+
+
 def read_history(directory: Path, year: int, today: date | None = None) -> History:
     """Reads and checks the files of `directory` (layout: docs/history.md). What a row holds
     is checked here (columns, numbers, dates, references between files, one row per key);
@@ -261,6 +275,7 @@ def read_history(directory: Path, year: int, today: date | None = None) -> Histo
     and checked by them. Each refused row is in `errors`; the rest is returned. A row that
     refers to a refused row is refused too (naming it)."""
     today = today or date.today()
+    _check_layout(directory)
     history = History(year)
     errors = history.errors
 

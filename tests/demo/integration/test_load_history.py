@@ -1,0 +1,85 @@
+"""`tkm load-history` on the real services (issue 17, item 2): the 2021 shape scaled down (27 TKS,
+250 groups of 16) loads through the four services as processes on the session's broker and
+Postgres with the stock rules, the figures read back from each service equal the files', and a
+second run loads nothing twice."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+from rich.console import Console
+
+from scripts import services as service_processes
+from scripts.history_example import generate
+from scripts.load_history import EXIT_OK, HistoryClient, load
+from tests.support.databases import create_database
+
+pytestmark = pytest.mark.integration
+YEAR, SCALE = 2021, 0.04
+
+
+@pytest.fixture(scope="module")
+async def running_services(infra, tmp_path_factory):
+    databases = {name: await create_database(infra, f"hist_{name}")
+                 for name in service_processes.SERVICES}
+    running = service_processes.start(infra, tmp_path_factory.mktemp("history-logs"),
+                                      databases=databases, extra_env={"TKM_LOG_LEVEL": "WARNING"})
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    out = tmp_path_factory.mktemp("history-2021")
+    figures = generate(out, year=YEAR, scale=SCALE, seed=2021)
+    assert (figures["tks"], figures["groups"], figures["members"]) == (27, 250, 4000)
+    return out
+
+
+@pytest.fixture(scope="module")
+async def first_run(running_services, files):
+    code, summary = await load(files, YEAR, running_services.urls, console=Console(quiet=True))
+    return code, summary
+
+
+async def test_the_scaled_2021_shape_loads_with_stock_rules_and_reads_back(first_run):
+    code, summary = first_run
+    assert summary["refused"] == [], summary["refused"][:5]
+    assert code == EXIT_OK, summary["table"]
+    files, services = summary["in_files"], summary["services"]
+    assert files == {"tks": 27, "regencies": files["regencies"], "groups": 250, "people": 4000,
+                     "groups_funded": 250, "people_funded": 4000, "rupiah": 250 * 20_000_000,
+                     "mentored": 250, "reports": 0}
+    # each service's own figure, not the loader's count
+    assert services["tks"]["recruitment"] == services["tks"]["mentoring"] == 27
+    assert services["regencies"]["recruitment"] == files["regencies"]
+    assert services["groups"]["groups"] == 250
+    assert services["people"]["groups"] == services["people_funded"]["groups"] == 4000
+    assert services["groups_funded"]["groups"] == services["groups_funded"]["mentoring"] == 250
+    assert services["rupiah"]["groups"] == 5_000_000_000
+    assert services["mentored"]["mentoring"] == 250
+    assert summary["new"] == {"tks": 27, "groups": 250, "fundings": 250, "mentors": 250}
+
+
+async def test_groups_carry_their_2021_dates(first_run, running_services, files):
+    api = HistoryClient(running_services.urls)
+    try:
+        page = await api.get("groups", "/groups", year=YEAR, page_size=5, limit=5)
+        detail = await api.get("groups", f"/groups/{page['items'][0]['group_id']}")
+    finally:
+        await api.close()
+    registered = str(detail.get("registered_on", ""))
+    assert registered.startswith(f"{YEAR}-"), detail
+
+
+async def test_a_second_run_loads_nothing_twice(first_run, running_services, files, tmp_path):
+    again = tmp_path / "again"
+    shutil.copytree(files, again)
+    code, summary = await load(again, YEAR, running_services.urls, console=Console(quiet=True))
+    assert code == EXIT_OK, summary["table"]
+    assert summary["new"] == {}, summary["new"]
+    assert summary["replayed"] > 0
+    assert summary["services"] == first_run[1]["services"]
