@@ -330,7 +330,7 @@ WITH wanted AS (
     SELECT * FROM unnest($1::text[], $2::uuid[], $3::bytea[]) AS w(person_ref, key_id, wrapped)
 ), created AS (
     INSERT INTO pii_person_keys (person_ref, key_id, kek_id, wrapped_key)
-    SELECT person_ref, key_id, $4, wrapped FROM wanted
+    SELECT person_ref, key_id, $4, wrapped FROM wanted ORDER BY person_ref
     ON CONFLICT (person_ref) DO NOTHING
     RETURNING person_ref, key_id, kek_id, wrapped_key
 )
@@ -346,8 +346,10 @@ _LOAD = ("SELECT person_ref, key_id, kek_id, wrapped_key FROM pii_person_keys "
 async def ensure_keys(conn, keyring: Keyring, person_refs: Iterable[str]) -> PersonKeys:
     """The keys of `person_refs`, created (wrapped by the current KEK) for those who have none,
     in one statement for the batch (a second only when a concurrent caller created one of them
-    meanwhile). Erased persons come back erased. Raises PiiKeyError when a key will not unwrap."""
-    refs = list(dict.fromkeys(person_refs))
+    meanwhile). Erased persons come back erased. Raises PiiKeyError when a key will not unwrap.
+    Keys are inserted in person_ref order, so concurrent batches wait for, never deadlock on,
+    each other (a transaction that calls this twice should ask in ascending order too)."""
+    refs = sorted(set(person_refs))
     if not refs:
         return PersonKeys({})
     key_ids, wrapped = _new_keys(keyring, refs)
@@ -398,13 +400,14 @@ async def rekey(conn, keyring: Keyring, person_ref: str) -> PersonKey:
     wrapped = keyring._wrap(person_ref, key_id, AESGCM.generate_key(256))
     row = await conn.fetchrow(
         "UPDATE pii_person_keys SET key_id = $2, wrapped_key = $3, kek_id = $4, "
-        "rekeyed_at = now() WHERE person_ref = $1 "
-        "RETURNING person_ref, key_id, kek_id, wrapped_key, erased_at",
+        "rekeyed_at = now() WHERE person_ref = $1 AND erased_at IS NULL "
+        "RETURNING person_ref, key_id, kek_id, wrapped_key",
         person_ref, key_id, wrapped, keyring.current_id)
     if row is None:
+        if await conn.fetchval("SELECT true FROM pii_person_keys WHERE person_ref = $1",
+                               person_ref):
+            raise PersonErasedError(person_ref)
         raise PiiKeyError(f"no data key for {person_ref}")
-    if row["erased_at"] is not None:
-        raise PersonErasedError(person_ref)
     return _key_from_row(keyring, row)
 
 
