@@ -116,8 +116,8 @@ INTERNAL_SAFE = frozenset({
     "stage", "period", "evidence_count", "held_on", "recorded_on", "changed_on", "briefed_on",
     "province_code", "regency_code", "policy_version"})
 # shown first, in this order; the other fields follow alphabetically
-LEADING = ("amount", "tranche", "budget_year", "decision", "score", "reason_code", "reason",
-           "from_stage", "to_stage", "stage", "member_count", "pseudonym", "found")
+LEADING = ("pseudonym", "found", "amount", "tranche", "budget_year", "decision", "score",
+           "reason_code", "reason", "from_stage", "to_stage", "stage", "member_count")
 # a scalar string longer than this is not a code or an id: left out
 MAX_VALUE = 64
 
