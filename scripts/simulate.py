@@ -315,8 +315,8 @@ class Simulation:
         await self._learn_mentors()
 
     async def _unassigned_are(self, groups: set[str]) -> bool:
-        listing = await self.api.get("mentoring", "/groups/unassigned", limit=5000)
-        return groups <= {g["group_id"] for g in listing["groups"]}
+        listing = await self.api.get_all("mentoring", "/groups/unassigned")
+        return groups <= {g["group_id"] for g in listing}
 
     def _regency_of(self, tks_id: str) -> str:
         return self.run.tks_regency[tks_id]

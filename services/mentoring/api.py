@@ -15,6 +15,7 @@ from shared.auth import Actor, Role, require
 from shared.contracts.common import ProvinceCode, RegencyCode
 from shared.errors import ConflictError, DomainError, ForbiddenError, NotFoundError
 from shared.inputs import REF_PATTERN, Period, ProgrammeDate, Ref
+from shared.paging import PageQuery
 from shared.scope import province_scope
 from shared.service import ServiceContext, context
 
@@ -22,7 +23,6 @@ PERIOD = r"^\d{4}-(0[1-9]|1[0-2])$"
 PeriodPath = Annotated[Period, Path(examples=["2023-05"])]
 RefPath = Annotated[str, Path(pattern=REF_PATTERN)]
 Ctx = Annotated[ServiceContext, Depends(context)]
-OFFSET_MAX = 1_000_000  # beyond any real page; larger values would overflow the query's bigint
 
 
 class AssignMentorRequest(BaseModel):
@@ -100,15 +100,12 @@ def build_router(config: MentoringConfig) -> APIRouter:
     @router.get("/groups/unassigned",
                 response_model=R.UnassignedPage, tags=["assignment"],
                 summary="Funded groups without a mentor, waiting for (re)assignment")
-    async def unassigned(ctx: Ctx, province_code: ProvinceCode | None = None,
+    async def unassigned(page: PageQuery, ctx: Ctx, province_code: ProvinceCode | None = None,
                          regency_code: RegencyCode | None = None,
-                         limit: Annotated[int, Query(ge=1, le=5000)] = 500,
-                         offset: Annotated[int, Query(ge=0, le=OFFSET_MAX)] = 0,
                          actor: Actor = Depends(assigners)) -> dict:
         province_code = province_scope(actor, province_code, regency_code)
         async with ctx.pool.acquire() as conn:
-            return await views.unassigned_groups(conn, province_code, regency_code, limit,
-                                                 offset)
+            return await views.unassigned_groups(conn, province_code, regency_code, page)
 
     @router.post("/groups/{group_id}/reports",
                  response_model=R.Filed, status_code=201, tags=["reports"],
@@ -207,6 +204,21 @@ def build_router(config: MentoringConfig) -> APIRouter:
                                           for a in view["assignments"]):
             raise ForbiddenError("a TKS sees only the groups it mentors", field="group_id")
         return view
+
+    @router.get("/stats",
+                response_model=R.Stats, tags=["queries"],
+                summary="A year's (or month's) national totals and one row per province")
+    async def stats(ctx: Ctx, year: Annotated[int, Query(ge=2000, le=2100)],
+                    period: Annotated[Period | None, Query()] = None,
+                    province_code: ProvinceCode | None = None,
+                    actor: Actor = Depends(aggregate_readers)) -> dict:
+        """Groups of the programme year (funded, mentored, waiting), TKS serving and mentoring,
+        monthly reports filed, on time, late and overdue, and compliance over closed months:
+        nationally and per province, in one call. A provincial officer sees its province."""
+        if period is not None and not period.startswith(f"{year:04d}-"):
+            raise DomainError(f"period {period} is not in {year}", field="period")
+        async with ctx.pool.acquire() as conn:
+            return await views.stats(conn, year, period, province_scope(actor, province_code))
 
     @router.get("/regencies/{regency_code}/summary",
                 response_model=R.RegionSummary, tags=["queries"],

@@ -246,7 +246,7 @@ class GroupMentoring(Aggregate):
             raise ConflictError(
                 f"a report on {report.period} was already filed for this group; amend it",
                 field="period", filed_by=self.reports[report.period].tks_id)
-        self.record(ReportFiled(group_id=self.group_id, tks_id=tks_id,
+        self.record(ReportFiled(group_id=self.group_id, tks_id=tks_id, filed_on=filed_on,
                                 on_time=filed_on <= deadline, **_published(report)))
         if report.problems:
             self._note(report)

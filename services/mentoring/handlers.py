@@ -236,7 +236,8 @@ async def file_report(ctx: ServiceContext, config: MentoringConfig, group_id: st
                         period_closed=bool(closed), contract=_contract(mentor))
         await uow.save(agg)
         return {"group_id": group_id, "period": report.period, "tks_id": tks_id,
-                "on_time": agg.reports[report.period].on_time, "deadline": deadline}
+                "filed_on": filed, "on_time": agg.reports[report.period].on_time,
+                "deadline": deadline}
 
     return await ctx.command(decide, actor)
 
@@ -323,8 +324,8 @@ async def _file_chunk(uow: UnitOfWork, config: MentoringConfig, chunk: list[Batc
         period = item.report.period
         try:
             group = _group_or_404(groups, item.group_id)
-            agg.file_report(group, item.tks_id, item.report,
-                            filed_on=filing_date(actor, item.filed_on, group),
+            filed_on = filing_date(actor, item.filed_on, group)
+            agg.file_report(group, item.tks_id, item.report, filed_on=filed_on,
                             deadline=deadline_of(period, config.reporting.deadline_day),
                             period_closed=period in closed,
                             contract=_contract(mentors.get(item.tks_id)))
@@ -332,7 +333,8 @@ async def _file_chunk(uow: UnitOfWork, config: MentoringConfig, chunk: list[Batc
             results.append(refusal(item.index, item.group_id, period, exc))
             continue
         results.append({"index": item.index, "group_id": item.group_id, "period": period,
-                        "status": "filed", "on_time": agg.reports[period].on_time})
+                        "status": "filed", "filed_on": filed_on,
+                        "on_time": agg.reports[period].on_time})
     await uow.save_many(aggs.values())
     return results
 

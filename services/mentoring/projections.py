@@ -25,6 +25,7 @@ from shared.contracts.mentoring import (
 )
 from shared.contracts.recruitment import TksContractRenewed, TksRecruited
 from shared.envelope import Envelope, Event
+from shared.localtime import ZONES
 from shared.projections import RebuildPlan
 
 Rows = list[dict]
@@ -61,16 +62,31 @@ _REPORT_COLUMNS = ("group_id text, period text, tks_id text, revenue bigint, "
                    "lpj_help bool, on_time bool, at timestamptz")
 
 
+def _zone_sql(province: str) -> str:
+    """The IANA zone of a province column, in SQL (shared.localtime's rule)."""
+    by_zone: dict[str, list[str]] = defaultdict(list)
+    for code, zone in sorted(ZONES.items()):
+        by_zone[zone.key].append(code)
+    cases = " ".join(f"WHEN {province} IN ({', '.join(repr(c) for c in codes)}) THEN '{key}'"
+                     for key, codes in sorted(by_zone.items()))
+    return f"CASE {cases} ELSE 'Asia/Jakarta' END"  # a province code is checked upstream
+
+
 async def _filed(conn: asyncpg.Connection, rows: Rows) -> None:
+    # filed_on: the day as sent; a report filed before the event carried it was filed on the
+    # day it was recorded, in the group's time zone
     await conn.execute(f"""
-        WITH r AS ({_rows(_REPORT_COLUMNS)}),
+        WITH r AS ({_rows(_REPORT_COLUMNS + ", filed_on date")}),
         report AS (
             INSERT INTO monthly_reports (group_id, period, tks_id, province_code, regency_code,
                 revenue, production_units, production_unit, members_active, new_workers,
-                partnership, capital_access, market_access, lpj_help, on_time, filed_at)
+                partnership, capital_access, market_access, lpj_help, on_time, filed_at,
+                filed_on)
             SELECT r.group_id, r.period, r.tks_id, g.province_code, g.regency_code, r.revenue,
                 r.production_units, r.production_unit, r.members_active, r.new_workers,
-                r.partnership, r.capital_access, r.market_access, r.lpj_help, r.on_time, r.at
+                r.partnership, r.capital_access, r.market_access, r.lpj_help, r.on_time, r.at,
+                coalesce(r.filed_on,
+                         (r.at AT TIME ZONE {_zone_sql("g.province_code")})::date)
             FROM r JOIN mentored_groups g USING (group_id))
         INSERT INTO report_totals AS t (regency_code, period, province_code, filed, on_time,
             revenue, members_active, new_workers, lpj_help, partnership, capital_access,

@@ -33,14 +33,18 @@ class Applied(Out):
 
 
 class UnassignedPage(Out):
+    items: list[dict[str, Any]]
     total: int
-    groups: list[dict[str, Any]]
+    limit: int
+    offset: int
 
 
 class Filed(Out):
     group_id: str
     period: str
     tks_id: str
+    filed_on: date = Field(description="the day filed, as sent (default: today in the group's "
+                                       "time zone); on_time compares it with the deadline")
     on_time: bool
     deadline: date
 
@@ -58,6 +62,7 @@ class BatchItemResult(Out):
     group_id: str
     period: str
     status: str = Field(description="filed, refused, not_written or unknown")
+    filed_on: date | None = None
     on_time: bool | None = None
     error: dict[str, Any] | None = None
 
@@ -123,3 +128,30 @@ class RegionSummary(Out):
     compliance_rate: float | None
     filing_rate: float | None
     periods: list[dict[str, Any]]
+
+
+class Totals(Out):
+    groups_funded: int = Field(description="groups of the programme year funded, not dissolved")
+    groups_mentored: int = Field(description="of those, with a mentor now")
+    groups_unassigned: int = Field(description="of those, waiting for a mentor")
+    tks_active: int = Field(description="TKS serving (contract not ended, not left)")
+    tks_mentoring: int = Field(description="TKS who mentored a group in the year (or period)")
+    filed: int = Field(description="monthly reports filed on the year's (or period's) months")
+    on_time: int
+    late: int = Field(description="filed after the deadline")
+    overdue: int = Field(description="flagged unfiled when the month closed")
+    due_closed: int = Field(description="reports due on closed months (filed + overdue)")
+    compliance_rate: float | None = Field(description="on time / due, over closed months")
+    filing_rate: float | None = Field(description="filed / due, over closed months")
+
+
+class ProvinceTotals(Totals):
+    province_code: str
+
+
+class Stats(Out):
+    year: int
+    period: str | None
+    province_code: str | None = Field(description="the province asked for; null: all")
+    national: Totals = Field(description="the sum of the provinces below")
+    provinces: list[ProvinceTotals]

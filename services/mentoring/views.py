@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Iterable
 from datetime import date
 from typing import Any
@@ -9,6 +10,7 @@ from typing import Any
 import asyncpg
 
 from services.mentoring.domain import DueGroup, FundedGroup, Mentor, period_bounds
+from shared.paging import PageParams
 
 _GROUP_FACTS = "group_id, province_code, regency_code, funded_on, dissolved_on"
 _MENTOR_FACTS = ("tks_id, province_code, regency_code, active, caseload, left_on, "
@@ -81,17 +83,18 @@ async def active_mentors(conn: asyncpg.Connection, province_codes: Iterable[str]
 
 
 async def unassigned_groups(conn: asyncpg.Connection, province_code: str | None,
-                            regency_code: str | None, limit: int, offset: int) -> dict:
-    where, args = _region_filter(province_code, regency_code, 3)
+                            regency_code: str | None, page: PageParams) -> dict:
+    where, args = _region_filter(province_code, regency_code, 1)
+    window = page.window(paged := list(args))
     rows = await conn.fetch(
-        "SELECT group_id, province_code, regency_code, funded_on, last_tks_id, unassigned_on, "
-        "unassigned_reason, count(*) OVER () AS total FROM mentored_groups "
+        "SELECT group_id, province_code, regency_code, year, funded_on, last_tks_id, "
+        "unassigned_on, unassigned_reason, count(*) OVER () AS total FROM mentored_groups "
         f"WHERE tks_id IS NULL AND dissolved_on IS NULL AND {where} "
-        "ORDER BY unassigned_on NULLS LAST, group_id LIMIT $1 OFFSET $2", limit, offset, *args)
+        f"ORDER BY unassigned_on NULLS LAST, group_id {window}", *paged)
     total = rows[0]["total"] if rows else await conn.fetchval(
         f"SELECT count(*) FROM mentored_groups WHERE tks_id IS NULL AND dissolved_on IS NULL "
-        f"AND {_region_filter(province_code, regency_code, 1)[0]}", *args)
-    return {"total": total, "groups": [_plain(r, exclude={"total"}) for r in rows]}
+        f"AND {where}", *args)
+    return page.out([_plain(r, exclude={"total"}) for r in rows], total)
 
 
 async def tks_view(conn: asyncpg.Connection, tks_id: str, today: date) -> dict | None:
@@ -142,7 +145,8 @@ async def group_view(conn: asyncpg.Connection, group_id: str) -> dict | None:
     reports = await conn.fetch(
         "SELECT period, tks_id, revenue, production_units, production_unit, members_active, "
         "new_workers, partnership, capital_access, market_access, lpj_help, problems, on_time, "
-        "filed_at, amended_at, amendments FROM monthly_reports WHERE group_id = $1 "
+        "filed_on, filed_at AS recorded_at, amended_at, amendments FROM monthly_reports "
+        "WHERE group_id = $1 "
         "ORDER BY period", group_id)
     overdue = await conn.fetch("SELECT period, tks_id FROM overdue_reports WHERE group_id = $1 "
                                "ORDER BY period", group_id)
@@ -215,3 +219,63 @@ async def overdue_list(conn: asyncpg.Connection, period: str, province_code: str
 
 def _plain(row: asyncpg.Record, exclude: set[str] = frozenset()) -> dict:
     return {k: v for k, v in dict(row).items() if k not in exclude}
+
+
+_STATS_GROUPS = """
+SELECT province_code, count(*) AS groups_funded, count(tks_id) AS groups_mentored,
+       count(*) FILTER (WHERE tks_id IS NULL) AS groups_unassigned
+FROM mentored_groups
+WHERE year = $1 AND dissolved_on IS NULL AND ($2::text IS NULL OR province_code = $2)
+GROUP BY province_code"""
+_STATS_ACTIVE = """
+SELECT province_code, count(*) AS tks_active FROM mentors
+WHERE active AND contract_start <= $3 AND contract_end >= $1
+  AND ($2::text IS NULL OR province_code = $2)
+GROUP BY province_code"""
+_STATS_MENTORING = """
+SELECT g.province_code, count(DISTINCT a.tks_id) AS tks_mentoring
+FROM mentor_assignments a JOIN mentored_groups g USING (group_id)
+WHERE a.assigned_on <= $3 AND (a.unassigned_on IS NULL OR a.unassigned_on > $1)
+  AND ($2::text IS NULL OR g.province_code = $2)
+GROUP BY g.province_code"""
+_STATS_REPORTS = """
+SELECT t.province_code, sum(t.filed)::int AS filed, sum(t.on_time)::int AS on_time,
+       sum(t.filed - t.on_time)::int AS late, sum(t.overdue)::int AS overdue,
+       coalesce(sum(t.filed + t.overdue) FILTER (WHERE c.period IS NOT NULL), 0)::int
+           AS due_closed,
+       coalesce(sum(t.filed) FILTER (WHERE c.period IS NOT NULL), 0)::int AS filed_closed,
+       coalesce(sum(t.on_time) FILTER (WHERE c.period IS NOT NULL), 0)::int AS on_time_closed
+FROM report_totals t LEFT JOIN period_closures c USING (period)
+WHERE t.period LIKE $1 AND ($2::text IS NULL OR t.province_code = $2)
+GROUP BY t.province_code"""
+_COUNTS = ("groups_funded", "groups_mentored", "groups_unassigned", "tks_active",
+           "tks_mentoring", "filed", "on_time", "late", "overdue", "due_closed", "filed_closed",
+           "on_time_closed")
+
+
+def _with_rates(counts: dict[str, int]) -> dict:
+    """Over closed months, where due = filed + overdue: compliance counts on-time reports."""
+    due = counts["due_closed"]
+    return {k: v for k, v in counts.items() if k not in ("filed_closed", "on_time_closed")} | {
+        "compliance_rate": round(counts["on_time_closed"] / due, 4) if due else None,
+        "filing_rate": round(counts["filed_closed"] / due, 4) if due else None}
+
+
+async def stats(conn: asyncpg.Connection, year: int, period: str | None,
+                province_code: str | None) -> dict:
+    """National totals and one row per province: the groups of the programme year, the TKS
+    serving and mentoring in the year (or month), the reports on the year's (or the month's)
+    months. A province with nothing to count is left out."""
+    first, last = (period_bounds(period) if period else (date(year, 1, 1), date(year, 12, 31)))
+    by: dict[str, dict[str, int]] = defaultdict(lambda: dict.fromkeys(_COUNTS, 0))
+    for query, args in ((_STATS_GROUPS, (year, province_code)),
+                        (_STATS_ACTIVE, (first, province_code, last)),
+                        (_STATS_MENTORING, (first, province_code, last)),
+                        (_STATS_REPORTS, (period or f"{year:04d}-%", province_code))):
+        for row in await conn.fetch(query, *args):
+            by[row["province_code"]].update({k: v for k, v in dict(row).items()
+                                             if k != "province_code"})
+    national = {k: sum(r[k] for r in by.values()) for k in _COUNTS}
+    return {"year": year, "period": period, "province_code": province_code,
+            "national": _with_rates(national),
+            "provinces": [{"province_code": p, **_with_rates(by[p])} for p in sorted(by)]}

@@ -87,6 +87,10 @@ class _Report(_ReportFigures):
 @register
 class ReportFiled(_Report):
     event_type = "ReportFiled"
+    filed_on: date | None = Field(
+        None, description="the day the report was filed, as sent (by default the day in the "
+                          "group's time zone): `on_time` compares it with the deadline. Absent "
+                          "from reports filed before 2026-12-02")
 
 
 @register

@@ -31,7 +31,7 @@ async def test_a_released_tks_leaves_its_groups_unassigned_for_reassignment(ment
     async def unassigned():
         r = await mentoring.client.get("/groups/unassigned", headers=ADMIN,
                                        params={"regency_code": regency})
-        mine = {g["group_id"]: g for g in r.json()["groups"]}
+        mine = {g["group_id"]: g for g in r.json()["items"]}
         return mine if {g1, g2} <= set(mine) else None
 
     listed = await eventually(unassigned)
@@ -59,7 +59,7 @@ async def test_a_released_tks_leaves_its_groups_unassigned_for_reassignment(ment
     assert r.status_code == 201, r.text
     r = await mentoring.client.get("/groups/unassigned", headers=ADMIN,
                                    params={"regency_code": regency})
-    assert [g["group_id"] for g in r.json()["groups"]] == [g2]
+    assert [g["group_id"] for g in r.json()["items"]] == [g2]
 
 
 async def test_a_departure_of_a_tks_never_seen_is_ignored_not_dead_lettered(mentoring):
@@ -151,4 +151,4 @@ async def test_a_dissolved_group_loses_its_mentor_and_cannot_be_assigned_again(m
     r = await mentoring.assign(group, tks, date(2023, 8, 1))
     assert r.status_code == 422 and "dissolved" in r.json()["error"]["reason"]
     r = await mentoring.client.get("/groups/unassigned", headers=ADMIN)
-    assert group not in {g["group_id"] for g in r.json()["groups"]}
+    assert group not in {g["group_id"] for g in r.json()["items"]}
