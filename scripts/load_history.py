@@ -54,6 +54,7 @@ OPTIONAL = {
 }
 OPTIONAL_FILES = ("mentors.csv", "reports.csv")
 STAGES = ("pemula", "lanjutan", "pengembangan")
+REPLAYED = "_replayed"  # marks an answer given again for a key already used
 ROUND_NAMESPACE = uuid.UUID("6f1d2a52-3c1e-4bb0-9a53-1f0e2f7d2021")
 _NIK = re.compile(r"\d{16}")
 _REGENCY = re.compile(r"\d{4}")
@@ -485,12 +486,15 @@ class HistoryClient:
             if retry and attempt < 5:
                 await asyncio.sleep(0.5 * (attempt + 1))
                 continue
-            if response.headers.get("Idempotent-Replayed") == "true":
-                self.replayed += 1
             try:
                 answer = response.json()
             except ValueError:
                 answer = response.text
+            if response.headers.get("Idempotent-Replayed") == "true":
+                # the first answer again: what it says was done then, not now
+                self.replayed += 1
+                if isinstance(answer, dict):
+                    answer[REPLAYED] = True
             if response.status_code >= 400 and response.status_code not in ok:
                 raise LoadError(f"{method} {url} -> {response.status_code}: {answer}")
             return answer
@@ -537,6 +541,11 @@ class Loader:
         self.import_groups, self.batch = import_groups, batch
         self.out = Outcome()
 
+    def _count(self, answer: Any, step: str, n: int = 1) -> None:
+        """New this run, or done by an earlier run (its answer replayed)."""
+        replayed = isinstance(answer, dict) and answer.get(REPLAYED)
+        (self.out.already if replayed else self.out.done)[step] += n
+
     async def run(self) -> Outcome:
         await self.recruit()
         await self.register_groups()
@@ -571,7 +580,7 @@ class Loader:
                     error = item.get("error") or {}
                     if item["status"] == 201:
                         self.out.tks_ids[t.ref] = item["tks_id"]
-                        self.out.done["tks"] += 1
+                        self._count(answer, "tks")
                     elif item["status"] == 409 and error.get("applicant_id"):
                         self.out.tks_ids[t.ref] = error["applicant_id"]
                         self.out.already["tks"] += 1
@@ -656,8 +665,10 @@ class Loader:
             if result["status"] in ("registered", "already_registered"):
                 self.out.group_ids[g.ref] = result["group_id"]
                 self.out.people[g.ref] = len(members[g.ref])
-                (self.out.done if result["status"] == "registered"
-                 else self.out.already)["groups"] += 1
+                if result["status"] == "registered":
+                    self._count(report, "groups")
+                else:
+                    self.out.already["groups"] += 1
                 continue
             found = errors_of.get(g.ref, [])
             if not found and report.get("errors_total", 0) > len(report["errors"]):
@@ -709,7 +720,7 @@ class Loader:
                  "budget_year": f.budget_year} for f in chunk]}, step="fundings")
             for f, item in zip(chunk, answer["results"], strict=True):
                 if item["status"] < 300:
-                    self.out.done["fundings"] += 1
+                    self._count(answer, "fundings")
                 elif item["status"] == 409 and "tranche" in _reason(item):
                     self.out.already["fundings"] += 1
                 else:
@@ -734,7 +745,7 @@ class Loader:
                 self.out.refused.append(RowError(
                     "fundings.csv", 0, "mentor", f"group {u.get('group_id')}: no TKS can take it "
                                                  f"({u.get('reason', 'unplaced')})"))
-            self.out.done["mentors"] += answer.get("assigned", 0)
+            self._count(answer, "mentors", answer.get("assigned", 0))
             self.advance("mentors", len(self.out.funded))
             return
         gate = asyncio.Semaphore(8)
@@ -751,7 +762,7 @@ class Loader:
                      "assigned_on": m.assigned_on.isoformat()}, step="mentor", ok=(404, 409, 422))
             error = answer.get("error") if isinstance(answer, dict) else None
             if error is None:
-                self.out.done["mentors"] += 1
+                self._count(answer, "mentors")
                 self.out.mentored.add(m.group_ref)
             elif error["status"] == 409 and "already mentors" in error["reason"]:
                 self.out.already["mentors"] += 1
@@ -801,7 +812,7 @@ class Loader:
                  "support": [], "lpj_help": False} for r in chunk]}, step="reports")
             for r, item in zip(chunk, answer["results"], strict=True):
                 if item["status"] == "filed":
-                    self.out.done["reports"] += 1
+                    self._count(answer, "reports")
                     self.out.reports += 1
                 elif "already" in json.dumps(item):
                     self.out.already["reports"] += 1
