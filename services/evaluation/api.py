@@ -16,14 +16,13 @@ from shared.auth import ANY_ROLE, Actor, Role, require
 from shared.contracts.evaluation import Decision
 from shared.errors import ConflictError, NotFoundError
 from shared.inputs import REF_PATTERN
+from shared.paging import PageQuery
 from shared.scope import province_scope
 from shared.service import ServiceContext, context
 
 YearPath = Annotated[int, Path(ge=2000, le=2100, description="the programme year evaluated")]
 ProvinceQuery = Annotated[str | None, Query(pattern=r"^\d{2}$", description="Kemendagri code")]
 RegencyQuery = Annotated[str | None, Query(pattern=r"^\d{4}$", description="Kemendagri code")]
-Limit = Annotated[int, Query(ge=1, le=500)]
-Offset = Annotated[int, Query(ge=0, le=1_000_000)]  # beyond any page; bigint-safe
 Admin = Annotated[Actor, Depends(require(Role.ADMIN))]
 Reader = Annotated[Actor, Depends(require(Role.ADMIN, Role.PROVINCE, Role.AGENCY))]
 Ctx = Annotated[ServiceContext, Depends(context)]
@@ -156,6 +155,29 @@ class LateEventsPage(BaseModel):
     items: list[LateEvent]
 
 
+class StatTotals(BaseModel):
+    evaluated: int
+    continued: int
+    replaced: int
+    not_evaluated: int = Field(description="TKS with a contract in the year not evaluated "
+                                           "(too few months, left the programme)")
+    mean_score: float | None = Field(description="over the TKS evaluated")
+
+
+class ProvinceStats(StatTotals):
+    province_code: str = Field(description="the province served last in the year")
+
+
+class Stats(BaseModel):
+    year: int
+    status: Literal["open", "closed"]
+    provisional: bool = Field(description="true while the year is open: as the preview")
+    policy_version: str
+    province_code: str | None = Field(description="the province asked for; null: all")
+    national: StatTotals = Field(description="the sum of the provinces below")
+    provinces: list[ProvinceStats]
+
+
 def _indicators(scored: Scored) -> list[IndicatorOut]:
     return [IndicatorOut(name=i.name, value=i.value, weight=i.weight,
                          contribution=i.contribution, normalised=i.normalised, basis=i.basis)
@@ -192,8 +214,8 @@ def build_router(policy: Policy) -> APIRouter:
 
     @router.get("/{year}/preview", response_model=Preview)
     async def preview(year: YearPath, ctx: Ctx, actor: Reader,
-                      province_code: ProvinceQuery = None, regency_code: RegencyQuery = None,
-                      limit: Limit = 100, offset: Offset = 0) -> Preview:
+                      page: PageQuery, province_code: ProvinceQuery = None,
+                      regency_code: RegencyQuery = None) -> Preview:
         """Scores as they would be if the evaluation closed now."""
         adopted = await _open_policy(ctx, year)
         province_code = province_scope(actor, province_code, regency_code)
@@ -220,8 +242,8 @@ def build_router(policy: Policy) -> APIRouter:
                        periods_closed=await views.periods_closed(ctx.pool, year),
                        evaluable=len(outcome.evaluated), would_continue=continued,
                        would_replace=len(outcome.evaluated) - continued,
-                       not_evaluable=not_evaluable, total=len(items), limit=limit, offset=offset,
-                       items=items[offset:offset + limit])
+                       not_evaluable=not_evaluable, total=len(items), limit=page.limit,
+                       offset=page.offset, items=items[page.offset:page.offset + page.limit])
 
     @router.post("/{year}/close", response_model=CloseResult)
     async def close_evaluation(year: YearPath, ctx: Ctx, actor: Admin) -> CloseResult:
@@ -238,16 +260,16 @@ def build_router(policy: Policy) -> APIRouter:
 
     @router.get("/{year}/results", response_model=ResultsPage)
     async def results(year: YearPath, ctx: Ctx, actor: Reader,
-                      province_code: ProvinceQuery = None, regency_code: RegencyQuery = None,
-                      decision: Decision | None = None, limit: Limit = 50,
-                      offset: Offset = 0) -> dict[str, Any]:
+                      page: PageQuery, province_code: ProvinceQuery = None,
+                      regency_code: RegencyQuery = None,
+                      decision: Decision | None = None) -> dict[str, Any]:
         await _closed(ctx, year)
         total, items = await views.results(
             ctx.pool, year, province_code=province_scope(actor, province_code),
-            regency_code=regency_code, decision=decision, limit=limit, offset=offset)
+            regency_code=regency_code, decision=decision, limit=page.limit, offset=page.offset)
         for item in items:
             item["indicators"] = _closed_indicators(item["indicators"])
-        return {"year": year, "total": total, "limit": limit, "offset": offset, "items": items}
+        return {"year": year, **page.out(items, total)}
 
     @router.get("/{year}/tks/{tks_id}", response_model=Breakdown)
     async def breakdown(year: YearPath, tks_id: Annotated[str, Path(pattern=REF_PATTERN)],
@@ -286,12 +308,63 @@ def build_router(policy: Policy) -> APIRouter:
     @router.get("/{year}/late-events", response_model=LateEventsPage)
     async def late_events(year: YearPath, ctx: Ctx,
                           actor: Annotated[Actor, Depends(require(Role.ADMIN, Role.AGENCY))],
-                          limit: Limit = 50, offset: Offset = 0) -> dict[str, Any]:
+                          page: PageQuery) -> dict[str, Any]:
         """Events about the year that arrived after it closed: kept, not applied to results."""
-        total, items = await views.late_events(ctx.pool, year, limit, offset)
-        return {"year": year, "total": total, "limit": limit, "offset": offset, "items": items}
+        total, items = await views.late_events(ctx.pool, year, page.limit, page.offset)
+        return {"year": year, **page.out(items, total)}
+
+    @router.get("/{year}/stats", response_model=Stats)
+    async def stats(year: YearPath, ctx: Ctx, actor: Reader,
+                    province_code: ProvinceQuery = None) -> dict[str, Any]:
+        """The year's national totals and one row per province, in one call: TKS evaluated,
+        continued, replaced, not evaluated, mean score. Final once the year is closed;
+        provisional (as the preview) while it is open. A provincial officer sees its
+        province."""
+        province_code = province_scope(actor, province_code)
+        row = await views.cycle(ctx.pool, year)
+        if row is None:
+            raise NotFoundError(f"no evaluation has been opened for {year}", field="year")
+        if row["status"] == "closed":
+            rows = await views.stats(ctx.pool, year, province_code)
+        else:
+            adopted = Policy.model_validate_json(row["policy"])
+            facts = [f for f in await views.tks_facts(ctx.pool, year)
+                     if province_code is None or f.province_code == province_code]
+            rows = _provisional_stats(evaluate_year(facts, adopted))
+        national = {k: sum(r[k] for r in rows) for k in _STAT_COUNTS}
+        return {"year": year, "status": row["status"], "provisional": row["status"] != "closed",
+                "policy_version": row["policy_version"], "province_code": province_code,
+                "national": _mean(national), "provinces": [_mean(r) for r in rows]}
 
     return router
+
+
+def _provisional_stats(outcome: Any) -> list[dict[str, Any]]:
+    by: dict[str, dict[str, Any]] = {}
+
+    def at(province_code: str | None) -> dict[str, Any]:
+        key = province_code or ""  # a TKS nothing is known of is counted under ""
+        return by.setdefault(key, {"province_code": key, "evaluated": 0, "continued": 0,
+                                   "replaced": 0, "not_evaluated": 0, "score_sum": 0.0})
+
+    for s in outcome.evaluated:
+        row = at(s.facts.province_code)
+        row["evaluated"] += 1
+        row["continued" if s.decision == "continue" else "replaced"] += 1
+        row["score_sum"] += s.score
+    for f, _ in outcome.excluded:
+        at(f.province_code)["not_evaluated"] += 1
+    return [by[k] for k in sorted(by)]
+
+
+_STAT_COUNTS = ("evaluated", "continued", "replaced", "not_evaluated", "score_sum")
+
+
+def _mean(row: dict[str, Any]) -> dict[str, Any]:
+    """The row with the mean score over the TKS evaluated instead of their sum."""
+    out = {k: v for k, v in row.items() if k != "score_sum"}
+    out["mean_score"] = round(row["score_sum"] / row["evaluated"], 2) if row["evaluated"] else None
+    return out
 
 
 def _visible_to(actor: Actor, province_code: str | None) -> None:

@@ -193,3 +193,25 @@ async def close_result(conn: Conn, year: int) -> dict[str, Any]:
     _, outcomes = await results(conn, year)
     excluded = await exclusions(conn, year)
     return {"summary": summary, "outcomes": outcomes, "not_evaluated": excluded}
+
+
+_STATS = """
+WITH r AS (
+    SELECT province_code, count(*) AS evaluated,
+           count(*) FILTER (WHERE decision = 'continue') AS continued,
+           count(*) FILTER (WHERE decision = 'replace') AS replaced, sum(score) AS score_sum
+    FROM evaluation_results WHERE year = $1 AND ($2::text IS NULL OR province_code = $2)
+    GROUP BY province_code),
+x AS (
+    SELECT coalesce(province_code, '') AS province_code, count(*) AS not_evaluated
+    FROM evaluation_exclusions WHERE year = $1 AND ($2::text IS NULL OR province_code = $2)
+    GROUP BY 1)
+SELECT province_code, coalesce(evaluated, 0) AS evaluated, coalesce(continued, 0) AS continued,
+       coalesce(replaced, 0) AS replaced, coalesce(not_evaluated, 0) AS not_evaluated,
+       coalesce(score_sum, 0) AS score_sum
+FROM r FULL JOIN x USING (province_code) ORDER BY province_code"""
+
+
+async def stats(conn: Conn, year: int, province_code: str | None) -> list[dict[str, Any]]:
+    """A closed year's outcomes per province (a TKS nothing is known of: province "")."""
+    return [dict(r) for r in await conn.fetch(_STATS, year, province_code)]

@@ -333,7 +333,7 @@ async def _file_chunk(uow: UnitOfWork, config: MentoringConfig, chunk: list[Batc
             results.append(refusal(item.index, item.group_id, period, exc))
             continue
         results.append({"index": item.index, "group_id": item.group_id, "period": period,
-                        "status": "filed", "filed_on": filed_on,
+                        "status": "filed", "filed_on": filed_on.isoformat(),
                         "on_time": agg.reports[period].on_time})
     await uow.save_many(aggs.values())
     return results
