@@ -348,7 +348,8 @@ async def ensure_keys(conn, keyring: Keyring, person_refs: Iterable[str]) -> Per
     in one statement for the batch (a second only when a concurrent caller created one of them
     meanwhile). Erased persons come back erased. Raises PiiKeyError when a key will not unwrap.
     Keys are inserted in person_ref order, so concurrent batches wait for, never deadlock on,
-    each other (a transaction that calls this twice should ask in ascending order too)."""
+    each other (a transaction that calls this twice should ask in ascending order too). Needs
+    READ COMMITTED (Postgres' default): the second statement must see the other's commit."""
     refs = sorted(set(person_refs))
     if not refs:
         return PersonKeys({})
@@ -449,7 +450,8 @@ async def kek_usage(conn) -> dict[str, int]:
 async def vacuum_keys(conn) -> None:
     """Rewrite the key table's file without the deleted keys' old row versions (outside a
     transaction): what an erasure leaves in the table file is gone before the next backup.
-    The write-ahead log keeps them until its segments are recycled (docs/privacy.md)."""
+    The write-ahead log keeps them until its segments are recycled (docs/privacy.md). Locks the
+    table while it runs (about a second for 100,000 keys): run it after a batch of erasures."""
     await conn.execute("VACUUM (FULL) pii_person_keys")
 
 
