@@ -523,6 +523,7 @@ class Outcome:
     mentored: set[str] = field(default_factory=set)
     rupiah: int = 0
     reports: int = 0
+    seconds: dict[str, float] = field(default_factory=dict)  # step -> wall time
 
 
 def _round_id(year: int, stage: int) -> str:
@@ -547,11 +548,13 @@ class Loader:
         (self.out.already if replayed else self.out.done)[step] += n
 
     async def run(self) -> Outcome:
-        await self.recruit()
-        await self.register_groups()
-        await self.fund()
-        await self.assign_mentors()
-        await self.file_reports()
+        loop = asyncio.get_running_loop()
+        for name, step in (("recruitment", self.recruit), ("groups", self.register_groups),
+                           ("funding", self.fund), ("mentors", self.assign_mentors),
+                           ("reports", self.file_reports)):
+            started = loop.time()
+            await step()
+            self.out.seconds[name] = round(loop.time() - started, 1)
         return self.out
 
     # -- recruitment: a round per briefing stage, quotas = the TKS of each regency
@@ -775,16 +778,14 @@ class Loader:
         await asyncio.gather(*(one(m) for m in self.h.mentors))
 
     async def _mentoring_learnt(self, timeout: float = 600) -> None:
-        """Mentoring learns of TKS and funded groups from the topics: wait until it has."""
-        provinces = sorted({self.h.groups[r].regency_code[:2] for r in self.out.funded}
-                           | {self.h.tks[r].regency_code[:2] for r in self.out.tks_ids})
+        """Mentoring learns of TKS and funded groups from the topics: wait until it knows the
+        year's (its totals of the year reach what was loaded)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while True:
-            summaries = await asyncio.gather(*(
-                self.api.get("mentoring", f"/provinces/{p}/summary") for p in provinces))
-            if sum(s["groups_funded"] for s in summaries) >= len(self.out.funded) and \
-                    sum(s["tks_active"] for s in summaries) >= len(self.out.tks_ids):
+            national = (await self.api.get("mentoring", "/stats", year=self.h.year))["national"]
+            if national["groups_funded"] >= len(self.out.funded) and \
+                    national["tks_active"] >= len(self.out.tks_ids):
                 return
             if loop.time() > deadline:
                 raise LoadError("mentoring did not learn of every funded group and TKS "
@@ -873,27 +874,25 @@ async def read_back(api: HistoryClient, year: int,
     money = []
     for budget_year in sorted(set(budget_years)):
         money += await api.get("groups", "/reports/funding", budget_year=budget_year)
-    provinces = sorted({t["province_code"] for t in roster} | {p["province_code"] for p in people})
-    summaries = await asyncio.gather(*(api.get("mentoring", f"/provinces/{p}/summary", year=year)
-                                       for p in provinces))
+    # mentoring's totals of the programme year (groups of the year, TKS under contract in it)
+    mentoring = (await api.get("mentoring", "/stats", year=year))["national"]
     # evaluation answers only while the year's evaluation is open (else 404 or 409: not shown)
     evaluation = await api.get("evaluation", f"/evaluations/{year}/preview", limit=1,
                                ok=(404, 409))
     evaluation_tks = evaluation.get("total") if isinstance(evaluation, dict) else None
     return {
         "tks": {"recruitment": len(roster),
-                "mentoring": sum(s["tks_active"] for s in summaries),
+                "mentoring": mentoring["tks_active"],
                 "evaluation": evaluation_tks},
         "regencies": {"recruitment": len({t["regency_code"] for t in roster})},
         "groups": {"groups": sum(p["groups_registered"] for p in people)},
         "people": {"groups": sum(p["members_registered"] for p in people)},
         "groups_funded": {"groups": sum(p["groups_funded"] for p in people),
-                          "mentoring": sum(s["groups_funded"] for s in summaries)},
+                          "mentoring": mentoring["groups_funded"]},
         "people_funded": {"groups": sum(p["members_funded"] for p in people)},
         "rupiah": {"groups": sum(f["amount_disbursed"] for f in money)},
-        "mentored": {"mentoring": sum(s["groups_mentored"] for s in summaries)},
-        "reports": {"mentoring": sum(p.get("filed") or 0 for s in summaries
-                                     for p in s["periods"])},
+        "mentored": {"mentoring": mentoring["groups_mentored"]},
+        "reports": {"mentoring": mentoring["filed"]},
     }
 
 
@@ -982,6 +981,8 @@ async def load(directory: Path, year: int, urls: dict[str, str], *, console: Any
     there = ", ".join(f"{k} {v:,}" for k, v in out.already.items() if v) or "nothing"
     console.print(f"new this run: {new}; already loaded: {there}; answers replayed "
                   f"for keys already used: {api.replayed:,}", highlight=False)
+    console.print("seconds: " + ", ".join(f"{k} {v}" for k, v in out.seconds.items()),
+                  highlight=False)
     code = EXIT_DIFFER if not agree else EXIT_REFUSED if refused else EXIT_OK
     if code == EXIT_DIFFER:
         console.print("[red]the services' figures differ from the files'[/red]")
@@ -991,7 +992,7 @@ async def load(directory: Path, year: int, urls: dict[str, str], *, console: Any
     return code, {"in_files": in_files, "expected": expected, "services": services,
                   "table": rows, "refused": [vars(e) for e in refused],
                   "new": dict(out.done), "already": dict(out.already),
-                  "replayed": api.replayed}
+                  "replayed": api.replayed, "seconds": out.seconds}
 
 
 async def _settled(api: HistoryClient, year: int, budget_years: set[int],
