@@ -265,6 +265,9 @@ def _check_layout(directory: Path) -> None:
             next(iter(_rows(directory / name)), None)
         except LayoutError as exc:
             problems.append(str(exc))
+    if (directory / "reports.csv").exists() and not (directory / "mentors.csv").exists():
+        problems.append("reports.csv needs mentors.csv: a report is filed by the group's "
+                        "mentor")
     if problems:
         raise LayoutError("; ".join(problems))
 

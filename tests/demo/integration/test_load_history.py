@@ -12,7 +12,7 @@ from rich.console import Console
 
 from scripts import services as service_processes
 from scripts.history_example import generate
-from scripts.load_history import EXIT_OK, HistoryClient, load, read_history
+from scripts.load_history import EXIT_OK, EXIT_REFUSED, HistoryClient, load, read_history
 from tests.support.databases import create_database
 
 pytestmark = pytest.mark.integration
@@ -88,3 +88,24 @@ async def test_a_second_run_loads_nothing_twice(first_run, running_services, fil
     assert summary["new"] == {}, summary["new"]
     assert summary["replayed"] > 0
     assert summary["services"] == first_run[1]["services"]
+
+
+async def test_a_member_the_service_refuses_is_reported_alone(running_services, tmp_path):
+    """A NIK of 16 digits whose region no table knows: the groups service refuses that member,
+    the loader reports its line and registers the group with the other fifteen."""
+    out = tmp_path / "2019"
+    generate(out, year=2019, scale=0.005, seed=19)
+    members = out / "members.csv"
+    lines = members.read_text().splitlines()
+    cells = lines[5].split(",")  # line 6 of the file: the first group's fifth member
+    cells[1] = "99" + cells[1][2:]  # province 99 does not exist
+    lines[5] = ",".join(cells)
+    members.write_text("\n".join(lines) + "\n")
+    code, summary = await load(out, 2019, running_services.urls, console=Console(quiet=True))
+    assert code == EXIT_REFUSED, summary["table"]
+    assert [(r["file"], r["line"], r["field"]) for r in summary["refused"]] == \
+        [("members.csv", 6, "nik")]
+    in_files, services = summary["in_files"], summary["services"]
+    assert services["people"]["groups"] == in_files["people"] - 1
+    assert services["groups"]["groups"] == in_files["groups"]
+    assert all(row["agree"] for row in summary["table"])
