@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
 .PHONY: install tools infra-up infra-down infra-status test test-unit fuzz demo lint clean bench \
-	compose-smoke lock backup restore faults cluster-rolling
+	compose-smoke lock backup restore faults cluster-rolling history
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "Python 3.11 is needed ($(PYTHON))"; exit 1; }
@@ -73,6 +73,13 @@ test-unit: install
 
 demo: install
 	$(PY) -m scripts.cli demo $(DEMO_ARGS)
+
+# A past programme year loaded as it happened (docs/history.md): fresh Kafka and Postgres under
+# .infra/history, the four services, the seeded 2021 shape (664 TKS, 6,250 groups of 16) written
+# as CSV files and loaded with `tkm load-history`, the figures read back and the wall time.
+# HISTORY_ARGS="--scale 0.04" for a small run.
+history: install
+	$(PY) -m scripts.cli history-demo $(HISTORY_ARGS)
 
 # docker-compose.yml for real (podman + docker-compose, stand-in images where no registry is
 # reachable; README "make compose-smoke"): minutes, root, not part of `make test`
