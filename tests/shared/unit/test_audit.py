@@ -88,7 +88,8 @@ def test_the_filter_takes_its_values_as_arguments():
     args: list = []
     where = AuditFilter(province="94", types=["GroupFunded"], actor="abc",
                         stream="g'1").where(args)
-    assert args == ["94", ["GroupFunded"], "abc", "g'1"]
+    assert args == ["94", ["GroupFunded"], "abc",
+                    ["g'1", "group-g'1", "tks-g'1", "round-g'1"]]
     assert "g'1" not in where and "split_part(u.actor, ':', 2) = $3" in where
     args = []
     where = AuditFilter(actor="ministry_admin:abc").where(args)
