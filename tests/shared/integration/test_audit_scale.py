@@ -1,7 +1,7 @@
 """The audit trail's query on a year's worth of events (100,000: 25,000 groups registered,
 rostered, approved and funded across the 38 provinces by 50 admins): an inspector's questions
-answer within a second and a half each (an unindexed province question took 8 s), and answer right (the counts are known from how the rows were
-made)."""
+answer within a second and a half each (the first, unindexed province question took 8 s), and
+answer right (the counts are known from how the rows were made)."""
 
 from __future__ import annotations
 
