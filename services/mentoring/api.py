@@ -9,13 +9,14 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from services.mentoring import handlers, views
 from services.mentoring import responses as R
-from services.mentoring.config import MentoringConfig
+from services.mentoring.config import MentoringConfig, MentoringYearRules
 from services.mentoring.domain import MonthlyReport, deadline_of
 from shared.auth import Actor, Role, require
 from shared.contracts.common import ProvinceCode, RegencyCode
 from shared.errors import ConflictError, DomainError, ForbiddenError, NotFoundError
 from shared.inputs import REF_PATTERN, Period, ProgrammeDate, Ref
 from shared.paging import PageQuery
+from shared.rules import RuleBook
 from shared.scope import province_scope
 from shared.service import ServiceContext, context
 
@@ -64,7 +65,8 @@ class BatchRequest(BaseModel):
     reports: list[BatchReport] = Field(min_length=1)
 
 
-def build_router(config: MentoringConfig) -> APIRouter:
+def build_router(config: MentoringConfig, book: RuleBook[MentoringYearRules]) -> APIRouter:
+    """`book`: the programme rules per year; a group is assigned under its year's policy."""
     router = APIRouter()
     assigners = require(Role.ADMIN, Role.PROVINCE)
     filers = require(Role.ADMIN, Role.TKS)
@@ -75,8 +77,8 @@ def build_router(config: MentoringConfig) -> APIRouter:
                  summary="Assign (or reassign) the TKS mentoring a funded group")
     async def assign(group_id: RefPath, body: AssignMentorRequest, ctx: Ctx,
                      actor: Actor = Depends(assigners)) -> dict:
-        return await handlers.assign_mentor(ctx, config, group_id, body.tks_id, body.assigned_on,
-                                            actor)
+        return await handlers.assign_mentor(ctx, config, book, group_id, body.tks_id,
+                                            body.assigned_on, actor)
 
     @router.get("/assignments/suggestions",
                 response_model=R.Suggestions, tags=["assignment"],
@@ -85,7 +87,7 @@ def build_router(config: MentoringConfig) -> APIRouter:
                           regency_code: RegencyCode | None = None,
                           actor: Actor = Depends(assigners)) -> dict:
         province_code = province_scope(actor, province_code, regency_code)
-        return await handlers.suggest(ctx, config, province_code, regency_code)
+        return await handlers.suggest(ctx, config, book, province_code, regency_code)
 
     @router.post("/assignments/suggestions/apply",
                  response_model=R.Applied, tags=["assignment"],
@@ -94,7 +96,7 @@ def build_router(config: MentoringConfig) -> APIRouter:
                     actor: Actor = Depends(assigners)) -> dict:
         province_code = province_scope(actor, body.province_code, body.regency_code)
         regency_code = body.regency_code
-        return await handlers.apply_suggestions(ctx, config, province_code, regency_code,
+        return await handlers.apply_suggestions(ctx, config, book, province_code, regency_code,
                                                 body.assigned_on, body.on_funding_date, actor)
 
     @router.get("/groups/unassigned",
@@ -188,7 +190,8 @@ def build_router(config: MentoringConfig) -> APIRouter:
         if view is None:
             raise NotFoundError("TKS unknown to mentoring", field="tks_id")
         actor.ensure_province(view["province_code"])
-        return {**view, "caseload_cap": config.assignment.caseload_cap}
+        rules = (await book.in_force(ctx.pool, view["contract_year"])).rules
+        return {**view, "caseload_cap": rules.assignment.caseload_cap}
 
     @router.get("/groups/{group_id}",
                 response_model=R.GroupView, tags=["queries"],

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import calendar
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import date, timedelta
 
@@ -96,6 +96,11 @@ class FundedGroup:
     regency_code: str
     funded_on: date
     dissolved_on: date | None = None
+    year: int | None = None  # the group's programme year (its rules); None: the funding year
+
+    @property
+    def programme_year(self) -> int:
+        return self.year if self.year is not None else self.funded_on.year
 
 
 @dataclass(frozen=True)
@@ -273,8 +278,9 @@ class GroupMentoring(Aggregate):
         tks_id = current.tks_id
         amended = ReportAmended(group_id=self.group_id, tks_id=tks_id, on_time=current.on_time,
                                 **_published(report))
-        unchanged = amended.model_dump(exclude={"tks_id"}) == current.model_dump(
-            exclude={"tks_id"})
+        # the content only: who filed it stays, and the filing date is not content
+        unchanged = amended.model_dump(exclude={"tks_id", "filed_on"}) == current.model_dump(
+            exclude={"tks_id", "filed_on"})
         problems_changed = self.problems.get(report.period, "") != report.problems
         if unchanged and not problems_changed:
             return False
@@ -384,11 +390,15 @@ class Unplaced:
     reason: str
 
 
-def suggest_assignments(groups: Sequence[FundedGroup], mentors: Sequence[Mentor],
-                        rules: AssignmentRules) -> tuple[list[Suggestion], list[Unplaced]]:
+def suggest_assignments(
+        groups: Sequence[FundedGroup], mentors: Sequence[Mentor],
+        rules: AssignmentRules | Callable[[FundedGroup], AssignmentRules],
+) -> tuple[list[Suggestion], list[Unplaced]]:
     """Give each unassigned group the TKS of its regency with the lightest caseload (ties by id),
     oldest funding first; with `allow_same_province`, groups left over then go to the lightest
-    TKS of the province. A TKS at the cap takes no more."""
+    TKS of the province. A TKS at the cap takes no more. `rules`: one policy, or the policy of
+    each group (its programme year's)."""
+    rules_of = rules if callable(rules) else (lambda _g, r=rules: r)
     load = {m.tks_id: m.caseload for m in mentors if m.active}
     by_regency: dict[str, list[Mentor]] = defaultdict(list)
     by_province: dict[str, list[Mentor]] = defaultdict(list)
@@ -396,14 +406,14 @@ def suggest_assignments(groups: Sequence[FundedGroup], mentors: Sequence[Mentor]
         by_regency[m.regency_code].append(m)
         by_province[m.province_code].append(m)
 
-    def lightest(candidates: list[Mentor]) -> Mentor | None:
-        free = [m for m in candidates if load[m.tks_id] < rules.caseload_cap]
+    def lightest(candidates: list[Mentor], cap: int) -> Mentor | None:
+        free = [m for m in candidates if load[m.tks_id] < cap]
         return min(free, key=lambda m: (load[m.tks_id], m.tks_id), default=None)
 
     suggestions: list[Suggestion] = []
     left_over: list[FundedGroup] = []
     for group in sorted(groups, key=lambda g: (g.funded_on, g.group_id)):
-        mentor = lightest(by_regency[group.regency_code])
+        mentor = lightest(by_regency[group.regency_code], rules_of(group).caseload_cap)
         if mentor is None:
             left_over.append(group)
             continue
@@ -411,14 +421,16 @@ def suggest_assignments(groups: Sequence[FundedGroup], mentors: Sequence[Mentor]
         suggestions.append(Suggestion(group.group_id, mentor.tks_id, group.regency_code))
     unplaced: list[Unplaced] = []
     for group in left_over:
-        mentor = lightest(by_province[group.province_code]) if rules.allow_same_province else None
+        policy = rules_of(group)
+        mentor = (lightest(by_province[group.province_code], policy.caseload_cap)
+                  if policy.allow_same_province else None)
         if mentor is not None:
             load[mentor.tks_id] += 1
             suggestions.append(Suggestion(group.group_id, mentor.tks_id, group.regency_code))
             continue
         reason = ("every TKS within reach is at the caseload cap"
                   if by_regency[group.regency_code] or (
-                      rules.allow_same_province and by_province[group.province_code])
+                      policy.allow_same_province and by_province[group.province_code])
                   else "no active TKS serves this regency")
         unplaced.append(Unplaced(group.group_id, group.regency_code, reason))
     return suggestions, unplaced

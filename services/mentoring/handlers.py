@@ -16,7 +16,7 @@ from datetime import date, datetime, timedelta
 import asyncpg
 
 from services.mentoring import projections, views
-from services.mentoring.config import MentoringConfig
+from services.mentoring.config import AssignmentRules, MentoringConfig, MentoringYearRules
 from services.mentoring.domain import (
     FundedGroup,
     GroupMentoring,
@@ -43,10 +43,13 @@ from shared.envelope import Envelope, utcnow
 from shared.errors import DomainError, ForbiddenError, NotFoundError
 from shared.idempotency import commit_watch
 from shared.localtime import local_today
+from shared.rules import RuleBook
 from shared.service import ServiceContext
 from shared.shedding import DATABASE_UNAVAILABLE, ServiceUnavailableError, patient
 
 CLOSE_LOCK = "mentoring.period-close"
+Rules = RuleBook[MentoringYearRules]
+Db = asyncpg.Connection | asyncpg.Pool
 SYSTEM = Actor("period-closer", Role.ADMIN)
 
 
@@ -80,8 +83,15 @@ def _group_or_404(groups: dict[str, FundedGroup], group_id: str) -> FundedGroup:
 
 # ---- assignment -------------------------------------------------------------------------------
 
-async def assign_mentor(ctx: ServiceContext, config: MentoringConfig, group_id: str,
-                        tks_id: str, assigned_on: date | None, actor: Actor) -> dict:
+async def _assignment_rules(book: Rules, db: Db, year: int) -> AssignmentRules:
+    """The assignment policy of a programme year (the rules in force for it)."""
+    return (await book.in_force(db, year)).rules.assignment
+
+
+async def assign_mentor(ctx: ServiceContext, config: MentoringConfig, book: Rules,
+                        group_id: str, tks_id: str, assigned_on: date | None,
+                        actor: Actor) -> dict:
+    """Under the assignment policy of the group's programme year."""
     on = _not_future(assigned_on, "assigned_on")
 
     async def decide(uow: UnitOfWork) -> dict:
@@ -92,7 +102,8 @@ async def assign_mentor(ctx: ServiceContext, config: MentoringConfig, group_id: 
         actor.ensure_province(group.province_code)
         mentor = (await views.mentors(uow.conn, [tks_id], lock=True)).get(tks_id)
         previous = agg.mentor
-        agg.assign(group, mentor, on, config.assignment)
+        agg.assign(group, mentor, on,
+                   await _assignment_rules(book, uow.conn, group.programme_year))
         await uow.save(agg)
         return {"group_id": group_id, "tks_id": tks_id, "assigned_on": on,
                 "previous_tks_id": previous.tks_id if previous else None,
@@ -101,17 +112,20 @@ async def assign_mentor(ctx: ServiceContext, config: MentoringConfig, group_id: 
     return await ctx.command(decide, actor)
 
 
-async def suggest(ctx: ServiceContext, config: MentoringConfig, province_code: str | None,
-                  regency_code: str | None) -> dict:
+async def suggest(ctx: ServiceContext, config: MentoringConfig, book: Rules,
+                  province_code: str | None, regency_code: str | None) -> dict:
+    """Each group under the assignment policy of its programme year."""
     async with ctx.pool.acquire() as conn:
         groups = await views.unassigned_facts(conn, province_code, regency_code)
         mentors = await views.active_mentors(conn, {g.province_code for g in groups})
-    suggestions, unplaced = suggest_assignments(groups, mentors, config.assignment)
+        in_force = await book.resolver(conn)
+    suggestions, unplaced = suggest_assignments(
+        groups, mentors, lambda g: in_force(g.programme_year).rules.assignment)
     return {"suggestions": [asdict(s) for s in suggestions],
             "unplaced": [asdict(u) for u in unplaced]}
 
 
-async def apply_suggestions(ctx: ServiceContext, config: MentoringConfig,
+async def apply_suggestions(ctx: ServiceContext, config: MentoringConfig, book: Rules,
                             province_code: str | None, regency_code: str | None,
                             assigned_on: date | None, on_funding_date: bool,
                             actor: Actor) -> dict:
@@ -119,7 +133,7 @@ async def apply_suggestions(ctx: ServiceContext, config: MentoringConfig,
     `groups_per_transaction` groups): each assignment is checked again under lock, so one
     overtaken by a concurrent change is reported as skipped, not forced."""
     on = _not_future(assigned_on, "assigned_on")
-    plan = await suggest(ctx, config, province_code, regency_code)
+    plan = await suggest(ctx, config, book, province_code, regency_code)
     by_regency: dict[str, list[Suggestion]] = defaultdict(list)
     for s in plan["suggestions"]:
         by_regency[s["regency_code"]].append(Suggestion(**s))
@@ -131,7 +145,7 @@ async def apply_suggestions(ctx: ServiceContext, config: MentoringConfig,
         with commit_watch() as watch, patient():
             try:
                 done, refused = await ctx.command(
-                    lambda uow, chunk=chunk: _assign_chunk(uow, config, chunk, on,
+                    lambda uow, chunk=chunk: _assign_chunk(uow, book, chunk, on,
                                                            on_funding_date), actor)
             except DATABASE_UNAVAILABLE as exc:
                 # what committed stays committed: say exactly which suggestions were not
@@ -149,9 +163,10 @@ async def apply_suggestions(ctx: ServiceContext, config: MentoringConfig,
     return {"assigned": assigned, "skipped": skipped, "unplaced": plan["unplaced"]}
 
 
-async def _assign_chunk(uow: UnitOfWork, config: MentoringConfig, chunk: list[Suggestion],
+async def _assign_chunk(uow: UnitOfWork, book: Rules, chunk: list[Suggestion],
                         on: date, on_funding_date: bool) -> tuple[int, list[dict]]:
     await _hold_off_close(uow.conn)
+    in_force = await book.resolver(uow.conn)
     aggs = await _mentoring_of(uow, [s.group_id for s in chunk])
     groups = await views.funded_groups(uow.conn, [s.group_id for s in chunk])
     mentors = await views.mentors(uow.conn, [s.tks_id for s in chunk], lock=True)
@@ -163,7 +178,8 @@ async def _assign_chunk(uow: UnitOfWork, config: MentoringConfig, chunk: list[Su
             day = on
             if on_funding_date:
                 day = max(group.funded_on, agg.last_change or group.funded_on)
-            agg.assign(group, mentors.get(s.tks_id), day, config.assignment)
+            agg.assign(group, mentors.get(s.tks_id), day,
+                       in_force(group.programme_year).rules.assignment)
         except DomainError as exc:
             skipped.append({"group_id": s.group_id, "tks_id": s.tks_id,
                             "error": exc.body()["error"]})

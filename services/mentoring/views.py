@@ -12,7 +12,7 @@ import asyncpg
 from services.mentoring.domain import DueGroup, FundedGroup, Mentor, period_bounds
 from shared.paging import PageParams
 
-_GROUP_FACTS = "group_id, province_code, regency_code, funded_on, dissolved_on"
+_GROUP_FACTS = "group_id, province_code, regency_code, funded_on, dissolved_on, year"
 _MENTOR_FACTS = ("tks_id, province_code, regency_code, active, caseload, left_on, "
                  "contract_start, contract_end")
 

@@ -10,9 +10,14 @@ def _config(automatic: bool, interval: float = 3600):
         automatic=automatic, check_interval_seconds=interval, window_days=45)})
 
 
+def _jobs(spec) -> list[str]:
+    return [job.__name__ for job in spec.background]
+
+
 def test_the_automatic_close_is_a_background_job_only_when_configured():
-    assert len(build_spec(_config(True)).background) == 1
-    assert build_spec(_config(False)).background == ()
+    # the rules job adopts the shipped rules and keeps the rules cache current
+    assert _jobs(build_spec(_config(True))) == ["rules_job", "close_due_periods"]
+    assert _jobs(build_spec(_config(False))) == ["rules_job"]
 
 
 async def test_the_automatic_close_checks_at_once_and_stops_when_asked(monkeypatch):
@@ -25,7 +30,7 @@ async def test_the_automatic_close_checks_at_once_and_stops_when_asked(monkeypat
         return []
 
     monkeypatch.setattr(handlers, "close_due_periods", close_due_periods)
-    [job] = build_spec(_config(True, interval=0.01)).background
+    [_, job] = build_spec(_config(True, interval=0.01)).background
     task = asyncio.create_task(job("ctx", stop))
     while len(calls) < 2:
         await asyncio.sleep(0.01)

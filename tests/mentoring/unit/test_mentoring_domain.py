@@ -57,8 +57,9 @@ def report(period: str = "2023-04", **changes) -> MonthlyReport:
     return MonthlyReport(**{**fields, **changes})
 
 
-def filed(period: str = "2023-04", tks_id: str = "t1", on_time: bool = True) -> ReportFiled:
-    return ReportFiled(group_id="g1", tks_id=tks_id, on_time=on_time,
+def filed(period: str = "2023-04", tks_id: str = "t1", on_time: bool = True,
+          filed_on: date | None = None) -> ReportFiled:
+    return ReportFiled(group_id="g1", tks_id=tks_id, on_time=on_time, filed_on=filed_on,
                        **report(period).model_dump(exclude={"problems"}))
 
 
@@ -136,14 +137,14 @@ def test_a_report_filed_by_the_deadline_is_on_time_and_its_problems_stay_interna
     agg = given(assigned())
     file(agg, filed_on=DEADLINE_APRIL, problems="the freezer broke")
     report_filed, note = agg.pending
-    assert report_filed == filed(on_time=True)
+    assert report_filed == filed(on_time=True, filed_on=DEADLINE_APRIL)  # the day as sent
     assert "problems" not in report_filed.model_dump()
     assert note == ReportProblemsNoted(group_id="g1", period="2023-04",
                                        problems="the freezer broke")
     assert ReportProblemsNoted.topic is None
     late = given(assigned())
     file(late, filed_on=date(2023, 5, 11))
-    assert late.pending == [filed(on_time=False)]
+    assert late.pending == [filed(on_time=False, filed_on=date(2023, 5, 11))]
 
 
 def test_a_report_on_a_period_before_funding_is_refused_with_the_reason():
@@ -167,7 +168,7 @@ def test_a_report_on_a_period_after_the_mentor_left_is_refused():
     # the month it still mentored can be reported
     agg = given(*history)
     file(agg, period="2023-04")
-    assert agg.pending == [filed()]
+    assert agg.pending == [filed(filed_on=date(2023, 5, 2))]
 
 
 def test_a_tks_assigned_after_the_period_cannot_report_on_it():
@@ -185,7 +186,7 @@ def test_one_report_per_group_and_period_and_amendments_until_the_period_closes(
     changed = agg.amend_report(GROUP, "t1", report(revenue=5_000_000), today=date(2023, 5, 20),
                                period_closed=False)
     assert changed and agg.pending == [ReportAmended(**{
-        **filed(on_time=False).model_dump(), "revenue": 5_000_000})]
+        **filed(on_time=False).model_dump(exclude={"filed_on"}), "revenue": 5_000_000})]
     same = given(assigned(), filed())
     assert not same.amend_report(GROUP, "t1", report(), today=date(2023, 5, 20),
                                  period_closed=False)
@@ -325,15 +326,20 @@ def test_report_input_is_checked():
 def test_configuration_is_read_from_the_data_file_or_another_named_by_the_environment(
         tmp_path, monkeypatch):
     default = load_config()
-    assert default.assignment.caseload_cap == 25
     assert default.reporting.deadline_day == 10
     text = (tmp_path / "m.toml")
-    text.write_text("[assignment]\ncaseload_cap = 7\nallow_same_province = true\n"
-                    "[reporting]\ndeadline_day = 5\n"
+    text.write_text("[reporting]\ndeadline_day = 5\n"
                     "[period_close]\nautomatic = false\ncheck_interval_seconds = 60\n"
                     "window_days = 30\n[batch]\nmax_reports = 10\ngroups_per_transaction = 5\n")
     monkeypatch.setenv("MENTORING_CONFIG_FILE", str(text))
-    assert load_config().assignment.caseload_cap == 7
+    assert load_config().reporting.deadline_day == 5
+    # the assignment policy is a rule of each year now, not operational configuration
+    text.write_text(text.read_text() + "[assignment]\ncaseload_cap = 7\n"
+                    "allow_same_province = true\n")
+    with pytest.raises(ValidationError):
+        load_config()
+    text.write_text(text.read_text().replace("[assignment]\ncaseload_cap = 7\n"
+                                             "allow_same_province = true\n", ""))
     text.write_text(text.read_text().replace("deadline_day = 5", "deadline_day = 31"))
     with pytest.raises(ValidationError):
         load_config()
@@ -376,3 +382,29 @@ def test_only_a_tks_whose_contract_covers_the_month_reports_on_it(contract, acce
     with pytest.raises(RuleViolationError, match="has no contract covering period 2023-04") as e:
         run()
     assert e.value.field == "tks_id"
+
+
+def test_the_shipped_rules_of_2021_and_2023_are_valid_year_rules():
+    import tomllib
+
+    from services.mentoring.config import RULES_DIR, MentoringYearRules
+
+    years = {}
+    for year in (2021, 2023):
+        with (RULES_DIR / f"{year}.toml").open("rb") as f:
+            years[year] = MentoringYearRules.model_validate(tomllib.load(f))
+    # the guidelines publish no caseload limit: both years keep the working defaults
+    assert years[2021] == years[2023]
+    assert years[2023].assignment == AssignmentRules(caseload_cap=25, allow_same_province=False)
+
+
+def test_suggestions_apply_each_groups_own_policy():
+    strict = AssignmentRules(caseload_cap=25, allow_same_province=False)
+    lenient = AssignmentRules(caseload_cap=25, allow_same_province=True)
+    old = FundedGroup("g-2021", "32", "3202", date(2021, 3, 1), year=2021)
+    new = FundedGroup("g-2023", "32", "3203", date(2023, 3, 1), year=2023)
+    mentor = Mentor("t1", "32", "3201", True, 0)
+    suggestions, unplaced = suggest_assignments(
+        [old, new], [mentor], lambda g: lenient if g.programme_year == 2021 else strict)
+    assert [(s.group_id, s.tks_id) for s in suggestions] == [("g-2021", "t1")]
+    assert [u.group_id for u in unplaced] == ["g-2023"]
