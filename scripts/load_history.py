@@ -540,8 +540,9 @@ def _chunks(items: list, size: int) -> list[list]:
 class Loader:
     def __init__(self, client: HistoryClient, history: History,
                  advance: Callable[[str, int], None] = lambda step, n: None,
-                 import_groups: int = 250, batch: int = 500):
-        self.api, self.h, self.advance = client, history, advance
+                 import_groups: int = 250, batch: int = 500,
+                 on_step: Callable[[str, float], None] = lambda step, seconds: None):
+        self.api, self.h, self.advance, self.on_step = client, history, advance, on_step
         self.import_groups, self.batch = import_groups, batch
         self.out = Outcome()
 
@@ -558,6 +559,7 @@ class Loader:
             started = loop.time()
             await step()
             self.out.seconds[name] = round(loop.time() - started, 1)
+            self.on_step(name, self.out.seconds[name])
         return self.out
 
     # -- recruitment: a round per briefing stage, quotas = the TKS of each regency
@@ -950,8 +952,12 @@ async def load(directory: Path, year: int, urls: dict[str, str], *, console: Any
         with progress_bar(console=console) as progress:
             tasks = {step: progress.add_task(label, total=totals[step]) for step, label in _STEPS
                      if totals[step]}
+            # on a log (CI, a pipe) the bars are off: a line a step instead
+            logged = (lambda step, seconds: None) if console.is_terminal else (
+                lambda step, seconds: console.print(f"{step}: done in {seconds}s",
+                                                    highlight=False))
             loader = Loader(api, history, lambda step, n: progress.advance(tasks[step], n)
-                            if step in tasks else None)
+                            if step in tasks else None, on_step=logged)
             out = await loader.run()
         expected = expected_figures(history, out)
         services = await _settled(api, year, {f.budget_year for f in history.fundings},
