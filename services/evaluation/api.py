@@ -10,6 +10,7 @@ from fastapi import APIRouter, Depends, Path, Query
 from pydantic import BaseModel, Field
 
 from services.evaluation import handlers, views
+from services.evaluation.handlers import PolicyOf
 from services.evaluation.config import Policy
 from services.evaluation.scoring import Scored, evaluate_year, exclusion, histogram, score
 from shared.auth import ANY_ROLE, Actor, Role, require
@@ -189,23 +190,26 @@ def _closed_indicators(indicators: list[dict[str, Any]]) -> list[IndicatorOut]:
                          if i["weight"] else None) for i in indicators]
 
 
-async def _open_policy(ctx: ServiceContext, year: int) -> Policy:
+async def _open_policy(ctx: ServiceContext, year: int, policy_of: PolicyOf) -> Policy:
+    """The policy an open year's close would use now: the year's rules in force."""
     row = await views.cycle(ctx.pool, year)
     if row is None:
         raise NotFoundError(f"no evaluation has been opened for {year}", field="year")
     if row["status"] == "closed":
         raise ConflictError(f"the {year} evaluation is closed: read its results instead",
                             field="year", results=f"/evaluations/{year}/results")
-    return Policy.model_validate_json(row["policy"])
+    return await policy_of(ctx.pool, year)
 
 
-def build_router(policy: Policy) -> APIRouter:
+def build_router(policy_of: PolicyOf) -> APIRouter:
+    """`policy_of`: the policy of a programme year (its rules in force)."""
     router = APIRouter(prefix="/evaluations", tags=["evaluation"])
 
     @router.post("/{year}/open", status_code=201, response_model=CycleSummary)
     async def open_evaluation(year: YearPath, ctx: Ctx, actor: Admin) -> dict[str, Any]:
-        """Open the year's evaluation; it adopts the policy in force now until it is closed."""
-        return await handlers.open_evaluation(ctx, year, policy, actor)
+        """Open the year's evaluation under the year's policy (`GET /rules/{year}`). A version
+        adopted for the year before the close is the one the close uses."""
+        return await handlers.open_evaluation(ctx, year, await policy_of(ctx.pool, year), actor)
 
     @router.get("/{year}", response_model=CycleSummary)
     async def get_cycle(year: YearPath, ctx: Ctx,
@@ -217,7 +221,7 @@ def build_router(policy: Policy) -> APIRouter:
                       page: PageQuery, province_code: ProvinceQuery = None,
                       regency_code: RegencyQuery = None) -> Preview:
         """Scores as they would be if the evaluation closed now."""
-        adopted = await _open_policy(ctx, year)
+        adopted = await _open_policy(ctx, year, policy_of)
         province_code = province_scope(actor, province_code, regency_code)
         facts = [f for f in await views.tks_facts(ctx.pool, year)
                  if (province_code is None or f.province_code == province_code)
@@ -250,7 +254,7 @@ def build_router(policy: Policy) -> APIRouter:
         """Decide every evaluable TKS and publish the outcomes. Final: closing again answers 409
         with the first result."""
         try:
-            result = await handlers.close_evaluation(ctx, year, actor)
+            result = await handlers.close_evaluation(ctx, year, actor, policy_of)
         except ConflictError as exc:
             if "result" in exc.details:  # the same shape and encoding as the first answer
                 exc.details["result"] = CloseResult.model_validate(
@@ -280,7 +284,7 @@ def build_router(policy: Policy) -> APIRouter:
         row = await views.cycle(ctx.pool, year)
         if row is not None and row["status"] == "closed":
             return await _final_breakdown(ctx, year, tks_id, actor)
-        adopted = Policy.model_validate_json(row["policy"]) if row else policy
+        adopted = await policy_of(ctx.pool, year)  # what the close would use
         facts = (await views.tks_facts(ctx.pool, year, tks_id))[0]
         if actor.role is Role.PROVINCE:
             _visible_to(actor, facts.province_code)
@@ -324,16 +328,18 @@ def build_router(policy: Policy) -> APIRouter:
         row = await views.cycle(ctx.pool, year)
         if row is None:
             raise NotFoundError(f"no evaluation has been opened for {year}", field="year")
+        version = row["policy_version"]
         if row["status"] == "closed":
             rows = await views.stats(ctx.pool, year, province_code)
         else:
-            adopted = Policy.model_validate_json(row["policy"])
+            adopted = await policy_of(ctx.pool, year)
+            version = adopted.version
             facts = [f for f in await views.tks_facts(ctx.pool, year)
                      if province_code is None or f.province_code == province_code]
             rows = _provisional_stats(evaluate_year(facts, adopted))
         national = {k: sum(r[k] for r in rows) for k in _STAT_COUNTS}
         return {"year": year, "status": row["status"], "provisional": row["status"] != "closed",
-                "policy_version": row["policy_version"], "province_code": province_code,
+                "policy_version": version, "province_code": province_code,
                 "national": _mean(national), "provinces": [_mean(r) for r in rows]}
 
     return router

@@ -1,5 +1,11 @@
-"""The evaluation policy: weights, caps, threshold and minimum service, read from a versioned data
-file (`config/policy.toml`, or the file named by EVALUATION_POLICY_FILE)."""
+"""The evaluation policy: weights, caps, threshold and minimum service.
+
+A programme rule of each year (issue 17, item 1): `rule_book()` keeps one policy per programme
+year, adopted through `PUT /rules/{year}` (shared.rules) and shipped for 2021 and 2023 in
+`config/rules/<year>.toml`; a year's evaluation uses that year's policy. EVALUATION_POLICY_FILE,
+when set, names one policy file that decides every year instead (an operator's override, as
+before the rules per year).
+"""
 
 from __future__ import annotations
 
@@ -11,8 +17,11 @@ from typing import Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from shared.rules import RuleBook
+
 POLICY_FILE_ENV = "EVALUATION_POLICY_FILE"
-DEFAULT_POLICY_FILE = Path(__file__).parent / "config" / "policy.toml"
+RULES_DIR = Path(__file__).parent / "config" / "rules"
+DEFAULT_POLICY_FILE = RULES_DIR / "2023.toml"  # the current policy
 
 IndicatorName = Literal["reporting_compliance", "revenue_growth", "new_workers",
                         "lpj_completion", "groups_active"]
@@ -47,8 +56,20 @@ class Policy(BaseModel):
         return self
 
 
+def rule_book(shipped: Path | None = RULES_DIR) -> RuleBook[Policy]:
+    """The evaluation policy per programme year (one per app: its cache belongs to its
+    database)."""
+    return RuleBook("evaluation", Policy, shipped)
+
+
+def override_policy() -> Policy | None:
+    """The policy named by EVALUATION_POLICY_FILE, deciding every year; None when unset."""
+    return load_policy() if os.environ.get(POLICY_FILE_ENV) else None
+
+
 def load_policy(path: str | Path | None = None) -> Policy:
-    """The policy from `path`, else from EVALUATION_POLICY_FILE, else the packaged default.
+    """The policy from `path`, else from EVALUATION_POLICY_FILE, else the packaged current
+    one (2023's).
     Raises PolicyError naming the file and what is wrong."""
     path = Path(path or os.environ.get(POLICY_FILE_ENV) or DEFAULT_POLICY_FILE)
     try:

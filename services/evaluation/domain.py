@@ -31,7 +31,8 @@ def tks_stream(tks_id: str) -> str:
 
 @register
 class PolicyAdopted(Event):
-    """The full policy a cycle uses, frozen at opening (the contract only names its version)."""
+    """The full policy a cycle uses: the year's at opening, and again at closing when the year's
+    rules changed meanwhile (the contract only names its version)."""
 
     event_type = "evaluation.PolicyAdopted"
     year: Year
@@ -80,6 +81,14 @@ class EvaluationCycle(Aggregate):
                                 current_status=self.status)
         self.record(EvaluationOpened(year=year, policy_version=policy.version))
         self.record(PolicyAdopted(year=year, policy=policy))
+
+    def adopt(self, policy: Policy) -> None:
+        """The year's policy as in force when it closes: recorded again when it changed since
+        the opening (a new version adopted for the year meanwhile)."""
+        if self.status != "open" or self.year is None:
+            raise RuleViolationError("an evaluation must be open to adopt a policy", field="year")
+        if policy != self.policy:
+            self.record(PolicyAdopted(year=self.year, policy=policy))
 
     def close(self, outcome: YearOutcome) -> list[TksEvaluated]:
         """Records the cycle's closing; returns one outcome event per evaluated TKS, to be saved

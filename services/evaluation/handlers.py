@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
+
+import asyncpg
 
 from services.evaluation import views
 from services.evaluation.config import Policy
@@ -12,6 +15,9 @@ from shared.aggregate import UnitOfWork
 from shared.auth import Actor
 from shared.errors import ConflictError, NotFoundError
 from shared.service import ServiceContext
+
+# the policy of a programme year (its rules in force, or an operator's override)
+PolicyOf = Callable[[asyncpg.Connection | asyncpg.Pool, int], Awaitable[Policy]]
 
 
 async def open_evaluation(ctx: ServiceContext, year: int, policy: Policy,
@@ -25,9 +31,11 @@ async def open_evaluation(ctx: ServiceContext, year: int, policy: Policy,
     return await ctx.command(decide, actor)
 
 
-async def close_evaluation(ctx: ServiceContext, year: int, actor: Actor) -> dict[str, Any]:
-    """Scores every TKS of the year and writes all outcomes in one transaction; the outbox relay
-    publishes them. A second close raises ConflictError carrying the first close's result."""
+async def close_evaluation(ctx: ServiceContext, year: int, actor: Actor,
+                           policy_of: PolicyOf) -> dict[str, Any]:
+    """Scores every TKS of the year under the year's policy as in force now, and writes all
+    outcomes in one transaction; the outbox relay publishes them. A second close raises
+    ConflictError carrying the first close's result."""
     async def decide(uow: UnitOfWork) -> dict[str, Any]:
         # the exclusive cycle lock waits for consumer batches touching this year (see projections)
         cycle = await uow.load(EvaluationCycle, cycle_stream(year))
@@ -36,6 +44,7 @@ async def close_evaluation(ctx: ServiceContext, year: int, actor: Actor) -> dict
         if cycle.status == "closed":
             raise ConflictError(f"the {year} evaluation is already closed", field="year",
                                 result=await views.close_result(uow.conn, year))
+        cycle.adopt(await policy_of(uow.conn, year))
         assert cycle.policy is not None
         outcome = evaluate_year(await views.tks_facts(uow.conn, year), cycle.policy)
         evaluated = cycle.close(outcome)

@@ -306,8 +306,10 @@ async def project(conn: asyncpg.Connection, items: list[tuple[Envelope, Event]])
                     "opened_by) VALUES ($1, 'open', $2, $3, $4)",
                     event.year, event.policy_version, envelope.occurred_at, envelope.actor)
             case PolicyAdopted():
-                await conn.execute("UPDATE evaluation_cycles SET policy = $2 WHERE year = $1",
-                                   event.year, event.policy.model_dump_json())
+                await conn.execute("UPDATE evaluation_cycles SET policy = $2, "
+                                   "policy_version = $3 WHERE year = $1",
+                                   event.year, event.policy.model_dump_json(),
+                                   event.policy.version)
             case TksEvaluated():
                 results.append((event.year, event.tks_id, event.province_code,
                                 event.regency_code, event.score, event.decision,

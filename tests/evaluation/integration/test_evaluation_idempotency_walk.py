@@ -1,4 +1,4 @@
-"""Both write routes of the evaluation service sent twice under one Idempotency-Key: the
+"""Every write route of the evaluation service sent twice under one Idempotency-Key: the
 first writes events, the retry writes none and answers the same."""
 
 from __future__ import annotations
@@ -26,15 +26,18 @@ async def test_every_evaluation_write_runs_once_under_one_key(infra, database_ur
             await conn.close()
 
     async with running_service(infra.kafka_bootstrap, database_url) as (_, api):
-        async def twice(route: str, expected: int, **params: str) -> None:
-            walked.add(("POST", route))
+        async def twice(route: str, expected: int, method: str = "POST",
+                        body: dict | None = None, **params: str) -> None:
+            walked.add((method, route))
             headers = {**ADMIN, "Idempotency-Key": f"walk-{uuid.uuid4()}"}
             before = await events()
-            first = await api.post(route.format(**params), headers=headers)
+            first = await api.request(method, route.format(**params), headers=headers,
+                                      json=body)
             assert first.status_code == expected, (route, first.text)
             written = await events()
             assert written > before, f"{route} wrote nothing"
-            retry = await api.post(route.format(**params), headers=headers)
+            retry = await api.request(method, route.format(**params), headers=headers,
+                                      json=body)
             assert (retry.status_code, retry.content) == (first.status_code, first.content)
             assert retry.headers["idempotent-replayed"] == "true"
             assert await events() == written, f"{route} wrote again on a retry"
@@ -42,6 +45,9 @@ async def test_every_evaluation_write_runs_once_under_one_key(infra, database_ur
         year = str(random.randint(2040, 2090))
         await twice("/evaluations/{year}/open", 201, year=year)
         await twice("/evaluations/{year}/close", 200, year=year)
+        policy = (await api.get("/rules/2023", headers=ADMIN)).json()["rules"]
+        await twice("/rules/{year}", 200, "PUT", {"rules": {**policy, "version": "walk"}},
+                    year=year)
 
         spec = (await api.get("/openapi.json")).json()["paths"]
         routes = {(m.upper(), p) for p, ops in spec.items() for m in ops if m.upper() in WRITES}

@@ -59,3 +59,29 @@ def test_an_invalid_policy_is_refused_with_the_reason(tmp_path, text, reason):
 def test_a_missing_policy_file_is_refused(tmp_path):
     with pytest.raises(PolicyError, match="cannot read"):
         load_policy(tmp_path / "nowhere.toml")
+
+
+def test_the_shipped_policies_of_2021_and_2023_are_valid_and_differ_only_by_version():
+    from services.evaluation.config import RULES_DIR
+
+    shipped = {year: load_policy(RULES_DIR / f"{year}.toml") for year in (2021, 2023)}
+    assert (shipped[2021].version, shipped[2023].version) == ("2021.1", "2023.1")
+    # the year-end criteria are not published (DOMAIN.md): 2021 ships 2023's, documented
+    assert shipped[2021].model_copy(update={"version": "x"}) == shipped[2023].model_copy(
+        update={"version": "x"})
+    assert load_policy() == shipped[2023]  # the packaged default is the current year's
+
+
+def test_a_cycle_records_the_years_policy_again_at_closing_only_when_it_changed():
+    from services.evaluation.domain import EvaluationCycle, PolicyAdopted
+
+    policy = load_policy()
+    cycle = EvaluationCycle("evaluation-2021")
+    cycle.open(2021, policy)
+    cycle.pending.clear()
+    cycle.adopt(policy)
+    assert cycle.pending == []
+    lenient = policy.model_copy(update={"version": "2021.2", "threshold": 15.0})
+    cycle.adopt(lenient)
+    assert cycle.pending == [PolicyAdopted(year=2021, policy=lenient)]
+    assert cycle.policy == lenient

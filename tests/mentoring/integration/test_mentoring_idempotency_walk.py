@@ -58,6 +58,9 @@ async def test_every_mentoring_write_runs_once_under_one_key(mentoring):
                           {"regency_code": regency, "on_funding_date": True})
     assert applied["assigned"] == 2
     await twice("POST", "/periods/{period}/close", 200, period="2023-04")
+    adopted = await twice("PUT", "/rules/{year}", 200, {"rules": {"assignment": {
+        "caseload_cap": 30, "allow_same_province": True}}}, year="2024")
+    assert adopted["version"] == 1
 
     spec = (await mentoring.client.get("/openapi.json")).json()["paths"]
     routes = {(m.upper(), p) for p, ops in spec.items() for m in ops if m.upper() in WRITES}
