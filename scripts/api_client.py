@@ -60,14 +60,12 @@ class Api:
 
     async def get_all(self, service: str, path: str, *, page_style: str = "offset",
                       page_size: int = 500, **params: Any) -> list[dict]:
-        """Every item of a paginated listing (offset/limit or page/page_size)."""
+        """Every item of a paginated listing: limit/offset, the one convention of the four
+        services (shared.paging). `page_style` is ignored (every listing pages by offset now;
+        kept for one release so older callers still run)."""
         items: list[dict] = []
         while True:
-            if page_style == "offset":
-                page = await self.get(service, path, limit=page_size, offset=len(items), **params)
-            else:
-                page = await self.get(service, path, page=len(items) // page_size + 1,
-                                      page_size=page_size, **params)
+            page = await self.get(service, path, limit=page_size, offset=len(items), **params)
             batch = page["items"]
             items.extend(batch)
             if len(batch) < page_size or len(items) >= page.get("total", 1 << 62):

@@ -27,7 +27,7 @@ async def collect(api: Api, year: int, bootstrap: str,
         api.get_all("recruitment", "/tks", year=year + 1),
         api.get_all("recruitment", "/vacancies", year=year),
         api.get_all("recruitment", "/vacancies", year=year + 1),
-        api.get_all("groups", "/groups", page_style="page", year=year),
+        api.get_all("groups", "/groups", year=year),
         api.get("groups", "/reports/funding", budget_year=year),
         api.get("groups", "/reports/people-reached", year=year),
         api.get_all("evaluation", f"/evaluations/{year}/results"))

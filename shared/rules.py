@@ -23,8 +23,6 @@ Importing this module must not import shared.eventstore (which imports `RULES_SC
 here): the event store and the service kernel are imported where they are used.
 """
 
-from __future__ import annotations
-
 import asyncio
 import contextlib
 import json
@@ -183,6 +181,18 @@ class RuleBook(Generic[T]):
         entry = self._pick(await self._load(db), year)
         return InForce(entry.rules, entry.year, entry.version)
 
+    async def resolver(self, db: Db) -> Callable[[int], InForce[T]]:
+        """A plain function giving the rules in force for any year, as `in_force` would at
+        this moment (one read at most): for code that decides many years at once or cannot
+        await (a file parsed in a worker thread)."""
+        latest = await self._load(db)
+
+        def in_force(year: int) -> InForce[T]:
+            entry = self._pick(latest, year)
+            return InForce(entry.rules, entry.year, entry.version)
+
+        return in_force
+
     async def entry_in_force(self, db: Db, year: int) -> Adopted[T]:
         """As `in_force`, with when, by whom and why they were adopted."""
         return self._pick(await self._load(db), year)
@@ -219,7 +229,7 @@ class RuleBook(Generic[T]):
         except ValidationError as exc:
             raise validation_error(exc) from None
 
-    async def adopt(self, ctx: ServiceContext, actor: Actor, year: int, rules: Any,
+    async def adopt(self, ctx: "ServiceContext", actor: "Actor", year: int, rules: Any,
                     note: str | None = None) -> Adopted[T]:
         """Adopt `rules` for `year` as its next version (one transaction: the event, the table
         row, the notification). Raises RuleViolationError (422) for invalid rules or year;
@@ -327,10 +337,10 @@ class RuleBook(Generic[T]):
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), retry_s)
 
-    def background(self) -> Callable[[ServiceContext, asyncio.Event], Any]:
+    def background(self) -> Callable[["ServiceContext", asyncio.Event], Any]:
         """A `ServiceSpec.background` job: adopt the shipped rules, then listen."""
 
-        async def rules_job(ctx: ServiceContext, stop: asyncio.Event) -> None:
+        async def rules_job(ctx: "ServiceContext", stop: asyncio.Event) -> None:
             try:
                 await self.seed(ctx.pool)
             except (OSError, asyncpg.PostgresError) as exc:  # first use seeds them anyway
@@ -341,7 +351,7 @@ class RuleBook(Generic[T]):
 
     # -- HTTP ---------------------------------------------------------------------------
 
-    def router(self, *, tags: list[str] | None = None) -> APIRouter:
+    def router(self, *, tags: list[str] | None = None) -> "APIRouter":
         return rules_router(self, tags=tags)
 
 
@@ -367,7 +377,7 @@ def _shipped_files(directory: Path) -> dict[int, Path]:
     return out
 
 
-def rules_router(book: RuleBook[Any], *, tags: list[str] | None = None) -> APIRouter:
+def rules_router(book: "RuleBook[Any]", *, tags: list[str] | None = None) -> "APIRouter":
     """`GET /rules`, `GET /rules/{year}`, `GET /rules/{year}/versions` (any role) and
     `PUT /rules/{year}` (ministry admin)."""
     from typing import Annotated

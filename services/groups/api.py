@@ -28,11 +28,13 @@ from services.groups.commands import (
     SubmitLpj,
     SubmitLpjs,
 )
-from services.groups.config import Expo, ProgrammeConfig
+from services.groups.config import Expo, GroupYearRules, ProgrammeConfig
 from services.groups.csv_import import CSV_LAYOUT
 from shared.auth import ANY_ROLE, Actor, Role, require
 from shared.errors import DomainError, ForbiddenError, NotFoundError
 from shared.inputs import REF_PATTERN
+from shared.paging import PAGE_MAX, PageQuery
+from shared.rules import RuleBook
 from shared.scope import province_scope
 from shared.service import ServiceContext, context
 
@@ -46,8 +48,11 @@ ReportId = Annotated[str, Path(pattern=REF_PATTERN)]
 ProvinceQ = Annotated[str | None, Query(pattern=r"^\d{2}$", description="Kemendagri code")]
 RegencyQ = Annotated[str | None, Query(pattern=r"^\d{4}$", description="Kemendagri code")]
 YearQ = Annotated[int | None, Query(ge=2000, le=2100)]
-PageQ = Annotated[int, Query(ge=1, le=100_000)]
-PageSizeQ = Annotated[int, Query(ge=1, le=500)]
+# deprecated aliases of limit/offset (shared.paging), accepted for one release
+PageQ = Annotated[int | None, Query(ge=1, le=100_000, deprecated=True,
+                                    description="deprecated: use offset")]
+PageSizeQ = Annotated[int | None, Query(ge=1, le=PAGE_MAX, deprecated=True,
+                                        description="deprecated: use limit")]
 Ctx = Annotated[ServiceContext, Depends(context)]
 audit = logging.getLogger("tkm.audit")
 
@@ -62,7 +67,9 @@ def _sees_notes(actor: Actor) -> bool:
     return actor.role in (Role.ADMIN, Role.PROVINCE)
 
 
-def build_router(config: ProgrammeConfig) -> APIRouter:
+def build_router(config: ProgrammeConfig, book: RuleBook[GroupYearRules]) -> APIRouter:
+    """The groups API; `book`: the programme rules per year every command applies (the rules
+    of the group's year, never today's)."""
     router = APIRouter()
 
     @router.get("/business-types", response_model=list[R.BusinessType], tags=["catalogue"])
@@ -81,7 +88,7 @@ def build_router(config: ProgrammeConfig) -> APIRouter:
         """Register a TKM group with its members. The group id is derived from (year, regency,
         name): the same group registered twice is a 409. A person already in another active
         group that year is a 409 naming that group."""
-        return await handlers.register_group(ctx, body, actor, config)
+        return await handlers.register_group(ctx, body, actor, config, book)
 
     @router.post("/groups/imports",
                  response_model=R.ImportReport, tags=["registration"], description=(
@@ -101,23 +108,23 @@ def build_router(config: ProgrammeConfig) -> APIRouter:
             async for chunk in request.stream():
                 file.write(chunk)
             file.seek(0)
-            return await handlers.import_groups_csv(ctx, file, actor, config)
+            return await handlers.import_groups_csv(ctx, file, actor, config, book)
 
     @router.get("/groups", response_model=R.GroupPage, response_model_exclude_unset=True,
                 tags=["queries"])
-    async def list_groups(ctx: Ctx, actor: Reader, year: YearQ = None,
+    async def list_groups(ctx: Ctx, actor: Reader, paging: PageQuery, year: YearQ = None,
                           stage: Stage | None = None, province_code: ProvinceQ = None,
                           regency_code: RegencyQ = None,
                           business_type: Annotated[str | None, Query(pattern=REF_PATTERN)] = None,
                           status: Status | None = None,
-                          page: PageQ = 1, page_size: PageSizeQ = 50) -> dict[str, Any]:
+                          page: PageQ = None, page_size: PageSizeQ = None) -> dict[str, Any]:
         """Groups by year, stage, province, regency, business type, status (no member data).
         `status_reason_code` for everyone; the officer's `status_note` only for the ministry
         and provincial officers."""
         where = views.GroupFilter(year, stage,
                                   province_scope(actor, province_code, regency_code), regency_code,
                                   business_type, status)
-        return await views.list_groups(ctx.pool, where, views.Page(page, page_size),
+        return await views.list_groups(ctx.pool, where, views.Page.of(paging, page, page_size),
                                        with_notes=_sees_notes(actor))
 
     @router.get("/groups/{group_id}", response_model=R.GroupDetail, response_model_exclude_unset=True,
@@ -146,7 +153,7 @@ def build_router(config: ProgrammeConfig) -> APIRouter:
     async def change_members(group_id: GroupId, body: ChangeMembers, ctx: Ctx,
                              actor: Writer) -> dict[str, Any]:
         """Replace the member list (allowed until the group is funded)."""
-        return await handlers.change_members(ctx, group_id, body, actor, config)
+        return await handlers.change_members(ctx, group_id, body, actor, book)
 
     @router.post("/groups/{group_id}/approval", response_model=R.GroupSummary, tags=["approval"])
     async def approve(group_id: GroupId, ctx: Ctx,
@@ -166,22 +173,24 @@ def build_router(config: ProgrammeConfig) -> APIRouter:
                            actor: Writer) -> dict[str, Any]:
         """Approve many groups; one result per id (status 200, or the error's status)."""
         return {"results": await bulk.apply_in_batches(
-            ctx, actor, config, [bulk.Target(g) for g in body.group_ids], 200, bulk.approved)}
+            ctx, actor, config, book, [bulk.Target(g) for g in body.group_ids], 200,
+            bulk.approved)}
 
     @router.post("/groups/{group_id}/funding",
                  response_model=R.Funded, status_code=201, tags=["funding"])
     async def fund(group_id: GroupId, body: FundGroup, ctx: Ctx,
                    actor: Ministry) -> dict[str, Any]:
         """Disburse a tranche to an approved group (ministry only). The same tranche twice is
-        a 409; the total at a stage stays within the configured ceiling."""
-        return await handlers.fund_group(ctx, group_id, body, actor, config)
+        a 409; the total at a stage stays within the ceiling of the group's programme year
+        (GET /rules/{year}), whose split and LPJ due days the answer follows."""
+        return await handlers.fund_group(ctx, group_id, body, actor, book)
 
     @router.post("/groups/fundings", response_model=R.BulkOutcome, tags=["funding"])
     async def fund_many(body: FundGroups, ctx: Ctx,
                         actor: Ministry) -> dict[str, Any]:
         """Fund many groups; one result per item (status 201, or the error's status)."""
-        return {"results": await bulk.apply_in_batches(ctx, actor, config, body.items, 201,
-                                                       bulk.funding(config))}
+        return {"results": await bulk.apply_in_batches(ctx, actor, config, book, body.items,
+                                                       201, bulk.funding())}
 
     @router.post("/groups/{group_id}/lpj",
                  response_model=R.LpjSubmitted, status_code=201, tags=["accountability"])
@@ -212,24 +221,24 @@ def build_router(config: ProgrammeConfig) -> APIRouter:
         """Submit many LPJs, each as `POST /groups/{group_id}/lpj` would (same rules, same
         answer as `result`); one result per item, in order (status 201, or the error's status).
         Items of one group are decided one after the other. At most `bulk.max_items` items."""
-        return {"results": await bulk.apply_in_batches(ctx, actor, config, body.items, 201,
-                                                       bulk.submitted)}
+        return {"results": await bulk.apply_in_batches(ctx, actor, config, book, body.items,
+                                                       201, bulk.submitted)}
 
     @router.post("/lpj/returns", response_model=R.BulkOutcome, tags=["accountability"])
     async def return_many_lpj(body: ReturnLpjs, ctx: Ctx, actor: Writer) -> dict[str, Any]:
         """Return many submitted LPJs to their groups, each as
         `POST /groups/{group_id}/lpj/{report_id}/return` would; one result per item (status
         200, or the error's status)."""
-        return {"results": await bulk.apply_in_batches(ctx, actor, config, body.items, 200,
-                                                       bulk.returned)}
+        return {"results": await bulk.apply_in_batches(ctx, actor, config, book, body.items,
+                                                       200, bulk.returned)}
 
     @router.post("/lpj/acceptances", response_model=R.BulkOutcome, tags=["accountability"])
     async def accept_many_lpj(body: AcceptLpjs, ctx: Ctx, actor: Writer) -> dict[str, Any]:
         """Accept many submitted LPJs, each as
         `POST /groups/{group_id}/lpj/{report_id}/acceptance` would; one result per item
         (status 200, or the error's status)."""
-        return {"results": await bulk.apply_in_batches(ctx, actor, config, body.items, 200,
-                                                       bulk.accepted)}
+        return {"results": await bulk.apply_in_batches(ctx, actor, config, book, body.items,
+                                                       200, bulk.accepted)}
 
     @router.post("/groups/{group_id}/bimtek",
                  response_model=R.GroupSummary, status_code=201, tags=["empowerment"])
@@ -261,9 +270,9 @@ def build_router(config: ProgrammeConfig) -> APIRouter:
     async def advance(group_id: GroupId, ctx: Ctx,
                       actor: Writer) -> dict[str, Any]:
         """Move the group to the next stage (pemula -> lanjutan -> pengembangan) once it has
-        done what the configuration requires at its stage."""
+        done what the rules of its programme year require at its stage."""
         group, event = await handlers.act_on_group(ctx, actor, group_id,
-                                                   lambda g: g.advance(config))
+                                                   lambda g, rules: g.advance(rules), book)
         return {**handlers.summary(group), "from_stage": event.from_stage}
 
     @router.post("/groups/{group_id}/dissolution",
@@ -290,22 +299,25 @@ def build_router(config: ProgrammeConfig) -> APIRouter:
 
     @router.get("/lpj/outstanding", response_model=R.GroupPage, response_model_exclude_unset=True,
                 tags=["accountability"])
-    async def lpj_outstanding(ctx: Ctx, actor: Reader, year: YearQ = None,
-                              province_code: ProvinceQ = None, page: PageQ = 1,
-                              page_size: PageSizeQ = 50) -> dict[str, Any]:
+    async def lpj_outstanding(ctx: Ctx, actor: Reader, paging: PageQuery, year: YearQ = None,
+                              province_code: ProvinceQ = None,
+                              page: PageQ = None, page_size: PageSizeQ = None) -> dict[str, Any]:
         """Funded groups whose funds are not yet accounted for by an accepted LPJ."""
         where = views.GroupFilter(year=year, province_code=province_scope(actor, province_code))
-        return await views.lpj_outstanding(ctx.pool, where, views.Page(page, page_size), None)
+        return await views.lpj_outstanding(ctx.pool, where,
+                                           views.Page.of(paging, page, page_size), None)
 
     @router.get("/lpj/overdue", response_model=R.GroupPage, response_model_exclude_unset=True,
                 tags=["accountability"])
-    async def lpj_overdue(ctx: Ctx, actor: Reader, as_of: date | None = None, year: YearQ = None,
-                          province_code: ProvinceQ = None, page: PageQ = 1,
-                          page_size: PageSizeQ = 50) -> dict[str, Any]:
+    async def lpj_overdue(ctx: Ctx, actor: Reader, paging: PageQuery, as_of: date | None = None,
+                          year: YearQ = None,
+                          province_code: ProvinceQ = None,
+                          page: PageQ = None, page_size: PageSizeQ = None) -> dict[str, Any]:
         """Outstanding LPJs past their due date on `as_of` (default today, UTC), excluding
         reports that await review."""
         where = views.GroupFilter(year=year, province_code=province_scope(actor, province_code))
-        return await views.lpj_outstanding(ctx.pool, where, views.Page(page, page_size),
+        return await views.lpj_outstanding(ctx.pool, where,
+                                           views.Page.of(paging, page, page_size),
                                            as_of or handlers.today())
 
     return router

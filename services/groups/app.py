@@ -5,9 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from services.groups.api import build_router
-from services.groups.config import ProgrammeConfig, load_config
+from services.groups.config import GroupYearRules, ProgrammeConfig, load_config, rule_book
 from services.groups.csv_import import CSV_LAYOUT
 from services.groups.projections import REBUILD, project
+from shared.rules import RuleBook
 from shared.service import ServiceSpec
 from shared.topics import GROUPS
 
@@ -18,6 +19,11 @@ approved, funded, accounted for (LPJ) and advanced through the empowerment stage
 Roles: ministry_admin everything; provincial_officer registers, approves, reviews and reads in
 its province (funding is the ministry's); agency and tks read groups and aggregates without
 member data. Members' NIKs are shown masked, to the ministry and the group's provincial officer.
+Every command applies the programme rules of the group's own year (group size, ages and the day
+they are measured on, funding ceiling and split, tranches, LPJ due days, stages, advancement):
+`GET /rules/{{year}}` shows them, `PUT /rules/{{year}}` (ministry_admin) adopts a new version. The
+ministry registers a past year's groups with their own `registered_on` (audited).
+
 Rejections, returned LPJs and dissolutions carry a reason code (published); the officer's
 optional note stays in this service and is shown only to the ministry and provincial officers.
 
@@ -25,8 +31,14 @@ optional note stays in this service and is shown only to the ministry and provin
 """
 
 
-def build_spec(config: ProgrammeConfig | None = None) -> ServiceSpec:
+def build_spec(config: ProgrammeConfig | None = None,
+               rules: RuleBook[GroupYearRules] | None = None) -> ServiceSpec:
+    """`rules`: the programme rules per year (default: a book of its own, seeded with the
+    shipped config/rules/<year>.toml; one per app, as its cache belongs to its database)."""
     config = config or load_config()
-    return ServiceSpec(name="groups", topic=GROUPS, routers=[build_router(config)],
+    book = rules or rule_book()
+    return ServiceSpec(name="groups", topic=GROUPS,
+                       routers=[build_router(config, book), book.router(tags=["rules"])],
                        migrations=Path(__file__).parent / "migrations", projector=project,
-                       rebuild=REBUILD, description=DESCRIPTION)
+                       rebuild=REBUILD, description=DESCRIPTION,
+                       background=(book.background(),))

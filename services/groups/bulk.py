@@ -21,10 +21,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from services.groups.config import ProgrammeConfig
+from services.groups.config import GroupYearRules, ProgrammeConfig
 from services.groups.domain import Group, stream_id
 from services.groups.handlers import (
     GROUPS_PER_TRANSACTION,
+    Book,
     _all_settled,
     _failure,
     _item,
@@ -46,7 +47,8 @@ log = logging.getLogger("tkm.groups")
 
 
 
-Act = Callable[[Group, Any], dict[str, Any]]
+# decides one item: (group, item, the rules of the group's programme year) -> its answer
+Act = Callable[[Group, Any, GroupYearRules], dict[str, Any]]
 
 
 class _PartlyRecorded(RuntimeError):
@@ -55,9 +57,10 @@ class _PartlyRecorded(RuntimeError):
 
 
 async def apply_in_batches(ctx: ServiceContext, actor: Actor, config: ProgrammeConfig,
-                           items: list[Any], status: int, act: Act) -> list[dict[str, Any]]:
+                           book: Book, items: list[Any], status: int,
+                           act: Act) -> list[dict[str, Any]]:
     """A result per item, in the order of `items`: `{"group_id", "status", "result"}` when
-    `act(group, item)` passed (its answer as `result`), else the error's status and body."""
+    `act(group, item, rules)` passed (its answer as `result`), else the error's status and body."""
     if len(items) > config.bulk.max_items:
         raise DomainError(f"at most {config.bulk.max_items} items a request", field="items")
     batches, current, groups = [], [], set()
@@ -73,17 +76,17 @@ async def apply_in_batches(ctx: ServiceContext, actor: Actor, config: ProgrammeC
         if any(r["status"] == 503 for r in results):  # the database went away: stop there
             results.extend(_unavailable(item.group_id, "no", tried=False) for item in batch)
             continue
-        results.extend(await _batch(ctx, actor, batch, status, act))
+        results.extend(await _batch(ctx, actor, book, batch, status, act))
     return _all_settled(results)
 
 
-async def _batch(ctx: ServiceContext, actor: Actor, batch: list[Any], status: int,
+async def _batch(ctx: ServiceContext, actor: Actor, book: Book, batch: list[Any], status: int,
                  act: Act) -> list[dict[str, Any]]:
     with commit_watch() as watch, patient():
         try:
             async with batch_turn():
-                return await ctx.command(lambda uow: _decide(uow, actor, batch, status, act),
-                                         actor)
+                return await ctx.command(
+                    lambda uow: _decide(uow, actor, book, batch, status, act), actor)
         except DATABASE_UNAVAILABLE as exc:
             log.warning("bulk batch of %d items: database unavailable: %r", len(batch), exc)
             written = "unknown" if watch.reached_commit else "no"
@@ -93,14 +96,15 @@ async def _batch(ctx: ServiceContext, actor: Actor, batch: list[Any], status: in
     results = []
     for item in batch:
         results.append(await _item(item.group_id, status, lambda item=item: _one(
-            ctx, actor, item, act)))
+            ctx, actor, book, item, act)))
     return results
 
 
-async def _decide(uow: UnitOfWork, actor: Actor, batch: list[Any], status: int,
+async def _decide(uow: UnitOfWork, actor: Actor, book: Book, batch: list[Any], status: int,
                   act: Act) -> list[dict[str, Any]]:
     await take_batch_lock(uow)
     groups = await uow.load_many(Group, {stream_id(item.group_id) for item in batch})
+    in_force = await book.resolver(uow.conn)  # each group decided by its own year's rules
     results = []
     for item in batch:
         group = groups.get(stream_id(item.group_id))
@@ -110,7 +114,7 @@ async def _decide(uow: UnitOfWork, actor: Actor, batch: list[Any], status: int,
                 raise NotFoundError("no such group", field="group_id", group_id=item.group_id)
             actor.ensure_province(group.province_code)
             results.append({"group_id": item.group_id, "status": status,
-                            "result": act(group, item)})
+                            "result": act(group, item, in_force(group.year).rules)})
         except DomainError as exc:
             if group is not None and len(group.pending) != recorded:
                 raise _PartlyRecorded(item.group_id) from exc
@@ -119,8 +123,10 @@ async def _decide(uow: UnitOfWork, actor: Actor, batch: list[Any], status: int,
     return results
 
 
-async def _one(ctx: ServiceContext, actor: Actor, item: Any, act: Act) -> dict[str, Any]:
-    _, result = await act_on_group(ctx, actor, item.group_id, lambda g: act(g, item))
+async def _one(ctx: ServiceContext, actor: Actor, book: Book, item: Any,
+               act: Act) -> dict[str, Any]:
+    _, result = await act_on_group(ctx, actor, item.group_id,
+                                   lambda g, rules: act(g, item, rules), book)
     return result
 
 
@@ -145,28 +151,28 @@ class Target:
 
 # ---- approval and funding ---------------------------------------------------------------------
 
-def approved(group: Group, item: Any) -> dict[str, Any]:
+def approved(group: Group, item: Any, rules: GroupYearRules) -> dict[str, Any]:
     """POST /groups/{id}/approval for one item."""
     group.approve()
     return summary(group)
 
 
-def funding(config: ProgrammeConfig) -> Act:
+def funding() -> Act:
     """POST /groups/{id}/funding for one item: `today` read once for the request."""
     today = latest_local_date()
 
-    def fund(group: Group, item: Any) -> dict[str, Any]:
+    def fund(group: Group, item: Any, rules: GroupYearRules) -> dict[str, Any]:
         event = group.fund(tranche=item.tranche, amount=item.amount,
                            disbursed_on=item.disbursed_on, budget_year=item.budget_year,
-                           config=config, today=today)
-        return funded(group, event, config)
+                           rules=rules, today=today)
+        return funded(group, event, rules)
 
     return fund
 
 
 # ---- accountability reports (LPJ) -------------------------------------------------------------
 
-def submitted(group: Group, item: Any) -> dict[str, Any]:
+def submitted(group: Group, item: Any, rules: GroupYearRules) -> dict[str, Any]:
     """POST /groups/{id}/lpj for one item (a fresh report id, as the single call)."""
     report_id = str(uuid.uuid4())
     event = group.submit_lpj(report_id, tools=item.tools, materials=item.materials,
@@ -175,11 +181,11 @@ def submitted(group: Group, item: Any) -> dict[str, Any]:
             "remaining_balance": event.remaining_balance}
 
 
-def accepted(group: Group, item: Any) -> dict[str, Any]:
+def accepted(group: Group, item: Any, rules: GroupYearRules) -> dict[str, Any]:
     group.accept_lpj(item.report_id)
     return {"group_id": group.group_id, "report_id": item.report_id, "status": "accepted"}
 
 
-def returned(group: Group, item: Any) -> dict[str, Any]:
+def returned(group: Group, item: Any, rules: GroupYearRules) -> dict[str, Any]:
     group.return_lpj(item.report_id, item.reason_code, item.note)
     return {"group_id": group.group_id, "report_id": item.report_id, "status": "returned"}

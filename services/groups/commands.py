@@ -41,6 +41,10 @@ class RegisterGroup(_Command):
     external_ref: Text(64) | None = Field(None,
                                           description="the regional office's own reference")
     members: list[MemberIn] = Field(max_length=200)
+    registered_on: ProgrammeDate | None = Field(
+        None, description="ministry_admin only: the date a past year's group was registered "
+        "(not after today in the regency); ages are measured on the day the year's rules say. "
+        "Default: today in the regency. Recorded with who gave it.")
 
 
 class ChangeMembers(_Command):

@@ -12,23 +12,29 @@ import csv
 import io
 import itertools
 from collections.abc import Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date
-from typing import BinaryIO, TextIO
+from typing import Any, BinaryIO, TextIO
 
-from services.groups.config import ProgrammeConfig
+from services.groups.config import GroupYearRules, ProgrammeConfig
 from services.groups.domain import (
     GroupHeader,
     MemberRecord,
     check_age,
+    count_rule,
     group_header,
     member_from_input,
     normalise_name,
 )
 from shared.csv_export import FORMULA_PREFIXES
-from shared.errors import DomainError
-from shared.inputs import BlankTextError, clean_text
+from shared.errors import DomainError, ForbiddenError
+from shared.inputs import PROGRAMME_FIRST_YEAR, BlankTextError, clean_text
 from shared.limits import MAX_REPORTED_ERRORS
+from shared.localtime import local_today
+
+# the rules in force for a year (shared.rules.RuleBook.resolver)
+Resolve = Callable[[int], Any]
 
 # Every column is a short code, number or name: a longer cell or line is junk, refused with its
 # row before it costs anything (the csv module's own limit, 131,072, would end in a 500).
@@ -36,8 +42,8 @@ MAX_CELL_CHARS = 1_000
 MAX_LINE_CHARS = 16_384
 REQUIRED = ("year", "stage", "regency_code", "business_type", "group_name", "member_nik",
             "member_name")
-OPTIONAL = ("group_ref", "member_phone")
-GROUP_COLUMNS = ("group_ref", "stage", "business_type")
+OPTIONAL = ("group_ref", "member_phone", "registered_on")
+GROUP_COLUMNS = ("group_ref", "stage", "business_type", "registered_on")
 _HEADER_FIELDS = {"year": "year", "stage": "stage", "regency_code": "regency_code",
                   "business_type": "business_type", "name": "group_name"}
 _MEMBER_FIELDS = {"nik": "member_nik", "name": "member_name", "phone": "member_phone"}
@@ -57,10 +63,13 @@ CSV_LAYOUT = """\
 | member_nik | yes | 16-digit NIK (birth date and age come from it) |
 | member_name | yes | the member's name |
 | member_phone | no | Indonesian mobile number |
+| registered_on | no | ministry_admin only: the date a past year's group was registered, YYYY-MM-DD, not after today in the regency (default: today there); ages are measured on the day the year's rules say |
 
 Rows with the same (year, regency_code, group_name) (case and spacing ignored) are one group;
 group_ref, stage and business_type must agree on all its rows. Row numbers in the report count
-the header as row 1, as a spreadsheet does. A group with any bad row is not registered; the
+the header as row 1, as a spreadsheet does. Each group is checked against the programme rules of
+its own year (GET /rules/{year}). A non-empty registered_on from anyone but the ministry makes
+the whole file a 403, nothing registered. A group with any bad row is not registered; the
 others are. Line endings may be LF, CRLF or CR. A row holding what no column may (a NUL or other
 control character, a cell over 1,000 characters) makes the whole file a 422 listing those rows:
 nothing is registered. A cell starting with `'` followed by = + - or @ (a formula neutralised by
@@ -82,6 +91,9 @@ class GroupDraft:
     first_row: int
     values: dict[str, str]
     header: GroupHeader | None = None
+    rules: GroupYearRules | None = None  # of the group's year
+    registered_on: date | None = None
+    backdated: bool = False
     external_ref: str | None = None
     members: list[MemberRecord] = field(default_factory=list)
     member_rows: dict[str, int] = field(default_factory=dict)  # NIK -> row
@@ -102,22 +114,36 @@ class ParsedFile:
     errors: list[RowError]  # rows that belong to no group
 
 
-def parse_groups_csv(raw: bytes | BinaryIO, config: ProgrammeConfig, today: date) -> ParsedFile:
+@dataclass(frozen=True)
+class Context:
+    """What parsing needs besides the file: the operational config, the rules in force per
+    year, whether the caller may give registered_on, and "today" in a regency."""
+
+    config: ProgrammeConfig
+    resolve: Resolve
+    may_backdate: bool = False
+    today: Callable[[str], date] = local_today
+
+
+def parse_groups_csv(raw: bytes | BinaryIO, ctx: Context) -> ParsedFile:
     """Reads the file incrementally (a file object or bytes), so call it in a worker thread
     for a large upload. Raises DomainError (400, field "file" or "header") when the file as a
-    whole is unreadable, and UnreadableRowsError (422, nothing to be registered) when rows hold
-    what no column may: NUL or control characters, cells or lines past the limits."""
+    whole is unreadable, UnreadableRowsError (422, nothing to be registered) when rows hold
+    what no column may: NUL or control characters, cells or lines past the limits, and
+    ForbiddenError (403, field registered_on) when someone else than the ministry gives a
+    registration date."""
     stream = io.BytesIO(raw) if isinstance(raw, bytes | bytearray) else raw
     text = io.TextIOWrapper(stream, encoding="utf-8-sig", newline="")
     try:
-        return _parse(text, config, today)
+        return _parse(text, ctx)
     except UnicodeDecodeError:
         raise DomainError("the file is not UTF-8 text", field="file") from None
     finally:
         text.detach()  # the caller owns the stream
 
 
-def _parse(text: TextIO, config: ProgrammeConfig, today: date) -> ParsedFile:
+def _parse(text: TextIO, ctx: Context) -> ParsedFile:
+    config = ctx.config
     lines = _bounded_lines(text)
     first_line = next(lines, "")
     if not first_line.strip():
@@ -156,14 +182,14 @@ def _parse(text: TextIO, config: ProgrammeConfig, today: date) -> ParsedFile:
                    normalise_name(values["group_name"]).casefold())
             draft = groups.get(key)
             if draft is None:
-                draft = groups[key] = _start_group(values, row_number, config)
+                draft = groups[key] = _start_group(values, row_number, ctx)
             else:
                 for column in GROUP_COLUMNS:
                     if values.get(column, "") != draft.values.get(column, ""):
                         draft.fail(row_number, column,
                                    f"differs from the group's first row ({draft.first_row})")
             draft.row_count += 1
-            _add_member(draft, values, row_number, config, today)
+            _add_member(draft, values, row_number)
     except _LineTooLongError:
         unreadable.append(RowError(row_number + 1, "row", f"a line is longer than "
                                                           f"{MAX_LINE_CHARS} characters"))
@@ -175,7 +201,7 @@ def _parse(text: TextIO, config: ProgrammeConfig, today: date) -> ParsedFile:
         raise UnreadableRowsError(unreadable)
     drafts = sorted(groups.values(), key=lambda g: g.first_row)
     for draft in drafts:
-        _check_roster(draft, config)
+        _check_roster(draft)
     _check_shared_members(drafts)
     return ParsedFile(count, drafts, loose)
 
@@ -233,7 +259,7 @@ class UnreadableRowsError(DomainError):
                          errors_total=len(errors))
 
 
-def _start_group(values: dict[str, str], row: int, config: ProgrammeConfig) -> GroupDraft:
+def _start_group(values: dict[str, str], row: int, ctx: Context) -> GroupDraft:
     draft = GroupDraft(normalise_name(values["group_name"]), row, values,
                        external_ref=values.get("group_ref") or None)
     if draft.external_ref and len(draft.external_ref) > 64:
@@ -243,20 +269,44 @@ def _start_group(values: dict[str, str], row: int, config: ProgrammeConfig) -> G
     except ValueError:
         draft.fail(row, "year", "must be a whole number such as 2023")
         return draft
+    given = values.get("registered_on") or ""
+    if given and not ctx.may_backdate:
+        raise ForbiddenError(f"row {row}: only the ministry (ministry_admin) registers groups "
+                             f"with a past registered_on", field="registered_on", row=row)
     try:
+        draft.rules = ctx.resolve(year).rules
         draft.header = group_header(year, values["stage"], values["regency_code"],
-                                    values["business_type"], values["group_name"], config)
+                                    values["business_type"], values["group_name"], ctx.config,
+                                    draft.rules)
     except DomainError as exc:
         draft.fail(row, _HEADER_FIELDS.get(exc.field or "", exc.field or "row"), exc.reason)
+        return draft
+    local = ctx.today(draft.header.regency_code)
+    if not given:
+        draft.registered_on = local
+        return draft
+    try:
+        on = date.fromisoformat(given)
+    except ValueError:
+        draft.fail(row, "registered_on", "must be a date YYYY-MM-DD")
+        return draft
+    if on > local:
+        draft.fail(row, "registered_on", f"{on.isoformat()} is after today in the regency "
+                                         f"({local.isoformat()})")
+    elif on.year < PROGRAMME_FIRST_YEAR:
+        draft.fail(row, "registered_on", f"must be in {PROGRAMME_FIRST_YEAR} or later")
+    else:
+        draft.registered_on, draft.backdated = on, True
     return draft
 
 
-def _add_member(draft: GroupDraft, values: dict[str, str], row: int, config: ProgrammeConfig,
-                today: date) -> None:
+def _add_member(draft: GroupDraft, values: dict[str, str], row: int) -> None:
+    on = draft.registered_on
     try:
         member = member_from_input(values["member_nik"], values["member_name"],
-                                   values.get("member_phone"), today)
-        check_age(member, config, today)
+                                   values.get("member_phone"), on)
+        if draft.rules is not None and draft.header is not None and on is not None:
+            check_age(member, draft.rules, draft.header.year, on)
     except DomainError as exc:
         draft.fail(row, _MEMBER_FIELDS.get(exc.field or "", "member_nik"), exc.reason)
         return
@@ -268,12 +318,12 @@ def _add_member(draft: GroupDraft, values: dict[str, str], row: int, config: Pro
     draft.member_rows[member.nik] = row
 
 
-def _check_roster(draft: GroupDraft, config: ProgrammeConfig) -> None:
-    rules = config.members
-    if not rules.min_count <= draft.row_count <= rules.max_count:
-        draft.fail(draft.first_row, "group_name", f"a group has {rules.min_count} to "
-                                                  f"{rules.max_count} members, not "
-                                                  f"{draft.row_count}")
+def _check_roster(draft: GroupDraft) -> None:
+    if draft.rules is None or draft.header is None:
+        return
+    reason = count_rule(draft.row_count, draft.rules, draft.header.year)
+    if reason is not None:
+        draft.fail(draft.first_row, "group_name", reason)
 
 
 def _check_shared_members(drafts: list[GroupDraft]) -> None:

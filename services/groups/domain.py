@@ -15,7 +15,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from services.groups.config import ProgrammeConfig
+from services.groups.config import GroupYearRules, ProgrammeConfig
 from shared import regions
 from shared.aggregate import Aggregate
 from shared.contracts.groups import (
@@ -63,6 +63,9 @@ class RosterRecorded(Event):
     external_ref: str | None = None
     registered_on: date
     members: tuple[MemberRecord, ...]
+    # True when the ministry's admin gave `registered_on` (a past year loaded as it happened);
+    # the envelope's actor says who, its occurred_at when it was recorded
+    backdated: bool = False
 
 
 @register
@@ -145,19 +148,32 @@ def member_from_input(nik: str, name: str, phone: str | None, today: date) -> Me
     return MemberRecord(nik=info.nik, name=clean, phone=number, birth_date=info.birth_date)
 
 
-def check_age(person: MemberRecord, config: ProgrammeConfig, today: date, *,
+def check_age(person: MemberRecord, rules: GroupYearRules, year: int, registered_on: date, *,
               field: str = "nik", **details: object) -> None:
-    rules, age = config.members, age_on(person.birth_date, today)
-    if not rules.min_age <= age <= rules.max_age:
-        raise RuleViolationError(f"member is {age} years old; members must be {rules.min_age} "
-                                 f"to {rules.max_age} when registered", field=field, **details)
+    """The member's age on the day the year's rules measure it (`age_reference`)."""
+    members = rules.members
+    day = members.age_day(year, registered_on)
+    age = age_on(person.birth_date, day)
+    if not members.min_age <= age <= members.max_age:
+        raise RuleViolationError(f"member is {age} years old on {day.isoformat()}; members of "
+                                 f"{year} groups must be {members.min_age} to "
+                                 f"{members.max_age}", field=field, **details)
 
 
-def check_roster(members: list[MemberRecord], config: ProgrammeConfig) -> None:
-    rules = config.members
-    if not rules.min_count <= len(members) <= rules.max_count:
-        raise RuleViolationError(f"a group has {rules.min_count} to {rules.max_count} members, "
-                                 f"not {len(members)}", field="members")
+def count_rule(count: int, rules: GroupYearRules, year: int) -> str | None:
+    """Why `count` members break the year's rule, or None."""
+    members = rules.members
+    if members.min_count <= count <= members.max_count:
+        return None
+    size = (f"{members.min_count}" if members.min_count == members.max_count
+            else f"{members.min_count} to {members.max_count}")
+    return f"a {year} group has {size} members, not {count}"
+
+
+def check_roster(members: list[MemberRecord], rules: GroupYearRules, year: int) -> None:
+    reason = count_rule(len(members), rules, year)
+    if reason is not None:
+        raise RuleViolationError(reason, field="members")
     seen: set[str] = set()
     for i, m in enumerate(members):
         if m.nik in seen:
@@ -181,12 +197,13 @@ class GroupHeader:
 
 
 def group_header(year: int, stage: str, regency_code: str, business_type: str, name: str,
-                 config: ProgrammeConfig) -> GroupHeader:
-    """The group's own fields, checked. Raises DomainError naming the field."""
+                 config: ProgrammeConfig, rules: GroupYearRules) -> GroupHeader:
+    """The group's own fields, checked (`rules`: those of `year`). Raises DomainError naming
+    the field."""
     if not 2000 <= year <= 2100:
         raise DomainError("year must be 2000 to 2100", field="year")
-    if stage not in config.stages:
-        raise DomainError(f"stage must be one of {', '.join(config.stages)}", field="stage")
+    if stage not in rules.stages:
+        raise DomainError(f"stage must be one of {', '.join(rules.stages)}", field="stage")
     regency = regions.regency(regency_code or "")
     if regency is None:
         raise DomainError("not a current Kemendagri regency/city code", field="regency_code")
@@ -292,18 +309,23 @@ class Group(Aggregate):
 
     @classmethod
     def register(cls, header: GroupHeader, members: list[MemberRecord], *,
-                 external_ref: str | None, config: ProgrammeConfig, today: date) -> Group:
-        check_roster(members, config)
+                 external_ref: str | None, rules: GroupYearRules, registered_on: date,
+                 backdated: bool = False) -> Group:
+        """`rules`: those of the group's year; `registered_on`: the registration date, today
+        in the regency or the past date the ministry gave (`backdated`)."""
+        check_roster(members, rules, header.year)
         for i, member in enumerate(members):
-            check_age(member, config, today, field=f"members[{i}].nik", member=i)
+            check_age(member, rules, header.year, registered_on, field=f"members[{i}].nik",
+                      member=i)
         group = cls(stream_id(header.group_id))
         group.record(GroupRegistered(
             group_id=header.group_id, year=header.year, stage=header.stage,
             province_code=header.province_code, regency_code=header.regency_code,
             business_type=header.business_type, member_count=len(members)))
         group.record(RosterRecorded(group_id=header.group_id, name=header.name,
-                                    external_ref=external_ref or None, registered_on=today,
-                                    members=tuple(members)))
+                                    external_ref=external_ref or None,
+                                    registered_on=registered_on, members=tuple(members),
+                                    backdated=backdated))
         return group
 
     def _ensure_open(self) -> None:
@@ -317,18 +339,19 @@ class Group(Aggregate):
             raise RuleViolationError(f"{what} needs a funded group; this one is {self.status}",
                                      field="group_id", current_status=self.status)
 
-    def change_members(self, members: list[MemberRecord], *, config: ProgrammeConfig,
+    def change_members(self, members: list[MemberRecord], *, rules: GroupYearRules,
                        today: date) -> None:
         self._ensure_open()
         if self.status not in ("registered", "approved"):
             raise RuleViolationError("members can change only until the group is funded",
                                      field="members", current_status=self.status)
-        check_roster(members, config)
+        check_roster(members, rules, self.year)
         wanted = {m.nik: m for m in members}
         added = [m for m in members if m.nik not in self.members]
         for i, member in enumerate(members):
             if member.nik not in self.members:
-                check_age(member, config, today, field=f"members[{i}].nik", member=i)
+                check_age(member, rules, self.year, today, field=f"members[{i}].nik",
+                          member=i)
         removed = [nik for nik in self.members if nik not in wanted]
         if added or removed:
             self.record(RosterChanged(group_id=self.group_id, added=tuple(added),
@@ -359,7 +382,7 @@ class Group(Aggregate):
         self._note("rejection", note)
 
     def fund(self, *, tranche: int, amount: int, disbursed_on: date, budget_year: int,
-             config: ProgrammeConfig, today: date) -> GroupFunded:
+             rules: GroupYearRules, today: date) -> GroupFunded:
         """`today`: the latest calendar date anywhere in Indonesia
         (handlers.latest_local_date), so a disbursement entered on its own day is never "in the
         future"."""
@@ -369,7 +392,7 @@ class Group(Aggregate):
             raise DomainError("budget_year must be 2000 to 2100", field="budget_year")
         if tranche < 1:
             raise DomainError("tranche numbers start at 1", field="tranche")
-        max_tranches = config.funding.max_tranches
+        max_tranches = rules.funding.max_tranches
         if tranche > max_tranches:
             raise RuleViolationError(f"a group receives at most {max_tranches} tranches",
                                      field="tranche", max_tranches=max_tranches)
@@ -395,7 +418,7 @@ class Group(Aggregate):
             raise RuleViolationError(
                 f"disbursed_on must fall in {self.year} (the group's year) to {budget_year} "
                 f"(the budget year)", field="disbursed_on")
-        ceiling = config.funding.ceiling_per_group
+        ceiling = rules.funding.ceiling_per_group
         if self.stage_funded + amount > ceiling:
             raise RuleViolationError(
                 f"funding at stage {self.stage} would reach Rp {self.stage_funded + amount:,}, "
@@ -405,7 +428,7 @@ class Group(Aggregate):
             group_id=self.group_id, tranche=tranche, amount=amount, disbursed_on=disbursed_on,
             budget_year=budget_year, year=self.year, province_code=self.province_code,
             regency_code=self.regency_code,
-            lpj_due_on=disbursed_on + timedelta(days=config.lpj.due_days))
+            lpj_due_on=disbursed_on + timedelta(days=rules.lpj.due_days))
         self.record(event)
         return event
 
@@ -490,12 +513,13 @@ class Group(Aggregate):
         self.record(GroupShowcasedAtExpo(group_id=self.group_id, expo_code=expo.code,
                                          regency_code=regency.code, held_on=held_on))
 
-    def advance(self, config: ProgrammeConfig) -> GroupAdvanced:
+    def advance(self, year_rules: GroupYearRules) -> GroupAdvanced:
         self._ensure_funded("advancement")
-        to_stage = config.next_stage(self.stage)
+        to_stage = year_rules.next_stage(self.stage)
         if to_stage is None:
-            raise RuleViolationError(f"{self.stage} is the last stage", field="stage")
-        rules = config.advancement
+            raise RuleViolationError(f"{self.stage} is the last stage of {self.year} groups",
+                                     field="stage")
+        rules = year_rules.advancement
         missing = [what for what, needed, done in (
             ("an accepted LPJ for all funds received", rules.requires_accepted_lpj,
              self.lpj_accepted),

@@ -19,8 +19,14 @@ from services.groups.commands import (
     RegisterGroup,
     SubmitLpj,
 )
-from services.groups.config import ProgrammeConfig
-from services.groups.csv_import import GroupDraft, ParsedFile, RowError, parse_groups_csv
+from services.groups.config import GroupYearRules, ProgrammeConfig
+from services.groups.csv_import import (
+    Context,
+    GroupDraft,
+    ParsedFile,
+    RowError,
+    parse_groups_csv,
+)
 from services.groups.domain import (
     Group,
     GroupHeader,
@@ -31,12 +37,20 @@ from services.groups.domain import (
 )
 from services.groups.projections import MembershipTakenError
 from shared.aggregate import UnitOfWork, lock_stream
-from shared.auth import Actor
+from shared.auth import Actor, Role
 from shared.contracts.groups import GroupFunded
 from shared.envelope import utcnow
-from shared.errors import ConflictError, DomainError, NotFoundError
+from shared.errors import (
+    ConflictError,
+    DomainError,
+    ForbiddenError,
+    NotFoundError,
+    RuleViolationError,
+)
 from shared.idempotency import commit_watch
 from shared.limits import MAX_REPORTED_ERRORS
+from shared.localtime import local_today
+from shared.rules import RuleBook
 from shared.service import ServiceContext
 from shared.shedding import DATABASE_UNAVAILABLE, ServiceUnavailableError, patient
 
@@ -69,8 +83,34 @@ class GroupExistsError(ConflictError):
     pass
 
 
+Book = RuleBook[GroupYearRules]
+
+
 def today() -> date:
     return utcnow().date()
+
+
+def ensure_may_backdate(actor: Actor, field: str = "registered_on") -> None:
+    """Only the ministry's admin gives a registration date. Raises ForbiddenError (403)."""
+    if actor.role is not Role.ADMIN:
+        raise ForbiddenError("only the ministry (ministry_admin) registers a group with a past "
+                             "registered_on", field=field)
+
+
+def registration_date(given: date | None, actor: Actor, regency_code: str,
+                      field: str = "registered_on") -> tuple[date, bool]:
+    """The registration date and whether it was given (backdated): today in the regency, or a
+    date the ministry's admin gives for a past year loaded as it happened. Raises
+    ForbiddenError (403) when anyone else gives one, RuleViolationError (422) for a date after
+    today in the regency."""
+    local = local_today(regency_code)
+    if given is None:
+        return local, False
+    ensure_may_backdate(actor, field)
+    if given > local:
+        raise RuleViolationError(f"registered_on {given.isoformat()} is after today in the "
+                                 f"regency ({local.isoformat()})", field=field)
+    return given, True
 
 
 def latest_local_date() -> date:
@@ -95,26 +135,31 @@ def _point_at_member(exc: MembershipTakenError, members: list[MemberRecord]) -> 
 
 
 async def _register(uow: UnitOfWork, header: GroupHeader, members: list[MemberRecord],
-                    external_ref: str | None, config: ProgrammeConfig, on: date) -> Group:
+                    external_ref: str | None, rules: GroupYearRules, on: date,
+                    backdated: bool = False) -> Group:
     if await uow.load(Group, stream_id(header.group_id)) is not None:
         raise GroupExistsError(
             f"group '{header.name}' is already registered in regency {header.regency_code} "
             f"for {header.year}", field="name", group_id=header.group_id)
-    group = Group.register(header, members, external_ref=external_ref, config=config, today=on)
+    group = Group.register(header, members, external_ref=external_ref, rules=rules,
+                           registered_on=on, backdated=backdated)
     await uow.save(group)
     return group
 
 
 async def register_group(ctx: ServiceContext, cmd: RegisterGroup, actor: Actor,
-                         config: ProgrammeConfig) -> dict[str, Any]:
-    on = today()
+                         config: ProgrammeConfig, book: Book) -> dict[str, Any]:
+    if cmd.registered_on is not None:
+        ensure_may_backdate(actor)  # 403 before anything else
+    rules = (await book.in_force(ctx.pool, cmd.year)).rules  # the group's year's, not today's
     header = group_header(cmd.year, cmd.stage, cmd.regency_code, cmd.business_type, cmd.name,
-                          config)
+                          config, rules)
     actor.ensure_province(header.province_code)
+    on, backdated = registration_date(cmd.registered_on, actor, header.regency_code)
     members = _members(cmd.members, on)
 
     async def decide(uow: UnitOfWork) -> Group:
-        return await _register(uow, header, members, cmd.external_ref, config, on)
+        return await _register(uow, header, members, cmd.external_ref, rules, on, backdated)
 
     try:
         group = await ctx.command(decide, actor)
@@ -131,15 +176,20 @@ def summary(group: Group) -> dict[str, Any]:
 
 
 async def act_on_group(ctx: ServiceContext, actor: Actor, group_id: str,
-                       act: Callable[[Group], Any]) -> tuple[Group, Any]:
-    """Load the group, check the caller may act in its province, run `act`, save."""
+                       act: Callable[..., Any], book: Book | None = None) -> tuple[Group, Any]:
+    """Load the group, check the caller may act in its province, run `act`, save. With
+    `book`, `act(group, rules)` is given the rules of the group's programme year (from the
+    book's cache: no statement in steady state)."""
 
     async def decide(uow: UnitOfWork) -> tuple[Group, Any]:
         group = await uow.load(Group, stream_id(group_id))
         if group is None:
             raise NotFoundError("no such group", field="group_id", group_id=group_id)
         actor.ensure_province(group.province_code)
-        outcome = act(group)
+        if book is None:
+            outcome = act(group)
+        else:
+            outcome = act(group, (await book.in_force(uow.conn, group.year)).rules)
         await uow.save(group)
         return group, outcome
 
@@ -147,28 +197,29 @@ async def act_on_group(ctx: ServiceContext, actor: Actor, group_id: str,
 
 
 async def change_members(ctx: ServiceContext, group_id: str, cmd: ChangeMembers, actor: Actor,
-                         config: ProgrammeConfig) -> dict[str, Any]:
-    on = today()
-    members = _members(cmd.members, on)
+                         book: Book) -> dict[str, Any]:
+    members = _members(cmd.members, today())
     try:
-        group, _ = await act_on_group(ctx, actor, group_id, lambda g: g.change_members(
-            members, config=config, today=on))
+        group, _ = await act_on_group(ctx, actor, group_id, lambda g, rules: g.change_members(
+            members, rules=rules, today=local_today(g.regency_code)), book)
     except MembershipTakenError as exc:
         raise _point_at_member(exc.told_to(actor), members) from None
     return summary(group)
 
 
 async def fund_group(ctx: ServiceContext, group_id: str, cmd: FundGroup, actor: Actor,
-                     config: ProgrammeConfig) -> dict[str, Any]:
-    group, event = await act_on_group(ctx, actor, group_id, lambda g: g.fund(
-        tranche=cmd.tranche, amount=cmd.amount, disbursed_on=cmd.disbursed_on,
-        budget_year=cmd.budget_year, config=config, today=latest_local_date()))
-    return funded(group, event, config)
+                     book: Book) -> dict[str, Any]:
+    _, answer = await act_on_group(ctx, actor, group_id, lambda g, rules: funded(
+        g, g.fund(tranche=cmd.tranche, amount=cmd.amount, disbursed_on=cmd.disbursed_on,
+                  budget_year=cmd.budget_year, rules=rules, today=latest_local_date()), rules),
+        book)
+    return answer
 
 
-def funded(group: Group, event: GroupFunded, config: ProgrammeConfig) -> dict[str, Any]:
-    """What a funding answers: the group, the tranche and its planned split."""
-    split = config.funding
+def funded(group: Group, event: GroupFunded, rules: GroupYearRules) -> dict[str, Any]:
+    """What a funding answers: the group, the tranche and its planned split (the split of the
+    group's year)."""
+    split = rules.funding
     return {**summary(group), "tranche": event.tranche, "amount": event.amount,
             "lpj_due_on": event.lpj_due_on.isoformat(),
             "planned_tools": event.amount * split.tools_percent // 100,
@@ -224,9 +275,11 @@ def _all_settled(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 async def import_groups_csv(ctx: ServiceContext, raw: bytes | BinaryIO, actor: Actor,
-                            config: ProgrammeConfig) -> dict[str, Any]:
-    on = today()
-    parsed = await asyncio.to_thread(parse_groups_csv, raw, config, on)
+                            config: ProgrammeConfig, book: Book) -> dict[str, Any]:
+    # the rules of each group's own year, as in force now (read once for the file)
+    resolve = await book.resolver(ctx.pool)
+    parsed = await asyncio.to_thread(parse_groups_csv, raw, Context(
+        config, resolve, may_backdate=actor.role is Role.ADMIN))
     ready = [g for g in parsed.groups if not g.errors and g.header is not None]
     known = await views.existing_group_ids(ctx.pool, [g.header.group_id for g in ready])
     gate = asyncio.Semaphore(config.bulk.concurrency)
@@ -241,7 +294,8 @@ async def import_groups_csv(ctx: ServiceContext, raw: bytes | BinaryIO, actor: A
                 actor.ensure_province(header.province_code)
                 async with gate:
                     await ctx.command(lambda uow: _register(
-                        uow, header, draft.members, draft.external_ref, config, on), actor)
+                        uow, header, draft.members, draft.external_ref, draft.rules,
+                        draft.registered_on, draft.backdated), actor)
             except GroupExistsError:
                 return "already_registered"
             except MembershipTakenError as exc:
@@ -264,7 +318,7 @@ async def import_groups_csv(ctx: ServiceContext, raw: bytes | BinaryIO, actor: A
             try:
                 async with batch_turn():
                     outcomes, refusals = await ctx.command(
-                        lambda uow: _register_many(uow, batch, actor, config, on), actor)
+                        lambda uow: _register_many(uow, batch, actor), actor)
             except DATABASE_UNAVAILABLE as exc:
                 log.warning("CSV import of %d groups: database unavailable: %r", len(batch), exc)
                 return ["unknown" if watch.reached_commit else "not_written"] * len(batch)
@@ -292,7 +346,6 @@ async def import_groups_csv(ctx: ServiceContext, raw: bytes | BinaryIO, actor: A
 
 
 async def _register_many(uow: UnitOfWork, drafts: list[GroupDraft], actor: Actor,
-                         config: ProgrammeConfig, on: date,
                          ) -> tuple[list[str], list[DomainError | None]]:
     """`_register` for many groups, set-based: an outcome per draft (registered,
     already_registered, refused) and the error of each refused one. The membership rule is
@@ -313,7 +366,9 @@ async def _register_many(uow: UnitOfWork, drafts: list[GroupDraft], actor: Actor
                 continue
             new[header.group_id] = Group.register(header, draft.members,
                                                   external_ref=draft.external_ref,
-                                                  config=config, today=on)
+                                                  rules=draft.rules,
+                                                  registered_on=draft.registered_on,
+                                                  backdated=draft.backdated)
         except DomainError as exc:
             refusal = exc
         outcomes.append("refused" if refusal else "registered")

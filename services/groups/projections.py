@@ -140,8 +140,10 @@ async def _registered(conn: asyncpg.Connection, env: Envelope, e: GroupRegistere
 
 async def _roster_recorded(conn: asyncpg.Connection, env: Envelope, e: RosterRecorded) -> None:
     row = await conn.fetchrow(
-        "UPDATE group_registry SET name = $2, external_ref = $3 WHERE group_id = $1 "
-        "RETURNING year, province_code", e.group_id, e.name, e.external_ref)
+        "UPDATE group_registry SET name = $2, external_ref = $3, registered_on = $4, "
+        "registration_backdated = $5 WHERE group_id = $1 "
+        "RETURNING year, province_code", e.group_id, e.name, e.external_ref, e.registered_on,
+        e.backdated)
     await _insert_members(conn, e.group_id, e.members)
     await _reached(conn, row["year"], row["province_code"], groups=1, members=len(e.members))
 
@@ -364,10 +366,12 @@ async def _registrations_many(conn: asyncpg.Connection,
     pairs = [(run[i][0], run[i][1], run[i + 1][1]) for i in range(0, len(run), 2)]
     await conn.executemany(
         "INSERT INTO group_registry (group_id, year, stage, province_code, regency_code, "
-        "business_type, status, member_count, registered_at, updated_at, name, external_ref) "
-        "VALUES ($1, $2, $3, $4, $5, $6, 'registered', $7, $8, $8, $9, $10)",
+        "business_type, status, member_count, registered_at, updated_at, name, external_ref, "
+        "registered_on, registration_backdated) "
+        "VALUES ($1, $2, $3, $4, $5, $6, 'registered', $7, $8, $8, $9, $10, $11, $12)",
         [(g.group_id, g.year, g.stage, g.province_code, g.regency_code, g.business_type,
-          g.member_count, env.occurred_at, r.name, r.external_ref) for env, g, r in pairs])
+          g.member_count, env.occurred_at, r.name, r.external_ref, r.registered_on, r.backdated)
+         for env, g, r in pairs])
     members = [(r.group_id, m) for _, _, r in pairs for m in r.members]
     if members:
         await conn.execute(
@@ -499,16 +503,18 @@ async def _page_registered(conn: asyncpg.Connection, items: Items) -> None:
 
 async def _page_roster_recorded(conn: asyncpg.Connection, items: Items) -> None:
     await conn.execute(
-        "WITH u AS (SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::int[]) "
-        "AS u(g, name, ref, n)), "
-        "reg AS (UPDATE group_registry r SET name = u.name, external_ref = u.ref FROM u "
+        "WITH u AS (SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::int[], "
+        "$5::date[], $6::bool[]) AS u(g, name, ref, n, ron, back)), "
+        "reg AS (UPDATE group_registry r SET name = u.name, external_ref = u.ref, "
+        "registered_on = u.ron, registration_backdated = u.back FROM u "
         "WHERE r.group_id = u.g RETURNING r.year, r.province_code, u.n) "
         "INSERT INTO people_reached AS p (year, province_code, groups_registered, "
         "members_registered, groups_funded, members_funded) "
         "SELECT year, province_code, count(*), sum(n), 0, 0 FROM reg GROUP BY 1, 2 "
         "ORDER BY 1, 2 " + _REACHED_SUMS,
         *_cols(items, lambda _, e: e.group_id, lambda _, e: e.name,
-               lambda _, e: e.external_ref, lambda _, e: len(e.members)))
+               lambda _, e: e.external_ref, lambda _, e: len(e.members),
+               lambda _, e: e.registered_on, lambda _, e: e.backdated))
     members = [(e.group_id, m) for _, e in items for m in e.members]
     if members:
         await conn.execute(

@@ -78,15 +78,24 @@ class GroupRow(Out):
     bimtek_count: int
     product_evidence_count: int
     expo_count: int
-    registered_at: str
+    registered_on: str | None = Field(None, description="the registration date: the day it was "
+                                      "registered, or the past date the ministry gave")
+    registration_backdated: bool = Field(False, description="registered_on was given by the "
+                                         "ministry (a past year loaded as it happened)")
+    recorded_at: str = Field(description="when the registration was recorded (UTC)")
+    registered_at: str = Field(description="deprecated: the same as recorded_at")
     updated_at: str
 
 
 class GroupPage(Out):
+    """shared.paging: walk with offset += limit until offset >= total."""
+
     items: list[GroupRow]
     total: int
-    page: int
-    page_size: int
+    limit: int
+    offset: int
+    page: int | None = Field(None, description="deprecated: only when page was sent")
+    page_size: int | None = Field(None, description="deprecated: only when page_size was sent")
 
 
 class Member(Out):

@@ -9,12 +9,14 @@ from typing import Any
 import asyncpg
 
 from shared.nik import mask_nik
+from shared.paging import PageParams
 
 _LISTED = ("group_id, name, external_ref, year, stage, province_code, regency_code, "
            "business_type, status, status_reason_code, member_count, tranches, funded_total, "
            "accounted_total, funded_total - accounted_total AS remaining_balance, "
            "last_budget_year, last_disbursed_on, lpj_status, lpj_due_on, bimtek_count, "
-           "product_evidence_count, expo_count, registered_at, updated_at")
+           "product_evidence_count, expo_count, registered_on, registration_backdated, "
+           "registered_at, registered_at AS recorded_at, updated_at")
 # officers' own words, which may name members: for the ministry and provincial officers only
 _NOTES = ", status_note"
 
@@ -40,13 +42,25 @@ class GroupFilter:
 
 
 @dataclass(frozen=True)
-class Page:
-    number: int
-    size: int
+class Page(PageParams):
+    """shared.paging's limit/offset; `deprecated`: the page/page_size a client still sent
+    (answered back as given, for one release)."""
 
-    def window(self, args: list[Any]) -> str:
-        args.extend([self.size, (self.number - 1) * self.size])
-        return f"LIMIT ${len(args) - 1} OFFSET ${len(args)}"
+    deprecated: tuple[int, int] | None = None
+
+    @classmethod
+    def of(cls, params: PageParams, page: int | None, page_size: int | None) -> Page:
+        if page is None and page_size is None:
+            return cls(params.limit, params.offset)
+        size = page_size or params.limit
+        number = page or 1
+        return cls(size, (number - 1) * size, (number, size))
+
+    def out(self, items: list[Any], total: int) -> dict[str, Any]:
+        answer = super().out(items, total)
+        if self.deprecated is not None:
+            answer["page"], answer["page_size"] = self.deprecated
+        return answer
 
 
 def _row(record: asyncpg.Record) -> dict[str, Any]:
@@ -60,8 +74,7 @@ async def _paged(pool: asyncpg.Pool, conditions: list[str], args: list[Any], pag
     total = await pool.fetchval(f"SELECT count(*) FROM group_registry {where}", *args)
     rows = await pool.fetch(f"SELECT {columns} FROM group_registry {where} ORDER BY {order} "
                             f"{page.window(args)}", *args)
-    return {"items": [_row(r) for r in rows], "total": total, "page": page.number,
-            "page_size": page.size}
+    return page.out([_row(r) for r in rows], total)
 
 
 async def existing_group_ids(pool: asyncpg.Pool, group_ids: list[str]) -> set[str]:

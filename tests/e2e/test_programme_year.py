@@ -59,7 +59,7 @@ async def test_evaluation_covers_every_tks_active_at_year_end(year):
 
 async def test_every_funded_group_is_known_to_mentoring(year):
     api, run, _ = year
-    funded = [g for g in await api.get_all("groups", "/groups", page_style="page", year=YEAR)
+    funded = [g for g in await api.get_all("groups", "/groups", year=YEAR)
               if g["funded_total"] > 0]
     assert {g["group_id"] for g in funded} == set(run.funded_on)
     for group in funded:

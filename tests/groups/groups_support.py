@@ -14,14 +14,30 @@ from datetime import date
 import httpx
 
 from services.groups.app import build_spec
+from services.groups.config import RULES_DIR, load_config, load_year_rules
+from services.groups.csv_import import Context
 from services.groups.domain import MemberRecord, member_from_input
 from shared.auth import Role, mint_token
 from shared.nik import random_valid_nik
+from shared.rules import InForce
 from shared.service import create_app
 from shared.settings import DEV_SIGNING_KEY, load_settings
 from tests.support.databases import create_database, drop_database
 
 TODAY = date.today()
+# the shipped rules of 2021 and 2023 (config/rules), as a database seeded with them holds them
+RULES_2021 = load_year_rules(RULES_DIR / "2021.toml")
+RULES_2023 = load_year_rules(RULES_DIR / "2023.toml")
+
+
+def shipped_in_force(year: int) -> InForce:
+    """What RuleBook.in_force answers on a database holding the shipped rules only."""
+    return InForce(RULES_2023, 2023, 1) if year >= 2023 else InForce(RULES_2021, 2021, 1)
+
+
+def csv_context(may_backdate: bool = False, today: date = TODAY) -> Context:
+    """Parsing a CSV file as the service does, with the shipped rules and a fixed today."""
+    return Context(load_config(), shipped_in_force, may_backdate, lambda _regency: today)
 
 
 def rng() -> random.Random:

@@ -98,6 +98,10 @@ async def test_every_groups_write_runs_once_under_one_key(groups):
     await twice("POST", "/groups/imports", 200,
                 csv=csv_file(csv_rows(f"Walk {uuid.uuid4().hex[:8]}")))
 
+    rules = (await groups.client.get("/rules/2023", headers=ADMIN)).json()["rules"]
+    await twice("PUT", "/rules/{year}", 200, year="2088",
+                json_body={"rules": rules, "note": "walked under a key"})
+
     spec = (await groups.client.get("/openapi.json")).json()["paths"]
     routes = {(m.upper(), p) for p, ops in spec.items() for m in ops if m.upper() in WRITES}
     assert routes - twice.walked == set(), "write routes not walked under a key"

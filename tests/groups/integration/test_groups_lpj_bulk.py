@@ -135,8 +135,8 @@ async def test_a_fault_in_one_item_stays_with_that_item(groups, monkeypatch):
         "items": [lpj(g) for g in (a, b, c)]})).json()["results"]
     accept = bulk.accepted
 
-    def faulty(group, item):  # a bug of ours, for b only, after b's event was recorded
-        result = accept(group, item)
+    def faulty(group, item, rules):  # a bug of ours, for b only, after b's event was recorded
+        result = accept(group, item, rules)
         if group.group_id == b:
             raise RuntimeError("boom")
         return result

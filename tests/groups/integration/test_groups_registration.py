@@ -105,20 +105,21 @@ async def test_roles_decide_who_registers_where(groups):
 
 
 async def test_members_change_until_funding(groups):
-    body = registration("3201", members=10)
+    # a 2021 group: the rules of 2021 take 10 to 16 members (2023's exactly 10)
+    body = registration("3201", members=10, year=2021)
     group_id = (await groups.client.post("/groups", json=body, headers=ADMIN)).json()["group_id"]
     newcomers = member_inputs(2)
     changed = await groups.client.put(f"/groups/{group_id}/members", headers=ADMIN,
                                       json={"members": body["members"][1:] + newcomers})
     assert changed.status_code == 200 and changed.json()["member_count"] == 11
     # the member who left is free to join another group
-    other = registration("3201")
+    other = registration("3201", year=2021)
     other["members"][0] = body["members"][0]
     assert (await groups.client.post("/groups", json=other, headers=ADMIN)).status_code == 201
 
     await groups.client.post(f"/groups/{group_id}/approval", headers=ADMIN)
     funded = await groups.client.post(f"/groups/{group_id}/funding", headers=ADMIN, json={
-        "tranche": 1, "amount": 20_000_000, "disbursed_on": "2023-06-01", "budget_year": 2023})
+        "tranche": 1, "amount": 20_000_000, "disbursed_on": "2021-06-01", "budget_year": 2021})
     assert funded.status_code == 201, funded.text
     late = await groups.client.put(f"/groups/{group_id}/members", headers=ADMIN,
                                    json={"members": body["members"]})

@@ -6,21 +6,20 @@ import io
 
 import pytest
 
-from services.groups.config import load_config
 from services.groups.csv_import import (
     MAX_CELL_CHARS,
     MAX_LINE_CHARS,
     UnreadableRowsError,
     parse_groups_csv,
 )
-from tests.groups.groups_support import TODAY, csv_file, csv_rows
+from tests.groups.groups_support import csv_context, csv_file, csv_rows
 
-CONFIG = load_config()
+CSV_CTX = csv_context()
 
 
 def unreadable(body: bytes) -> UnreadableRowsError:
     with pytest.raises(UnreadableRowsError) as err:
-        parse_groups_csv(body, CONFIG, TODAY)
+        parse_groups_csv(body, CSV_CTX)
     assert err.value.status == 422
     return err.value
 
@@ -28,13 +27,13 @@ def unreadable(body: bytes) -> UnreadableRowsError:
 def test_cr_only_and_crlf_line_endings_read_like_lf():
     body = csv_file(csv_rows("KUB Carriage"))
     for ending in (b"\r", b"\r\n"):
-        parsed = parse_groups_csv(body.replace(b"\n", ending), CONFIG, TODAY)
+        parsed = parse_groups_csv(body.replace(b"\n", ending), CSV_CTX)
         assert [(g.name, g.row_count, g.errors) for g in parsed.groups] == [
             ("KUB Carriage", 10, [])]
 
 
 def test_a_file_object_is_read_as_it_streams():
-    parsed = parse_groups_csv(io.BytesIO(csv_file(csv_rows("KUB Stream"))), CONFIG, TODAY)
+    parsed = parse_groups_csv(io.BytesIO(csv_file(csv_rows("KUB Stream"))), CSV_CTX)
     assert parsed.rows == 10 and not parsed.groups[0].errors
 
 
@@ -68,7 +67,7 @@ def test_control_characters_are_refused_and_format_characters_removed():
     assert err.details["errors"][0]["row"] == 2
     rows = csv_rows("KUB Twin")
     rows[3][5] = "KUB T\u200bwin\u202e"  # the same group, though it looks otherwise
-    parsed = parse_groups_csv(csv_file(rows), CONFIG, TODAY)
+    parsed = parse_groups_csv(csv_file(rows), CSV_CTX)
     assert [(g.name, g.row_count, g.errors) for g in parsed.groups] == [("KUB Twin", 10, [])]
 
 
@@ -84,6 +83,6 @@ def test_a_quote_that_neutralised_a_formula_is_taken_off():
     rows = csv_rows("KUB Quote")
     for row in rows:
         row[8] = "'+62 812 3456 7890"
-    parsed = parse_groups_csv(csv_file(rows), CONFIG, TODAY)
+    parsed = parse_groups_csv(csv_file(rows), CSV_CTX)
     assert not parsed.groups[0].errors
     assert parsed.groups[0].members[0].phone is not None

@@ -33,36 +33,38 @@ from shared.contracts.groups import (
 )
 from shared.errors import ConflictError, DomainError, NotFoundError, RuleViolationError
 from shared.nik import make_nik
-from tests.groups.groups_support import TODAY, member_records
+from tests.groups.groups_support import RULES_2021, RULES_2023, TODAY, member_records
 
 CONFIG = load_config()
+RULES = RULES_2023
 IN_2023 = date(2023, 9, 1)
 NOTE = "Anggota Siti Aminah NIK 3201014506990001 HP 081234567890 sudah bekerja"
-HEADER = group_header(2023, "pemula", "6501", "poultry", "  Kelompok   Ternak Sejahtera ", CONFIG)
+HEADER = group_header(2023, "pemula", "6501", "poultry", "  Kelompok   Ternak Sejahtera ", CONFIG,
+                      RULES)
 
 
 def registered(members: int = 10) -> Group:
     """A new group; `pending` keeps its whole history in these tests."""
     return Group.register(HEADER, member_records(members, "6501"), external_ref="REF-1",
-                          config=CONFIG, today=TODAY)
+                          rules=RULES, registered_on=TODAY)
 
 
 def funded(amount: int = 20_000_000) -> Group:
     group = registered()
     group.approve()
     group.fund(tranche=1, amount=amount, disbursed_on=date(2023, 6, 1), budget_year=2023,
-               config=CONFIG, today=TODAY)
+               rules=RULES, today=TODAY)
     return group
 
 
 def test_registration_records_published_counts_and_internal_roster():
-    group = Group.register(HEADER, member_records(12, "6501"), external_ref=None, config=CONFIG,
-                           today=TODAY)
+    group = Group.register(HEADER, member_records(10, "6501"), external_ref=None, rules=RULES,
+                           registered_on=TODAY)
     published, roster = group.pending
     assert isinstance(published, GroupRegistered)
     assert published.topic == "tkm.groups.v1"
     assert (published.member_count, published.province_code, published.regency_code) == (
-        12, "65", "6501")
+        10, "65", "6501")
     # member data only in the internal event, which is never published
     assert isinstance(roster, RosterRecorded) and roster.topic is None
     assert "nik" not in published.model_dump_json()
@@ -75,20 +77,20 @@ def test_group_id_is_derived_from_year_regency_and_name_ignoring_case_and_spacin
     assert HEADER.group_id != group_id_for(2023, "6502", "Kelompok Ternak Sejahtera")
 
 
-@pytest.mark.parametrize("size", [9, 17])
-def test_member_count_outside_the_configured_bounds_is_refused(size):
+@pytest.mark.parametrize("size", [9, 11, 16])
+def test_member_count_outside_the_year_rules_is_refused(size):
     with pytest.raises(RuleViolationError) as err:
-        Group.register(HEADER, member_records(size), external_ref=None, config=CONFIG,
-                       today=TODAY)
+        Group.register(HEADER, member_records(size), external_ref=None, rules=RULES,
+                       registered_on=TODAY)
     assert err.value.field == "members"
-    assert "10 to 16" in err.value.reason
+    assert f"a 2023 group has 10 members, not {size}" == err.value.reason
 
 
 def test_the_same_nik_twice_in_a_group_is_refused():
     members = member_records(10)
     members[7] = members[2]
     with pytest.raises(DomainError) as err:
-        Group.register(HEADER, members, external_ref=None, config=CONFIG, today=TODAY)
+        Group.register(HEADER, members, external_ref=None, rules=RULES, registered_on=TODAY)
     assert err.value.field == "members[7].nik"
 
 
@@ -99,10 +101,10 @@ def test_members_must_be_17_to_55_on_the_day_they_register(age, accepted):
     odd = member_from_input(make_nik("650101", born, "F", 7), "Siti", None, on)
     members = [*member_records(9, "6501"), odd]
     if accepted:
-        Group.register(HEADER, members, external_ref=None, config=CONFIG, today=on)
+        Group.register(HEADER, members, external_ref=None, rules=RULES, registered_on=on)
         return
     with pytest.raises(RuleViolationError) as err:
-        Group.register(HEADER, members, external_ref=None, config=CONFIG, today=on)
+        Group.register(HEADER, members, external_ref=None, rules=RULES, registered_on=on)
     assert err.value.field == "members[9].nik"
     assert f"{age} years old" in err.value.reason
 
@@ -127,7 +129,7 @@ def test_header_rules_name_the_field():
         args = dict(year=2023, stage="pemula", regency_code="3201", business_type="catering",
                     name="KUB A") | change
         with pytest.raises(DomainError) as err:
-            group_header(**args, config=CONFIG)
+            group_header(**args, config=CONFIG, rules=RULES)
         assert err.value.field == field
 
 
@@ -146,7 +148,7 @@ def test_a_rejected_group_cannot_be_funded_or_approved():
     group.reject("documents_incomplete")
     assert isinstance(group.pending[-1], GroupRejected)
     with pytest.raises(RuleViolationError):
-        group.fund(tranche=1, amount=1, disbursed_on=IN_2023, budget_year=2023, config=CONFIG,
+        group.fund(tranche=1, amount=1, disbursed_on=IN_2023, budget_year=2023, rules=RULES,
                    today=TODAY)
     with pytest.raises(RuleViolationError):
         group.approve()
@@ -156,7 +158,7 @@ def test_only_an_approved_group_is_funded():
     group = registered()
     with pytest.raises(RuleViolationError) as err:
         group.fund(tranche=1, amount=20_000_000, disbursed_on=IN_2023, budget_year=2023,
-                   config=CONFIG, today=TODAY)
+                   rules=RULES, today=TODAY)
     assert "approved" in err.value.reason
     assert len(group.pending) == 2
 
@@ -165,9 +167,9 @@ def test_funding_records_the_tranche_and_the_lpj_due_date():
     group = registered()
     group.approve()
     event = group.fund(tranche=1, amount=20_000_000, disbursed_on=date(2023, 6, 1),
-                       budget_year=2023, config=CONFIG, today=TODAY)
+                       budget_year=2023, rules=RULES, today=TODAY)
     assert isinstance(event, GroupFunded)
-    assert event.lpj_due_on == date(2023, 6, 1) + timedelta(days=CONFIG.lpj.due_days)
+    assert event.lpj_due_on == date(2023, 6, 1) + timedelta(days=RULES.lpj.due_days)
     assert (event.year, event.province_code, event.tranche) == (2023, "65", 1)
 
 
@@ -175,13 +177,13 @@ def test_the_same_tranche_twice_is_a_conflict_and_tranches_go_in_order():
     group = funded(10_000_000)
     with pytest.raises(ConflictError) as err:
         group.fund(tranche=1, amount=5_000_000, disbursed_on=IN_2023, budget_year=2023,
-                   config=CONFIG, today=TODAY)
+                   rules=RULES, today=TODAY)
     assert err.value.field == "tranche"
     with pytest.raises(RuleViolationError):
         group.fund(tranche=3, amount=5_000_000, disbursed_on=IN_2023, budget_year=2023,
-                   config=CONFIG, today=TODAY)
+                   rules=RULES, today=TODAY)
     group.fund(tranche=2, amount=10_000_000, disbursed_on=IN_2023, budget_year=2023,
-               config=CONFIG, today=TODAY)
+               rules=RULES, today=TODAY)
     assert group.funded_total == 20_000_000
 
 
@@ -190,10 +192,10 @@ def test_funding_above_the_ceiling_or_not_positive_is_refused():
     before = len(group.pending)
     with pytest.raises(RuleViolationError) as err:
         group.fund(tranche=2, amount=5_000_001, disbursed_on=IN_2023, budget_year=2023,
-                   config=CONFIG, today=TODAY)
+                   rules=RULES, today=TODAY)
     assert err.value.field == "amount"
     with pytest.raises(DomainError) as err:
-        group.fund(tranche=2, amount=0, disbursed_on=IN_2023, budget_year=2023, config=CONFIG,
+        group.fund(tranche=2, amount=0, disbursed_on=IN_2023, budget_year=2023, rules=RULES,
                    today=TODAY)
     assert err.value.field == "amount"
     assert len(group.pending) == before
@@ -203,7 +205,7 @@ def test_members_change_until_funding_only():
     group = registered()
     members = list(group.members.values())
     newcomer = member_records(1, "6501")[0]
-    group.change_members([*members[1:], newcomer], config=CONFIG, today=TODAY)
+    group.change_members([*members[1:], newcomer], rules=RULES, today=TODAY)
     change, published = group.pending[-2:]
     assert isinstance(change, RosterChanged)
     assert change.removed == (members[0].nik,) and change.added == (newcomer,)
@@ -211,12 +213,19 @@ def test_members_change_until_funding_only():
     # subscribers learn the new count, never who the members are
     assert published == GroupMembersChanged(group_id=group.group_id, member_count=10)
     extra = member_records(2, "6501")[1]
-    group.change_members([*members[1:], newcomer, extra], config=CONFIG, today=TODAY)
-    assert group.pending[-1] == GroupMembersChanged(group_id=group.group_id, member_count=11)
+    with pytest.raises(RuleViolationError, match="a 2023 group has 10 members, not 11"):
+        group.change_members([*members[1:], newcomer, extra], rules=RULES, today=TODAY)
+    # the rules of 2021 (10 to 16 members) let a 2021 group grow
+    header_2021 = group_header(2021, "pemula", "6501", "poultry", "KUB 2021", CONFIG,
+                               RULES_2021)
+    old = Group.register(header_2021, members, external_ref=None, rules=RULES_2021,
+                         registered_on=TODAY)
+    old.change_members([*members, extra], rules=RULES_2021, today=TODAY)
+    assert old.pending[-1] == GroupMembersChanged(group_id=old.group_id, member_count=11)
 
     paid = funded()
     with pytest.raises(RuleViolationError) as err:
-        paid.change_members(members, config=CONFIG, today=TODAY)
+        paid.change_members(members, rules=RULES, today=TODAY)
     assert "until the group is funded" in err.value.reason
 
 
@@ -254,7 +263,7 @@ def test_lpj_needs_funding_and_one_review_at_a_time():
 def test_advancing_needs_what_the_configuration_requires():
     group = funded()
     with pytest.raises(RuleViolationError) as err:
-        group.advance(CONFIG)
+        group.advance(RULES)
     assert len(err.value.details["missing"]) == 3
     group.submit_lpj("r1", tools=12_000_000, materials=8_000_000, other=0, evidence_count=9)
     group.accept_lpj("r1")
@@ -262,19 +271,19 @@ def test_advancing_needs_what_the_configuration_requires():
     group.record_product("Telur ayam kampung", 4, date(2023, 10, 1))
     assert isinstance(group.pending[-2], BimtekAttended)
     assert isinstance(group.pending[-1], ProductEvidenceRecorded)
-    event = group.advance(CONFIG)
+    event = group.advance(RULES)
     assert isinstance(event, GroupAdvanced)
     assert (event.from_stage, event.to_stage, group.stage) == ("pemula", "lanjutan", "lanjutan")
     # the requirements start again at the new stage
     with pytest.raises(RuleViolationError):
-        group.advance(CONFIG)
+        group.advance(RULES)
 
 
 def test_the_last_stage_does_not_advance():
     group = funded()
     group.stage = "pengembangan"
     with pytest.raises(RuleViolationError) as err:
-        group.advance(CONFIG)
+        group.advance(RULES)
     assert "last stage" in err.value.reason
 
 
@@ -371,16 +380,16 @@ def test_a_replayed_history_with_notes_gives_the_same_state():
 # --- funding: tranche limit and disbursement date ----------------------------------------------
 
 def test_no_tranche_beyond_the_configured_maximum():
-    assert CONFIG.funding.max_tranches == 3
+    assert RULES.funding.max_tranches == 3
     group = registered()
     group.approve()
     for tranche in (1, 2, 3):
         group.fund(tranche=tranche, amount=1_000_000, disbursed_on=IN_2023, budget_year=2023,
-                   config=CONFIG, today=TODAY)
+                   rules=RULES, today=TODAY)
     before = len(group.pending)
     with pytest.raises(RuleViolationError) as err:
         group.fund(tranche=4, amount=1_000_000, disbursed_on=IN_2023, budget_year=2023,
-                   config=CONFIG, today=TODAY)
+                   rules=RULES, today=TODAY)
     assert err.value.field == "tranche"
     assert "3" in err.value.reason
     assert len(group.pending) == before
@@ -399,7 +408,7 @@ def test_the_disbursement_date_must_fall_between_the_group_year_and_today(disbur
     group.approve()
     with pytest.raises(RuleViolationError) as err:
         group.fund(tranche=1, amount=1_000_000, disbursed_on=disbursed_on,
-                   budget_year=budget_year, config=CONFIG, today=TODAY)
+                   budget_year=budget_year, rules=RULES, today=TODAY)
     assert err.value.field == "disbursed_on"
     assert len(group.pending) == 3
 
@@ -410,5 +419,5 @@ def test_a_disbursement_on_the_group_year_up_to_today_is_accepted():
         group = registered()
         group.approve()
         event = group.fund(tranche=1, amount=1_000_000, disbursed_on=disbursed_on,
-                           budget_year=budget_year, config=CONFIG, today=TODAY)
+                           budget_year=budget_year, rules=RULES, today=TODAY)
         assert event.disbursed_on == disbursed_on
