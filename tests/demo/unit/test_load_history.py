@@ -139,6 +139,9 @@ def test_a_missing_column_or_file_refuses_the_load(files):
 
 def test_optional_files_and_semicolons(files):
     (files / "mentors.csv").unlink()
+    with pytest.raises(LayoutError, match=re.escape("reports.csv needs mentors.csv")):
+        read_history(files, 2021, TODAY)
+    (files / "reports.csv").unlink()
     members = files / "members.csv"
     members.write_text(members.read_text().replace(",", ";"))
     history = read_history(files, 2021, TODAY)
