@@ -38,8 +38,6 @@ The read model `approval_requests` (`APPROVALS_SCHEMA`, in a migration of the se
 requests by state, province, command type and batch; `router()` serves it and the decisions.
 """
 
-from __future__ import annotations
-
 import asyncio
 import contextlib
 import json
@@ -281,7 +279,7 @@ class ApprovalRequest(Aggregate):
     def make(cls, *, request_id: uuid.UUID, command_type: str, target: str,
              payload: dict[str, Any], province_code: str | None, year: int, amount: int | None,
              batch_id: uuid.UUID | None, maker: Actor, rule: CommandRule,
-             rules: FourEyesRules, now: datetime) -> ApprovalRequest:
+             rules: FourEyesRules, now: datetime) -> "ApprovalRequest":
         if maker.role not in rule.makers:
             raise ForbiddenError(
                 f"role {maker.role.value} may not ask for {command_type}; allowed: "
@@ -465,7 +463,7 @@ class FourEyes:
     """The four-eyes flow of one service. `book` holds its programme rules per year and
     `section(rules)` their `FourEyesRules`; `executors` carry out each command type."""
 
-    def __init__(self, book: RuleBook[Any], section: Callable[[Any], FourEyesRules],
+    def __init__(self, book: "RuleBook[Any]", section: Callable[[Any], FourEyesRules],
                  executors: dict[str, Executor], *,
                  clock: Callable[[], datetime] = utcnow) -> None:
         self.book, self.section, self.executors, self.clock = book, section, executors, clock
@@ -500,7 +498,7 @@ class FourEyes:
 
     # deciding
 
-    async def grant(self, ctx: ServiceContext, request_id: uuid.UUID, checker: Actor
+    async def grant(self, ctx: "ServiceContext", request_id: uuid.UUID, checker: Actor
                     ) -> dict[str, Any]:
         """Grant and carry out, once, in one transaction. Raises NotFoundError, ForbiddenError
         (self-check, role, province), NotPendingError (decided, expired: the expiry is then
@@ -533,7 +531,7 @@ class FourEyes:
                                   state=EXPIRED)
         return answer
 
-    async def reject(self, ctx: ServiceContext, request_id: uuid.UUID, checker: Actor,
+    async def reject(self, ctx: "ServiceContext", request_id: uuid.UUID, checker: Actor,
                      reason_code: str, note: str | None = None) -> dict[str, Any]:
         """Raises NotFoundError, ForbiddenError, NotPendingError, RuleViolationError (a reason
         code the year's rules do not list)."""
@@ -553,7 +551,7 @@ class FourEyes:
 
         return await ctx.command(decide, checker)
 
-    async def grant_many(self, ctx: ServiceContext, request_ids: Sequence[uuid.UUID],
+    async def grant_many(self, ctx: "ServiceContext", request_ids: Sequence[uuid.UUID],
                          checker: Actor) -> list[dict[str, Any]]:
         """Each request granted in its own transaction, in order: per item its result or its
         error (never an exception hiding the other items)."""
@@ -600,7 +598,7 @@ class FourEyes:
     def sweeper(self, interval_s: float = 300.0):
         """A `ServiceSpec.background` job: `expire_due` now and every `interval_s`."""
 
-        async def approvals_sweeper(ctx: ServiceContext, stop: asyncio.Event) -> None:
+        async def approvals_sweeper(ctx: "ServiceContext", stop: asyncio.Event) -> None:
             while not stop.is_set():
                 try:
                     count = await self.expire_due(ctx.pool, ctx.store)
@@ -654,13 +652,13 @@ class FourEyes:
             *args)
         return [_row(r) for r in rows], total
 
-    def router(self, *, tags: list[str] | None = None) -> APIRouter:
+    def router(self, *, tags: list[str] | None = None) -> "APIRouter":
         return approvals_router(self, tags=tags)
 
 
 # -- HTTP --------------------------------------------------------------------------------------
 
-def approvals_router(four_eyes: FourEyes, *, tags: list[str] | None = None) -> APIRouter:
+def approvals_router(four_eyes: FourEyes, *, tags: list[str] | None = None) -> "APIRouter":
     """`GET /approvals`, `GET /approvals/{id}`, `POST /approvals/{id}/grant`,
     `POST /approvals/{id}/reject`, `POST /approvals/grant` (many): ministry admins and
     provincial officers (their own province)."""
