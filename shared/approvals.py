@@ -20,7 +20,8 @@ Guarantees (tests/shared/*/test_approvals*):
   provincial officer, the request's province; a request without a province (a national command)
   is checked by ministry admins only (403).
 - A grant carries out the command exactly once: the service's callback runs in the transaction
-  that records ApprovalGranted and ApprovalCarriedOut, under the request stream's lock; a second
+  that records ApprovalGranted and ApprovalCarriedOut, under the request stream's lock (every
+  event that transaction writes has the ApprovalRequested event as its causation); a second
   grant answers 409 with the first result, and a retry under one `Idempotency-Key` gets the first
   answer replayed (shared.idempotency). A callback that refuses (the group changed meanwhile)
   rolls the whole grant back: the request stays pending, to be rejected or granted later.
@@ -513,6 +514,11 @@ class FourEyes:
                 await _save(uow, agg)
                 return {"expired": True}
             agg.grant(checker, now)
+            # what the grant writes (its events, the command's) is caused by the request: an
+            # inspector follows causation_id from a GroupFunded back to who asked for it
+            uow.causation_id = await uow.conn.fetchval(
+                "SELECT event_id FROM events WHERE stream_id = $1 AND stream_version = 1",
+                agg.stream_id)
             await _save(uow, agg)  # the grant first: the command's events follow it
             req = agg.request
             executor = self.executors.get(req.command_type)

@@ -271,6 +271,12 @@ async def test_a_maker_cannot_fund_alone_and_the_checker_funds_exactly_once(demo
         "SELECT count(DISTINCT tx_id) FROM events WHERE stream_id IN ($1, $2) "
         "AND event_type <> 'approvals.ApprovalRequested'", f"approval-{request_id}", f"pot-{pot}")
     assert same_tx == 1
+    caused_by = await demo.conn.fetch(
+        "SELECT DISTINCT causation_id FROM events WHERE stream_id IN ($1, $2) "
+        "AND event_type <> 'approvals.ApprovalRequested'", f"approval-{request_id}", f"pot-{pot}")
+    assert [r["causation_id"] for r in caused_by] == [await demo.conn.fetchval(
+        "SELECT event_id FROM events WHERE stream_id = $1 AND stream_version = 1",
+        f"approval-{request_id}")]
     row = await demo.conn.fetchrow("SELECT * FROM approval_requests WHERE request_id = $1",
                                    uuid.UUID(request_id))
     assert row["state"] == "granted" and row["maker"] != row["checker"]
@@ -367,6 +373,29 @@ async def test_expired_requests_are_swept_in_utc_and_never_granted(demo):
     assert await demo.approval_events(fresh["request_id"]) == [
         ("ApprovalRequested", "ministry_admin"), ("ApprovalExpired", "ministry_admin")]
     assert await demo.funded(fresh["pot"]) == await demo.funded(lazy["pot"]) == 0
+
+
+async def test_the_sweeper_expires_what_is_due_in_the_background(demo):
+    asked = await demo.ask(PAPUA)
+    demo.clock.shift = timedelta(days=7, seconds=1)
+    stop = asyncio.Event()
+    job = asyncio.create_task(demo.four_eyes.sweeper(interval_s=0.05)(demo.ctx, stop))
+    try:
+        for _ in range(200):
+            state = await demo.conn.fetchval(
+                "SELECT state FROM approval_requests WHERE request_id = $1",
+                uuid.UUID(asked["request_id"]))
+            if state == "expired":
+                break
+            await asyncio.sleep(0.05)
+        assert state == "expired"
+    finally:
+        stop.set()
+        await asyncio.wait_for(job, 5)
+    pending = await demo.conn.fetchval(
+        "SELECT count(*) FROM approval_requests WHERE state = 'pending' AND expires_at <= $1",
+        demo.clock())
+    assert pending == 0
 
 
 async def test_the_threshold_and_the_provincial_checker(demo):
