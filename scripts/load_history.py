@@ -554,7 +554,9 @@ class Loader:
     async def run(self) -> Outcome:
         loop = asyncio.get_running_loop()
         for name, step in (("recruitment", self.recruit), ("groups", self.register_groups),
-                           ("funding", self.fund), ("mentors", self.assign_mentors),
+                           ("funding", self.fund),
+                           ("mentoring caught up", self._mentoring_learnt),
+                           ("mentors", self.assign_mentors),
                            ("reports", self.file_reports)):
             started = loop.time()
             await step()
@@ -742,7 +744,6 @@ class Loader:
     # -- mentors: as the files say, or mentoring's rule on each group's funding day
 
     async def assign_mentors(self) -> None:
-        await self._mentoring_learnt()
         if self.h.mentors is None:
             answer = await self.api.post("mentoring", "/assignments/suggestions/apply",
                                          {"on_funding_date": True}, step="mentor-rule")
