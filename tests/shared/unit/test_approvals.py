@@ -169,3 +169,21 @@ def test_personal_data_never_goes_into_a_request_payload():
         check_payload({"on": datetime.now(UTC)})
     with pytest.raises(ValueError, match="bytes"):
         check_payload({"x": "y" * 20_000})
+
+
+def test_a_bad_four_eyes_section_is_refused_naming_its_field():
+    from pydantic import BaseModel, Field
+
+    from shared.errors import RuleViolationError
+    from shared.rules import RuleBook
+
+    class YearRules(BaseModel):
+        four_eyes: FourEyesRules = Field(default_factory=FourEyesRules)
+
+    book = RuleBook("t", YearRules)
+    with pytest.raises(RuleViolationError) as info:
+        book.validate({"four_eyes": {"commands": {"fund": {
+            "makers": ["provincial_officer"], "checkers": ["auditor"]}}}})
+    assert info.value.field == "rules.four_eyes.commands.fund.checkers"
+    assert "auditor may not make or check" in info.value.reason
+    assert book.validate({}).four_eyes.commands == {}
