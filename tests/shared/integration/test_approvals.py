@@ -507,3 +507,21 @@ async def test_no_personal_data_in_the_events_and_the_read_model_rebuilds(demo):
         "SELECT count(*) FROM outbox o JOIN events e USING (event_id) "
         "WHERE e.stream_id LIKE 'approval-%'")
     assert published == 0  # internal events: never on a topic
+
+
+async def test_the_audit_trail_shows_the_maker_and_the_checker_of_a_funding(demo):
+    asked = await demo.ask(PAPUA)
+    assert (await demo.client.post(f"/approvals/{asked['request_id']}/grant",
+                                   headers=CHECKER)).status_code == 200
+    trail = await demo.client.get("/audit", headers=CHECKER, params={
+        "province": "94", "stream": f"approval-{asked['request_id']}"})
+    assert trail.status_code == 200, trail.text
+    rows = trail.json()["items"]
+    assert [(r["event_type"], r["actor_role"], r["province_code"]) for r in rows] == [
+        ("approvals.ApprovalRequested", "provincial_officer", "94"),
+        ("approvals.ApprovalGranted", "ministry_admin", "94"),
+        ("approvals.ApprovalCarriedOut", "ministry_admin", "94")]
+    assert rows[0]["actor"] != rows[1]["actor"]
+    funded = await demo.client.get("/audit", headers=CHECKER, params={
+        "stream": f"pot-{asked['pot']}"})
+    assert [r["correlation_id"] for r in funded.json()["items"]] == [rows[1]["correlation_id"]]
