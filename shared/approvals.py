@@ -729,7 +729,8 @@ def approvals_router(four_eyes: FourEyes, *, tags: list[str] | None = None) -> "
     @router.get("/approvals", response_model=RequestPage)
     async def list_approvals(
             ctx: Ctx, actor: Decider, page: PageQuery,
-            state: Annotated[str | None, Query(pattern=f"^({'|'.join(STATES)})$")] = PENDING,
+            state: Annotated[str, Query(pattern=f"^({'|'.join(STATES)}|any)$", description=(
+                "pending (default), granted, rejected, expired, or any"))] = PENDING,
             province: Annotated[str | None, Query(pattern=r"^\d{2}$")] = None,
             command_type: Annotated[str | None, Query(pattern=CODE_PATTERN)] = None,
             batch_id: uuid.UUID | None = None,
@@ -739,7 +740,7 @@ def approvals_router(four_eyes: FourEyes, *, tags: list[str] | None = None) -> "
         """Approval requests, oldest first (pending by default); a provincial officer's own
         province only."""
         items, total = await four_eyes.listing(
-            ctx.pool, actor, state=state, province=province, command_type=command_type,
+            ctx.pool, actor, state=None if state == "any" else state, province=province, command_type=command_type,
             batch_id=batch_id, checkable=checkable, limit=page.limit, offset=page.offset)
         return page.out(items, total)
 

@@ -479,6 +479,13 @@ async def test_pending_requests_are_listed_per_role_and_province(demo):
                                   params={"limit": 1, "offset": 1})).json()
     assert (page["limit"], page["offset"], len(page["items"])) == (1, 1, 1)
     assert page["total"] >= 3
+    every = (await demo.client.get("/approvals", headers=CHECKER,
+                                   params={"state": "any", "limit": 1})).json()["total"]
+    pending = (await demo.client.get("/approvals", headers=CHECKER,
+                                     params={"limit": 1})).json()["total"]
+    granted = (await demo.client.get("/approvals", headers=CHECKER,
+                                     params={"state": "granted", "limit": 1})).json()["total"]
+    assert every >= pending + granted and granted >= 1
     bad = await demo.client.get("/approvals", headers=CHECKER, params={"state": "lost"})
     assert bad.status_code == 422
     agency = await demo.client.get("/approvals", headers=auth("a@bps.go.id", Role.AGENCY))
