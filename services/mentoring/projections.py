@@ -62,20 +62,15 @@ _REPORT_COLUMNS = ("group_id text, period text, tks_id text, revenue bigint, "
                    "lpj_help bool, on_time bool, at timestamptz")
 
 
-def _zone_sql(province: str) -> str:
-    """The IANA zone of a province column, in SQL (shared.localtime's rule)."""
-    by_zone: dict[str, list[str]] = defaultdict(list)
-    for code, zone in sorted(ZONES.items()):
-        by_zone[zone.key].append(code)
-    cases = " ".join(f"WHEN {province} IN ({', '.join(repr(c) for c in codes)}) THEN '{key}'"
-                     for key, codes in sorted(by_zone.items()))
-    return f"CASE {cases} ELSE 'Asia/Jakarta' END"  # a province code is checked upstream
+# each province's IANA zone (shared.localtime's rule), a parameter: inlined, it would push the
+# statement past what pg_stat_activity shows of it
+_ZONES = json.dumps({code: zone.key for code, zone in sorted(ZONES.items())})
 
 
-async def _filed(conn: asyncpg.Connection, rows: Rows) -> None:
-    # filed_on: the day as sent; a report filed before the event carried it was filed on the
-    # day it was recorded, in the group's time zone
-    await conn.execute(f"""
+# filed_on: the day as sent; a report filed before the event carried it was filed on the day
+# it was recorded, in the group's time zone. Whitespace squeezed: pg_stat_activity shows the
+# first 1024 bytes of a statement, and a lock wait on report_totals must show in them.
+_FILED = " ".join(f"""
         WITH r AS ({_rows(_REPORT_COLUMNS + ", filed_on date")}),
         report AS (
             INSERT INTO monthly_reports (group_id, period, tks_id, province_code, regency_code,
@@ -85,8 +80,7 @@ async def _filed(conn: asyncpg.Connection, rows: Rows) -> None:
             SELECT r.group_id, r.period, r.tks_id, g.province_code, g.regency_code, r.revenue,
                 r.production_units, r.production_unit, r.members_active, r.new_workers,
                 r.partnership, r.capital_access, r.market_access, r.lpj_help, r.on_time, r.at,
-                coalesce(r.filed_on,
-                         (r.at AT TIME ZONE {_zone_sql("g.province_code")})::date)
+                coalesce(r.filed_on, (r.at AT TIME ZONE ($2::jsonb ->> g.province_code))::date)
             FROM r JOIN mentored_groups g USING (group_id))
         INSERT INTO report_totals AS t (regency_code, period, province_code, filed, on_time,
             revenue, members_active, new_workers, lpj_help, partnership, capital_access,
@@ -106,7 +100,11 @@ async def _filed(conn: asyncpg.Connection, rows: Rows) -> None:
             lpj_help = t.lpj_help + excluded.lpj_help,
             partnership = t.partnership + excluded.partnership,
             capital_access = t.capital_access + excluded.capital_access,
-            market_access = t.market_access + excluded.market_access""", json.dumps(rows))
+            market_access = t.market_access + excluded.market_access""".split())
+
+
+async def _filed(conn: asyncpg.Connection, rows: Rows) -> None:
+    await conn.execute(_FILED, json.dumps(rows), _ZONES)
 
 
 async def _amended(conn: asyncpg.Connection, rows: Rows) -> None:
