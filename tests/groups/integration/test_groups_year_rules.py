@@ -171,10 +171,15 @@ async def test_the_ministry_registers_a_2021_group_as_it_happened(groups):
 
 async def test_a_csv_file_carries_registration_dates_for_the_ministry_only(groups):
     header = [*CSV_HEADER, "registered_on"]
-    rows = [[*r, "2021-05-03"] for r in csv_rows(f"KUB Lama {uuid.uuid4().hex[:6]}",
-                                                  members=16, year=2021)]
-    late = [[*r, (local_today("3201") + timedelta(days=2)).isoformat()]
-            for r in csv_rows(f"KUB Nanti {uuid.uuid4().hex[:6]}", members=16, year=2021)]
+
+    def rows_of(name: str, registered_on: str) -> list[list[str]]:
+        # members 31 in 2021: within 2021's 18-60 on any registration day
+        return [["", "2021", "pemula", "3201", "poultry", name, m["nik"], m["name"], "",
+                 registered_on] for m in (person(date(1990, 1, 1)) for _ in range(16))]
+
+    rows = rows_of(f"KUB Lama {uuid.uuid4().hex[:6]}", "2021-05-03")
+    late = rows_of(f"KUB Nanti {uuid.uuid4().hex[:6]}",
+                   (local_today("3201") + timedelta(days=2)).isoformat())
     officer = await groups.client.post("/groups/imports", content=csv_file(rows, header),
                                        headers={**PROVINCE_32, "Content-Type": "text/csv"})
     assert officer.status_code == 403
