@@ -781,7 +781,14 @@ class Loader:
                                                  error.get("field") or "row", error["reason"]))
             self.advance("mentors", 1)
 
-        await asyncio.gather(*(one(m) for m in self.h.mentors))
+        # interleaved by TKS (each TKS's first group, then each one's second, ...): calls side
+        # by side lock different mentors' caseloads instead of queueing on one
+        turn: Counter = Counter()
+        order = []
+        for m in self.h.mentors:
+            turn[m.tks_ref] += 1
+            order.append((turn[m.tks_ref], m.line, m))
+        await asyncio.gather(*(one(m) for _, _, m in sorted(order, key=lambda o: o[:2])))
 
     async def _mentoring_learnt(self, timeout: float = 600) -> None:
         """Mentoring learns of TKS and funded groups from the topics: wait until it knows the

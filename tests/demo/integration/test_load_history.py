@@ -1,7 +1,8 @@
 """`tkm load-history` on the real services (issue 17, item 2): the 2021 shape scaled down (27 TKS,
 250 groups of 16) loads through the four services as processes on the session's broker and
-Postgres with the stock rules, the figures read back from each service equal the files', and a
-second run loads nothing twice."""
+Postgres with the stock rules, the figures read back from each service equal the files', a
+second run loads nothing twice, a run cut off part-way is finished by the next, and a member the
+groups service refuses is reported alone."""
 
 from __future__ import annotations
 
@@ -12,7 +13,14 @@ from rich.console import Console
 
 from scripts import services as service_processes
 from scripts.history_example import generate
-from scripts.load_history import EXIT_OK, EXIT_REFUSED, HistoryClient, load, read_history
+from scripts.load_history import (
+    EXIT_OK,
+    EXIT_REFUSED,
+    HistoryClient,
+    Loader,
+    load,
+    read_history,
+)
 from tests.support.databases import create_database
 
 pytestmark = pytest.mark.integration
@@ -109,3 +117,25 @@ async def test_a_member_the_service_refuses_is_reported_alone(running_services, 
     assert services["people"]["groups"] == in_files["people"] - 1
     assert services["groups"]["groups"] == in_files["groups"]
     assert all(row["agree"] for row in summary["table"])
+
+
+async def test_a_run_cut_off_part_way_is_finished_by_the_next(running_services, tmp_path,
+                                                              monkeypatch):
+    """A run dies after registering the groups (before any funding); the next run takes what
+    is there as loaded and does only the rest."""
+    out = tmp_path / "2020"
+    figures = generate(out, year=2020, scale=0.005, seed=20)
+
+    async def cut_off(self):
+        raise ConnectionError("the loader's machine went down")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(Loader, "fund", cut_off)
+        with pytest.raises(ConnectionError):
+            await load(out, 2020, running_services.urls, console=Console(quiet=True))
+    code, summary = await load(out, 2020, running_services.urls, console=Console(quiet=True))
+    assert code == EXIT_OK, summary["table"]
+    assert summary["new"] == {"fundings": figures["fundings"], "mentors": figures["mentors"]}
+    assert summary["already"] == {"tks": figures["tks"], "groups": figures["groups"]}
+    assert summary["services"]["people"]["groups"] == figures["members"]
+    assert summary["services"]["rupiah"]["groups"] == figures["fundings"] * 20_000_000
