@@ -163,3 +163,20 @@ def test_compare_flags_a_service_that_differs():
     _, agree = compare(files, expected, {"groups": {"groups": 10, "evaluation": None},
                                          "rupiah": {"groups": 200}})
     assert agree
+
+
+def test_the_command_refuses_unreadable_files_before_sending_anything(files):
+    """Exit 2 and every layout problem named; no service is needed to say so (none runs)."""
+    import os
+    import subprocess
+    import sys
+
+    (files / "tks.csv").unlink()
+    result = subprocess.run(
+        [sys.executable, "-m", "scripts.cli", "load-history", str(files), "--year", "2021"],
+        capture_output=True, text=True, timeout=120,
+        env={**os.environ, "PYTHONPATH": ".", "COLUMNS": "200",
+             "RECRUITMENT_URL": "http://127.0.0.1:9", "GROUPS_URL": "http://127.0.0.1:9"})
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "tks.csv: the file is missing" in result.stdout
+    assert "Traceback" not in result.stdout + result.stderr
