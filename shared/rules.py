@@ -221,13 +221,17 @@ class RuleBook(Generic[T]):
     # -- adopting ---------------------------------------------------------------------------
 
     def validate(self, rules: Any) -> T:
-        """`rules` as the service's model. Raises RuleViolationError (422) naming the field."""
+        """`rules` (JSON-like) as the service's model, strictly: "20000000" or 2e7 for a whole
+        number is refused, as everywhere else people send numbers. Raises RuleViolationError
+        (422) naming the field."""
         if not isinstance(rules, dict):
             raise RuleViolationError("rules must be an object", field="rules")
         try:
-            return self.model.model_validate(rules)
-        except ValidationError as exc:
-            raise validation_error(exc) from None
+            return self.model.model_validate_json(json.dumps(rules), strict=True)
+        except (ValidationError, ValueError) as exc:
+            if isinstance(exc, ValidationError):
+                raise validation_error(exc) from None
+            raise RuleViolationError(f"rules are not JSON: {exc}", field="rules") from None
 
     async def adopt(self, ctx: "ServiceContext", actor: "Actor", year: int, rules: Any,
                     note: str | None = None) -> Adopted[T]:

@@ -73,6 +73,10 @@ def test_invalid_rules_name_the_field_path():
         book.validate([1, 2])
     assert info.value.field == "rules"
     assert book.validate({"members": {"max_count": 3}, "amount": 5}).amount == 5
+    for sloppy in ("5", 5.0, True):  # strict, as every number people send
+        with pytest.raises(RuleViolationError) as info:
+            book.validate({"members": {"max_count": 3}, "amount": sloppy})
+        assert info.value.field == "rules.amount"
 
 
 def test_shipped_files_by_year(tmp_path: Path):
