@@ -313,11 +313,11 @@ def build_router(config: ProgrammeConfig, book: RuleBook[GroupYearRules]) -> API
                           year: YearQ = None,
                           province_code: ProvinceQ = None,
                           page: PageQ = None, page_size: PageSizeQ = None) -> dict[str, Any]:
-        """Outstanding LPJs past their due date on `as_of` (default today, UTC), excluding
-        reports that await review."""
+        """Outstanding LPJs past their due date on `as_of` (default: today in each group's
+        own time zone, WIB/WITA/WIT), excluding reports that await review."""
         where = views.GroupFilter(year=year, province_code=province_scope(actor, province_code))
         return await views.lpj_outstanding(ctx.pool, where,
                                            views.Page.of(paging, page, page_size),
-                                           as_of or handlers.today())
+                                           as_of or views.local_days())
 
     return router

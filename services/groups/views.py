@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date
+from datetime import UTC, date, datetime
 from typing import Any
 
 import asyncpg
 
+from shared.localtime import ZONES, local_today
 from shared.nik import mask_nik
 from shared.paging import PageParams
 
@@ -143,14 +144,28 @@ async def funding_by_province(pool: asyncpg.Pool, budget_year: int | None,
 
 
 async def lpj_outstanding(pool: asyncpg.Pool, where: GroupFilter, page: Page,
-                          overdue_on: date | None) -> dict[str, Any]:
+                          overdue_on: date | dict[str, date] | None) -> dict[str, Any]:
     """Funded groups whose funds are not yet accounted for by an accepted LPJ. With
-    `overdue_on`, only those past their due date and not awaiting review of a report."""
+    `overdue_on`, only those past their due date and not awaiting review of a report:
+    `overdue_on` one date for every group, or today by province code (each group's own
+    time zone, `local_days`)."""
     args: list[Any] = []
     conditions = where.where(args)
     if overdue_on is None:
         conditions.append("lpj_status IN ('due', 'submitted', 'returned')")
+    elif isinstance(overdue_on, dict):
+        args.extend([list(overdue_on), list(overdue_on.values())])
+        conditions.append(
+            f"lpj_status IN ('due', 'returned') AND lpj_due_on < (SELECT d FROM unnest("
+            f"${len(args) - 1}::text[], ${len(args)}::date[]) AS z(p, d) "
+            f"WHERE z.p = province_code)")
     else:
         args.append(overdue_on)
         conditions.append(f"lpj_status IN ('due', 'returned') AND lpj_due_on < ${len(args)}")
     return await _paged(pool, conditions, args, page, "lpj_due_on, group_id")
+
+
+def local_days(now: datetime | None = None) -> dict[str, date]:
+    """Today in every province's own time zone (shared.localtime), by province code."""
+    instant = now or datetime.now(UTC)
+    return {province: local_today(province, instant) for province in sorted(ZONES)}
