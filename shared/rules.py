@@ -177,7 +177,9 @@ class RuleBook(Generic[T]):
             json.loads(row["rules"])), row["adopted_at"], row["actor"], row["note"])
 
     async def in_force(self, db: Db, year: int) -> InForce[T]:
-        """The rules deciding for `year`. Raises NoRulesError when no year has rules."""
+        """The rules deciding for `year`. Raises NoRulesError when no year has rules. `db`: the
+        pool, or a connection outside a transaction or in a READ COMMITTED one (a REPEATABLE
+        READ snapshot older than a notification received could cache the previous version)."""
         entry = self._pick(await self._load(db), year)
         return InForce(entry.rules, entry.year, entry.version)
 
