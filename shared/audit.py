@@ -29,7 +29,7 @@ from __future__ import annotations
 import json
 import re
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -141,17 +141,18 @@ LEADING = ("pseudonym", "found", "amount", "tranche", "budget_year", "decision",
 MAX_VALUE = 64
 
 
+def _published(event_type: str) -> bool:
+    try:
+        return event_class(event_type, current_version(event_type)).topic is not None
+    except ValueError:  # a type this process does not know: shown as an internal one
+        return False
+
+
 def summary(event_type: str, payload: dict[str, Any]) -> str:
     """`key=value` pairs of the decision's fields that name no one (see the module doc)."""
-    if event_type == LOOKUP_TYPE:
-        allowed: Callable[[str], bool] = lambda key: True  # noqa: E731 - built by us below
-    else:
-        try:
-            published = event_class(event_type, current_version(event_type)).topic is not None
-        except ValueError:  # a type this process does not know: nothing but its ids
-            published = False
-        allowed = (lambda key: True) if published else INTERNAL_SAFE.__contains__
-    keys = sorted((k for k in payload if allowed(k)),
+    # a lookup's row is built by this module; a published contract carries no personal data
+    everything = event_type == LOOKUP_TYPE or _published(event_type)
+    keys = sorted((k for k in payload if everything or k in INTERNAL_SAFE),
                   key=lambda k: (LEADING.index(k) if k in LEADING else len(LEADING), k))
     parts = []
     for key in keys:
