@@ -133,7 +133,10 @@ async def remember_actor(pool: asyncpg.Pool, actor: Actor, seen: set[str]) -> No
 INTERNAL_SAFE = frozenset({
     "group_id", "tks_id", "round_id", "report_id", "vacancy_id", "applicant_id", "year",
     "stage", "period", "evidence_count", "held_on", "recorded_on", "changed_on", "briefed_on",
-    "province_code", "regency_code", "policy_version"})
+    "province_code", "regency_code", "policy_version",
+    # four-eyes requests (shared.approvals): what was asked, by whom, who checked it and why not
+    "request_id", "command_type", "target", "amount", "batch_id", "maker", "maker_role",
+    "checker", "checker_role", "reason_code", "expires_at"})
 # shown first, in this order; the other fields follow alphabetically
 LEADING = ("pseudonym", "found", "amount", "tranche", "budget_year", "decision", "score",
            "reason_code", "reason", "from_stage", "to_stage", "stage", "member_count")

@@ -94,3 +94,19 @@ def test_the_filter_takes_its_values_as_arguments():
     args = []
     where = AuditFilter(actor="ministry_admin:abc").where(args)
     assert (args, where) == (["ministry_admin:abc"], "true AND u.actor = $1")
+
+
+def test_a_four_eyes_request_shows_what_was_asked_and_by_whom_but_not_its_command_body():
+    text = summary("approvals.ApprovalRequested", {
+        "request_id": "r1", "command_type": "fund_group", "target": "group-g1",
+        "payload": {"note": "Pak Budi's group"}, "province_code": "94", "year": 2023,
+        "amount": 20_000_000, "maker": "mk", "maker_role": "province", "checker_roles": ["admin"]})
+    assert text.startswith("amount=20000000")
+    for part in ("command_type=fund_group", "target=group-g1", "maker=mk", "maker_role=province"):
+        assert part in text
+    assert "Budi" not in text and "payload" not in text
+    rejected = summary("approvals.ApprovalRejected", {
+        "checker": "ck", "checker_role": "admin", "reason_code": "budget_exhausted",
+        "note": "Ibu Sari asked", "rejected_at": "2023-03-01T00:00:00Z"})
+    assert "reason_code=budget_exhausted" in rejected and "checker=ck" in rejected
+    assert "Sari" not in rejected
