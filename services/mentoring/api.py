@@ -24,6 +24,8 @@ PERIOD = r"^\d{4}-(0[1-9]|1[0-2])$"
 PeriodPath = Annotated[Period, Path(examples=["2023-05"])]
 RefPath = Annotated[str, Path(pattern=REF_PATTERN)]
 Ctx = Annotated[ServiceContext, Depends(context)]
+# assignments in one POST /assignments/batch (as many as a year's groups of a large province)
+MAX_ASSIGNMENTS = 5_000
 
 
 class AssignMentorRequest(BaseModel):
@@ -31,6 +33,19 @@ class AssignMentorRequest(BaseModel):
     tks_id: Ref
     assigned_on: ProgrammeDate | None = Field(None,
                                               description="default today; never in the future")
+
+
+class BatchAssignment(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    group_id: Ref
+    tks_id: Ref
+    assigned_on: ProgrammeDate | None = Field(None,
+                                              description="default today; never in the future")
+
+
+class AssignBatchRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    assignments: list[BatchAssignment] = Field(min_length=1)
 
 
 class ApplySuggestionsRequest(BaseModel):
@@ -98,6 +113,32 @@ def build_router(config: MentoringConfig, book: RuleBook[MentoringYearRules]) ->
         regency_code = body.regency_code
         return await handlers.apply_suggestions(ctx, config, book, province_code, regency_code,
                                                 body.assigned_on, body.on_funding_date, actor)
+
+    @router.post("/assignments/batch",
+                 response_model=R.AssignBatchResult, tags=["assignment"],
+                 summary="Assign (or reassign) the mentors of many groups; one result per item")
+    async def assign_batch(body: AssignBatchRequest, ctx: Ctx,
+                           actor: Actor = Depends(assigners)) -> dict:
+        """Each item under the single route's rules (roles and province scope, the caseload
+        cap and regency policy of the group's programme year, the TKS active, the date not in
+        the future nor before the group's last mentor change, no double assignment), decided
+        in input order as the same single calls one after the other would be. A group appears
+        at most once in a batch. One transaction per `groups_per_transaction` items."""
+        if len(body.assignments) > MAX_ASSIGNMENTS:
+            raise DomainError(f"at most {MAX_ASSIGNMENTS} assignments in one batch",
+                              field="assignments")
+        items, refused, seen = [], [], set()
+        for i, a in enumerate(body.assignments):
+            try:
+                if a.group_id in seen:
+                    raise ConflictError("the batch holds this group twice", field="group_id")
+                seen.add(a.group_id)
+                items.append(handlers.AssignItem(i, a.group_id, a.tks_id, a.assigned_on))
+            except DomainError as exc:
+                refused.append(handlers.assignment_refusal(i, a.group_id, a.tks_id, exc))
+        results = await handlers.assign_mentors(ctx, config, book, items, refused, actor)
+        assigned = sum(r["status"] == "assigned" for r in results)
+        return {"assigned": assigned, "refused": len(results) - assigned, "results": results}
 
     @router.get("/groups/unassigned",
                 response_model=R.UnassignedPage, tags=["assignment"],

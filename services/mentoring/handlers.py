@@ -190,6 +190,95 @@ async def _assign_chunk(uow: UnitOfWork, book: Rules, chunk: list[Suggestion],
     return done, skipped
 
 
+@dataclass(frozen=True)
+class AssignItem:
+    index: int
+    group_id: str
+    tks_id: str
+    assigned_on: date | None  # None: today
+
+
+async def assign_mentors(ctx: ServiceContext, config: MentoringConfig, book: Rules,
+                         items: Sequence[AssignItem], refused: Sequence[dict],
+                         actor: Actor) -> list[dict]:
+    """Many explicit assignments, each under the same rules as `assign_mentor`: one transaction
+    per chunk of consecutive items (at most `groups_per_transaction` groups), a result per
+    item in input order. Chunks follow the input order and, within one, items are decided in
+    it with caseloads kept as they go: the outcome is that of the same single calls one after
+    the other. An item refused leaves the others untouched."""
+    results = list(refused)
+    step = config.batch.groups_per_transaction
+    chunks = [list(items[i:i + step]) for i in range(0, len(items), step)]
+    for n, chunk in enumerate(chunks):
+        with commit_watch() as watch, patient():
+            try:
+                results.extend(await ctx.command(
+                    lambda uow, chunk=chunk: _assign_items(uow, book, chunk, actor), actor))
+            except DATABASE_UNAVAILABLE as exc:
+                unknown = watch.reached_commit
+                results.extend(_not_assigned(i, "unknown" if unknown else "not_assigned")
+                               for i in chunk)
+                results.extend(_not_assigned(i, "not_assigned") for c in chunks[n + 1:]
+                               for i in c)
+                results.sort(key=lambda r: r["index"])
+                raise ServiceUnavailableError(
+                    "the database became unavailable part-way; `results` tells which "
+                    "assignments were carried out (send the others again)", results=results,
+                    assigned=sum(r["status"] == "assigned" for r in results)) from exc
+    return sorted(results, key=lambda r: r["index"])
+
+
+def _not_assigned(item: AssignItem, status: str) -> dict:
+    reason = ("the database became unavailable while committing this assignment: it may or "
+              "may not be carried out" if status == "unknown" else
+              "the database was unavailable: this assignment was not carried out")
+    return {"index": item.index, "group_id": item.group_id, "tks_id": item.tks_id,
+            "status": status, "error": {"status": 503, "field": None, "reason": reason}}
+
+
+def assignment_refusal(index: int, group_id: str, tks_id: str, exc: DomainError) -> dict:
+    return {"index": index, "group_id": group_id, "tks_id": tks_id, "status": "refused",
+            "error": exc.body()["error"]}
+
+
+async def _assign_items(uow: UnitOfWork, book: Rules, chunk: list[AssignItem],
+                        actor: Actor) -> list[dict]:
+    # the single route's order of locks: the close lock, the groups' streams, then the
+    # mentors' rows (FOR UPDATE, id order) whose caseloads decide the cap
+    await _hold_off_close(uow.conn)
+    in_force = await book.resolver(uow.conn)
+    aggs = await _mentoring_of(uow, [i.group_id for i in chunk])
+    groups = await views.funded_groups(uow.conn, [i.group_id for i in chunk])
+    mentors = await views.mentors(uow.conn, [i.tks_id for i in chunk], lock=True)
+    results = []
+    for item in chunk:
+        agg = aggs[GroupMentoring.stream(item.group_id)]
+        try:
+            on = _not_future(item.assigned_on, "assigned_on")
+            group = _group_or_404(groups, item.group_id)
+            actor.ensure_province(group.province_code)
+            mentor = mentors.get(item.tks_id)
+            previous = agg.mentor
+            agg.assign(group, mentor, on,
+                       in_force(group.programme_year).rules.assignment)
+        except DomainError as exc:
+            results.append(assignment_refusal(item.index, item.group_id, item.tks_id, exc))
+            continue
+        assert mentor is not None
+        mentors[item.tks_id] = replace(mentor, caseload=mentor.caseload + 1)
+        if previous is not None and previous.tks_id in mentors:
+            # a reassignment frees a place with the TKS it leaves, as the projection counts
+            was = mentors[previous.tks_id]
+            mentors[previous.tks_id] = replace(was, caseload=was.caseload - 1)
+        results.append({"index": item.index, "group_id": item.group_id,
+                        "tks_id": item.tks_id, "status": "assigned",
+                        "assigned_on": on.isoformat(),
+                        "previous_tks_id": previous.tks_id if previous else None,
+                        "caseload": mentor.caseload + 1})
+    await uow.save_many(aggs.values())
+    return results
+
+
 # ---- monthly reports --------------------------------------------------------------------------
 
 def _not_future(day: date | None, field: str) -> date:

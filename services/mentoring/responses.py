@@ -32,6 +32,23 @@ class Applied(Out):
     unplaced: list[dict[str, Any]]
 
 
+class AssignBatchItem(Out):
+    index: int
+    group_id: str
+    tks_id: str
+    status: str = Field(description="assigned, refused, not_assigned or unknown")
+    assigned_on: date | None = None
+    previous_tks_id: str | None = None
+    caseload: int | None = None
+    error: dict[str, Any] | None = None
+
+
+class AssignBatchResult(Out):
+    assigned: int
+    refused: int
+    results: list[AssignBatchItem]
+
+
 class UnassignedPage(Out):
     items: list[dict[str, Any]]
     total: int
