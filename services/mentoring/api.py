@@ -122,21 +122,15 @@ def build_router(config: MentoringConfig, book: RuleBook[MentoringYearRules]) ->
         """Each item under the single route's rules (roles and province scope, the caseload
         cap and regency policy of the group's programme year, the TKS active, the date not in
         the future nor before the group's last mentor change, no double assignment), decided
-        in input order as the same single calls one after the other would be. A group appears
-        at most once in a batch. One transaction per `groups_per_transaction` items."""
+        in input order as the same single calls one after the other would be (a group named
+        twice is assigned, then reassigned). One transaction per `groups_per_transaction`
+        items; a retry under the same Idempotency-Key applies nothing twice."""
         if len(body.assignments) > MAX_ASSIGNMENTS:
             raise DomainError(f"at most {MAX_ASSIGNMENTS} assignments in one batch",
                               field="assignments")
-        items, refused, seen = [], [], set()
-        for i, a in enumerate(body.assignments):
-            try:
-                if a.group_id in seen:
-                    raise ConflictError("the batch holds this group twice", field="group_id")
-                seen.add(a.group_id)
-                items.append(handlers.AssignItem(i, a.group_id, a.tks_id, a.assigned_on))
-            except DomainError as exc:
-                refused.append(handlers.assignment_refusal(i, a.group_id, a.tks_id, exc))
-        results = await handlers.assign_mentors(ctx, config, book, items, refused, actor)
+        items = [handlers.AssignItem(i, a.group_id, a.tks_id, a.assigned_on)
+                 for i, a in enumerate(body.assignments)]
+        results = await handlers.assign_mentors(ctx, config, book, items, actor)
         assigned = sum(r["status"] == "assigned" for r in results)
         return {"assigned": assigned, "refused": len(results) - assigned, "results": results}
 

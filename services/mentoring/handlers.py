@@ -199,16 +199,24 @@ class AssignItem:
 
 
 async def assign_mentors(ctx: ServiceContext, config: MentoringConfig, book: Rules,
-                         items: Sequence[AssignItem], refused: Sequence[dict],
-                         actor: Actor) -> list[dict]:
+                         items: Sequence[AssignItem], actor: Actor) -> list[dict]:
     """Many explicit assignments, each under the same rules as `assign_mentor`: one transaction
     per chunk of consecutive items (at most `groups_per_transaction` groups), a result per
     item in input order. Chunks follow the input order and, within one, items are decided in
     it with caseloads kept as they go: the outcome is that of the same single calls one after
     the other. An item refused leaves the others untouched."""
-    results = list(refused)
-    step = config.batch.groups_per_transaction
-    chunks = [list(items[i:i + step]) for i in range(0, len(items), step)]
+    results: list[dict] = []
+    chunks: list[list[AssignItem]] = []
+    in_chunk: set[str] = set()
+    for item in items:
+        # a group named again starts a new transaction: the read models are projected once
+        # per transaction, set-based, and one stint opened and closed in the same would be lost
+        if (not chunks or len(chunks[-1]) == config.batch.groups_per_transaction
+                or item.group_id in in_chunk):
+            chunks.append([])
+            in_chunk = set()
+        chunks[-1].append(item)
+        in_chunk.add(item.group_id)
     for n, chunk in enumerate(chunks):
         with commit_watch() as watch, patient():
             try:
