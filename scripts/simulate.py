@@ -218,13 +218,21 @@ class Simulation:
 
     async def _assign(self, choice: dict[str, str], on: Callable[[str], date],
                       task: Any = None) -> None:
-        async def one(group_id: str, tks_id: str) -> None:
-            await self.api.post("mentoring", f"/groups/{group_id}/mentor",
-                                {"tks_id": tks_id, "assigned_on": on(group_id).isoformat()})
+        """The chosen mentors in bulk requests of `Options.batch` groups, side by side; the
+        choice is the simulator's, so each one must be carried out as chosen."""
+        async def send(chunk: list[dict]) -> None:
+            answer = await self.api.post("mentoring", "/assignments/batch",
+                                         {"assignments": chunk})
+            refused = [r for r in answer["results"] if r["status"] != "assigned"]
+            if refused:
+                raise SimulationError(f"mentor assignments refused: {refused[:3]}")
             if task is not None:
-                self.progress.advance(task)
+                self.progress.advance(task, len(chunk))
 
-        await asyncio.gather(*(one(g, t) for g, t in choice.items()))
+        items = [{"group_id": g, "tks_id": t, "assigned_on": on(g).isoformat()}
+                 for g, t in choice.items()]
+        await _side_by_side([lambda c=chunk: send(c)
+                             for chunk in _chunks(items, self.options.batch)])
 
     async def _mentoring_knows(self, provinces: list[str], groups: int, tks: int) -> bool:
         summaries = await asyncio.gather(*(
