@@ -757,38 +757,34 @@ class Loader:
             self._count(answer, "mentors", answer.get("assigned", 0))
             self.advance("mentors", len(self.out.funded))
             return
-        gate = asyncio.Semaphore(8)
-
-        async def one(m: Mentor) -> None:
+        # as the file says, in its order, in bulk: mentoring decides each item as the same
+        # single call would, one after the other, and answers per item
+        mentors = []
+        for m in self.h.mentors:
             if m.group_ref not in self.out.funded or m.tks_ref not in self.out.tks_ids:
                 self.out.refused.append(RowError("mentors.csv", m.line, "group_ref",
                                                  "its group or TKS was not loaded"))
-                return
-            async with gate:
-                answer = await self.api.post(
-                    "mentoring", f"/groups/{self.out.group_ids[m.group_ref]}/mentor",
-                    {"tks_id": self.out.tks_ids[m.tks_ref],
-                     "assigned_on": m.assigned_on.isoformat()}, step="mentor", ok=(404, 409, 422))
-            error = answer.get("error") if isinstance(answer, dict) else None
-            if error is None:
-                self._count(answer, "mentors")
-                self.out.mentored.add(m.group_ref)
-            elif error["status"] == 409 and "already mentors" in error["reason"]:
-                self.out.already["mentors"] += 1
-                self.out.mentored.add(m.group_ref)
-            else:
-                self.out.refused.append(RowError("mentors.csv", m.line,
-                                                 error.get("field") or "row", error["reason"]))
-            self.advance("mentors", 1)
-
-        # interleaved by TKS (each TKS's first group, then each one's second, ...): calls side
-        # by side lock different mentors' caseloads instead of queueing on one
-        turn: Counter = Counter()
-        order = []
-        for m in self.h.mentors:
-            turn[m.tks_ref] += 1
-            order.append((turn[m.tks_ref], m.line, m))
-        await asyncio.gather(*(one(m) for _, _, m in sorted(order, key=lambda o: o[:2])))
+                self.advance("mentors", 1)
+                continue
+            mentors.append(m)
+        for chunk in _chunks(mentors, self.batch):
+            answer = await self.api.post("mentoring", "/assignments/batch", {"assignments": [
+                {"group_id": self.out.group_ids[m.group_ref],
+                 "tks_id": self.out.tks_ids[m.tks_ref],
+                 "assigned_on": m.assigned_on.isoformat()} for m in chunk]}, step="mentors")
+            for m, item in zip(chunk, answer["results"], strict=True):
+                error = item.get("error") or {}
+                if item["status"] == "assigned":
+                    self._count(answer, "mentors")
+                    self.out.mentored.add(m.group_ref)
+                elif error.get("status") == 409 and "already mentors" in _reason(item):
+                    self.out.already["mentors"] += 1
+                    self.out.mentored.add(m.group_ref)
+                else:
+                    self.out.refused.append(RowError("mentors.csv", m.line,
+                                                     error.get("field") or "row",
+                                                     _reason(item)))
+            self.advance("mentors", len(chunk))
 
     async def _mentoring_learnt(self, timeout: float = 600) -> None:
         """Mentoring learns of TKS and funded groups from the topics: wait until it knows the
