@@ -39,7 +39,7 @@ async def test_every_mentoring_write_runs_once_under_one_key(mentoring):
         return first.json()
 
     regency, tks = "3201", fresh("tks")
-    groups = [fresh("grp") for _ in range(3)]
+    groups = [fresh("grp") for _ in range(4)]
     await mentoring.recruit(tks, regency)
     for g in groups:
         await mentoring.fund(g, regency, date(2023, 3, 1))
@@ -54,6 +54,9 @@ async def test_every_mentoring_write_runs_once_under_one_key(mentoring):
                 report("2023-04", revenue=4_000_000), group_id=g, period="2023-04")
     await twice("POST", "/reports/batch", 200,
                 {"reports": [{**report("2023-05"), "group_id": g, "tks_id": tks}]})
+    batch = await twice("POST", "/assignments/batch", 200, {"assignments": [
+        {"group_id": groups[3], "tks_id": tks, "assigned_on": "2023-03-02"}]})
+    assert batch["assigned"] == 1
     applied = await twice("POST", "/assignments/suggestions/apply", 200,
                           {"regency_code": regency, "on_funding_date": True})
     assert applied["assigned"] == 2
