@@ -49,7 +49,7 @@ cluster-rolling: install
 
 # The suite starts its own Kafka and Postgres on free ports and stops them at the end.
 test: install
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=25
 
 # The property-based run of `make test` (tests/fuzz: every operation of the four services, a few
 # derandomized examples each), longer: many examples and schemathesis' coverage phase.

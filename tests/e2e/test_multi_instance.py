@@ -14,7 +14,6 @@ import uuid
 from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import asyncpg
 import httpx
@@ -24,7 +23,6 @@ from aiokafka import AIOKafkaConsumer
 from scripts import services as service_processes
 from scripts.api_client import Api, ApiError
 from scripts.balancer import RoundRobinTransport, SyncRoundRobinTransport, round_robin_client
-from services.mentoring.config import DEFAULT_FILE as MENTORING_CONFIG
 from shared.topics import EVALUATION, GROUPS, MENTORING, RECRUITMENT
 from tests.groups.groups_support import registration
 from tests.recruitment.recruitment_helpers import ADMIN, applicant
@@ -52,15 +50,18 @@ class Cluster:
 async def cluster(infra, tmp_path_factory) -> AsyncIterator[Cluster]:
     databases = {name: await create_database(infra, f"mi_{name}")
                  for name in service_processes.SERVICES}
-    config = tmp_path_factory.mktemp("mentoring-config") / "mentoring.toml"
-    config.write_text(Path(MENTORING_CONFIG).read_text().replace(
-        "caseload_cap = 25", f"caseload_cap = {CAP}"))
     running = await asyncio.to_thread(
         service_processes.start, infra, tmp_path_factory.mktemp("multi-instance-logs"),
         databases=databases, instances=2,
-        extra_env={"TKM_LOG_LEVEL": "WARNING", "MENTORING_CONFIG_FILE": str(config)})
+        extra_env={"TKM_LOG_LEVEL": "WARNING"})
     client, urls = round_robin_client(running.instance_urls, headers=ADMIN, timeout=30)
     try:
+        # the cap is a rule of the programme year (shared.rules), adopted through one instance
+        # long before the race: both learn of it (LISTEN/NOTIFY) and decide by it
+        adopted = await client.put(urls["mentoring"] + "/rules/2023", json={
+            "rules": {"assignment": {"caseload_cap": CAP, "allow_same_province": False}},
+            "note": "multi-instance test: a small cap to race for"})
+        assert adopted.status_code == 200, adopted.text
         yield Cluster(running, databases, client, urls, infra.kafka_bootstrap)
         # the consumer groups are the services' own, which later modules' services join: they
         # must find nothing of this module's left to consume
