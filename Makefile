@@ -48,8 +48,16 @@ cluster-rolling: install
 	$(PY) -m tests.shared.integration.test_kafka_cluster
 
 # The suite starts its own Kafka and Postgres on free ports and stops them at the end.
+# two pytest processes side by side, each with its own broker and Postgres: the tests that
+# mostly wait (marked `long` in tests/conftest.py) and the others; the long ones' output follows
 test: install
-	$(PY) -m pytest -q --durations=25
+	@long_tmp=$$(mktemp -d); \
+	$(PY) -m pytest -q --durations=10 -m long --basetemp=$$long_tmp/t > $$long_tmp/long.log 2>&1 & \
+	long=$$!; \
+	$(PY) -m pytest -q --durations=25 -m "not long"; rest=$$?; \
+	wait $$long; lr=$$?; \
+	echo "--- the long tests, run beside the others:"; cat $$long_tmp/long.log; rm -rf $$long_tmp; \
+	test $$rest -eq 0 && test $$lr -eq 0
 
 # The property-based run of `make test` (tests/fuzz: every operation of the four services, a few
 # derandomized examples each), longer: many examples and schemathesis' coverage phase.

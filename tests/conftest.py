@@ -60,3 +60,24 @@ def _admin_fallback(env) -> dict[str, str]:
 async def database_url(infra: local_infra.Endpoints) -> str:
     """A new, empty database of its own for one test."""
     return await create_database(infra)
+
+
+# Tests that mostly wait (outages held for seconds, kill -9 and restarts, whole small years on
+# infrastructure of their own): `make test` runs them in a second pytest process beside the
+# others, each process with its own broker and Postgres, so their waiting overlaps the rest.
+LONG_MODULES = frozenset({
+    "tests/bench/test_bench_smoke.py",
+    "tests/faults/test_fault_suite_short.py",
+    "tests/demo/integration/test_simulate_same_seed.py",
+    "tests/e2e/test_multi_instance.py",
+    "tests/shared/integration/test_operations_signals.py",
+    "tests/shared/integration/test_kafka_cluster.py",
+    "tests/shared/integration/test_relay_broker_restart.py",
+})
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    root = Path(str(config.rootpath))
+    for item in items:
+        if Path(str(item.path)).relative_to(root).as_posix() in LONG_MODULES:
+            item.add_marker(pytest.mark.long)
