@@ -85,7 +85,9 @@ async def test_a_large_file_is_parsed_off_the_event_loop(groups):
     report = response.json()
     assert report["rows"] == 20_000 and report["registered"] == 0
     assert len(report["errors"]) == 100 and report["errors_total"] > 100
-    assert slowest < 1.0
+    # parsed on the event loop, /healthz would wait about as long as the whole upload took; a
+    # share of it, not a wall-clock bound, so a loaded machine does not fail it (nor hide a block)
+    assert slowest < max(1.0, 0.5 * took), (slowest, took)
 
 
 async def test_a_csv_body_over_its_own_cap_is_a_413(groups):
