@@ -73,6 +73,11 @@ LONG_MODULES = frozenset({
     "tests/shared/integration/test_operations_signals.py",
     "tests/shared/integration/test_kafka_cluster.py",
     "tests/shared/integration/test_relay_broker_restart.py",
+    # not waiting but long, to even the two processes out: headless Chromium against the
+    # console and the services; infrastructure started and stopped; a year through four services
+    "tests/console/test_console_browser.py",
+    "tests/shared/integration/test_infra.py",
+    "tests/e2e/test_programme_year.py",
 })
 
 
