@@ -767,31 +767,39 @@ def kill_kafka_node(state: Path, node_id: int, timeout: float = 30) -> bool:
 
 async def describe_partitions(bootstrap: str, client_kwargs: dict | None = None,
                               topics: list[str] | None = None,
-                              attempts: int = 5) -> dict[str, dict[int, dict]]:
+                              attempts: int = 20) -> dict[str, dict[int, dict]]:
     """{topic: {partition: {"leader", "replicas", "isr"}}} from the cluster's metadata, for
     `topics` or every topic (the internal ones included). Leader -1: none at the moment. A node
-    that just died may still be asked first: tried again up to `attempts` times."""
+    that just died may still be asked first, and a topic created a moment ago may not yet be in
+    the metadata of the node asked (it answers with an error code for that topic): tried again,
+    0.5 s apart, up to `attempts` times, until every topic asked for is described."""
     import asyncio
 
     from aiokafka.admin import AIOKafkaAdminClient
     from aiokafka.errors import KafkaError
 
+    found: dict[str, dict[int, dict]] = {}
     for attempt in range(attempts):
         admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10000,
                                     **(client_kwargs or {}))
         try:
             await admin.start()
             described = await admin.describe_topics(topics)
-            break
         except KafkaError:
             if attempt == attempts - 1:
                 raise
             await asyncio.sleep(0.5)
+            continue
         finally:
             await admin.close()
-    return {t["topic"]: {p["partition"]: {"leader": p["leader"], "replicas": list(p["replicas"]),
-                                         "isr": list(p["isr"])} for p in t["partitions"]}
-            for t in described if not t["error_code"]}
+        found = {t["topic"]: {p["partition"]: {"leader": p["leader"],
+                                               "replicas": list(p["replicas"]),
+                                               "isr": list(p["isr"])} for p in t["partitions"]}
+                 for t in described if not t["error_code"]}
+        if not topics or set(topics) <= set(found):
+            break
+        await asyncio.sleep(0.5)
+    return found
 
 
 async def partition_leaders(bootstrap: str, client_kwargs: dict | None,
