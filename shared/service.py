@@ -28,7 +28,7 @@ from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from shared import audit, idempotency, shedding
+from shared import audit, idempotency, privacy, shedding
 from shared.aggregate import Projector, UnitOfWork, run_command
 from shared.auth import Actor
 from shared.consumer import EventConsumer, Handler, PartitionHolds
@@ -48,6 +48,7 @@ from shared.observability import (
     correlation_id_var,
 )
 from shared.outbox import OutboxRelay
+from shared.pii import Keyring
 from shared.projections import RebuildPlan
 from shared.settings import ServiceSettings, load_settings
 from shared.topics import dead_letter_topic, ensure_topics
@@ -92,6 +93,8 @@ class ServiceContext:
     broker: KafkaBroker
     # the actors whose pseudonym this process has recorded (shared.audit.remember_actor)
     actors_seen: set[str] = field(default_factory=set)
+    # the personal-data keyring, read once per process at app creation (shared.privacy)
+    keyring: Keyring | None = None
 
     async def command(self, decide: Callable[[UnitOfWork], Awaitable[Any]], actor: Actor, *,
                       isolation: str | None = None) -> Any:
@@ -190,6 +193,7 @@ def create_app(spec: ServiceSpec, settings: ServiceSettings | None = None, *,
                   version="1.0.0", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.signing_key = settings.auth_signing_key.get_secret_value()
     app.state.settings = settings
+    app.state.keyring = settings.keyring()  # a missing or refused key file stops the start
     app.state.holds = PartitionHolds(spec.name)  # partitions paused before a newer version
     app.state.health = health
     health.paused = lambda: bool(app.state.holds.held)
@@ -238,7 +242,8 @@ async def _start_up(app: FastAPI, spec: ServiceSpec, settings: ServiceSettings,
     relay = OutboxRelay(settings.database_url, settings.kafka_bootstrap_servers, spec.name,
                         batch_size=settings.relay_batch_size,
                         poll_interval=settings.relay_poll_interval_s, security=sec)
-    ctx = app.state.ctx = ServiceContext(spec, settings, pool, store, relay, broker)
+    ctx = app.state.ctx = ServiceContext(spec, settings, pool, store, relay, broker,
+                                         keyring=app.state.keyring)
     health.pool = pool
     # the relay outlives a broker outage by itself: commands are absorbed by the outbox
     started.relay_task = asyncio.create_task(relay.run(started.relay_stop), name="outbox-relay")
@@ -278,7 +283,8 @@ async def _start_up(app: FastAPI, spec: ServiceSpec, settings: ServiceSettings,
 async def _migrate(dsn: str, spec: ServiceSpec) -> list[str]:
     conn = await asyncpg.connect(dsn, timeout=10)
     try:
-        return [*await migrate(conn, spec.name, spec.migrations), *await audit.migrate(conn)]
+        return [*await migrate(conn, spec.name, spec.migrations), *await audit.migrate(conn),
+                *await privacy.migrate(conn)]
     finally:
         await conn.close()
 

@@ -14,6 +14,8 @@ from urllib.parse import quote, urlsplit, urlunsplit
 from pydantic import Field, SecretStr, ValidationError, create_model, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from shared.pii import KEY_FILE_ENV, Keyring
+
 DEV_SIGNING_KEY = "tkm-dev-signing-key-not-for-production-use"
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 # default HTTP ports of the local run; docker-compose maps the same ones
@@ -105,6 +107,15 @@ class ServiceSettings(BaseSettings):
     # request bodies are refused (413) past these sizes before being read (shared.limits)
     max_body_bytes: int = Field(1024 * 1024, ge=1024, validation_alias="TKM_MAX_BODY_BYTES")
     max_csv_bytes: int = Field(32 * 1024 * 1024, ge=1024, validation_alias="TKM_MAX_CSV_BYTES")
+    # the master key file of personal data (shared.pii; a compose secret): unset, the dev key,
+    # only with TKM_ENV=dev or test
+    pii_master_key_file: str | None = Field(None, validation_alias="TKM_PII_MASTER_KEY_FILE")
+
+    def keyring(self) -> Keyring:
+        """The personal-data keyring (read the key file once per process: shared.service).
+        Raises PiiKeyError when the file is missing, malformed or refused."""
+        return Keyring.from_environment({"TKM_ENV": self.environment,
+                                         KEY_FILE_ENV: self.pii_master_key_file or ""})
 
     @property
     def kafka_bootstrap_list(self) -> list[str]:
