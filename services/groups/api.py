@@ -7,7 +7,7 @@ import logging
 from datetime import date
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
 
 from services.groups import bulk, handlers, views
 from services.groups import responses as R
@@ -30,6 +30,7 @@ from services.groups.commands import (
 )
 from services.groups.config import Expo, GroupYearRules, ProgrammeConfig
 from services.groups.csv_import import CSV_LAYOUT
+from shared.approvals import FourEyes
 from shared.auth import ANY_ROLE, Actor, Role, require
 from shared.errors import DomainError, ForbiddenError, NotFoundError
 from shared.inputs import REF_PATTERN
@@ -40,7 +41,6 @@ from shared.service import ServiceContext, context
 
 Writer = Annotated[Actor, Depends(require(Role.ADMIN, Role.PROVINCE))]
 Reader = Annotated[Actor, Depends(require(*ANY_ROLE))]
-Ministry = Annotated[Actor, Depends(require(Role.ADMIN))]
 Stage = Literal["pemula", "lanjutan", "pengembangan"]
 Status = Literal["registered", "approved", "rejected", "funded", "dissolved"]
 GroupId = Annotated[str, Path(pattern=REF_PATTERN)]
@@ -67,9 +67,19 @@ def _sees_notes(actor: Actor) -> bool:
     return actor.role in (Role.ADMIN, Role.PROVINCE)
 
 
-def build_router(config: ProgrammeConfig, book: RuleBook[GroupYearRules]) -> APIRouter:
+def _answer(response: Response, answer: dict[str, Any]) -> dict[str, Any]:
+    """A four-eyes command's answer: 202 when it became a request awaiting a checker."""
+    if handlers.is_pending(answer):
+        response.status_code = 202
+    return answer
+
+
+def build_router(config: ProgrammeConfig, book: RuleBook[GroupYearRules],
+                 four_eyes: FourEyes | None = None) -> APIRouter:
     """The groups API; `book`: the programme rules per year every command applies (the rules
-    of the group's year, never today's)."""
+    of the group's year, never today's); `four_eyes`: the maker-checker flow of the money
+    commands (default: `handlers.four_eyes_of(book)`; its router is mounted apart)."""
+    four_eyes = four_eyes or handlers.four_eyes_of(book)
     router = APIRouter()
 
     @router.get("/business-types", response_model=list[R.BusinessType], tags=["catalogue"])
@@ -176,21 +186,33 @@ def build_router(config: ProgrammeConfig, book: RuleBook[GroupYearRules]) -> API
             ctx, actor, config, book, [bulk.Target(g) for g in body.group_ids], 200,
             bulk.approved)}
 
-    @router.post("/groups/{group_id}/funding",
-                 response_model=R.Funded, status_code=201, tags=["funding"])
-    async def fund(group_id: GroupId, body: FundGroup, ctx: Ctx,
-                   actor: Ministry) -> dict[str, Any]:
-        """Disburse a tranche to an approved group (ministry only). The same tranche twice is
-        a 409; the total at a stage stays within the ceiling of the group's programme year
-        (GET /rules/{year}), whose split and LPJ due days the answer follows."""
-        return await handlers.fund_group(ctx, group_id, body, actor, book)
+    @router.post("/groups/{group_id}/funding", response_model=R.Funded | R.PendingRequest,
+                 status_code=201, tags=["funding"],
+                 responses={202: {"model": R.PendingRequest,
+                                  "description": "asked: awaits a checker (four eyes)"}})
+    async def fund(group_id: GroupId, body: FundGroup, ctx: Ctx, actor: Writer,
+                   response: Response) -> dict[str, Any]:
+        """Ask for a tranche to an approved group. The year's rules (GET /rules/{year},
+        `four_eyes`) decide: with four eyes (the shipped rules, every amount) the answer is
+        202 `{"state": "pending", "request_id", ...}` and nothing is paid until another person
+        with a checking role grants it (`POST /approvals/{request_id}/grant`, whose `result` is
+        the funding below); tranche 1 is `fund`, a later tranche `change_tranche`. Without, the
+        ministry funds at once (201). A funding that could never be carried out is refused now
+        (the same tranche twice or already asked for: 409; over the ceiling of the group's
+        year, not approved: 422) and writes nothing."""
+        return _answer(response, await handlers.fund_group(ctx, group_id, body, actor, book,
+                                                           four_eyes))
 
     @router.post("/groups/fundings", response_model=R.BulkOutcome, tags=["funding"])
-    async def fund_many(body: FundGroups, ctx: Ctx,
-                        actor: Ministry) -> dict[str, Any]:
-        """Fund many groups; one result per item (status 201, or the error's status)."""
-        return {"results": await bulk.apply_in_batches(ctx, actor, config, book, body.items,
-                                                       201, bulk.funding())}
+    async def fund_many(body: FundGroups, ctx: Ctx, actor: Writer) -> dict[str, Any]:
+        """Ask for many fundings, each as `POST /groups/{group_id}/funding` would, each in its
+        own transaction: `batch_id` (shared by every item's request: `POST /approvals/grant`,
+        `GET /approvals?batch_id=`) and one result per item, in order (status 202 with the
+        pending request, 201 when carried out at once, or the error's status)."""
+        return await bulk.ask_in_turn(
+            config, body.items, 201,
+            lambda item, batch_id: handlers.fund_group(ctx, item.group_id, item, actor, book,
+                                                       four_eyes, batch_id))
 
     @router.post("/groups/{group_id}/lpj",
                  response_model=R.LpjSubmitted, status_code=201, tags=["accountability"])
@@ -201,11 +223,17 @@ def build_router(config: ProgrammeConfig, book: RuleBook[GroupYearRules]) -> API
         return await handlers.submit_lpj(ctx, group_id, body, actor)
 
     @router.post("/groups/{group_id}/lpj/{report_id}/acceptance",
-                 response_model=R.LpjReviewed, tags=["accountability"])
-    async def accept_lpj(group_id: GroupId, report_id: ReportId, ctx: Ctx,
-                         actor: Writer) -> dict[str, Any]:
-        await handlers.act_on_group(ctx, actor, group_id, lambda g: g.accept_lpj(report_id))
-        return {"group_id": group_id, "report_id": report_id, "status": "accepted"}
+                 response_model=R.LpjReviewed | R.PendingRequest, tags=["accountability"],
+                 responses={202: {"model": R.PendingRequest,
+                                  "description": "asked: awaits a checker (four eyes)"}})
+    async def accept_lpj(group_id: GroupId, report_id: ReportId, ctx: Ctx, actor: Writer,
+                         response: Response) -> dict[str, Any]:
+        """Ask for a submitted LPJ's acceptance: with four eyes (`accept_lpj` in the year's
+        rules) 202 pending until another officer of the province or the ministry grants it
+        (`POST /approvals/{request_id}/grant`); without, accepted at once (200). A report not
+        awaiting review is refused now (409) and nothing is written."""
+        return _answer(response, await handlers.accept_lpj(ctx, group_id, report_id, actor,
+                                                           four_eyes))
 
     @router.post("/groups/{group_id}/lpj/{report_id}/return",
                  response_model=R.LpjReviewed, tags=["accountability"])
@@ -234,11 +262,14 @@ def build_router(config: ProgrammeConfig, book: RuleBook[GroupYearRules]) -> API
 
     @router.post("/lpj/acceptances", response_model=R.BulkOutcome, tags=["accountability"])
     async def accept_many_lpj(body: AcceptLpjs, ctx: Ctx, actor: Writer) -> dict[str, Any]:
-        """Accept many submitted LPJs, each as
-        `POST /groups/{group_id}/lpj/{report_id}/acceptance` would; one result per item
-        (status 200, or the error's status)."""
-        return {"results": await bulk.apply_in_batches(ctx, actor, config, book, body.items,
-                                                       200, bulk.accepted)}
+        """Ask for many LPJ acceptances, each as
+        `POST /groups/{group_id}/lpj/{report_id}/acceptance` would, each in its own
+        transaction: `batch_id` and one result per item (status 202 pending, 200 when accepted
+        at once, or the error's status)."""
+        return await bulk.ask_in_turn(
+            config, body.items, 200,
+            lambda item, batch_id: handlers.accept_lpj(ctx, item.group_id, item.report_id,
+                                                       actor, four_eyes, batch_id))
 
     @router.post("/groups/{group_id}/bimtek",
                  response_model=R.GroupSummary, status_code=201, tags=["empowerment"])

@@ -11,13 +11,19 @@ tallies of many provinces, so two side by side could deadlock. A refused item re
 the others. A batch that fails for another reason (a fault of ours) rolls back and its items run
 again one transaction each, so that fault stays with its item. A database that goes away
 part-way gives the bulk 503 with a result per item.
+
+Fundings and LPJ acceptances need four eyes (shared.approvals, docs/four-eyes.md): their bulk
+routes make one request per item instead (`ask_in_turn`), each in its own transaction, every
+item of one call sharing a `batch_id` that a checker grants with `POST /approvals/grant` or lists
+with `GET /approvals?batch_id=`. A year whose rules want no checker carries the item out at once,
+as its single call would.
 """
 
 from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,8 +37,7 @@ from services.groups.handlers import (
     _item,
     act_on_group,
     batch_turn,
-    funded,
-    latest_local_date,
+    is_pending,
     summary,
     take_batch_lock,
 )
@@ -41,7 +46,7 @@ from shared.auth import Actor
 from shared.errors import DomainError, NotFoundError
 from shared.idempotency import commit_watch
 from shared.service import ServiceContext
-from shared.shedding import DATABASE_UNAVAILABLE, patient
+from shared.shedding import DATABASE_UNAVAILABLE, ServiceUnavailableError, patient
 
 log = logging.getLogger("tkm.groups")
 
@@ -157,17 +162,37 @@ def approved(group: Group, item: Any, rules: GroupYearRules) -> dict[str, Any]:
     return summary(group)
 
 
-def funding() -> Act:
-    """POST /groups/{id}/funding for one item: `today` read once for the request."""
-    today = latest_local_date()
+# asks for one item of a four-eyes bulk command under the call's batch id: its answer, a pending
+# request (202) or, when the year's rules want no checker, the single call's answer
+Ask = Callable[[Any, uuid.UUID], Awaitable[dict[str, Any]]]
 
-    def fund(group: Group, item: Any, rules: GroupYearRules) -> dict[str, Any]:
-        event = group.fund(tranche=item.tranche, amount=item.amount,
-                           disbursed_on=item.disbursed_on, budget_year=item.budget_year,
-                           rules=rules, today=today)
-        return funded(group, event, rules)
 
-    return fund
+async def ask_in_turn(config: ProgrammeConfig, items: list[Any], done_status: int,
+                      ask: Ask) -> dict[str, Any]:
+    """`{"batch_id", "results"}`: every item asked for in its own transaction, in order, under
+    one new batch id; per item `{"group_id", "status": 202, "result": {"state": "pending",
+    "request_id", ...}}`, `done_status` with the single call's answer when carried out at once,
+    or the error's status and body. A database that goes away part-way: 503 whose `results` say
+    what was written (the items after it not tried)."""
+    if len(items) > config.bulk.max_items:
+        raise DomainError(f"at most {config.bulk.max_items} items a request", field="items")
+    batch_id = uuid.uuid4()
+    results: list[dict[str, Any]] = []
+    for item in items:
+        if results and results[-1]["status"] == 503:
+            results.append(_unavailable(item.group_id, "no", tried=False))
+            continue
+        result = await _item(item.group_id, 202,
+                             lambda item=item: ask(item, batch_id))  # type: ignore[misc]
+        if result["status"] == 202 and not is_pending(result["result"]):
+            result["status"] = done_status
+        results.append(result)
+    if any(r["status"] == 503 for r in results):
+        raise ServiceUnavailableError(
+            "the database became unavailable part-way; `results` tells what was written "
+            "(retry the items not written)", batch_id=str(batch_id), results=results,
+            written=sum(r["status"] < 300 for r in results))
+    return {"batch_id": str(batch_id), "results": results}
 
 
 # ---- accountability reports (LPJ) -------------------------------------------------------------
@@ -179,11 +204,6 @@ def submitted(group: Group, item: Any, rules: GroupYearRules) -> dict[str, Any]:
                              other=item.other, evidence_count=item.evidence_count)
     return {"group_id": group.group_id, "report_id": report_id, "status": "submitted",
             "remaining_balance": event.remaining_balance}
-
-
-def accepted(group: Group, item: Any, rules: GroupYearRules) -> dict[str, Any]:
-    group.accept_lpj(item.report_id)
-    return {"group_id": group.group_id, "report_id": item.report_id, "status": "accepted"}
 
 
 def returned(group: Group, item: Any, rules: GroupYearRules) -> dict[str, Any]:

@@ -4,7 +4,8 @@ Two kinds, kept apart (issue 17, item 1):
 - the programme rules of a year (`GroupYearRules`: stages, members' count and ages and the day
   ages are measured on, funding ceiling, split and tranches, LPJ due days, advancement), data
   adopted per year through `PUT /rules/{year}` (shared.rules); the ministry's guidelines of
-  2021 and 2023 ship in `config/rules/<year>.toml`;
+  2021 and 2023 ship in `config/rules/<year>.toml`; its `four_eyes` section says which money
+  commands need a maker and a different checker (shared.approvals, docs/four-eyes.md);
 - the operational configuration (`ProgrammeConfig`: bulk limits, the catalogues of business
   types and expos), one TOML file (`config/programme.toml`, or GROUPS_CONFIG_FILE).
 """
@@ -18,6 +19,8 @@ from typing import Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from shared.approvals import CommandRule, FourEyesRules
+from shared.auth import Role
 from shared.config import load_toml
 from shared.rules import RuleBook
 
@@ -105,6 +108,22 @@ class Expo(_Section):
 OTHER_EXPO = Expo(code="other", name="Lainnya (tidak ada di katalog)")
 
 
+# the command types of the groups service that four eyes may apply to (shared.approvals)
+FUND, CHANGE_TRANCHE, ACCEPT_LPJ = "fund", "change_tranche", "accept_lpj"
+FOUR_EYES_COMMANDS = (FUND, CHANGE_TRANCHE, ACCEPT_LPJ)
+
+
+def default_four_eyes() -> FourEyesRules:
+    """Four eyes on every money command of the groups service, whatever the amount: the rules
+    of a version adopted before the section existed (read with this default) never let one
+    person fund a group or accept an LPJ alone."""
+    by_ministry = CommandRule(makers=[Role.ADMIN, Role.PROVINCE], checkers=[Role.ADMIN])
+    return FourEyesRules(commands={
+        FUND: by_ministry, CHANGE_TRANCHE: by_ministry,
+        ACCEPT_LPJ: CommandRule(makers=[Role.PROVINCE, Role.ADMIN],
+                                checkers=[Role.PROVINCE, Role.ADMIN])})
+
+
 class GroupYearRules(_Section):
     """The programme rules of one year that the groups service enforces."""
 
@@ -113,6 +132,9 @@ class GroupYearRules(_Section):
     funding: FundingRules
     lpj: LpjRules
     advancement: AdvancementRules
+    four_eyes: FourEyesRules = Field(default_factory=default_four_eyes, description=(
+        "which money commands (fund, change_tranche, accept_lpj) need a maker and a different "
+        "checker, who may be either, from which amount, and when a request expires"))
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:
@@ -127,6 +149,10 @@ class GroupYearRules(_Section):
             raise ValueError("members.min_age exceeds members.max_age")
         if self.funding.tools_percent + self.funding.materials_percent != 100:
             raise ValueError("funding tools_percent + materials_percent must be 100")
+        unknown = set(self.four_eyes.commands) - set(FOUR_EYES_COMMANDS)
+        if unknown:
+            raise ValueError(f"four_eyes.commands: unknown command {', '.join(sorted(unknown))}; "
+                             f"groups knows {', '.join(FOUR_EYES_COMMANDS)}")
         return self
 
     def next_stage(self, stage: str) -> str | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import uuid
 import weakref
@@ -19,7 +20,13 @@ from services.groups.commands import (
     RegisterGroup,
     SubmitLpj,
 )
-from services.groups.config import GroupYearRules, ProgrammeConfig
+from services.groups.config import (
+    ACCEPT_LPJ,
+    CHANGE_TRANCHE,
+    FUND,
+    GroupYearRules,
+    ProgrammeConfig,
+)
 from services.groups.csv_import import (
     Context,
     GroupDraft,
@@ -37,6 +44,7 @@ from services.groups.domain import (
 )
 from services.groups.projections import MembershipTakenError
 from shared.aggregate import UnitOfWork, lock_stream
+from shared.approvals import PENDING, ApprovalRequested, FourEyes
 from shared.auth import Actor, Role
 from shared.contracts.groups import GroupFunded
 from shared.envelope import utcnow
@@ -207,13 +215,143 @@ async def change_members(ctx: ServiceContext, group_id: str, cmd: ChangeMembers,
     return summary(group)
 
 
+def funding_command(tranche: int) -> str:
+    """The four-eyes command type of a funding: `fund` for a group's first tranche,
+    `change_tranche` for a later one (the amount and date of each tranche are its own)."""
+    return FUND if tranche == 1 else CHANGE_TRANCHE
+
+
+def ensure_ministry_funds(actor: Actor) -> None:
+    """A funding carried out at once (the year's rules want no checker for it) is the
+    ministry's, as before four eyes."""
+    if actor.role is not Role.ADMIN:
+        raise ForbiddenError("funding a group alone is the ministry's (ministry_admin); the "
+                             "year's rules do not let a provincial officer ask for it",
+                             field="Authorization")
+
+
+async def _target(uow: UnitOfWork, actor: Actor, group_id: str) -> Group:
+    group = await uow.load(Group, stream_id(group_id))
+    if group is None:
+        raise NotFoundError("no such group", field="group_id", group_id=group_id)
+    actor.ensure_province(group.province_code)
+    return group
+
+
+async def _ensure_not_asked(uow: UnitOfWork, group: Group, command_types: tuple[str, ...],
+                            key: str, value: Any) -> None:
+    """One pending request per group and tranche (or LPJ report): a second maker asking for
+    the same is told which request awaits a checker (409), rather than queueing a duplicate.
+    Race-free: the group's stream lock (taken by `uow.load`) orders the makers, and the
+    request's row is written in the maker's transaction."""
+    request_id = await uow.conn.fetchval(
+        "SELECT request_id FROM approval_requests WHERE target = $1 AND state = 'pending' "
+        "AND command_type = ANY($2::text[]) AND payload->$3 = $4::jsonb LIMIT 1",
+        group.stream_id, list(command_types), key, json.dumps(value))
+    if request_id is not None:
+        raise ConflictError(f"a request for this {key.replace('_', ' ')} already awaits a "
+                            "checker (GET /approvals/{request_id})", field=key,
+                            request_id=str(request_id))
+
+
+def funding_payload(cmd: FundGroup) -> dict[str, Any]:
+    """What a funding request carries out when granted (no personal data)."""
+    return {"tranche": cmd.tranche, "amount": cmd.amount,
+            "disbursed_on": cmd.disbursed_on.isoformat(), "budget_year": cmd.budget_year}
+
+
 async def fund_group(ctx: ServiceContext, group_id: str, cmd: FundGroup, actor: Actor,
-                     book: Book) -> dict[str, Any]:
-    _, answer = await act_on_group(ctx, actor, group_id, lambda g, rules: funded(
-        g, g.fund(tranche=cmd.tranche, amount=cmd.amount, disbursed_on=cmd.disbursed_on,
-                  budget_year=cmd.budget_year, rules=rules, today=latest_local_date()), rules),
-        book)
-    return answer
+                     book: Book, four_eyes: FourEyes,
+                     batch_id: uuid.UUID | None = None) -> dict[str, Any]:
+    """Ask for a funding (four eyes: a pending request, `{"state": "pending", ...}`) or, when
+    the year's rules want no checker for it, carry it out at once (the ministry only). A
+    funding that could never be carried out (group not approved, tranche already funded,
+    over the ceiling, ...) is refused now and writes nothing."""
+
+    async def decide(uow: UnitOfWork) -> dict[str, Any]:
+        group = await _target(uow, actor, group_id)
+        rules = (await book.in_force(uow.conn, group.year)).rules
+        # decided on the loaded group and not saved: its event is dropped with the unit of work
+        event = group.fund(tranche=cmd.tranche, amount=cmd.amount,
+                           disbursed_on=cmd.disbursed_on, budget_year=cmd.budget_year,
+                           rules=rules, today=latest_local_date())
+        await _ensure_not_asked(uow, group, (FUND, CHANGE_TRANCHE), "tranche", cmd.tranche)
+        pending = await four_eyes.submit(
+            uow, actor, command_type=funding_command(cmd.tranche), target=group.stream_id,
+            payload=funding_payload(cmd), province_code=group.province_code, year=group.year,
+            amount=cmd.amount, batch_id=batch_id)
+        if pending is not None:
+            return {**pending.out(), "group_id": group_id}
+        ensure_ministry_funds(actor)
+        await uow.save(group)
+        return funded(group, event, rules)
+
+    return await ctx.command(decide, actor)
+
+
+async def accept_lpj(ctx: ServiceContext, group_id: str, report_id: str, actor: Actor,
+                     four_eyes: FourEyes, batch_id: uuid.UUID | None = None) -> dict[str, Any]:
+    """Ask for an LPJ's acceptance (four eyes: a pending request) or, when the year's rules
+    want no checker for it, accept it at once. A report that is not awaiting review is
+    refused now and nothing is written."""
+
+    async def decide(uow: UnitOfWork) -> dict[str, Any]:
+        group = await _target(uow, actor, group_id)
+        group.accept_lpj(report_id)  # checked on the loaded group, saved only when carried out
+        await _ensure_not_asked(uow, group, (ACCEPT_LPJ,), "report_id", report_id)
+        pending = await four_eyes.submit(
+            uow, actor, command_type=ACCEPT_LPJ, target=group.stream_id,
+            payload={"report_id": report_id}, province_code=group.province_code,
+            year=group.year, amount=group.reports[report_id].spent, batch_id=batch_id)
+        if pending is not None:
+            return {**pending.out(), "group_id": group_id, "report_id": report_id}
+        await uow.save(group)
+        return lpj_accepted(group_id, report_id)
+
+    return await ctx.command(decide, actor)
+
+
+def lpj_accepted(group_id: str, report_id: str) -> dict[str, Any]:
+    return {"group_id": group_id, "report_id": report_id, "status": "accepted"}
+
+
+def is_pending(answer: dict[str, Any]) -> bool:
+    """A command's answer that is a four-eyes request awaiting a checker (HTTP 202)."""
+    return answer.get("state") == PENDING and "request_id" in answer
+
+
+def four_eyes_of(book: Book) -> FourEyes:
+    """The groups service's four eyes on money (shared.approvals): the rules of each group's
+    year (`GroupYearRules.four_eyes`) and what a checker's grant carries out."""
+
+    async def carry_out_funding(uow: UnitOfWork, request: ApprovalRequested,
+                                checker: Actor) -> dict[str, Any]:
+        group = await _granted_target(uow, request)
+        rules = (await book.in_force(uow.conn, group.year)).rules
+        p = request.payload
+        event = group.fund(tranche=p["tranche"], amount=p["amount"],
+                           disbursed_on=date.fromisoformat(p["disbursed_on"]),
+                           budget_year=p["budget_year"], rules=rules, today=latest_local_date())
+        await uow.save(group)
+        return funded(group, event, rules)
+
+    async def carry_out_lpj_acceptance(uow: UnitOfWork, request: ApprovalRequested,
+                                       checker: Actor) -> dict[str, Any]:
+        group = await _granted_target(uow, request)
+        group.accept_lpj(request.payload["report_id"])
+        await uow.save(group)
+        return lpj_accepted(group.group_id, request.payload["report_id"])
+
+    return FourEyes(book, lambda rules: rules.four_eyes, {
+        FUND: carry_out_funding, CHANGE_TRANCHE: carry_out_funding,
+        ACCEPT_LPJ: carry_out_lpj_acceptance})
+
+
+async def _granted_target(uow: UnitOfWork, request: ApprovalRequested) -> Group:
+    group = await uow.load(Group, request.target)
+    if group is None:  # pragma: no cover - a request is made on a loaded group
+        raise NotFoundError("the request's group no longer exists", field="request_id")
+    return group
 
 
 def funded(group: Group, event: GroupFunded, rules: GroupYearRules) -> dict[str, Any]:

@@ -36,6 +36,7 @@ from shared.contracts.groups import (
     GroupRejected,
     GroupShowcasedAtExpo,
 )
+from shared import approvals
 from shared.envelope import Envelope, Event
 from shared.auth import Actor, Role
 from shared.errors import ConflictError
@@ -714,7 +715,9 @@ def _one_by_one(handler: Callable[[asyncpg.Connection, Envelope, Any], Awaitable
 
 async def project_read_models_in_layers(conn: asyncpg.Connection, items: Items) -> None:
     """The read models of a page of events (in store order, across transactions): what a
-    rebuild replays, set-based (see above); the same tables as `project_read_models`."""
+    rebuild replays, set-based (see above); the same tables as `project_read_models`, and the
+    four-eyes requests (`approval_requests`, shared.approvals: their own streams)."""
+    await approvals.project(conn, items)
     layers: list[dict[type[Event], Items]] = []
     depth: dict[str, int] = {}
     for envelope, event in items:
@@ -731,7 +734,8 @@ async def project_read_models_in_layers(conn: asyncpg.Connection, items: Items) 
             await writer(conn, events)
 
 
-REBUILD = RebuildPlan(READ_MODELS, project_read_models_in_layers, across_transactions=True)
+REBUILD = RebuildPlan((*READ_MODELS, *approvals.APPROVAL_TABLES), project_read_models_in_layers,
+                      across_transactions=True)
 
 _MANY: dict[type[Event], Callable[[asyncpg.Connection, list[tuple[Envelope, Any]]],
                                   Awaitable[None]]] = {

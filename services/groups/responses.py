@@ -3,7 +3,7 @@ they get. Extra fields are allowed (a field added by a view is passed on, never 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -39,6 +39,21 @@ class Funded(GroupSummary):
     lpj_due_on: str
     planned_tools: int
     planned_materials: int
+
+
+class PendingRequest(Out):
+    """A money command awaiting a checker (four eyes, shared.approvals): answered 202; a
+    checker grants it with `POST /approvals/{request_id}/grant`, whose `result` is then what
+    the command answers when carried out."""
+
+    state: Literal["pending"]
+    request_id: str
+    command_type: str = Field(description="fund, change_tranche or accept_lpj")
+    target: str = Field(description="the stream the command acts on: group-<group_id>")
+    expires_at: str = Field(description="UTC; a request not decided by then expires")
+    checker_roles: list[str] = Field(description="who may grant or reject it (not its maker)")
+    group_id: str
+    report_id: str | None = None
 
 
 class LpjSubmitted(Out):
@@ -141,6 +156,9 @@ class ItemOutcome(Out):
 
 
 class BulkOutcome(Out):
+    batch_id: str | None = Field(None, description=(
+        "four-eyes bulk commands (fundings, LPJ acceptances): the batch every item's request "
+        "belongs to (`GET /approvals?batch_id=`, `POST /approvals/grant`)"))
     results: list[ItemOutcome]
 
 
