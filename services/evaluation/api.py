@@ -6,13 +6,15 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Path, Query
+from fastapi import APIRouter, Depends, Path, Query, Response
 from pydantic import BaseModel, Field
 
 from services.evaluation import handlers, views
 from services.evaluation.handlers import PolicyOf
 from services.evaluation.config import Policy
 from services.evaluation.scoring import Scored, evaluate_year, exclusion, histogram, score
+from shared.aggregate import UnitOfWork
+from shared.approvals import ApprovalRequested, Executor, FourEyes
 from shared.auth import ANY_ROLE, Actor, Role, require
 from shared.contracts.evaluation import Decision
 from shared.errors import ConflictError, NotFoundError
@@ -68,6 +70,16 @@ class CycleSummary(BaseModel):
     continued: int | None
     replaced: int | None
     not_evaluated: dict[str, int]
+
+
+class CloseRequested(BaseModel):
+    state: Literal["pending"] = Field(description="waiting for a checker")
+    request_id: str = Field(description="grant: POST /approvals/{request_id}/grant")
+    command_type: str
+    target: str
+    year: int
+    expires_at: datetime
+    checker_roles: list[str]
 
 
 class CloseResult(BaseModel):
@@ -201,8 +213,34 @@ async def _open_policy(ctx: ServiceContext, year: int, policy_of: PolicyOf) -> P
     return await policy_of(ctx.pool, year)
 
 
-def build_router(policy_of: PolicyOf) -> APIRouter:
-    """`policy_of`: the policy of a programme year (its rules in force)."""
+def close_json(result: dict[str, Any]) -> dict[str, Any]:
+    """A close's result as the close answers it (JSON)."""
+    return CloseResult.model_validate(result).model_dump(mode="json")
+
+
+def _shape_closed(exc: ConflictError) -> None:
+    if "result" in exc.details:  # the same shape and encoding as the first answer
+        exc.details["result"] = close_json(exc.details["result"])
+
+
+def close_year_executor(policy_of: PolicyOf) -> Executor:
+    """What a checker's grant of a `close_year` request carries out, in the grant's
+    transaction: the year's close; the grant's `result` is what the close answers."""
+
+    async def carry_out(uow: UnitOfWork, request: ApprovalRequested,
+                        checker: Actor) -> dict[str, Any]:
+        try:
+            return close_json(await handlers.close_year(uow, request.year, policy_of))
+        except ConflictError as exc:  # closed meanwhile: the grant changes nothing
+            _shape_closed(exc)
+            raise
+
+    return carry_out
+
+
+def build_router(policy_of: PolicyOf, four_eyes: FourEyes) -> APIRouter:
+    """`policy_of`: the policy of a programme year (its rules in force); `four_eyes`: the
+    maker-checker flow the close goes through."""
     router = APIRouter(prefix="/evaluations", tags=["evaluation"])
 
     @router.post("/{year}/open", status_code=201, response_model=CycleSummary)
@@ -249,18 +287,27 @@ def build_router(policy_of: PolicyOf) -> APIRouter:
                        not_evaluable=not_evaluable, total=len(items), limit=page.limit,
                        offset=page.offset, items=items[page.offset:page.offset + page.limit])
 
-    @router.post("/{year}/close", response_model=CloseResult)
-    async def close_evaluation(year: YearPath, ctx: Ctx, actor: Admin) -> CloseResult:
-        """Decide every evaluable TKS and publish the outcomes. Final: closing again answers 409
-        with the first result."""
+    @router.post("/{year}/close", status_code=202, response_model=CloseRequested | CloseResult,
+                 responses={200: {"model": CloseResult, "description": (
+                     "closed at once: the year's rules do not want four eyes for close_year")},
+                            404: {"description": "no evaluation opened for the year"},
+                            409: {"description": "already closed (error.result: the first "
+                                                 "result), or a close already pending"}})
+    async def close_evaluation(year: YearPath, ctx: Ctx, actor: Admin,
+                               response: Response) -> dict[str, Any]:
+        """Ask for the year's close (four eyes, docs/four-eyes.md): answers 202 with a pending
+        request that another ministry admin grants (`POST /approvals/{request_id}/grant`, whose
+        `result` is the close's: every evaluable TKS decided, the outcomes published). Refused
+        as the close would be, with nothing written: no evaluation opened (404), already
+        closed (409, with the first result), a close of the year already pending (409)."""
         try:
-            result = await handlers.close_evaluation(ctx, year, actor, policy_of)
+            status, answer = await handlers.request_close(ctx, year, actor, policy_of,
+                                                          four_eyes)
         except ConflictError as exc:
-            if "result" in exc.details:  # the same shape and encoding as the first answer
-                exc.details["result"] = CloseResult.model_validate(
-                    exc.details["result"]).model_dump(mode="json")
+            _shape_closed(exc)
             raise
-        return CloseResult.model_validate(result)
+        response.status_code = status
+        return answer if status == 202 else close_json(answer)
 
     @router.get("/{year}/results", response_model=ResultsPage)
     async def results(year: YearPath, ctx: Ctx, actor: Reader,

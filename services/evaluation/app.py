@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import asyncpg
 
-from services.evaluation.api import build_router
-from services.evaluation.config import Policy, override_policy, rule_book
+from services.evaluation.api import build_router, close_year_executor
+from services.evaluation.config import CLOSE_YEAR, Policy, override_policy, rule_book
 from services.evaluation.projections import HANDLERS, OWN_TABLES, project
-from shared import contracts  # noqa: F401 - registers the consumed event types
+from shared import approvals, contracts  # noqa: F401 - contracts registers the consumed types
+from shared.approvals import APPROVAL_TABLES, FourEyes
+from shared.envelope import Envelope, Event
 from shared.projections import RebuildPlan
 from shared.rules import RuleBook
 from shared.service import ServiceSpec
@@ -20,7 +25,9 @@ Db = asyncpg.Connection | asyncpg.Pool
 DESCRIPTION = """Year-end evaluation of TKS: indicators kept from recruitment, groups and
 mentoring events; a cycle per year (open, preview, close) whose outcomes are published on
 `tkm.evaluation.v1` (TksEvaluated keyed by TKS, EvaluationOpened/EvaluationClosed keyed by
-year) for recruitment to continue or replace each TKS. A year is evaluated under that year's policy
+year) for recruitment to continue or replace each TKS. The close needs four eyes: one ministry
+admin asks for it (`POST /evaluations/{year}/close`, 202 pending), another grants it
+(`POST /approvals/{request_id}/grant`, docs/four-eyes.md). A year is evaluated under that year's policy
 (weights, caps, threshold, minimum months): `GET /rules/{year}` shows it, `PUT /rules/{year}`
 (ministry_admin) adopts a new version, which the year's close uses."""
 
@@ -34,7 +41,28 @@ year) for recruitment to continue or replace each TKS. A year is evaluated under
 # the handlers' writes to it land in a scratch copy that is thrown away.
 FACTS = ("tks_contracts", "tks_exits", "mentor_assignments", "report_facts", "group_facts",
          "periods_closed")
-REBUILD = RebuildPlan((*FACTS, *OWN_TABLES), project, consumed=HANDLERS, scratch=("late_events",))
+# The approval requests of the close (`approval_requests`) are rebuilt from their own events too.
+
+
+async def project_all(conn: asyncpg.Connection, items: Sequence[tuple[Envelope, Event]]) -> None:
+    """The rebuild's projector of the own events: the results and the approval requests (live,
+    `shared.approvals` projects its events itself, in the command's transaction)."""
+    await project(conn, list(items))
+    await approvals.project(conn, items)
+
+
+REBUILD = RebuildPlan((*FACTS, *OWN_TABLES, *APPROVAL_TABLES), project_all, consumed=HANDLERS,
+                      scratch=("late_events",))
+
+
+class _FixedRules:
+    """The override policy as the rules of every year (for the four-eyes section)."""
+
+    def __init__(self, policy: Policy):
+        self.policy = policy
+
+    async def in_force(self, db: Db, year: int) -> Any:
+        return SimpleNamespace(rules=self.policy)
 
 
 def build_spec(policy: Policy | None = None,
@@ -48,7 +76,11 @@ def build_spec(policy: Policy | None = None,
     async def policy_of(db: Db, year: int) -> Policy:
         return fixed if fixed is not None else (await book.in_force(db, year)).rules
 
-    routers = [build_router(policy_of)]
+    # four eyes on the close: the section of the year's rules (or of the override policy)
+    four_eyes = FourEyes(book if fixed is None else _FixedRules(fixed),  # type: ignore[arg-type]
+                         lambda policy: policy.four_eyes,
+                         {CLOSE_YEAR: close_year_executor(policy_of)})
+    routers = [build_router(policy_of, four_eyes), four_eyes.router(tags=["approvals"])]
     if fixed is None:
         routers.append(book.router(tags=["rules"]))
     return ServiceSpec(
@@ -56,4 +88,4 @@ def build_spec(policy: Policy | None = None,
         migrations=Path(__file__).parent / "migrations",
         consumes=(RECRUITMENT, GROUPS, MENTORING),
         handlers=HANDLERS, projector=project, rebuild=REBUILD, description=DESCRIPTION,
-        background=(book.background(),) if fixed is None else ())
+        background=(*((book.background(),) if fixed is None else ()), four_eyes.sweeper()))

@@ -17,6 +17,8 @@ from typing import Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from shared.approvals import CommandRule, FourEyesRules
+from shared.auth import Role
 from shared.rules import RuleBook
 
 POLICY_FILE_ENV = "EVALUATION_POLICY_FILE"
@@ -38,12 +40,26 @@ class IndicatorRule(BaseModel):
     cap: float = Field(gt=0, description="the value that earns full marks")
 
 
+CLOSE_YEAR = "close_year"  # the four-eyes command type of the year-end close
+
+
+def default_four_eyes() -> FourEyesRules:
+    """Four eyes on the year-end close: one ministry admin asks, another grants (issue 18).
+    What a year's rules adopted before the section existed are read with, so it must never let
+    the close through alone; the shipped config/rules/<year>.toml say the same."""
+    return FourEyesRules(commands={CLOSE_YEAR: CommandRule(
+        makers=[Role.ADMIN], checkers=[Role.ADMIN], threshold=0)})
+
+
 class Policy(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
     version: str = Field(min_length=1, max_length=40)
     threshold: float = Field(ge=0, le=100, description="score >= threshold -> continue")
     minimum_months: int = Field(ge=0, le=12)
     indicators: dict[IndicatorName, IndicatorRule]
+    four_eyes: FourEyesRules = Field(default_factory=default_four_eyes, description=(
+        "which commands need a maker and a different checker (docs/four-eyes.md): the "
+        "year-end close, `close_year`"))
 
     @model_validator(mode="after")
     def _complete(self) -> Policy:

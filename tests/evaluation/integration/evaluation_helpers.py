@@ -68,8 +68,24 @@ def headers(role: Role, subject: str = "tester", **scope: str) -> dict[str, str]
     return {"Authorization": f"Bearer {mint_token(DEV_SIGNING_KEY, subject, role, **scope)}"}
 
 
-ADMIN = headers(Role.ADMIN, "admin")
+ADMIN = headers(Role.ADMIN, "admin")  # the maker of a close
+CHECKER = headers(Role.ADMIN, "checker")  # another ministry admin: grants the close
 AGENCY = headers(Role.AGENCY, "bps")
+
+
+async def close_year(client: httpx.AsyncClient, year: int | str,
+                     maker: dict[str, str] | None = None, checker: dict[str, str] | None = None,
+                     **grant_headers: str) -> dict:
+    """The year-end close under four eyes: one ministry admin asks (202 pending), another grants
+    (200); returns the grant's `result`, what the close answers."""
+    asked = await client.post(f"/evaluations/{year}/close", headers=maker or ADMIN)
+    assert asked.status_code == 202, asked.text
+    assert asked.json()["state"] == "pending"
+    granted = await client.post(f"/approvals/{asked.json()['request_id']}/grant",
+                                headers={**(checker or CHECKER), **grant_headers})
+    assert granted.status_code == 200, granted.text
+    assert granted.json()["state"] == "granted"
+    return granted.json()["result"]
 
 
 async def end_offsets(bootstrap: str, topic: str) -> dict[TopicPartition, int]:

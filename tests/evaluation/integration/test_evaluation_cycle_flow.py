@@ -14,6 +14,7 @@ from tests.evaluation.integration.evaluation_helpers import (
     ADMIN,
     AGENCY,
     at,
+    close_year,
     end_offsets,
     envelope,
     headers,
@@ -153,9 +154,7 @@ async def test_close_decides_each_evaluable_tks_once_and_keeps_late_events_out(i
         assert items[short]["months_served"] == 3
 
         before_close = await end_offsets(infra.kafka_bootstrap, EVALUATION)
-        closed = await client.post(f"/evaluations/{year}/close", headers=ADMIN)
-        assert closed.status_code == 200, closed.text
-        first = closed.json()
+        first = await close_year(client, year)
         outcomes = {o["tks_id"]: o for o in first["outcomes"]}
         assert outcomes[good]["decision"] == "continue"
         assert outcomes[good]["score"] == 100.0

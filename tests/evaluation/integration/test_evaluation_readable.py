@@ -14,6 +14,7 @@ from shared.contracts import recruitment as r
 from tests.evaluation.integration.evaluation_helpers import (
     ADMIN,
     at,
+    close_year,
     envelope,
     headers,
     publish,
@@ -98,13 +99,12 @@ async def test_stats_give_national_and_per_province_totals_open_then_closed(infr
         assert body["national"] == {"evaluated": 2, "continued": 1, "replaced": 1,
                                     "not_evaluated": 1, "mean_score": 60.0}
 
-        closed = await client.post(f"/evaluations/{year}/close", headers=ADMIN)
-        assert closed.status_code == 200, closed.text
+        closed = await close_year(client, year)
         final = (await client.get(f"/evaluations/{year}/stats", headers=ADMIN)).json()
         assert (final["status"], final["provisional"]) == ("closed", False)
         assert {p["province_code"]: p for p in final["provinces"]} == expected
         assert final["national"] == body["national"]
-        summary = closed.json()["summary"]
+        summary = closed["summary"]
         assert (final["national"]["continued"], final["national"]["replaced"]) == (
             summary["continued"], summary["replaced"])
 

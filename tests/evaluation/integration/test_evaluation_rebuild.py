@@ -22,6 +22,7 @@ from shared.projections import rebuild_plan
 from tests.evaluation.integration.evaluation_helpers import (
     ADMIN,
     at,
+    close_year,
     envelope,
     publish,
     running_service,
@@ -80,8 +81,7 @@ async def test_the_rebuilt_tables_equal_the_live_ones_after_a_concurrent_history
             finally:
                 await conn.close()
         await eventually(consumed)
-        closed = await client.post(f"/evaluations/{year}/close", headers=ADMIN)
-        assert closed.status_code == 200, closed.text
+        await close_year(client, year)
         # news about the closed year: kept as late
         late = envelope(_report(grp[3], tks[3], f"{year}-12", 5_000_000), f"group-{grp[3]}")
         await publish(infra.kafka_bootstrap, [late])
@@ -98,7 +98,9 @@ async def test_the_rebuilt_tables_equal_the_live_ones_after_a_concurrent_history
         def of_ours(tables: dict[str, list[tuple]]) -> dict[str, list[tuple]]:
             # topics are shared with every test running meanwhile: compare this test's rows
             return {t: [row for row in rows if row[0] in ours or row[0] == year
-                        or str(row[0]).startswith(f"{year}-")] for t, rows in tables.items()}
+                        or str(row[0]).startswith(f"{year}-")
+                        or (t == "approval_requests" and row[2] == f"evaluation-{year}")]
+                    for t, rows in tables.items()}
 
         conn = await asyncpg.connect(database_url)
         try:
@@ -106,10 +108,14 @@ async def test_the_rebuilt_tables_equal_the_live_ones_after_a_concurrent_history
             shapes = await table_shapes(conn, REBUILD.tables)
             assert len(live["report_facts"]) == 12 + 6 + 4 + 3
             assert len(live["evaluation_results"]) == 4
+            # the close's approval request, granted by another admin, with the close's result
+            [request] = live["approval_requests"]
+            assert "granted" in request and "close_year" in request
             assert await conn.fetchval("SELECT count(*) FROM late_events WHERE year = $1",
                                        year) == 1
             late_before = await table_rows(conn, ["late_events"])
             await conn.execute("DELETE FROM report_facts; DELETE FROM evaluation_results; "
+                               "DELETE FROM approval_requests; "
                                "UPDATE group_facts SET tranches = 0")  # the replay repairs
             # housekeeping prunes the inbox: the rebuild goes by the consumed log
             await conn.execute("DELETE FROM inbox")

@@ -13,6 +13,7 @@ from shared.contracts import mentoring as m
 from shared.contracts import recruitment as r
 from tests.evaluation.integration.evaluation_helpers import (
     ADMIN,
+    close_year,
     envelope,
     headers,
     publish,
@@ -94,9 +95,7 @@ async def test_each_year_is_closed_under_its_own_policy(infra, database_url):
 
         closed = {}
         for year in (2021, 2023):
-            answer = await client.post(f"/evaluations/{year}/close", headers=ADMIN)
-            assert answer.status_code == 200, answer.text
-            closed[year] = answer.json()
+            closed[year] = await close_year(client, year)
         assert [(o["tks_id"], o["decision"], o["policy_version"])
                 for o in closed[2021]["outcomes"]] == [(tks[2021], "continue", "2021.2")]
         assert [(o["tks_id"], o["decision"], o["policy_version"])
