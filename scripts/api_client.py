@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import copy
 import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -44,6 +45,16 @@ class Api:
             transport=self.transport)
         self.gate = asyncio.Semaphore(concurrency)
         self.calls = 0
+        self.signing_key = signing_key
+
+    def person(self, subject: str, role: Role = Role.ADMIN) -> Api:
+        """This client as another person (token subject), on the same services, connections
+        and concurrency: e.g. the checker who grants what this client asked for (four eyes,
+        docs/four-eyes.md). Closing the original closes both."""
+        other = copy.copy(self)
+        token = mint_token(self.signing_key, subject, role)
+        other.client = _AsPerson(self.client, {"Authorization": f"Bearer {token}"})  # type: ignore[assignment]
+        return other
 
     async def close(self) -> None:
         await self.client.aclose()
@@ -95,6 +106,20 @@ class Api:
                     raise ApiError(method, url, response.status_code, body)
                 return body
         raise AssertionError("unreachable")
+
+
+class _AsPerson:
+    """An httpx client's `request` with another person's headers (`Api.person`)."""
+
+    def __init__(self, client: httpx.AsyncClient, headers: dict[str, str]):
+        self.inner, self.headers = client, headers
+
+    async def request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
+        kwargs["headers"] = {**self.headers, **(kwargs.get("headers") or {})}
+        return await self.inner.request(method, url, **kwargs)
+
+    async def aclose(self) -> None:  # the original's connections: closed with it
+        pass
 
 
 def _in_progress(response: httpx.Response) -> bool:

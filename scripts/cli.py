@@ -56,6 +56,8 @@ app = _Cli(help="Kemnaker TKS/TKM event backbone", no_args_is_help=True,
            pretty_exceptions_enable=False)
 app.add_typer(dlq_app, name="dlq")
 app.add_typer(__import__("scripts.agency", fromlist=["app"]).app, name="agency")
+# `tkm approvals list|grant|reject --service groups|evaluation`: four eyes by hand
+app.add_typer(__import__("scripts.approvals", fromlist=["app"]).app, name="approvals")
 # `tkm console [serve|add-admin|add-user]`: the programme console (services/console)
 app.add_typer(__import__("services.console.__main__", fromlist=["cli"]).cli, name="console")
 

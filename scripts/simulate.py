@@ -4,6 +4,11 @@ recruitment rounds and briefing stages I-III -> groups registered (CSV), approve
 mentors assigned -> twelve monthly periods of reports (some missing, some late) and closes ->
 LPJs submitted (some returned, then accepted) -> a few TKS resign and their groups are
 reassigned -> the year-end evaluation -> renewals and replacement vacancies for the next year.
+
+Funding, LPJ acceptance and the year-end close go maker -> checker (four eyes,
+docs/four-eyes.md): the simulator's admin asks, a second ministry admin (another token subject,
+scripts.approvals.CHECKER) grants, in the same chunks as the bulk calls. A service or a year
+without four eyes answers the result at once, and the simulator takes that as well.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from typing import Any
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from scripts.api_client import Api
+from scripts.approvals import carried_out, carried_out_bulk, checker_of
 from scripts.scenario import GroupPlan, Person, Scenario, StagePlan
 from shared.csv_export import safe_cell
 from shared.nik import parse_nik
@@ -71,6 +77,7 @@ class Run:
 class Simulation:
     def __init__(self, api: Api, scenario: Scenario, options: Options, progress: Progress):
         self.api, self.options, self.progress = api, options, progress
+        self.checker = checker_of(api)  # the second pair of eyes: grants what `api` asked
         self.run = Run(scenario)
         self.rng = random.Random(scenario.seed * 7919)
         self.year = scenario.year
@@ -78,11 +85,11 @@ class Simulation:
     async def execute(self) -> Run:
         steps: list[tuple[str, Callable[[], Awaitable[None]]]] = [
             ("recruitment", self.recruit),
-            ("groups", self.register_and_fund_groups),
+            ("groups (fund + grant)", self.register_and_fund_groups),
             ("mentors", self.assign_mentors),
             ("reports", self.report_the_year),
-            ("lpj", self.account_for_funds),
-            ("evaluation", self.evaluate),
+            ("lpj (accept + grant)", self.account_for_funds),
+            ("evaluation (close + grant)", self.evaluate),
         ]
         for name, step in steps:
             started = time.perf_counter()
@@ -141,25 +148,42 @@ class Simulation:
         stages = self.run.scenario.stages
         total = sum(s.group_count for s in stages)
         register = self._task("registering groups from CSV files", total)
-        approve = self._task("approving and funding groups", total)
-        for stage in stages:
-            plans = [g for r in stage.regencies for g in r.groups]
-            unknown = {g.business_type for g in plans} - catalogue
-            if unknown:
-                raise SimulationError(f"business types not in the catalogue: {sorted(unknown)}")
-            await _side_by_side([lambda c=chunk: self._import(c, register)
-                                 for chunk in _chunks(plans, 250)])
-            ids = [self.run.group_ids[g.ref] for g in plans]
-            funded_on = stage.target.funded_on
-            for chunk in _chunks(ids, 500):
-                await self._bulk_ok("/groups/approvals", {"group_ids": chunk}, "approval")
-                await self._bulk_ok("/groups/fundings", {"items": [
-                    {"group_id": gid, "tranche": 1, "amount": FUNDING,
-                     "disbursed_on": funded_on.isoformat(), "budget_year": self.year}
-                    for gid in chunk]}, "funding")
-                for gid in chunk:
-                    self.run.funded_on[gid] = funded_on
-                self.progress.advance(approve, len(chunk))
+        approve = self._task("approving and funding groups (maker, then checker)", total)
+        granting: asyncio.Task | None = None  # a chunk's grants, beside the next chunk's asks
+        try:
+            for stage in stages:
+                plans = [g for r in stage.regencies for g in r.groups]
+                unknown = {g.business_type for g in plans} - catalogue
+                if unknown:
+                    raise SimulationError(f"business types not in the catalogue: {sorted(unknown)}")
+                await _side_by_side([lambda c=chunk: self._import(c, register)
+                                     for chunk in _chunks(plans, 250)])
+                ids = [self.run.group_ids[g.ref] for g in plans]
+                funded_on = stage.target.funded_on
+                for chunk in _chunks(ids, 500):
+                    await self._bulk_ok("/groups/approvals", {"group_ids": chunk}, "approval")
+                    asked = await self._bulk_ok("/groups/fundings", {"items": [
+                        {"group_id": gid, "tranche": 1, "amount": FUNDING,
+                         "disbursed_on": funded_on.isoformat(), "budget_year": self.year}
+                        for gid in chunk]}, "funding")
+                    if granting is not None:
+                        await granting
+                    granting = asyncio.create_task(self._grant_fundings(asked, funded_on, approve))
+            if granting is not None:
+                await granting
+        finally:
+            if granting is not None and not granting.done():
+                granting.cancel()
+
+    async def _grant_fundings(self, asked: dict, funded_on: date, task: Any) -> None:
+        """The checker grants a bulk funding's pending requests (<= 500, one call)."""
+        answer = await carried_out_bulk(self.checker, "groups", asked)
+        failed = [r for r in answer["results"] if r["status"] >= 300]
+        if failed:
+            raise SimulationError(f"funding grants refused: {failed[:3]}")
+        for r in answer["results"]:
+            self.run.funded_on[r["group_id"]] = funded_on
+        self.progress.advance(task, len(answer["results"]))
 
     async def _import(self, plans: list[GroupPlan], task: Any) -> None:
         out = io.StringIO()
@@ -182,11 +206,13 @@ class Simulation:
             self.run.plans[result["group_id"]] = plan
         self.progress.advance(task, len(plans))
 
-    async def _bulk_ok(self, path: str, body: dict, what: str) -> None:
+    async def _bulk_ok(self, path: str, body: dict, what: str) -> dict:
+        """The bulk answer, every item carried out or pending for a checker (202)."""
         answer = await self.api.post("groups", path, body)
         failed = [r for r in answer["results"] if r["status"] >= 300]
         if failed:
             raise SimulationError(f"{what} refused: {failed[:3]}")
+        return answer
 
     # ------------------------------------------------------------------ mentors
 
@@ -370,6 +396,8 @@ class Simulation:
         id each item's group got back."""
         async def send(chunk: list[dict]) -> dict[str, str]:
             answer = await self.api.post("groups", path, {"items": chunk})
+            # acceptances wait for a checker (four eyes): granted in chunks of <= 500
+            answer = await carried_out_bulk(self.checker, "groups", answer)
             failed = [r for r in answer["results"] if r["status"] >= 300]
             if failed:
                 raise SimulationError(f"{path} refused: {failed[:3]}")
@@ -384,13 +412,15 @@ class Simulation:
     # ------------------------------------------------------------------ evaluation
 
     async def evaluate(self) -> None:
-        task = self._task("year-end evaluation and next year's contracts", 3)
+        task = self._task("year-end evaluation (close + grant), next year's contracts", 3)
         await self.api.post("evaluation", f"/evaluations/{self.year}/open", ok=(409,))
         await _until(self._evaluation_caught_up, "evaluation never caught up with the year")
         self.progress.advance(task)
         closed = await self.api.post("evaluation", f"/evaluations/{self.year}/close", ok=(409,))
+        # the close waits for a checker (four eyes); closed before: its first result
+        result = closed["error"]["result"] if "error" in closed else \
+            await carried_out(self.checker, "evaluation", closed)
         self.progress.advance(task)
-        result = closed["error"]["result"] if "error" in closed else closed
         expected = len(result["outcomes"])
         await _until(lambda: self._recruitment_applied(expected),
                      "recruitment never applied every evaluation outcome")
