@@ -19,8 +19,8 @@ from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from services.console import charts, db, projection, users, views
-from services.console.backend import Backend
+from services.console import approvals, charts, db, projection, users, views
+from services.console.backend import Answer, Backend
 from services.console.i18n import DEFAULT, LANGUAGES, Formats, translator
 from services.console.settings import ConsoleSettings
 from services.console.users import Session, User
@@ -166,12 +166,21 @@ def page(request: Request, name: str, session: Session | None, status: int = 200
         "user": session.user if session else None, "csrf": session.csrf_token if session else "",
         "path": request.url.path + (f"?{request.url.query}" if request.url.query else ""),
         "notice": request.query_params.get("notice"), "error": request.query_params.get("error"),
+        "error_key": request.query_params.get("error_key"),
+        "pending_request": approvals.request_uuid(request.query_params.get("request", "")),
         "province_name": views.province_name, **context}, status_code=status)
 
 
 def back(next_path: str, answer=None, notice: str = "done") -> RedirectResponse:
+    """Back to the page the form was on, with what became of the command: done, refused (the
+    service's reason), or waiting for a checker (a four-eyes request: its id)."""
     sep = "&" if "?" in next_path else "?"
+    if answer is not None and answer.pending is not None:
+        return RedirectResponse(f"{next_path}{sep}notice=pending&request="
+                                f"{quote(answer.pending)}", 303)
     if answer is not None and not answer.ok:
+        if answer.status == 403 and answer.field == "checker":  # the maker checking themself
+            return RedirectResponse(f"{next_path}{sep}error_key=self_check", 303)
         return RedirectResponse(f"{next_path}{sep}error={quote(answer.message)}", 303)
     return RedirectResponse(f"{next_path}{sep}notice={notice}", 303)
 
@@ -365,11 +374,15 @@ def _routes(app: FastAPI, settings: ConsoleSettings) -> None:
                                          for m in group["mentors"]):
             raise ForbiddenPageError()
         members = None
+        waiting: dict[str, dict] = {}
         if user.role in (Role.ADMIN, Role.PROVINCE):  # personal data: from the owning service
-            answer = await request.app.state.backend.call(user, "GET", "groups",
-                                                          f"/groups/{group_id}")
+            backend = request.app.state.backend
+            answer = await backend.call(user, "GET", "groups", f"/groups/{group_id}")
             members = answer.body.get("members") if answer.ok else None
+            waiting = await _waiting(backend, user, group["province_code"])
         return page(request, "group.html", session, g=group, members=members,
+                    pending_fund=waiting["fund"].get(group["group_id"]) if waiting else None,
+                    pending_lpj=waiting.get("accept_lpj", {}),
                     idem=str(uuid.uuid4()), today=today(), funding_default=FUNDING_DEFAULT,
                     lpj_reasons=LPJ_RETURN_REASONS)
 
@@ -388,9 +401,25 @@ def _routes(app: FastAPI, settings: ConsoleSettings) -> None:
     async def queues(request: Request, session: SignedIn) -> Response:
         user = allow(session, *ROLES_OF_QUEUES)
         found = await views.queues(request.app.state.pool, scope_of(user))
+        waiting = await _waiting(request.app.state.backend, user, scope_of(user))
         return page(request, "queues.html", session, q=found, today=today(),
+                    pending_fund=waiting["fund"], pending_lpj=waiting["accept_lpj"],
                     funding_default=FUNDING_DEFAULT, lpj_reasons=LPJ_RETURN_REASONS,
                     idem=lambda: str(uuid.uuid4()))
+
+    async def _waiting(backend: Backend, user: User, province: str | None
+                       ) -> dict[str, dict[str, dict]]:
+        """The four-eyes requests already waiting for a checker, so a page shows them instead
+        of a second button to ask again: funding (and tranche changes) by group, LPJ
+        acceptances by report."""
+        fund: dict[str, dict] = {}
+        for command in ("fund", "change_tranche"):
+            for item in await approvals.waiting_for(backend, user, command, province=province):
+                fund.setdefault(approvals.group_of(item) or "", item)
+        lpj = {str((item.get("payload") or {}).get("report_id")): item
+               for item in await approvals.waiting_for(backend, user, "accept_lpj",
+                                                       province=province)}
+        return {"fund": fund, "accept_lpj": lpj}
 
     # ------------------------------------------------------------ commands (forms)
 
@@ -447,6 +476,91 @@ def _routes(app: FastAPI, settings: ConsoleSettings) -> None:
             json=body, idempotency_key=idem)
         return back(safe_next(next, "/queues"), answer, verdict)
 
+    # ------------------------------------------------------------ four eyes (approvals)
+
+    @app.get("/approvals")
+    async def approvals_page(request: Request, session: SignedIn,
+                             decided: str | None = None) -> Response:
+        """Persetujuan: the pending requests this user may grant or reject (the services'
+        `GET /approvals?checkable=true`, a provincial officer's province only), those waiting
+        for someone else, and the request just decided with its maker and checker."""
+        user = allow(session, *ROLES_OF_QUEUES)
+        backend = request.app.state.backend
+        found = await approvals.listings(backend, user)
+        codes: dict[tuple[str, int | None], list[str]] = {}
+        for listing in found:
+            for item in listing.checkable:
+                item["reason_codes"] = await approvals.reason_codes(
+                    backend, user, listing.service, item.get("year"), codes)
+        shown = None
+        service, _, request_id = (decided or "").partition(":")
+        if service in approvals.SERVICES and approvals.request_uuid(request_id):
+            shown = await approvals.one(backend, user, service,
+                                        approvals.request_uuid(request_id))
+        return page(request, "approvals.html", session, listings=found, decided=shown,
+                    idem=lambda: str(uuid.uuid4()))
+
+    def _approval(service: str, request_id: str) -> str:
+        found = approvals.request_uuid(request_id)
+        if service not in approvals.SERVICES or found is None:
+            raise NotFoundPageError()
+        return found
+
+    @app.post("/approvals/{service}/{request_id}/grant")
+    async def grant(request: Request, service: str, request_id: str, session: SignedIn,
+                    csrf: Annotated[str, Form(max_length=100)],
+                    idem: Annotated[str, Form(min_length=8, max_length=100)]) -> Response:
+        user = allow(session, *ROLES_OF_QUEUES)
+        check_csrf(request, session, csrf)
+        found = _approval(service, request_id)
+        answer = await request.app.state.backend.call(
+            user, "POST", service, f"/approvals/{found}/grant", idempotency_key=idem)
+        return back(f"/approvals?decided={service}:{found}" if answer.ok else "/approvals",
+                    answer, "granted")
+
+    @app.post("/approvals/{service}/{request_id}/reject")
+    async def reject(request: Request, service: str, request_id: str, session: SignedIn,
+                     csrf: Annotated[str, Form(max_length=100)],
+                     idem: Annotated[str, Form(min_length=8, max_length=100)],
+                     reason_code: Annotated[str, Form(min_length=1, max_length=40)],
+                     note: Annotated[str, Form(max_length=500)] = "") -> Response:
+        user = allow(session, *ROLES_OF_QUEUES)
+        check_csrf(request, session, csrf)
+        found = _approval(service, request_id)
+        body: dict[str, Any] = {"reason_code": reason_code}
+        if note.strip():
+            body["note"] = note.strip()
+        answer = await request.app.state.backend.call(
+            user, "POST", service, f"/approvals/{found}/reject", json=body,
+            idempotency_key=idem)
+        return back(f"/approvals?decided={service}:{found}" if answer.ok else "/approvals",
+                    answer, "rejected")
+
+    @app.post("/approvals/{service}/grant")
+    async def grant_many(request: Request, service: str, session: SignedIn,
+                         csrf: Annotated[str, Form(max_length=100)],
+                         idem: Annotated[str, Form(min_length=8, max_length=100)],
+                         request_id: Annotated[list[str], Form()]) -> Response:
+        """The selected requests granted one by one (`POST /approvals/grant`: each in its own
+        transaction, with its own result or refusal)."""
+        user = allow(session, *ROLES_OF_QUEUES)
+        check_csrf(request, session, csrf)
+        ids = [_approval(service, r) for r in request_id[:500]]
+        answer = await request.app.state.backend.call(
+            user, "POST", service, "/approvals/grant", json={"request_ids": ids},
+            idempotency_key=idem)
+        if not answer.ok or not isinstance(answer.body, dict):
+            return back("/approvals", answer)
+        refused = [r for r in answer.body.get("results", []) if r.get("status") != 200]
+        if refused:
+            first = Answer(int(refused[0].get("status") or 409), refused[0])
+            if first.status == 403 and first.field == "checker":
+                return RedirectResponse("/approvals?error_key=self_check", 303)
+            text = (f"{answer.body.get('granted', 0)}/{len(ids)}; "
+                    f"{refused[0].get('request_id', '')[:8]}: {first.message}")
+            return RedirectResponse(f"/approvals?error={quote(text[:300])}", 303)
+        return RedirectResponse("/approvals?notice=granted_many", 303)
+
     # ------------------------------------------------------------ evaluation
 
     @app.get("/evaluation")
@@ -468,8 +582,12 @@ def _routes(app: FastAPI, settings: ConsoleSettings) -> None:
             user, "GET", "evaluation", f"/evaluations/{year}/preview",
             params={"limit": 200, **({"province_code": user.province_code}
                                      if user.province_code else {})})
+        closing = None
+        if user.role is Role.ADMIN:
+            closing = next((i for i in await approvals.waiting_for(backend, user, "close_year")
+                            if i.get("year") == year), None)
         return page(request, "evaluation.html", session, year=year, years=known,
-                    cycle=cycle, preview=answer.body if answer.ok else None,
+                    cycle=cycle, preview=answer.body if answer.ok else None, closing=closing,
                     preview_error=None if answer.ok else answer.message, idem=str(uuid.uuid4()))
 
     @app.post("/evaluation/{year}/{action}")

@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 
 from services.console.users import User
-from shared.auth import mint_token
+from shared.auth import mint_token, pseudonym
 
 
 @dataclass
@@ -23,6 +23,24 @@ class Answer:
     @property
     def ok(self) -> bool:
         return self.status < 400
+
+    @property
+    def pending(self) -> str | None:
+        """The request id when the service recorded the command as a four-eyes request waiting
+        for a checker (202 {"state": "pending"}) instead of carrying it out; None otherwise."""
+        body = self.body
+        if self.status == 202 and isinstance(body, dict) and body.get("state") == "pending":
+            return str(body.get("request_id") or "")
+        return None
+
+    @property
+    def field(self) -> str | None:
+        """The field a refusal names (e.g. "checker" for a maker checking their own request)."""
+        body = self.body
+        error = body.get("error") if isinstance(body, dict) else None
+        error = error if isinstance(error, dict) else body if isinstance(body, dict) else {}
+        field = error.get("field")
+        return str(field) if field else None
 
     @property
     def message(self) -> str:
@@ -47,9 +65,18 @@ class Backend:
     async def close(self) -> None:
         await self.client.aclose()
 
-    def token_for(self, user: User) -> str:
+    @staticmethod
+    def subject_of(user: User) -> str:
         # the subject names the console and the user: the services' audit pseudonym is per user
-        return mint_token(self._key, f"console:{user.email}", user.role,
+        return f"console:{user.email}"
+
+    def pseudonym_of(self, user: User) -> str:
+        """What the services record as this user (a maker's or a checker's pseudonym): lets a
+        page say "you" without resolving anyone else's pseudonym."""
+        return pseudonym(self._key, self.subject_of(user))
+
+    def token_for(self, user: User) -> str:
+        return mint_token(self._key, self.subject_of(user), user.role,
                           province_code=user.province_code, tks_id=user.tks_id, ttl=self._ttl)
 
     async def call(self, user: User, method: str, service: str, path: str, *,

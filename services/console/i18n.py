@@ -3,7 +3,7 @@ in the reader's locale (Babel's CLDR data: `Rp 20.000.000`, `1 Desember 2026`)."
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 from babel.dates import format_date, format_datetime
@@ -165,15 +165,75 @@ WORDS: dict[str, tuple[str, str]] = {
     "per_row_report": ("Laporan per baris", "Per-row report"),
     "reason_code": ("Kode alasan", "Reason code"),
     "scroll_table": ("Tabel (dapat digeser)", "Table (scrolls sideways)"),
+    # four eyes on money (issue 18): a maker asks, another person checks
+    "approvals": ("Persetujuan", "Approvals"),
+    "four_eyes_help": ("Penyaluran dana, penerimaan LPJ dan penutupan evaluasi tahunan "
+                       "memerlukan dua orang: pengaju dan pemeriksa yang berbeda.",
+                       "Funding, LPJ acceptance and the year-end close need two people: a maker "
+                       "and a different checker."),
+    "pending_notice": ("Menunggu pemeriksa: permintaan dicatat dengan nomor",
+                       "Waiting for a checker: the request is recorded as"),
+    "pending_next": ("Orang lain dengan peran pemeriksa menyetujui atau menolaknya di halaman",
+                     "Another person with a checking role grants or rejects it on the page"),
+    "notice_granted": ("Disetujui: perintahnya telah dijalankan.",
+                       "Granted: its command has been carried out."),
+    "notice_rejected": ("Permintaan ditolak: perintahnya tidak dijalankan.",
+                        "Request rejected: its command is not carried out."),
+    "notice_granted_many": ("Permintaan yang dipilih telah diproses.",
+                            "The selected requests have been processed."),
+    "confirm_needed": ("Centang konfirmasi terlebih dahulu.", "Tick the confirmation first."),
+    "self_check": ("Anda sendiri yang mengajukan permintaan ini: orang lain dengan peran "
+                   "pemeriksa harus menyetujui atau menolaknya.",
+                   "You made this request yourself: another person with a checking role must "
+                   "grant or reject it."),
+    "to_check": ("Menunggu keputusan Anda", "Waiting for your decision"),
+    "waiting_others": ("Menunggu pemeriksa lain", "Waiting for another checker"),
+    "waiting_checker": ("Menunggu pemeriksa", "Waiting for a checker"),
+    "svc_groups": ("Kelompok dan LPJ", "Groups and LPJs"),
+    "svc_evaluation": ("Evaluasi", "Evaluation"),
+    "request": ("Permintaan", "Request"),
+    "cmd_fund": ("Penyaluran dana", "Funding"),
+    "cmd_change_tranche": ("Perubahan termin", "Tranche change"),
+    "cmd_accept_lpj": ("Penerimaan LPJ", "LPJ acceptance"),
+    "cmd_close_year": ("Penutupan evaluasi tahun", "Closing the year's evaluation"),
+    "maker": ("Pengaju", "Maker"),
+    "checker": ("Pemeriksa", "Checker"),
+    "checker_roles": ("Peran pemeriksa", "Checking roles"),
+    "you": ("Anda", "you"),
+    "requested_at": ("Diajukan", "Requested"),
+    "expires_at": ("Kedaluwarsa", "Expires"),
+    "decided_at": ("Diputuskan", "Decided"),
+    "grant": ("Setujui", "Grant"),
+    "reject": ("Tolak", "Reject"),
+    "note": ("Catatan (tanpa data pribadi)", "Note (no personal data)"),
+    "decision_result": ("Hasil keputusan", "Decision"),
+    "state_pending": ("Menunggu pemeriksa", "Waiting for a checker"),
+    "state_granted": ("Disetujui dan dijalankan", "Granted and carried out"),
+    "state_rejected": ("Ditolak", "Rejected"),
+    "state_expired": ("Kedaluwarsa", "Expired"),
+    "shown": ("ditampilkan", "shown"),
+    "of": ("dari", "of"),
+    "grant_selected": ("Setujui yang dipilih", "Grant the selected"),
+    "select_request": ("Pilih permintaan", "Select request"),
+    "granted_count": ("Disetujui", "Granted"),
+    "rc_wrong_amount": ("Jumlah salah", "Wrong amount"),
+    "rc_wrong_target": ("Sasaran salah", "Wrong target"),
+    "rc_not_eligible": ("Tidak memenuhi syarat", "Not eligible"),
+    "rc_duplicate": ("Permintaan ganda", "Duplicate"),
+    "rc_missing_evidence": ("Bukti belum lengkap", "Missing evidence"),
+    "rc_other": ("Lainnya", "Other"),
 }
 
 
 def translator(lang: str):
     index = 0 if lang == "id" else 1
 
-    def t(key: str) -> str:
+    def t(key: str, default: str | None = None) -> str:
+        """The key's words; for an unknown key `default` (when given), else the key itself."""
         words = WORDS.get(key)
-        return words[index] if words else key
+        if words:
+            return words[index]
+        return key if default is None else default
     return t
 
 
@@ -204,6 +264,19 @@ class Formats:
         if isinstance(value, datetime):
             return format_datetime(value, format="d MMM y HH.mm", locale=self.locale)
         return format_date(value, format="d MMM y", locale=self.locale)
+
+    def moment(self, value: Any) -> str:
+        """A UTC timestamp (an ISO string from a service, or a datetime), shown in UTC."""
+        if not value:
+            return "–"
+        if isinstance(value, str):
+            try:
+                value = datetime.fromisoformat(value.replace("Z", "+00:00"))
+            except ValueError:
+                return value[:40]
+        if value.tzinfo is not None:
+            value = value.astimezone(UTC)
+        return format_datetime(value, format="d MMM y HH.mm", locale=self.locale) + " UTC"
 
     def month(self, period: str) -> str:
         year, month = (int(x) for x in period.split("-"))

@@ -13,13 +13,16 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
+import httpx
 import pytest
 
 from scripts import services as service_processes
 from scripts.api_client import Api
 from scripts.infra import ROOT, free_port
 from services.console import process as console_process
+from shared.auth import Role, mint_token
 from shared.nik import parse_nik, random_valid_nik
+from shared.settings import DEV_SIGNING_KEY
 from tests.support.databases import create_database
 
 PASSWORD = "kata-sandi-uji-123"
@@ -76,6 +79,8 @@ def stack(infra, tmp_path_factory, request):
             extra_env={"TKM_LOG_LEVEL": "WARNING"})
         programme = asyncio.run(_seed(running.urls))
         console.add_user("admin@kemnaker.example", PASSWORD, "ministry_admin")
+        # four eyes on money (issue 18): the checker of the admin's fundings is another admin
+        console.add_user("checker@kemnaker.example", PASSWORD, "ministry_admin")
         console.add_user("jabar@kemnaker.example", PASSWORD, "provincial_officer", province="32")
         console.add_user("tks@kemnaker.example", PASSWORD, "tks", tks_id=programme.tks_id)
         console.add_user("bps@agency.example", PASSWORD, "agency")
@@ -111,7 +116,7 @@ async def _seed(urls: dict[str, str]) -> Programme:
         for key, regency in (("to_approve", OWN), ("mentored", OWN), ("other", OTHER)):
             groups[key] = await _import_group(api, rng, regency, f"Kelompok {key} {uuid.uuid4().hex[:6]}")
         await api.post("groups", f"/groups/{groups['mentored']}/approval")
-        await api.post("groups", f"/groups/{groups['mentored']}/funding", {
+        await fund_with_checker(urls, groups["mentored"], {
             "tranche": 1, "amount": 20_000_000, "disbursed_on": REPORTED.replace(day=1).isoformat(),
             "budget_year": YEAR})
         for _ in range(150):  # mentoring learns of the TKS and the funding from the topics
@@ -127,6 +132,47 @@ async def _seed(urls: dict[str, str]) -> Programme:
         return Programme(tks_id, groups["to_approve"], groups["mentored"], groups["other"])
     finally:
         await api.close()
+
+
+def admin_headers(subject: str, key: str | None = None) -> dict[str, str]:
+    headers = {"Authorization": f"Bearer {mint_token(DEV_SIGNING_KEY, subject, Role.ADMIN)}"}
+    if key:
+        headers["Idempotency-Key"] = key
+    return headers
+
+
+async def fund_with_checker(urls: dict[str, str], group_id: str, body: dict) -> dict:
+    """Fund a group as one ministry admin (the maker); when the year's rules want four eyes
+    (202 {"state": "pending"}), another admin (the checker) grants the request. What the
+    funding answered."""
+    async with httpx.AsyncClient(timeout=60) as client:
+        made = await client.post(f"{urls['groups']}/groups/{group_id}/funding", json=body,
+                                 headers=admin_headers("maker@kemnaker.example",
+                                                       str(uuid.uuid4())))
+        assert made.status_code in (200, 201, 202), made.text
+        answer = made.json()
+        if made.status_code != 202 or answer.get("state") != "pending":
+            return answer
+        granted = await client.post(f"{urls['groups']}/approvals/{answer['request_id']}/grant",
+                                    headers=admin_headers("checker@kemnaker.example",
+                                                          str(uuid.uuid4())))
+        assert granted.status_code == 200, granted.text
+        return granted.json()["result"]
+
+
+def four_eyes_for(urls: dict[str, str], service: str, command_type: str, year: int,
+                  amount: int | None = None) -> bool:
+    """Whether the rules of `year` in force at `service` want a maker and a checker for
+    `command_type` (and `amount`): the shipped rules do, once the service adopted four eyes."""
+    answer = httpx.get(f"{urls[service]}/rules/{year}", headers=admin_headers("console-test"),
+                       timeout=30)
+    if answer.status_code == 404:
+        return False
+    answer.raise_for_status()
+    section = answer.json()["rules"].get("four_eyes") or {}
+    rule = (section.get("commands") or {}).get(command_type)
+    return rule is not None and (not rule.get("threshold")
+                                 or (amount is not None and amount >= rule["threshold"]))
 
 
 async def _import_group(api: Api, rng: random.Random, regency: str, name: str) -> str:

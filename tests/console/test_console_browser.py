@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import csv
 import io
+import os
 import random
 import re
 import time
 import uuid
 from datetime import date
+from pathlib import Path
 
 import httpx
 import pytest
@@ -20,7 +22,15 @@ from services.console.i18n import Formats
 from shared.auth import Role, mint_token
 from shared.settings import DEV_SIGNING_KEY
 from shared.nik import random_valid_nik
-from tests.console.conftest import OWN, PASSWORD, TODAY, YEAR, axe_violations, sign_in
+from tests.console.conftest import (
+    OWN,
+    PASSWORD,
+    TODAY,
+    YEAR,
+    axe_violations,
+    four_eyes_for,
+    sign_in,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -98,6 +108,12 @@ def test_ministry_signs_in_sees_the_dashboard_approves_and_funds_a_group(stack, 
     fund.get_by_label("Jumlah (Rp)").fill("15000000")
     fund.get_by_role("button").click()
     page.wait_for_load_state()
+    if four_eyes_for(stack.urls, "groups", "fund", YEAR, 15_000_000):
+        # the admin only asked: another admin must check it (issue 18)
+        request_id = funding_waits_for_a_checker(stack, context, page, group)
+        checker_grants_the_funding(stack, context.browser, group, request_id)
+    else:  # a service without four eyes funds at once
+        assert "Berhasil" in page.get_by_role("status").first.inner_text()
     wait_for_text(page, stack.url + f"/groups/{group}", "Rp 15.000.000")
     assert page.locator("#group-status").inner_text() == "Didanai"
     # members (personal data) come from the groups service, masked, for the ministry only
@@ -111,6 +127,83 @@ def test_ministry_signs_in_sees_the_dashboard_approves_and_funds_a_group(stack, 
     row = page.locator('tr[data-province="32"]')
     assert int(row.get_attribute("data-disbursed")) == before + 15_000_000
     assert int(row.get_attribute("data-groups")) == groups_before + 1
+
+
+UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+SCREENSHOTS_ENV = "TKM_CONSOLE_SCREENSHOTS"  # a directory: the approvals page is saved there
+
+
+def funding_waits_for_a_checker(stack, context, page, group: str) -> str:
+    """The maker's side of a four-eyes funding: the console says it waits for a checker (with
+    the request id), nothing is funded, the maker has no grant button for it, and a grant
+    forged with the maker's own CSRF token gets the service's 403 as a clear message."""
+    notice = page.locator("#pending-notice")
+    assert notice.inner_text().startswith("Menunggu pemeriksa")
+    request_id = UUID.search(notice.inner_text()).group(0)
+    assert get(stack, "groups", f"/approvals/{request_id}")["state"] == "pending"
+    assert get(stack, "groups", f"/groups/{group}")["status"] == "approved"  # not funded yet
+    # the group shows its funding as waiting, not a second button to ask again
+    page.goto(stack.url + f"/groups/{group}")
+    assert request_id[:8] in page.locator("#pending-funding").inner_text()
+    assert page.get_by_role("button", name=re.compile("^Salurkan dana")).count() == 0
+    # the maker's approvals page: the request waits for another checker, without buttons
+    page.goto(stack.url + "/approvals")
+    mine = page.locator(f'#waiting-groups li[data-request="{request_id}"]')
+    assert mine.get_attribute("data-mine") == "true" and "(Anda)" in mine.inner_text()
+    assert page.locator(f'#checkable-groups li[data-request="{request_id}"]').count() == 0
+    assert page.locator(f'[action*="{request_id}"]').count() == 0
+    token = page.locator('meta[name="csrf-token"]').get_attribute("content")
+    forged = page.request.post(stack.url + f"/approvals/groups/{request_id}/grant",
+                               form={"csrf": token, "idem": f"self-grant-{request_id}"})
+    assert forged.ok and "/approvals?error_key=self_check" in forged.url
+    assert "Anda sendiri yang mengajukan permintaan ini" in forged.text()
+    assert get(stack, "groups", f"/approvals/{request_id}")["state"] == "pending"
+    return request_id
+
+
+def checker_grants_the_funding(stack, browser, group: str, request_id: str) -> None:
+    """Another ministry admin grants it on the approvals page: the group is funded once, and
+    the page shows the maker and the checker of the decision."""
+    ctx = browser.new_context(viewport={"width": 1280, "height": 900}, locale="id-ID")
+    ctx.set_default_timeout(15000)
+    try:
+        page = ctx.new_page()
+        sign_in(page, stack.url, "checker@kemnaker.example")
+        page.get_by_role("link", name="Persetujuan", exact=True).click()
+        page.wait_for_load_state()
+        item = page.locator(f'#checkable-groups li[data-request="{request_id}"]')
+        assert item.get_attribute("data-group") == group
+        assert "Rp 15.000.000" in item.inner_text() and "Penyaluran dana" in item.inner_text()
+        # the reason codes of the year's rules, labelled
+        assert item.get_by_label("Kode alasan").locator("option").count() >= 1
+        assert axe_violations(page) == []
+        if os.environ.get(SCREENSHOTS_ENV):
+            page.screenshot(path=str(Path(os.environ[SCREENSHOTS_ENV]) / "approvals.png"),
+                            full_page=True)
+        # keyboard only: the grant button is reached and pressed without a mouse
+        item.get_by_role("button", name=re.compile("^Setujui")).focus()
+        page.keyboard.press("Enter")
+        page.wait_for_load_state()
+        decided = page.locator("#decided")
+        assert decided.get_attribute("data-request") == request_id
+        assert decided.get_attribute("data-state") == "granted"
+        text = decided.inner_text()
+        assert "Pengaju: Admin kementerian" in text and "Pemeriksa: Admin kementerian" in text
+        assert "(Anda)" in decided.locator(".checker").inner_text()
+        assert "(Anda)" not in decided.locator(".maker").inner_text()
+        assert "Disetujui" in page.get_by_role("status").first.inner_text()
+        decision = get(stack, "groups", f"/approvals/{request_id}")
+        assert decision["state"] == "granted" and decision["checker"] != decision["maker"]
+        # granted again (another tab, the back button): refused, the group funded once
+        page.goto(stack.url + "/approvals")
+        assert page.locator(f'li[data-request="{request_id}"]').count() == 0
+        token = page.locator('meta[name="csrf-token"]').get_attribute("content")
+        again = page.request.post(stack.url + f"/approvals/groups/{request_id}/grant",
+                                  form={"csrf": token, "idem": f"again-{request_id}"})
+        assert "error=" in again.url
+        assert get(stack, "groups", f"/groups/{group}")["funded_total"] == 15_000_000
+    finally:
+        ctx.close()
 
 
 def test_tks_files_its_report_offline_then_online_exactly_once(stack, context):
@@ -180,6 +273,11 @@ def test_provincial_officer_is_refused_another_province(stack, context):
     assert stack.programme.other[:12] not in page.content()  # Jawa Timur's group is not queued
     assert page.goto(stack.url + f"/groups/{stack.programme.other}").status == 403
     assert page.goto(stack.url + "/dashboard").status == 403
+    # the approvals page: the officer's province only (a funding is checked by the ministry)
+    assert page.goto(stack.url + "/approvals").status == 200
+    assert page.locator("#checkable-evaluation").count() == 0  # the close is national
+    assert stack.programme.other[:12] not in page.content()
+    assert axe_violations(page) == []
     # an approval of the other province's group, forged with the officer's own CSRF token
     token = page.locator('meta[name="csrf-token"]').get_attribute("content")
     forged = page.request.post(stack.url + f"/groups/{stack.programme.other}/approve",
@@ -273,3 +371,39 @@ def test_year_end_evaluation_opens_and_previews_through_the_console(stack, conte
     # closing asks for an explicit confirmation (a required checkbox)
     assert page.locator("#confirm").get_attribute("required") is not None
     assert axe_violations(page) == []
+    if not four_eyes_for(stack.urls, "evaluation", "close_year", YEAR):
+        return  # a service without four eyes would close the year at once: not done here
+    # closing is asked by one admin and waits for another (issue 18) ...
+    page.locator("#confirm").check()
+    page.get_by_role("button", name="Tutup").click()
+    page.wait_for_load_state()
+    notice = page.locator("#pending-notice").inner_text()
+    assert notice.startswith("Menunggu pemeriksa")
+    request_id = UUID.search(notice).group(0)
+    assert request_id[:8] in page.locator("#pending-close").inner_text()
+    assert page.locator("#confirm").count() == 0  # no second request while one waits
+    # ... who rejects it with a reason code of the year's rules: the year stays open
+    checker = context.browser.new_context(viewport={"width": 1280, "height": 900},
+                                          locale="id-ID")
+    try:
+        other = checker.new_page()
+        sign_in(other, stack.url, "checker@kemnaker.example")
+        other.goto(stack.url + "/approvals")
+        item = other.locator(f'#checkable-evaluation li[data-request="{request_id}"]')
+        assert "Penutupan evaluasi tahun" in item.inner_text()
+        assert item.locator(".maker").inner_text().startswith("Pengaju: Admin kementerian")
+        assert axe_violations(other) == []
+        item.get_by_label("Kode alasan").select_option("missing_evidence")
+        item.get_by_label("Catatan (tanpa data pribadi)").fill("pratinjau belum diperiksa")
+        item.get_by_role("button", name=re.compile("^Tolak")).click()
+        other.wait_for_load_state()
+        decided = other.locator("#decided")
+        assert decided.get_attribute("data-state") == "rejected"
+        assert "Bukti belum lengkap" in decided.inner_text()
+    finally:
+        checker.close()
+    decision = get(stack, "evaluation", f"/approvals/{request_id}")
+    assert decision["state"] == "rejected" and decision["reason_code"] == "missing_evidence"
+    assert get(stack, "evaluation", f"/evaluations/{YEAR}")["status"] == "open"
+    page.goto(stack.url + f"/evaluation?year={YEAR}")
+    assert page.locator("#confirm").count() == 1  # it may be asked again
