@@ -1,5 +1,6 @@
 """Statements per HTTP command as a client sends it: `POST /groups/<id>/funding` with an
-Idempotency-Key, through the whole groups app (middleware, idempotency claim and answer, the
+Idempotency-Key (and, with four eyes, the checker's `POST /approvals/<id>/grant` that carries it
+out: a funding's two calls counted as one), through the whole groups app (middleware, idempotency claim and answer, the
 command, its inline projection), run in this process over an ASGI transport. asyncpg's query
 logger is attached to every connection opened meanwhile; only the statements sent on behalf of
 the request are counted (a context variable set around each call: the relay, the health
@@ -18,6 +19,7 @@ from rich.progress import Progress
 
 from bench.common import BenchEnv
 from scripts.api_client import Api
+from scripts.approvals import carried_out, checker_of
 from scripts.scenario import Scenario, build
 from scripts.simulate import Options, Simulation, _chunks
 from shared.auth import Role, mint_token
@@ -80,8 +82,10 @@ async def measure(env: BenchEnv, sec: KafkaSecurity, commands: int = 20) -> dict
 
 
 async def _fund(api: Api, group_id: str) -> None:
-    await api.post("groups", f"/groups/{group_id}/funding", {
+    """Asked by the admin, granted by another (four eyes), or carried out at once."""
+    asked = await api.post("groups", f"/groups/{group_id}/funding", {
         "tranche": 1, "amount": 1_000_000, "disbursed_on": "2023-06-01", "budget_year": 2023})
+    await carried_out(checker_of(api), "groups", asked)
 
 
 async def _approved(api: Api, count: int) -> list[str]:

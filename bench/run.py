@@ -47,7 +47,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
                    help="wrk connections (default 8,32)")
     p.add_argument("--http-seconds", type=float, default=5, help="per wrk run (default 5)")
     p.add_argument("--http-groups", type=int, default=8000,
-                   help="groups the HTTP runs may register, approve and fund (3 tranches each), "
+                   help="groups the HTTP runs may register, approve and fund (3 tranches each, "
+                        "each asked and granted), "
                         "as each run needs them (default at most 8000)")
     p.add_argument("--e2e-rate", type=float, default=200, help="commands/s offered (default 200)")
     p.add_argument("--e2e-seconds", type=float, default=5, help="per run (default 5)")

@@ -4,11 +4,13 @@ Postgres (scripts.services), as `make demo` runs them.
 - HTTP single command: POST /groups/<id>/funding with `wrk` (compiled: the client is not the
   bottleneck) at c connections, beside GET /healthz (the ceiling of the HTTP stack alone), and
   the service process's CPU per call (/proc/<pid>/stat before and after). Each call carries an
-  Idempotency-Key, as the project's clients send it.
+  Idempotency-Key, as the project's clients send it. Four eyes (docs/four-eyes.md): a funding
+  answered 202 pending is granted by a second admin as the connection's next call
+  (POST /approvals/<id>/grant), so the calls are the maker's and the checker's, half each.
 - End to end: fundings offered at a fixed rate (open loop: a call leaves on time whether or not
-  the earlier ones were answered); a separate poller (bench/poller.py, a process of its own)
-  sees each group appear in mentoring's read model: the time from the 2xx to that commit
-  becoming visible.
+  the earlier ones were answered), each asked and then granted; a separate poller
+  (bench/poller.py, a process of its own) sees each group appear in mentoring's read model:
+  the time from the grant's 2xx (the funding carried out) to that commit becoming visible.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from rich.progress import Progress
 from bench.common import BenchEnv, cpu_seconds, summary
 from scripts import services as service_processes
 from scripts.api_client import Api
+from scripts.approvals import CHECKER, pending_id
 from scripts.scenario import GroupPlan, Scenario, build
 from scripts.simulate import Options, Simulation, _chunks
 from shared.auth import Role, mint_token
@@ -110,8 +113,8 @@ class Services:
         return ids
 
 
-def _token() -> str:
-    return mint_token(DEV_SIGNING_KEY, "bench", Role.ADMIN)
+def _token(subject: str = "bench") -> str:
+    return mint_token(DEV_SIGNING_KEY, subject, Role.ADMIN)
 
 
 def wrk(url: str, connections: int, seconds: float, script: Path, *args: str) -> dict[str, Any]:
@@ -151,7 +154,7 @@ async def http(env: BenchEnv, services: Services, *, concurrencies: tuple[int, .
         before = cpu_seconds(pid)
         result = await asyncio.to_thread(
             wrk, services.groups_url, c, seconds, HERE / "fund.lua", str(ids_file), "0", token,
-            str(min(2, c)), uuid.uuid4().hex[:12], FUNDED_ON)
+            str(min(2, c)), uuid.uuid4().hex[:12], FUNDED_ON, _token(CHECKER))
         result["cpu_s"] = cpu_seconds(pid) - before
         result["groups"] = len(ids)
         fastest = max(fastest, result["requests"] / (result["duration_us"] / 1e6))
@@ -173,6 +176,7 @@ async def http(env: BenchEnv, services: Services, *, concurrencies: tuple[int, .
             checks.append(await healthz(c))
         ok = [(r["requests"] - r["status_errors"]) / (r["duration_us"] / 1e6) for r in funds]
         refused = sum(r["status_errors"] for r in funds)
+        granted = sum(r.get("grants", 0) for r in funds)
         cpu = [r["cpu_s"] * 1000 / max(1, r["requests"]) for r in funds]
         rate = summary(ok)
         ceiling = summary([r["requests"] / (r["duration_us"] / 1e6) for r in checks])
@@ -181,7 +185,9 @@ async def http(env: BenchEnv, services: Services, *, concurrencies: tuple[int, .
                 "ms per call")
         rows.append({"path": f"HTTP fund-group c={c}", "unit": "commands/s (2xx)",
                      "value": rate, "ceiling_name": "GET /healthz", "ceiling": ceiling,
-                     "note": f"{refused} non-2xx; p99 {_median_ms(funds, 'p99_us'):.0f} ms, "
+                     "note": f"{refused} non-2xx; {granted:,} of the "
+                             f"{sum(r['requests'] for r in funds):,} calls checkers' grants; "
+                             f"p99 {_median_ms(funds, 'p99_us'):.0f} ms, "
                              f"healthz p99 {_median_ms(checks, 'p99_us'):.0f} ms"})
         rows.append({"path": f"HTTP service CPU per call c={c}", "unit": "ms CPU per call",
                      "value": summary(cpu), "ceiling_name": "GET /healthz",
@@ -197,7 +203,8 @@ def _median_ms(results: list[dict[str, Any]], key: str) -> float:
 
 async def end_to_end(env: BenchEnv, services: Services, *, rate: float, seconds: float,
                      repeats: int) -> list[dict[str, Any]]:
-    """p50/p95/p99 of the time from a funding's 2xx to mentoring's commit of it."""
+    """p50/p95/p99 of the time from a funding's 2xx (its grant's, with four eyes) to
+    mentoring's commit of it."""
     per_run = int(rate * seconds)
     mentoring_dsn = env.endpoints.database_url("mentoring")
     mentoring = await asyncpg.connect(mentoring_dsn)
@@ -255,6 +262,7 @@ async def _offer(client: httpx.AsyncClient, mentoring_dsn: str, groups: list[str
                  rate: float, state: Path) -> tuple[list[float], float, int, dict[str, int]]:
     answered: dict[str, float] = {}
     refused: dict[str, int] = {}
+    checker = {"Authorization": f"Bearer {_token(CHECKER)}"}
 
     async def call(group_id: str) -> None:
         try:
@@ -263,6 +271,11 @@ async def _offer(client: httpx.AsyncClient, mentoring_dsn: str, groups: list[str
                 json={"tranche": 1, "amount": 1_000_000, "disbursed_on": FUNDED_ON,
                       "budget_year": 2023},
                 headers={"Idempotency-Key": uuid.uuid4().hex})
+            request_id = pending_id(response.json()) if response.status_code == 202 else None
+            if request_id is not None:  # four eyes: carried out by the checker's grant
+                response = await client.post(
+                    f"/approvals/{request_id}/grant",
+                    headers={**checker, "Idempotency-Key": uuid.uuid4().hex})
         except httpx.HTTPError as exc:  # an overloaded service may drop the connection
             refused[type(exc).__name__] = refused.get(type(exc).__name__, 0) + 1
             return

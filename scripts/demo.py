@@ -1,5 +1,7 @@
 """`make demo`: fresh Kafka and Postgres, the four services as processes, a programme year
-through their HTTP APIs, and the results read back from them."""
+through their HTTP APIs, and the results read back from them. Money goes maker -> checker
+(four eyes: scripts/simulate.py); at its end the demo asks the audit trail, as an inspector,
+for one province's funding decisions of the month with both actors (docs/audit.md)."""
 
 from __future__ import annotations
 
@@ -10,7 +12,9 @@ import os
 import shutil
 import time
 from dataclasses import asdict
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 
@@ -20,6 +24,9 @@ from scripts.api_client import Api, ApiError
 from scripts.results import collect, render
 from scripts.scenario import build
 from scripts.simulate import Options, Simulation, SimulationError, progress_bar
+from shared.auth import Role
+from shared.localtime import zone_of
+from shared.regions import province as province_named
 
 EXIT_OK, EXIT_SCENARIO, EXIT_SERVICES, EXIT_INFRA = 0, 1, 2, 3
 # the demo's own infrastructure, wiped at each start: under TKM_INFRA_DIR (default .infra/)
@@ -80,7 +87,11 @@ def run_demo(*, seed: int = 2023, groups: int | None = None, json_out: Path | No
             return EXIT_SCENARIO
         timings.update(phases)
         timings["total"] = round(time.perf_counter() - started, 1)
+        audit = results.pop("audit", None)
         render(results, timings, console)
+        if audit:
+            print_audit(console, audit)
+            results["audit"] = audit
         # the programme console (issue 19): its figures checked against these tables, a demo
         # user signed in, screenshots of its pages; stopped with the services
         from services.console.demo import show as show_console
@@ -159,6 +170,92 @@ async def _simulate(urls: dict, scenario, options: Options, bootstrap: str,
         t0 = time.perf_counter()
         results = await collect(api, scenario.year, bootstrap, client)
         run.phases["read back results"] = round(time.perf_counter() - t0, 1)
+        results["audit"] = await audit_example(api, results)
         return results, run.phases
     finally:
         await api.close()
+
+
+AUDITOR = "inspektur@itjen.kemnaker.go.id"
+FUNDING_TRAIL = ("approvals.ApprovalRequested", "approvals.ApprovalGranted", "GroupFunded")
+
+
+async def audit_example(api: Api, results: dict[str, Any], *,
+                        now: datetime | None = None) -> dict[str, Any]:
+    """The inspector's question of issue 18, asked of groups' audit trail with an auditor token:
+    the funding decisions of one province (Papua Tengah when the year funded any there, else
+    the province with the fewest) in this month, in its own time, and one of them followed
+    from the maker's request to the checker's grant. Never fails the demo: an error is
+    reported in the answer."""
+    funded = [r for r in results.get("by_province", []) if r.get("groups_funded")]
+    if not funded:
+        return {"error": "no group was funded"}
+    code = "94" if any(r["province_code"] == "94" for r in funded) else \
+        min(funded, key=lambda r: (r["groups_funded"], r["province_code"]))["province_code"]
+    zone = zone_of(code)
+    local = (now or datetime.now(UTC)).astimezone(zone)
+    start = local.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    end = start.replace(year=start.year + (start.month == 12), month=start.month % 12 + 1)
+    window = {"province": code, "from": start.isoformat(), "to": end.isoformat()}
+    auditor = api.person(AUDITOR, Role.AUDITOR)
+    named = province_named(code)
+    example: dict[str, Any] = {
+        "province": f"{named.name if named else code} ({code})",
+        "month": f"{start:%B %Y} {start.tzname()}",
+        "query": "GET /audit?province={province}&type=GroupFunded&from={from}&to={to}".format(
+            **window).replace("+", "%2B")}
+    try:
+        fundings = await auditor.get("groups", "/audit", type="GroupFunded", limit=1, **window)
+        requests = await auditor.get("groups", "/audit", type="approvals.ApprovalRequested",
+                                     limit=1, **window)
+        example["funding_decisions"] = fundings["total"]
+        example["requests_made"] = requests["total"]
+        trail = []
+        if requests["items"]:  # the oldest request of the month: a funding's, followed through
+            first = requests["items"][0]
+            target = _summary_field(first["summary"], "target")
+            trail = (await auditor.get("groups", "/audit", stream=first["stream_id"]))["items"]
+            if target:
+                trail += (await auditor.get("groups", "/audit", stream=target,
+                                            type="GroupFunded"))["items"]
+        elif fundings["items"]:  # no four eyes: the funding alone, with its one actor
+            trail = fundings["items"]
+        example["rows"] = [_audit_line(r) for r in trail
+                           if r["event_type"] in FUNDING_TRAIL][:4]
+    except ApiError as exc:
+        example["error"] = str(exc)[:200]
+    return example
+
+
+def _summary_field(summary: str, key: str) -> str | None:
+    for part in summary.split():
+        name, _, value = part.partition("=")
+        if name == key:
+            return value
+    return None
+
+
+def _audit_line(row: dict[str, Any]) -> dict[str, Any]:
+    keep = ("amount", "tranche", "command_type", "request_id", "group_id", "disbursed_on")
+    summary = " ".join(p for p in row["summary"].split() if p.partition("=")[0] in keep)
+    who = "maker" if row["event_type"].endswith("Requested") else "checker" \
+        if row["event_type"].endswith("Granted") else "actor"
+    return {"recorded_at": row["recorded_at"], "event_type": row["event_type"],
+            "who": who, "actor": f"{row['actor_role']}:{row['actor']}", "summary": summary}
+
+
+def print_audit(console: Console, example: dict[str, Any]) -> None:
+    """A few lines: the query, its count, one funding from request to grant."""
+    console.print(f"Audit trail (as an auditor, docs/audit.md): funding decisions in "
+                  f"{example.get('province')}, {example.get('month')}", highlight=False)
+    console.print(f"  groups {example.get('query')}", highlight=False, soft_wrap=True)
+    if "error" in example:
+        console.print(f"  [yellow]not answered:[/yellow] {example['error']}", highlight=False)
+        return
+    console.print(f"  {example['funding_decisions']:,} GroupFunded rows, "
+                  f"{example['requests_made']:,} four-eyes requests made; one of them:",
+                  highlight=False)
+    for r in example["rows"]:
+        who = "" if r["who"] == "actor" else f"{r['who']:<7} "
+        console.print(f"  {r['recorded_at'][:19]}Z  {r['event_type']:<28} {who}{r['actor']}  "
+                      f"{r['summary']}", highlight=False, soft_wrap=True)

@@ -3,7 +3,8 @@
 Real processes on the real broker and Postgres: fresh infrastructure of its own (under
 TKM_INFRA_DIR, default .infra/, in `faults/`), the four services, and a seeded workload through
 their HTTP APIs (a slice of a programme year, scripts/simulate.py, plus a steady trickle of
-groups registered, approved and funded) while faults are injected one after the other:
+groups registered, approved and funded: the admin asks, a second admin grants, four eyes)
+while faults are injected one after the other:
 
 - `kill`: kill -9 of a service (an instance, with --instances 2) at a random moment, restarted;
 - `mid-batch`: kill -9 of groups while a bulk request (CSV import, fundings) is in flight;
@@ -55,6 +56,7 @@ from rich.table import Table
 from scripts import infra
 from scripts import services as service_processes
 from scripts.api_client import Api, ApiError
+from scripts.approvals import carried_out_bulk, checker_of, grant_pending
 from shared import regions
 from shared.csv_export import safe_cell
 from shared.nik import random_valid_nik
@@ -113,10 +115,14 @@ class CountingApi(Api):
         self.instances = {n: list(u) for n, u in urls.items()}
         self.retry_for = retry_for
         self.errors: list[tuple[float, str, str]] = []
-        self.answers_lost = 0
+        self._lost = [0]  # shared with this client as another person (its checker)
         self._turn: Counter = Counter()
         self._watched: dict[int, asyncio.Event] = {}  # id(body) -> set when it is sent
         self.sent_to: dict[int, str] = {}  # id(body) -> the URL it was sent to last
+
+    @property
+    def answers_lost(self) -> int:
+        return self._lost[0]
 
     def watch(self, body: Any) -> asyncio.Event:
         """An event set when a request with this very body (object) is sent."""
@@ -166,7 +172,7 @@ class CountingApi(Api):
                 body = _body(response)
                 if status == 409 and "carried out" in response.text:
                     # committed, but the process died before its answer was stored
-                    self.answers_lost += 1
+                    self._lost[0] += 1
                     self.errors.append((time.monotonic(), service, "answer lost (409)"))
                     raise AnswerLost(method, url, status, body)
                 if status >= 400 and status not in ok:
@@ -327,6 +333,7 @@ class Suite:
         self.sim_run = None
         self.sim_error: str | None = None
         self.sim_stopped: str | None = None
+        self.checker: CountingApi | None = None  # the second admin: grants what was asked
         self.faults_begun, self.faults_planned = 0, 1
         self._used_niks: set[str] = set()
         self._group_no = 0
@@ -427,9 +434,10 @@ class Suite:
 
     async def register_and_fund(self, api: CountingApi, n: int, rng: random.Random,
                                 how: str) -> list[str]:
-        """n new groups imported, approved and funded; returns the funded ids. A step whose
-        answer was lost after it committed (AnswerLost) counts as done: approving or funding
-        the groups it names was applied once."""
+        """n new groups imported, approved and funded (asked, then granted by the checker);
+        returns the funded ids. A step whose answer was lost after it committed (AnswerLost)
+        counts as done: approving or asking to fund the groups it names was applied once,
+        and the checker grants the requests it made (found by their groups)."""
         report = await api.post("groups", "/groups/imports",
                                 content=self._group_csv(self._regencies, n, rng),
                                 content_type="text/csv")
@@ -445,11 +453,28 @@ class Suite:
             funded = await api.post("groups", "/groups/fundings", {"items": [
                 {"group_id": gid, "tranche": 1, "amount": FUNDING,
                  "disbursed_on": f"{YEAR}-08-01", "budget_year": YEAR} for gid in ok]})
+            funded = await carried_out_bulk(self._checker(api), "groups", funded)
             done = [r["group_id"] for r in funded["results"] if r["status"] < 300]
         except AnswerLost:
+            await self._grant_lost(api, ok)
             done = ok
         self.funded.update(done)
         return done
+
+    def _checker(self, api: CountingApi) -> CountingApi:
+        if self.checker is None:
+            self.checker = checker_of(api)  # type: ignore[assignment]
+        assert self.checker is not None
+        return self.checker
+
+    async def _grant_lost(self, api: CountingApi, group_ids: list[str]) -> None:
+        """The fundings asked by a call whose answer was lost, granted: the pending requests
+        on these groups."""
+        try:
+            await grant_pending(self._checker(api), "groups", command_type="fund",
+                                targets={f"group-{g}" for g in group_ids})
+        except (ApiError, httpx.HTTPError) as exc:
+            self.trickle_failures.append(f"granting lost fundings: {str(exc)[:160]}")
 
     async def trickle(self, api: CountingApi, stop: asyncio.Event) -> None:
         rng = random.Random(self.opts.seed + 2)
@@ -606,10 +631,12 @@ class Suite:
                 answer = await api.post("groups", "/groups/fundings", {"items": [
                     {"group_id": gid, "tranche": 1, "amount": FUNDING,
                      "disbursed_on": f"{YEAR}-08-01", "budget_year": YEAR} for gid in ids]})
+            answer = await carried_out_bulk(self._checker(api), "groups", answer)
             self.funded.update(r["group_id"] for r in answer["results"] if r["status"] < 300)
             result.note = f"{n} items, cut {'in flight' if in_flight else 'after the answer'}"
         except AnswerLost:
             if what == "fundings":
+                await self._grant_lost(api, ids)
                 self.funded.update(ids)  # carried out: each funded once, checked below
             result.note = f"{n} items, cut after the commit: answer lost (409)"
         except (ApiError, httpx.HTTPError) as exc:

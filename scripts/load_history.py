@@ -5,7 +5,10 @@ Three parts: reading and checking the files (pure: `read_history`), loading them
 recruitment rounds and batch intake, the groups' CSV import with each group's registration date,
 bulk approvals and fundings, mentor assignments or mentoring's own rule on the funding day,
 monthly reports), and the figures read back from each service beside those counted from the
-files (`read_back`, `compare`).
+files (`read_back`, `compare`). Fundings go maker -> checker (four eyes, docs/four-eyes.md):
+the loader's admin asks for them in bulk and a second admin (`scripts.approvals.CHECKER`)
+grants each call's pending requests (`POST /approvals/grant`, <= 500 a call); a funding carried
+out at once (a year without four eyes) is taken as it is.
 
 Every write carries an Idempotency-Key derived from the rows it sends (the request body's
 SHA-256 under the step's name), so a run cut off and started again gets the first answers back
@@ -16,6 +19,7 @@ refuse is reported with its file, line, field and reason, and its neighbours go 
 from __future__ import annotations
 
 import asyncio
+import copy
 import csv
 import hashlib
 import io
@@ -31,6 +35,7 @@ from typing import Any
 
 import httpx
 
+from scripts.approvals import CHECKER, MAX_GRANT, pending_id
 from shared.auth import Role, mint_token
 from shared.csv_export import safe_cell
 from shared.settings import DEV_SIGNING_KEY
@@ -452,10 +457,17 @@ class HistoryClient:
     def __init__(self, urls: dict[str, str], *, signing_key: str = DEV_SIGNING_KEY,
                  subject: str = "history-loader", timeout: float = 300):
         token = mint_token(signing_key, subject, Role.ADMIN)
-        self.urls = urls
-        self.client = httpx.AsyncClient(headers={"Authorization": f"Bearer {token}"},
-                                        timeout=timeout)
+        self.urls, self.signing_key = urls, signing_key
+        self.auth = {"Authorization": f"Bearer {token}"}
+        self.client = httpx.AsyncClient(headers=self.auth, timeout=timeout)
         self.replayed = 0  # answers given again for a key already used (a re-run)
+
+    def person(self, subject: str) -> HistoryClient:
+        """This client as another ministry admin (the checker of four eyes), on the same
+        connections; closing the original closes both."""
+        other = copy.copy(self)
+        other.auth = {"Authorization": f"Bearer {mint_token(self.signing_key, subject, Role.ADMIN)}"}
+        return other
 
     async def close(self) -> None:
         await self.client.aclose()
@@ -475,6 +487,7 @@ class HistoryClient:
     async def _call(self, method: str, service: str, path: str, *, ok: tuple[int, ...] = (),
                     **kwargs: Any) -> Any:
         url = self.urls[service] + path
+        kwargs["headers"] = {**self.auth, **(kwargs.get("headers") or {})}
         for attempt in range(6):
             try:
                 response = await self.client.request(method, url, **kwargs)
@@ -543,6 +556,7 @@ class Loader:
                  import_groups: int = 250, batch: int = 500,
                  on_step: Callable[[str, float], None] = lambda step, seconds: None):
         self.api, self.h, self.advance, self.on_step = client, history, advance, on_step
+        self.checker = client.person(CHECKER)  # four eyes: grants the fundings asked for
         self.import_groups, self.batch = import_groups, batch
         self.out = Outcome()
 
@@ -721,13 +735,17 @@ class Loader:
                     g = self.h.groups[ref]
                     self.out.refused.append(RowError("groups.csv", g.line, "approval",
                                                      _reason(item)))
-        # tranche by tranche, in date order (a second tranche needs its first)
+        # tranche by tranche, in date order (a second tranche needs its first: granted before
+        # the next tranche's calls ask, as a tranche asked for is not yet disbursed)
         fundings.sort(key=lambda f: (f.tranche, f.disbursed_on, f.line))
-        for chunk in _chunks(fundings, self.batch):
+        chunks = [c for t in sorted({f.tranche for f in fundings})
+                  for c in _chunks([f for f in fundings if f.tranche == t], self.batch)]
+        for chunk in chunks:
             answer = await self.api.post("groups", "/groups/fundings", {"items": [
                 {"group_id": self.out.group_ids[f.group_ref], "tranche": f.tranche,
                  "amount": f.amount, "disbursed_on": f.disbursed_on.isoformat(),
                  "budget_year": f.budget_year} for f in chunk]}, step="fundings")
+            answer = await self._granted(answer)
             for f, item in zip(chunk, answer["results"], strict=True):
                 if item["status"] < 300:
                     self._count(answer, "fundings")
@@ -740,6 +758,31 @@ class Loader:
                 self.out.funded.add(f.group_ref)
                 self.out.rupiah += f.amount
             self.advance("fundings", len(chunk))
+
+    async def _granted(self, answer: dict) -> dict:
+        """A bulk funding's answer with its pending items granted by the checker: each item's
+        grant result (`status` 200) or refusal. New this run, or replayed (a re-run), as the
+        grants were: a run cut off between the asking and the granting grants now."""
+        results = list(answer["results"])
+        pending = [(i, rid) for i, item in enumerate(results)
+                   if (rid := pending_id(item.get("result")))]
+        if not pending:
+            return answer
+        replayed = True
+        for part in _chunks(pending, MAX_GRANT):
+            granted = await self.checker.post("groups", "/approvals/grant", {
+                "request_ids": [rid for _, rid in part]}, step="grant-fundings")
+            replayed = replayed and bool(granted.get(REPLAYED))
+            by_id = {g["request_id"]: g for g in granted["results"]}
+            for i, rid in part:
+                g = by_id[rid]
+                error = g.get("error") or {}
+                if g["status"] == 200 or error.get("state") == "granted":  # granted before
+                    outcome = {"status": 200, "result": g.get("result") or error.get("result")}
+                else:
+                    outcome = {"status": g["status"], "error": error}
+                results[i] = {"group_id": results[i]["group_id"], "request_id": rid, **outcome}
+        return {**answer, "results": results, REPLAYED: replayed}
 
     # -- mentors: as the files say, or mentoring's rule on each group's funding day
 
