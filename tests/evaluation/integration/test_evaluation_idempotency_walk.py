@@ -10,7 +10,7 @@ import asyncpg
 import pytest
 
 from shared.idempotency import WRITES
-from tests.evaluation.integration.evaluation_helpers import ADMIN, running_service
+from tests.evaluation.integration.evaluation_helpers import ADMIN, CHECKER, running_service
 
 pytestmark = pytest.mark.integration
 
@@ -27,9 +27,10 @@ async def test_every_evaluation_write_runs_once_under_one_key(infra, database_ur
 
     async with running_service(infra.kafka_bootstrap, database_url) as (_, api):
         async def twice(route: str, expected: int, method: str = "POST",
-                        body: dict | None = None, **params: str) -> None:
+                        body: dict | None = None, who: dict[str, str] = ADMIN,
+                        **params: str) -> dict:
             walked.add((method, route))
-            headers = {**ADMIN, "Idempotency-Key": f"walk-{uuid.uuid4()}"}
+            headers = {**who, "Idempotency-Key": f"walk-{uuid.uuid4()}"}
             before = await events()
             first = await api.request(method, route.format(**params), headers=headers,
                                       json=body)
@@ -41,10 +42,23 @@ async def test_every_evaluation_write_runs_once_under_one_key(infra, database_ur
             assert (retry.status_code, retry.content) == (first.status_code, first.content)
             assert retry.headers["idempotent-replayed"] == "true"
             assert await events() == written, f"{route} wrote again on a retry"
+            return first.json()
 
-        year = str(random.randint(2040, 2090))
-        await twice("/evaluations/{year}/open", 201, year=year)
-        await twice("/evaluations/{year}/close", 200, year=year)
+        year, rejected, many = (str(y) for y in random.sample(range(2040, 2091), 3))
+        for y in (year, rejected, many):
+            await twice("/evaluations/{year}/open", 201, year=y)
+        # the close is asked for (202 pending) and granted by another admin, once
+        asked = await twice("/evaluations/{year}/close", 202, year=year)
+        granted = await twice("/approvals/{request_id}/grant", 200, who=CHECKER,
+                              request_id=asked["request_id"])
+        assert granted["result"]["summary"]["status"] == "closed"
+        asked = await twice("/evaluations/{year}/close", 202, year=rejected)
+        await twice("/approvals/{request_id}/reject", 200, who=CHECKER,
+                    body={"reason_code": "other"}, request_id=asked["request_id"])
+        asked = await twice("/evaluations/{year}/close", 202, year=many)
+        grants = await twice("/approvals/grant", 200, who=CHECKER,
+                             body={"request_ids": [asked["request_id"]]})
+        assert grants["granted"] == 1
         policy = (await api.get("/rules/2023", headers=ADMIN)).json()["rules"]
         await twice("/rules/{year}", 200, "PUT", {"rules": {**policy, "version": "walk"}},
                     year=year)
