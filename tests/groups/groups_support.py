@@ -10,6 +10,7 @@ import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import date
+from typing import Any
 
 import httpx
 
@@ -75,8 +76,84 @@ def auth(role: Role, province_code: str | None = None) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
-ADMIN = auth(Role.ADMIN)
+def bearer(subject: str, role: Role, province_code: str | None = None) -> dict[str, str]:
+    """A token of one person (`subject`): four eyes tells maker and checker apart by it."""
+    return {"Authorization": "Bearer " + mint_token(DEV_SIGNING_KEY, subject, role,
+                                                    province_code=province_code)}
+
+
+ADMIN = auth(Role.ADMIN)  # the maker of most tests
 AGENCY = auth(Role.AGENCY)
+# another ministry admin: the checker who grants what ADMIN asked for (four eyes)
+CHECKER = bearer("checker@kemnaker.go.id", Role.ADMIN)
+
+
+async def ask(client: httpx.AsyncClient, path: str, maker: dict[str, str] = ADMIN,
+              **kwargs) -> dict:
+    """The maker asks for a four-eyes command: 202 and the pending request."""
+    answer = await client.post(path, headers={**maker, **kwargs.pop("headers", {})}, **kwargs)
+    assert answer.status_code == 202, answer.text
+    pending = answer.json()
+    assert pending["state"] == "pending" and pending["request_id"], pending
+    return pending
+
+
+async def grant(client: httpx.AsyncClient, request_id: str, checker: dict[str, str] = CHECKER,
+                headers: dict[str, str] | None = None) -> dict:
+    """The checker grants a request: 200, and what the command answered when carried out."""
+    answer = await client.post(f"/approvals/{request_id}/grant",
+                               headers={**checker, **(headers or {})})
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["state"] == "granted"
+    return answer.json()["result"]
+
+
+async def fund(client: httpx.AsyncClient, group_id: str, body: dict,
+               maker: dict[str, str] = ADMIN, checker: dict[str, str] = CHECKER,
+               headers: dict[str, str] | None = None) -> dict:
+    """Fund a group through four eyes: `maker` asks, `checker` grants (`headers` on both).
+    Returns the funding's answer (what `POST /groups/{id}/funding` answered before)."""
+    pending = await ask(client, f"/groups/{group_id}/funding", maker, json=body,
+                        headers=headers or {})
+    return await grant(client, pending["request_id"], checker, headers)
+
+
+async def accept_lpj(client: httpx.AsyncClient, group_id: str, report_id: str,
+                     maker: dict[str, str] = ADMIN, checker: dict[str, str] = CHECKER) -> dict:
+    """Accept an LPJ through four eyes; returns the acceptance's answer."""
+    pending = await ask(client, f"/groups/{group_id}/lpj/{report_id}/acceptance", maker)
+    return await grant(client, pending["request_id"], checker)
+
+
+async def through_checker(client: httpx.AsyncClient, path: str, items: list[dict],
+                          done_status: int, maker: dict[str, str] = ADMIN,
+                          checker: dict[str, str] = CHECKER) -> list[dict]:
+    """A four-eyes bulk call (`/groups/fundings`, `/lpj/acceptances`) asked by `maker`, its
+    batch granted by `checker` (`POST /approvals/grant`): per item what the call answered before
+    four eyes, `{"group_id", "status": done_status, "result"}` or the refusal (at asking or at
+    granting) with its status and error."""
+    answer = await client.post(path, headers=maker, json={"items": items})
+    assert answer.status_code == 200, answer.text
+    asked = answer.json()
+    results = asked["results"]
+    pending = [r["result"]["request_id"] for r in results if r["status"] == 202]
+    if not pending:
+        return results
+    granted = await client.post("/approvals/grant", headers=checker,
+                                json={"request_ids": pending})
+    assert granted.status_code == 200, granted.text
+    by_request = {g["request_id"]: g for g in granted.json()["results"]}
+    out = []
+    for r in results:
+        if r["status"] != 202:
+            out.append(r)
+            continue
+        g = by_request[r["result"]["request_id"]]
+        out.append({"group_id": r["group_id"], "status": done_status, "result": g["result"]}
+                   if g["status"] == 200 else
+                   {"group_id": r["group_id"], "status": g["status"], "error": g["error"]})
+    return out
+
 
 CSV_HEADER = ["group_ref", "year", "stage", "regency_code", "business_type", "group_name",
               "member_nik", "member_name", "member_phone"]
@@ -101,6 +178,7 @@ class RunningGroups:
     client: httpx.AsyncClient
     database_url: str
     kafka_bootstrap: str
+    app: Any = None
 
 
 @contextlib.asynccontextmanager
@@ -114,6 +192,6 @@ async def running_groups(infra) -> AsyncIterator[RunningGroups]:
             transport = httpx.ASGITransport(app=app)
             async with httpx.AsyncClient(transport=transport, base_url="http://groups",
                                          timeout=60) as client:
-                yield RunningGroups(client, database_url, infra.kafka_bootstrap)
+                yield RunningGroups(client, database_url, infra.kafka_bootstrap, app)
     finally:
         await drop_database(infra, database_url)
