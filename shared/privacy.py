@@ -4,14 +4,16 @@ by `shared.pii` (crypto-shredding: per-person keys, erasure deletes the key).
 
 How a service adopts it (recruitment does; groups follows the same steps):
 
-1. Schema: nothing to do. `migrate` (component "privacy" in `schema_migrations`: `PII_SCHEMA`,
-   the `pii_person_keys` table) is applied by `shared.service` at start-up in every service,
-   after the kernel's and the audit's steps, like `shared.audit.migrate`. Tests that build a
-   database by hand call `privacy.migrate(conn)` after `shared.eventstore.migrate`.
+1. `ServiceSpec(..., personal_data=True)`. Schema: nothing else to do. `migrate` (component
+   "privacy" in `schema_migrations`: `PII_SCHEMA`, the `pii_person_keys` table) is applied by
+   `shared.service` at start-up in a service with personal data, after the kernel's and the
+   audit's steps, like `shared.audit.migrate`. Tests that build a database by hand call
+   `privacy.migrate(conn)` after `shared.eventstore.migrate`.
 2. Keys: the process's `pii.Keyring` is loaded ONCE, when the app is created, from the settings
-   (`TKM_PII_MASTER_KEY_FILE`; without it the dev key, only with TKM_ENV=dev or test): a
-   handler reads `ctx.keyring` (`shared.service.ServiceContext`), a route without the context
-   `request.app.state.keyring`. `keyring_of(ctx)` raises a clear error when it is missing.
+   (`TKM_PII_MASTER_KEY_FILE`, in compose the secret `pii_<service>_master_key`; without it the
+   dev key, only with TKM_ENV=dev or test): a handler reads `ctx.keyring`
+   (`shared.service.ServiceContext`), a route without the context `request.app.state.keyring`.
+   `keyring_of(ctx)` raises a clear error when it is missing (personal_data not set).
 3. Writes: personal fields go into the service's INTERNAL events as `pii.ensure_keys(...)
    .encrypt(person_ref, field, value)` tokens, beside `nik_hash = keyring.nik_hash(nik)`; the
    projection copies the same tokens into the read model (so a rebuild is byte-identical).
@@ -32,7 +34,8 @@ How a service adopts it (recruitment does; groups follows the same steps):
      the field, on the plaintext, before encryption);
    - `stream_for(ref)`: the stream the person's privacy events go to (default
      `privacy-<ref>`); recruitment uses the applicant's own stream (its ref IS the stream id);
-   - `on_erase(conn, refs)` (optional): the service's own clean-up in the same transaction.
+   - `on_erase(conn, subject, refs)` (optional): the service's own clean-up in the same
+     transaction (recruitment replaces a NIK claimed before encryption by its hash).
    The kernel: ministry_admin only; validates the NIK with `shared.nik` (bad NIK: 422 field
    `nik`, the NIK never echoed); hashes it; records every call as a command (the audit trail
    shows who and when, never the NIK): `privacy.PrivacyRequestHandled` in the stream
@@ -175,7 +178,7 @@ Find = Callable[[asyncpg.Connection, Subject], Awaitable[list[str]]]
 Export = Callable[[asyncpg.Connection, pii.PersonKeys, list[str]], Awaitable[list[dict[str, Any]]]]
 Current = Callable[[asyncpg.Connection, pii.PersonKeys, list[str]],
                    Awaitable[dict[str, dict[str, str | None]]]]
-OnErase = Callable[[asyncpg.Connection, list[str]], Awaitable[None]]
+OnErase = Callable[[asyncpg.Connection, Subject, list[str]], Awaitable[None]]
 
 
 def _default_stream(person_ref: str) -> str:
@@ -313,11 +316,12 @@ def build_router(privacy: Privacy) -> APIRouter:
             refs = sorted(await privacy.find(uow.conn, subject))
             if not refs:
                 raise NotFoundError("no record of this service holds this NIK", field="nik")
-            keys = await pii.load_keys(uow.conn, keyring, refs)
+            # a person whose data was written before encryption gets a key now
+            keys = await pii.ensure_keys(uow.conn, keyring, refs)
             now = await privacy.current(uow.conn, keys, refs)
             for ref in refs:
                 values = {**now[ref], **changes}
-                if ref not in keys or keys[ref].erased or any(
+                if keys[ref].erased or any(
                         v is pii.ERASED or isinstance(v, pii.Erased) for v in values.values()):
                     raise ConflictError("the personal data of this person was erased: there "
                                         "is nothing to correct", field="nik")
@@ -350,17 +354,20 @@ def build_router(privacy: Privacy) -> APIRouter:
 
         async def decide(uow: Any) -> tuple[int, int]:
             refs = sorted(await privacy.find(uow.conn, subject))
+            keys = await pii.load_keys(uow.conn, keyring, refs)
             erased = already = 0
             for ref in refs:
-                if await pii.erase(uow.conn, ref):
-                    erased += 1
-                    await _person_event(uow, ref, PersonErased(
-                        person_ref=ref, request_id=request_id, reason_code=body.reason_code))
-                else:
+                # a person without a key (data written before encryption) gets a tombstone now
+                if ref in keys and keys[ref].erased:
                     already += 1
+                    continue
+                await pii.erase(uow.conn, ref)
+                erased += 1
+                await _person_event(uow, ref, PersonErased(
+                    person_ref=ref, request_id=request_id, reason_code=body.reason_code))
             if erased:
                 if privacy.on_erase is not None:
-                    await privacy.on_erase(uow.conn, refs)
+                    await privacy.on_erase(uow.conn, subject, refs)
                 # stored subject-access answers hold decrypted data
                 await uow.conn.execute("DELETE FROM idempotency_keys WHERE route = $1",
                                        SUBJECT_ACCESS_ROUTE)

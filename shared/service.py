@@ -81,6 +81,9 @@ class ServiceSpec:
     # long-running jobs (e.g. a periodic close): started once the broker runs, asked to stop by
     # setting the event at shutdown, then cancelled if they do not within BACKGROUND_STOP_S
     background: tuple[Background, ...] = ()
+    # holds personal data (shared.privacy): the PII keyring is loaded once at app creation (a
+    # missing or refused TKM_PII_MASTER_KEY_FILE stops the start) and `pii_person_keys` migrated
+    personal_data: bool = False
 
 
 @dataclass
@@ -193,7 +196,7 @@ def create_app(spec: ServiceSpec, settings: ServiceSettings | None = None, *,
                   version="1.0.0", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.signing_key = settings.auth_signing_key.get_secret_value()
     app.state.settings = settings
-    app.state.keyring = settings.keyring()  # a missing or refused key file stops the start
+    app.state.keyring = settings.keyring() if spec.personal_data else None
     app.state.holds = PartitionHolds(spec.name)  # partitions paused before a newer version
     app.state.health = health
     health.paused = lambda: bool(app.state.holds.held)
@@ -284,7 +287,7 @@ async def _migrate(dsn: str, spec: ServiceSpec) -> list[str]:
     conn = await asyncpg.connect(dsn, timeout=10)
     try:
         return [*await migrate(conn, spec.name, spec.migrations), *await audit.migrate(conn),
-                *await privacy.migrate(conn)]
+                *(await privacy.migrate(conn) if spec.personal_data else [])]
     finally:
         await conn.close()
 
