@@ -80,6 +80,9 @@ class CloseRequested(BaseModel):
     year: int
     expires_at: datetime
     checker_roles: list[str]
+    already_pending: bool = Field(description=(
+        "true: a close of the year asked for earlier still waits for a checker; this is it "
+        "(nothing new was recorded)"))
 
 
 class CloseResult(BaseModel):
@@ -292,14 +295,15 @@ def build_router(policy_of: PolicyOf, four_eyes: FourEyes) -> APIRouter:
                      "closed at once: the year's rules do not want four eyes for close_year")},
                             404: {"description": "no evaluation opened for the year"},
                             409: {"description": "already closed (error.result: the first "
-                                                 "result), or a close already pending"}})
+                                                 "result)"}})
     async def close_evaluation(year: YearPath, ctx: Ctx, actor: Admin,
                                response: Response) -> dict[str, Any]:
         """Ask for the year's close (four eyes, docs/four-eyes.md): answers 202 with a pending
         request that another ministry admin grants (`POST /approvals/{request_id}/grant`, whose
-        `result` is the close's: every evaluable TKS decided, the outcomes published). Refused
-        as the close would be, with nothing written: no evaluation opened (404), already
-        closed (409, with the first result), a close of the year already pending (409)."""
+        `result` is the close's: every evaluable TKS decided, the outcomes published). A close
+        of the year already waiting is answered again (`already_pending`). Refused as the close
+        would be, with nothing written: no evaluation opened (404), already closed (409, with
+        the first result)."""
         try:
             status, answer = await handlers.request_close(ctx, year, actor, policy_of,
                                                           four_eyes)

@@ -13,7 +13,7 @@ from services.evaluation.config import CLOSE_YEAR, Policy
 from services.evaluation.domain import EvaluationCycle, TksEvaluations, cycle_stream, tks_stream
 from services.evaluation.scoring import evaluate_year
 from shared.aggregate import UnitOfWork
-from shared.approvals import FourEyes
+from shared.approvals import FourEyes, Pending
 from shared.auth import Actor
 from shared.errors import ConflictError, NotFoundError
 from shared.service import ServiceContext
@@ -36,26 +36,29 @@ async def open_evaluation(ctx: ServiceContext, year: int, policy: Policy,
 async def request_close(ctx: ServiceContext, year: int, actor: Actor, policy_of: PolicyOf,
                         four_eyes: FourEyes) -> tuple[int, dict[str, Any]]:
     """The maker's close: refused as the close itself would refuse it (no cycle: 404; closed:
-    409 with the first result; a close of the year already waiting for a checker: 409 naming
-    it), nothing written then. When the year's rules want four eyes for `close_year` (the
-    shipped ones do), records a pending request and answers (202, its summary); otherwise
-    closes at once and answers (200, the result)."""
+    409 with the first result), nothing written then. When the year's rules want four eyes for
+    `close_year` (the shipped ones do), records a pending request and answers (202, its
+    summary); a close of the year already waiting for a checker is answered instead (202,
+    `already_pending`, nothing written: one year closes once, so one request suffices, and a
+    client retrying after a lost answer grants that one). Otherwise closes at once and answers
+    (200, the result)."""
     async def decide(uow: UnitOfWork) -> tuple[int, dict[str, Any]]:
         stream = cycle_stream(year)
         await _closable(uow, year)  # takes the cycle's lock: makers of one year queue here
         waiting = await uow.conn.fetchrow(
-            "SELECT request_id, expires_at FROM approval_requests WHERE command_type = $1 "
-            "AND target = $2 AND state = 'pending' AND expires_at > $3 "
-            "ORDER BY requested_at LIMIT 1", CLOSE_YEAR, stream, four_eyes.clock())
+            "SELECT request_id, command_type, target, expires_at, checker_roles "
+            "FROM approval_requests WHERE command_type = $1 AND target = $2 "
+            "AND state = 'pending' AND expires_at > $3 ORDER BY requested_at LIMIT 1",
+            CLOSE_YEAR, stream, four_eyes.clock())
         if waiting is not None:
-            raise ConflictError(
-                f"a close of {year} is already waiting for a checker: grant or reject request "
-                f"{waiting['request_id']}", field="year", request_id=str(waiting["request_id"]),
-                expires_at=waiting["expires_at"].isoformat())
+            return 202, {**Pending(waiting["request_id"], waiting["command_type"],
+                                   waiting["target"], waiting["expires_at"],
+                                   list(waiting["checker_roles"])).out(),
+                         "year": year, "already_pending": True}
         pending = await four_eyes.submit(uow, actor, command_type=CLOSE_YEAR, target=stream,
                                          payload={"year": year}, province_code=None, year=year)
         if pending is not None:
-            return 202, {**pending.out(), "year": year}
+            return 202, {**pending.out(), "year": year, "already_pending": False}
         return 200, await close_year(uow, year, policy_of)
     return await ctx.command(decide, actor)
 

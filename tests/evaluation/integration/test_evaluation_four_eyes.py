@@ -112,11 +112,13 @@ async def test_a_close_needs_a_maker_and_another_admin_who_grants_it_once(infra,
         events_after, outbox_after = await _written(database_url)
         assert (events_after, outbox_after) == (written[0] + 1, written[1])  # the request only
 
-        # asking again while it waits: 409 naming the pending request, nothing written
-        again = await api.post(f"/evaluations/{year}/close", headers=ADMIN)
-        assert again.status_code == 409, again.text
-        assert (again.json()["error"]["field"], again.json()["error"]["request_id"]) == (
-            "year", request_id)
+        assert pending["already_pending"] is False
+        # asking again while it waits (a lost answer, another admin): the same request,
+        # nothing written
+        for who in (ADMIN, CHECKER):
+            again = await api.post(f"/evaluations/{year}/close", headers=who)
+            assert again.status_code == 202, again.text
+            assert again.json() == {**pending, "already_pending": True}
         assert await _written(database_url) == (events_after, outbox_after)
 
         # the request as a checker sees it: national (no province), the maker's pseudonym
