@@ -31,6 +31,7 @@ import sys
 from pathlib import Path
 
 from scripts.infra import ADMIN_USER, BROKER_USER, InfraError, _ensure_tls
+from shared.pii import new_key_line
 
 # the secret files (compose `secrets:`): kafka_<principal>_password
 SECRETS_DIR = Path(os.environ.get("TKM_SECRETS_DIR", "/run/secrets"))
@@ -74,6 +75,11 @@ def postgres_secret_names() -> list[str]:
     return ["postgres_admin_password", *(f"postgres_{s}_password" for s in SERVICE_PORTS)]
 
 
+# the master keys of the services holding personal data (shared.pii): `<kek id> <base64 key>`
+PII_KEY_SECRETS = ("pii_recruitment_master_key", "pii_groups_master_key")
+PII_KEK_ID = "k1"
+
+
 def make_secrets(directory: Path) -> list[str]:
     """A random password for every principal that has none in `directory`; returns the new
     files. The directory is private (0700) on the host; the files are 0644 because compose
@@ -83,13 +89,15 @@ def make_secrets(directory: Path) -> list[str]:
     directory.chmod(0o700)
     made = []
     names = [secret_name(p) for p in principals()] + postgres_secret_names()
-    for name in names:
+    for name in [*names, *PII_KEY_SECRETS]:
         path = directory / name
         if path.exists():
             continue
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as out:
-            out.write(secrets.token_urlsafe(32))
+            # a personal-data master key is a key file line (shared.pii), the rest passwords
+            out.write(new_key_line(PII_KEK_ID) + "\n" if name in PII_KEY_SECRETS
+                      else secrets.token_urlsafe(32))
         path.chmod(0o644)
         made.append(path.name)
     return made

@@ -23,6 +23,7 @@ import yaml
 from shared.kafka_acls import SERVICES as KAFKA_PRINCIPALS
 from shared.kafka_acls import SUPER_USERS
 from shared.kafka_security import KafkaSecurity, kafka_security
+from shared.pii import Keyring
 from shared.settings import (
     CONFIG_FILE_ENV,
     DEV_SIGNING_KEY,
@@ -455,6 +456,10 @@ def check_init_jobs(doc: dict) -> list[str]:
     return problems
 
 
+# the services holding personal data: each its own master key file (shared.pii)
+PERSONAL_DATA = ("recruitment", "groups")
+
+
 def check_principals(doc: dict) -> list[str]:
     """Every service its own Kafka principal and its own secret, each the principal
     shared.kafka_acls grants that service's rights to; no secret shared between services."""
@@ -466,7 +471,9 @@ def check_principals(doc: dict) -> list[str]:
         secrets[name] = secret_names(doc["services"][name])
         if users[name] not in KAFKA_PRINCIPALS or users[name] != name:
             problems.append(f"{name}: Kafka principal {users[name]!r} is not its own")
-        if secrets[name] != {f"kafka_{name}_password", f"postgres_{name}_password"}:
+        own = {f"kafka_{name}_password", f"postgres_{name}_password"} | (
+            {f"pii_{name}_master_key"} if name in PERSONAL_DATA else set())
+        if secrets[name] != own:
             problems.append(f"{name}: mounts secrets {sorted(secrets[name])}, not only its own")
     if len(set(users.values())) != len(users):
         problems.append(f"services share a Kafka principal: {users}")
@@ -656,9 +663,14 @@ def check_settings_validate(doc: dict, name: str, monkeypatch: pytest.MonkeyPatc
                         f"{security.kafka_username!r}, not SASL_SSL as {name!r}")
     if security.kafka_password_file is None or set(files) != {
             "KAFKA_CA_FILE", f"{name.upper()}_KAFKA_PASSWORD_FILE",
-            f"{name.upper()}_DATABASE_PASSWORD_FILE"}:
+            f"{name.upper()}_DATABASE_PASSWORD_FILE"} | (
+            {"TKM_PII_MASTER_KEY_FILE"} if name in PERSONAL_DATA else set()):
         problems.append(f"{name}: KafkaSecurity does not read its password and CA from files, "
-                        "or the database password is not a file")
+                        "or the database password is not a file, or the personal data's "
+                        "master key is not one (or is where there is no personal data)")
+    if name in PERSONAL_DATA and files.get("TKM_PII_MASTER_KEY_FILE") != secret_path(
+            f"pii_{name}_master_key"):
+        problems.append(f"{name}: TKM_PII_MASTER_KEY_FILE is not its secret pii_{name}_master_key")
     return problems
 
 
@@ -847,11 +859,16 @@ def test_compose_init_makes_secrets_and_a_certificate_for_the_external_host(tmp_
 
     made = compose_init.make_secrets(tmp_path / "secrets")
     assert made == [*(f"kafka_{p}_password" for p in ("broker", "admin", *KAFKA_PRINCIPALS)),
-                    *(f"postgres_{p}_password" for p in ("admin", *APP_SERVICES))]
+                    *(f"postgres_{p}_password" for p in ("admin", *APP_SERVICES)),
+                    *(f"pii_{p}_master_key" for p in PERSONAL_DATA)]
     assert compose_init.make_secrets(tmp_path / "secrets") == []  # kept, never replaced
     for name in made:
         path = tmp_path / "secrets" / name
-        assert compose_init.PASSWORD.match(path.read_text()) and path.stat().st_mode & 0o777 == 0o644
+        assert path.stat().st_mode & 0o777 == 0o644
+        if name.startswith("pii_"):  # a master key file the services accept outside dev
+            assert not Keyring.from_file(path).holds_dev_key
+        else:
+            assert compose_init.PASSWORD.match(path.read_text())
     hosts = compose_init.tls_hosts("kafka.tkm.example.go.id")
     out = compose_init.make_tls(hosts, pki=tmp_path / "pki", broker_dir=tmp_path / "tls",
                                 ca_dir=tmp_path / "ca", owner=None)

@@ -24,6 +24,7 @@ from shared.auth import Actor, Role, require
 from shared.contracts.common import ProvinceCode, RegencyCode, Year
 from shared.errors import DomainError, ForbiddenError, NotFoundError
 from shared.paging import PageQuery
+from shared.privacy import keyring_of
 from shared.scope import province_scope
 from shared.service import ServiceContext, context
 
@@ -142,7 +143,8 @@ class RosterRow(BaseModel):
     nik_masked: str | None = Field(None, description="region only; not shown to agencies")
     full_name: str | None = Field(None, description="not shown to agencies")
     sex: str | None = None
-    birth_date: date | None = Field(None, description="the ministry and the TKS itself only")
+    birth_date: date | str | None = Field(None, description="the ministry and the TKS itself "
+                                                           "only; `[erased]` once erased")
     age: int | None = Field(None, description="in years; instead of the birth date")
     education: str | None = None
     phone: str | None = None
@@ -232,8 +234,9 @@ class ApplicantRow(BaseModel):
                                               "`?reveal=nik` only, and audited")
     full_name: str
     sex: str
-    birth_date: date | None = Field(None, description="the ministry only")
-    age: int | None = Field(None, description="in years")
+    birth_date: date | str | None = Field(None, description="the ministry only; `[erased]` "
+                                                           "once erased")
+    age: int | None = Field(None, description="in years; null once erased")
     education: str
     province_code: str
     regency_code: str
@@ -329,7 +332,7 @@ def make_router(config: RecruitmentConfig) -> APIRouter:
     async def list_applicants(page: PageQuery, ctx: Ctx, actor: Officer, year: Year,
                               province_code: ProvinceCode | None = None,
                               status: ApplicantStatus | None = None) -> dict:
-        found = await views.applicants(ctx.pool, page=page, year=year,
+        found = await views.applicants(ctx.pool, keyring_of(ctx), page=page, year=year,
                                        province_code=province_scope(actor, province_code),
                                        status=status)
         found["items"] = [_personal(actor, dict(r)) for r in found["items"]]
@@ -342,12 +345,12 @@ def make_router(config: RecruitmentConfig) -> APIRouter:
                                             "every such read is audited)")] = None) -> dict:
         if reveal and actor.role is not Role.ADMIN:
             raise ForbiddenError("only the ministry may reveal a NIK", field="reveal")
-        row = await views.applicant(ctx.pool, str(applicant_id))
+        row = await views.applicant(ctx.pool, keyring_of(ctx), str(applicant_id))
         if row is None:
             raise NotFoundError("no such applicant", field="applicant_id")
         actor.ensure_province(row["province_code"])
         if reveal:
-            row["nik"] = await views.applicant_nik(ctx.pool, str(applicant_id))
+            row["nik"] = await views.applicant_nik(ctx.pool, keyring_of(ctx), str(applicant_id))
             audit.warning("NIK revealed: actor=%s applicant=%s", actor.id, applicant_id)
         return _personal(actor, row)
 
@@ -371,7 +374,8 @@ def make_router(config: RecruitmentConfig) -> APIRouter:
                      regency_code: RegencyCode | None = None,
                      status: TksStatus | None = None) -> dict:
         """TKS by contract year (one row per TKS and year). Agencies see no personal data."""
-        found = await views.roster(ctx.pool, personal=actor.role is not Role.AGENCY,
+        found = await views.roster(ctx.pool, keyring_of(ctx),
+                                   personal=actor.role is not Role.AGENCY,
                                    page=page, year=year, stage=stage,
                                    province_code=province_scope(actor, province_code,
                                                                 regency_code),
@@ -384,7 +388,7 @@ def make_router(config: RecruitmentConfig) -> APIRouter:
     async def tks_record(tks_id: uuid.UUID, ctx: Ctx, actor: Anyone) -> dict:
         """A TKS with its contracts; a TKS may read its own record."""
         actor.ensure_tks(str(tks_id))
-        contracts = await views.tks_contracts(ctx.pool, str(tks_id),
+        contracts = await views.tks_contracts(ctx.pool, keyring_of(ctx), str(tks_id),
                                               personal=actor.role is not Role.AGENCY)
         if not contracts:
             raise NotFoundError("no such TKS", field="tks_id")

@@ -8,13 +8,16 @@ import shared.contracts  # noqa: F401 - registers the consumed and published eve
 from services.recruitment.api import make_router
 from services.recruitment.config import RecruitmentConfig, load_config
 from services.recruitment.handlers import HANDLERS
+from services.recruitment.privacy import recruitment_privacy
 from services.recruitment.projections import project
+from shared.privacy import build_router as privacy_router
 from shared.projections import RebuildPlan
 from shared.service import ServiceSpec
 from shared.topics import EVALUATION, RECRUITMENT
 
 DESCRIPTION = """Recruitment of volunteer facilitators (TKS): rounds with quotas per province and
-regency, applicants (NIK shown masked), screening, briefing in stages, recruitment, resignation,
+regency, applicants (NIK shown masked; personal data encrypted at rest, and a person's access,
+correction and erasure under `/privacy`), screening, briefing in stages, recruitment, resignation,
 and contracts renewed or ended after the year-end evaluation. Publishes `tkm.recruitment.v1`
 (no personal data); consumes `TksEvaluated` from `tkm.evaluation.v1`."""
 
@@ -26,8 +29,10 @@ REBUILD = RebuildPlan(("rounds", "round_quotas", "applicants", "tks_roster", "va
 
 
 def build_spec(config: RecruitmentConfig | None = None) -> ServiceSpec:
+    config = config or load_config()
     return ServiceSpec(
-        name="recruitment", topic=RECRUITMENT, routers=[make_router(config or load_config())],
+        name="recruitment", topic=RECRUITMENT,
+        routers=[make_router(config), privacy_router(recruitment_privacy(config))],
         migrations=Path(__file__).parent / "migrations", consumes=(EVALUATION,),
         handlers=dict(HANDLERS), projector=project, rebuild=REBUILD,
-        description=DESCRIPTION)
+        description=DESCRIPTION, personal_data=True)

@@ -8,9 +8,10 @@ refused command leaves the aggregate as it was (the batch endpoints rely on this
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
-from typing import Literal
+from typing import Any, Literal, Protocol
 
 from pydantic import Field
 
@@ -28,7 +29,7 @@ from shared.contracts.recruitment import (
     TksResigned,
     VacancyOpened,
 )
-from shared.envelope import Event, register
+from shared.envelope import Event, register, upcaster
 from shared.errors import ConflictError, DomainError, RuleViolationError
 from shared.nik import InvalidNikError, mask_nik, parse_nik
 
@@ -36,21 +37,45 @@ Sex = Literal["F", "M"]
 VACANCY_NAMESPACE = uuid.UUID("5b0c3f7e-4d0a-4a43-9a53-8f1e6f7c2a11")
 
 
+# the personal fields of an applicant, as tokens (shared.pii) bound to the applicant's stream
+# id (its person_ref) and the field's name; the read model holds the same tokens
+PERSONAL_FIELDS = ("nik", "full_name", "birth_date", "phone", "email")
+
+
+class Seal(Protocol):
+    """Encrypts one personal field of one person (shared.pii.PersonKey)."""
+
+    def encrypt(self, field: str, value: str | None) -> str | None: ...
+
+
 # Internal events: applicant-level facts with personal data stay in this service (topic None).
 @register
 class ApplicantRegistered(Event):
+    """Version 2: the personal fields are `pii1:` tokens of the applicant's key, `nik_hash` the
+    keyed hash of the NIK (the one-registration-per-NIK rule), `nik_masked` its region. An
+    event of version 1 (plaintext, before encryption) is upcast with its values as they were
+    (`nik_hash` None): a value that is not a token is plaintext."""
+
     event_type = "recruitment.ApplicantRegistered"
+    schema_version = 2
     applicant_id: Id
     year: Year
-    nik: str = Field(pattern=r"^\d{16}$")
-    full_name: str = Field(min_length=1, max_length=200)
+    nik: str = Field(min_length=16, max_length=400)
+    nik_hash: str | None = Field(None, pattern=r"^[0-9a-f]{64}$")
+    nik_masked: str = Field(min_length=16, max_length=16)
+    full_name: str = Field(min_length=1, max_length=2000)
     sex: Sex
-    birth_date: date
+    birth_date: str = Field(min_length=10, max_length=400, description="ISO date, as a token")
     education: str
     domicile_province_code: ProvinceCode
     domicile_regency_code: RegencyCode
     phone: str | None = None  # optional since historical rosters have no contact details
     email: str | None = None
+
+
+@upcaster(ApplicantRegistered.event_type, 1)
+def _registered_v1(payload: dict[str, Any]) -> dict[str, Any]:
+    return {**payload, "nik_masked": mask_nik(payload["nik"]), "nik_hash": None}
 
 
 @register
@@ -244,7 +269,7 @@ class Applicant(Aggregate):
             case ApplicantRegistered():
                 self.status, self.year = "registered", event.year
                 self.province_code = event.domicile_province_code
-                self.nik_masked = mask_nik(event.nik)
+                self.nik_masked = event.nik_masked
             case ApplicantPassedScreening():
                 self.status = "screened"
             case ApplicantRejected():
@@ -253,9 +278,12 @@ class Applicant(Aggregate):
                 self.status = "briefed"
                 self.briefing_stage, self.briefed_on = event.stage, event.briefed_on
 
-    def register(self, reg: Registration, rules: Eligibility) -> None:
-        """Raises DomainError (NIK, sex or birth date wrong or disagreeing, unknown regency or
-        education), RuleViolationError (an eligibility rule)."""
+    def register(self, reg: Registration, rules: Eligibility, seal: Seal,
+                 nik_hash: Callable[[str], str]) -> None:
+        """Checks the plaintext registration, then records it with its personal fields sealed
+        (`seal`: the applicant's key) and the NIK's keyed hash. Raises DomainError (NIK, sex or
+        birth date wrong or disagreeing, unknown regency or education), RuleViolationError (an
+        eligibility rule)."""
         if self.status is not None:
             raise ConflictError("this applicant is already registered", field="applicant_id",
                                 applicant_id=self.applicant_id)
@@ -272,10 +300,13 @@ class Applicant(Aggregate):
         domicile = known_regency(reg.domicile_regency_code, "domicile_regency_code")
         check_eligibility(rules, reg.education, reg.birth_date, reg.year)
         self.record(ApplicantRegistered(
-            applicant_id=self.applicant_id, year=reg.year, nik=info.nik,
-            full_name=reg.full_name.strip(), sex=reg.sex, birth_date=reg.birth_date,
+            applicant_id=self.applicant_id, year=reg.year, nik=seal.encrypt("nik", info.nik),
+            nik_hash=nik_hash(info.nik), nik_masked=mask_nik(info.nik),
+            full_name=seal.encrypt("full_name", reg.full_name.strip()), sex=reg.sex,
+            birth_date=seal.encrypt("birth_date", reg.birth_date.isoformat()),
             education=reg.education, domicile_province_code=domicile.province_code,
-            domicile_regency_code=domicile.code, phone=reg.phone, email=reg.email))
+            domicile_regency_code=domicile.code, phone=seal.encrypt("phone", reg.phone),
+            email=seal.encrypt("email", reg.email)))
 
     def screen(self, passed: bool, reason: str | None, note: str | None,
                reasons: tuple[str, ...]) -> None:

@@ -23,12 +23,14 @@ from services.recruitment.commands import (
 from services.recruitment.config import RecruitmentConfig
 from services.recruitment.domain import Applicant, RecruitmentRound, Tks, Vacancy
 from services.recruitment.projections import project
+from shared import pii
 from shared.aggregate import Aggregate, UnitOfWork
 from shared.auth import Actor, Role
 from shared.contracts.evaluation import TksEvaluated
 from shared.contracts.recruitment import Quota
 from shared.envelope import Envelope
 from shared.errors import ConflictError, DomainError, NotFoundError
+from shared.privacy import keyring_of
 from shared.service import ServiceContext
 
 log = logging.getLogger("tkm.recruitment")
@@ -73,17 +75,22 @@ def _registration(cmd: RegisterApplicant, config: RecruitmentConfig) -> domain.R
         email=_email(cmd.email) if cmd.email is not None else None)
 
 
-async def _claim_nik(uow: UnitOfWork, year: int, nik: str, applicant_id: str,
+# the claim, in one statement: the unique key on (year, nik hash) decides races between
+# concurrent registrations of one NIK; a row claimed before encryption holds the plain NIK ($4)
+_CLAIM = """
+INSERT INTO applicant_nik (year, nik, applicant_id)
+SELECT $1, $2, $3 WHERE NOT EXISTS (SELECT 1 FROM applicant_nik WHERE year = $1 AND nik = $4)
+ON CONFLICT (year, nik) DO NOTHING RETURNING applicant_id"""
+
+
+async def _claim_nik(uow: UnitOfWork, year: int, nik: str, nik_hash: str, applicant_id: str,
                      actor: Actor) -> None:
-    # the unique key decides races between concurrent registrations of one NIK
-    claimed = await uow.conn.fetchval(
-        "INSERT INTO applicant_nik (year, nik, applicant_id) VALUES ($1, $2, $3) "
-        "ON CONFLICT (year, nik) DO NOTHING RETURNING applicant_id", year, nik, applicant_id)
+    claimed = await uow.conn.fetchval(_CLAIM, year, nik_hash, applicant_id, nik)
     if claimed is None:
         existing = await uow.conn.fetchrow(
             "SELECT n.applicant_id, a.province_code FROM applicant_nik n "
-            "LEFT JOIN applicants a USING (applicant_id) WHERE n.year = $1 AND n.nik = $2",
-            year, nik)
+            "LEFT JOIN applicants a USING (applicant_id) WHERE n.year = $1 "
+            "AND n.nik IN ($2, $3) LIMIT 1", year, nik_hash, nik)
         # another province's applicant is not named to a provincial officer
         if actor.role is Role.PROVINCE and existing["province_code"] != actor.province_code:
             raise ConflictError(f"this NIK is already registered for {year} in another "
@@ -93,13 +100,19 @@ async def _claim_nik(uow: UnitOfWork, year: int, nik: str, applicant_id: str,
 
 
 async def _new_applicant(uow: UnitOfWork, cmd: RegisterApplicant, config: RecruitmentConfig,
-                         actor: Actor) -> Applicant:
-    """A registered applicant, its events pending, its NIK claimed for the year."""
+                         actor: Actor, keyring: pii.Keyring) -> Applicant:
+    """A registered applicant, its events pending (personal fields as tokens of a new key of
+    its own: its person_ref is its stream id), its NIK's hash claimed for the year. Checked on
+    the plaintext first; a refusal rolls the new key back with the rest."""
     applicant = Applicant(f"applicant-{uuid.uuid4()}")
     reg = _registration(cmd, config)
-    applicant.register(reg, config.eligibility)
+    keys = await pii.ensure_keys(uow.conn, keyring, [applicant.stream_id])
+    applicant.register(reg, config.eligibility, keys[applicant.stream_id], keyring.nik_hash)
     actor.ensure_province(applicant.province_code)
-    await _claim_nik(uow, cmd.year, reg.nik, applicant.applicant_id, actor)
+    registered = applicant.pending[-1]
+    assert isinstance(registered, domain.ApplicantRegistered) and registered.nik_hash
+    await _claim_nik(uow, cmd.year, reg.nik.strip(), registered.nik_hash,
+                     applicant.applicant_id, actor)
     return applicant
 
 
@@ -151,8 +164,10 @@ async def close_round(ctx: ServiceContext, round_id: str, actor: Actor) -> dict[
 
 async def register_applicant(ctx: ServiceContext, cmd: RegisterApplicant,
                              config: RecruitmentConfig, actor: Actor) -> dict[str, Any]:
+    keyring = keyring_of(ctx)
+
     async def decide(uow: UnitOfWork) -> dict[str, Any]:
-        applicant = await _new_applicant(uow, cmd, config, actor)
+        applicant = await _new_applicant(uow, cmd, config, actor, keyring)
         await uow.save(applicant)
         return _applicant_view(applicant)
 
@@ -162,13 +177,14 @@ async def register_applicant(ctx: ServiceContext, cmd: RegisterApplicant,
 async def register_applicants(ctx: ServiceContext, cmds: list[RegisterApplicant],
                               config: RecruitmentConfig, actor: Actor) -> list[dict[str, Any]]:
     """One transaction; each item in a savepoint, so a refused item leaves no trace."""
+    keyring = keyring_of(ctx)
 
     async def decide(uow: UnitOfWork) -> list[dict[str, Any]]:
         results = []
         for i, cmd in enumerate(cmds):
             try:
                 async with uow.conn.transaction():
-                    applicant = await _new_applicant(uow, cmd, config, actor)
+                    applicant = await _new_applicant(uow, cmd, config, actor, keyring)
                     await uow.save(applicant)
                 results.append({"index": i, **_applicant_view(applicant), "status": 201})
             except DomainError as exc:
@@ -245,6 +261,7 @@ async def intake(ctx: ServiceContext, round_id: str, items: list[IntakeItem],
                  config: RecruitmentConfig, actor: Actor) -> list[dict[str, Any]]:
     """Register, screen, brief and recruit many applicants into one round in one transaction,
     each item in a savepoint. The round is loaded and saved once for the whole batch."""
+    keyring = keyring_of(ctx)
 
     async def decide(uow: UnitOfWork) -> list[dict[str, Any]]:
         rnd = await _existing(uow, RecruitmentRound, "round", round_id)
@@ -254,7 +271,8 @@ async def intake(ctx: ServiceContext, round_id: str, items: list[IntakeItem],
             try:
                 async with uow.conn.transaction():
                     if item.applicant is not None:
-                        applicant = await _new_applicant(uow, item.applicant, config, actor)
+                        applicant = await _new_applicant(uow, item.applicant, config, actor,
+                                                         keyring)
                         applicant.screen(True, None, None, config.screening.rejection_reasons)
                         tks = await _recruit(uow, rnd, uuid.UUID(applicant.applicant_id), item,
                                              actor, applicant, item.briefing)

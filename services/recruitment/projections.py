@@ -25,7 +25,11 @@ from shared.contracts.recruitment import (
     VacancyOpened,
 )
 from shared.envelope import Envelope, Event
-from shared.nik import mask_nik
+from shared.privacy import PersonCorrected
+
+# a corrected personal field (a token of the applicant's new key) -> its column
+CORRECTED_COLUMNS = {"nik": "nik", "full_name": "full_name", "birth_date": "birth_date",
+                     "phone": "phone", "email": "email"}
 
 
 async def project(conn: asyncpg.Connection, events: list[tuple[Envelope, Event]]) -> None:
@@ -52,15 +56,27 @@ async def _one(conn: asyncpg.Connection, envelope: Envelope, event: Event) -> No
     at = envelope.occurred_at
     match event:
         case ApplicantRegistered():
+            # the event's tokens as they are (a rebuild gives the same bytes)
             await conn.execute(
                 "INSERT INTO applicants (applicant_id, year, nik_masked, full_name, sex, "
                 "birth_date, education, province_code, regency_code, phone, email, status, "
-                "registered_at, updated_at) "
-                "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 'registered', $12, $12) "
-                "ON CONFLICT (applicant_id) DO NOTHING",
-                event.applicant_id, event.year, mask_nik(event.nik), event.full_name, event.sex,
+                "registered_at, updated_at, nik, nik_hash) "
+                "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 'registered', $12, $12, "
+                "$13, $14) ON CONFLICT (applicant_id) DO NOTHING",
+                event.applicant_id, event.year, event.nik_masked, event.full_name, event.sex,
                 event.birth_date, event.education, event.domicile_province_code,
-                event.domicile_regency_code, event.phone, event.email, at)
+                event.domicile_regency_code, event.phone, event.email, at, event.nik,
+                event.nik_hash)
+        case PersonCorrected():
+            # the applicant's personal fields re-encrypted under its new key (shared.privacy);
+            # updated_at stays: a correction is not a step of the application
+            columns = [(CORRECTED_COLUMNS[f], v) for f, v in sorted(event.values.items())
+                       if f in CORRECTED_COLUMNS]
+            if columns and event.person_ref.startswith("applicant-"):
+                sets = ", ".join(f"{c} = ${i}" for i, (c, _) in enumerate(columns, 2))
+                await conn.execute(f"UPDATE applicants SET {sets} WHERE applicant_id = $1",
+                                   event.person_ref.removeprefix("applicant-"),
+                                   *(v for _, v in columns))
         case ApplicantPassedScreening():
             await conn.execute(
                 "UPDATE applicants SET status = 'screened', passed_screening = true, "

@@ -1,12 +1,23 @@
-"""Read queries (SELECT only) on the read models."""
+"""Read queries (SELECT only) on the read models. Personal fields are stored as tokens
+(shared.pii): each page's persons' keys are read in one statement and the fields decrypted
+here; an erased person's fields read as `pii.ERASED`, and its age as null."""
 
 from __future__ import annotations
 
+from datetime import UTC, date, datetime
+from collections.abc import Mapping
 from typing import Any
 
 import asyncpg
 
+from services.recruitment.domain import age_on
+from shared import pii
 from shared.paging import PageParams
+from shared.privacy import reveal
+
+Db = asyncpg.Pool | asyncpg.Connection
+# the personal fields a row may carry, decrypted with the applicant's key
+SEALED = ("nik", "full_name", "birth_date", "phone", "email")
 
 TKS_COLUMNS = ("r.tks_id, r.year, r.round_id, r.stage, r.recruited_year, r.province_code, "
                "r.regency_code, r.status, r.contract_start, r.contract_end, r.evaluation_score, "
@@ -14,14 +25,44 @@ TKS_COLUMNS = ("r.tks_id, r.year, r.round_id, r.stage, r.recruited_year, r.provi
 # never shown to agencies: even the masked NIK reveals the issuing region
 # rows projected before the region-only mask kept 8 digits: re-masked on the way out
 REGION_MASK = "rpad(left({}nik_masked, 6), 16, '*') AS nik_masked"
-AGE = "extract(year FROM age(current_date, {}birth_date))::int AS age"
+# the age is computed once the birth date is decrypted (`readable`)
 PERSONAL_COLUMNS = (f", {REGION_MASK.format('a.')}, a.full_name, a.sex, a.birth_date, "
-                    f"{AGE.format('a.')}, a.education, a.phone, a.email")
+                    "a.education, a.phone, a.email")
 APPLICANT_COLUMNS = (f"applicant_id, year, {REGION_MASK.format('')}, full_name, sex, birth_date, "
-                     f"{AGE.format('')}, education, "
-                     "province_code, regency_code, phone, email, status, passed_screening, "
-                     "rejection_reason, rejection_note, briefing_stage, briefing_city, "
-                     "briefed_on, registered_at")
+                     "education, province_code, regency_code, phone, email, status, "
+                     "passed_screening, rejection_reason, rejection_note, briefing_stage, "
+                     "briefing_city, briefed_on, registered_at")
+
+
+def person_ref(applicant_id: str) -> str:
+    """The applicant's person_ref (shared.pii): its stream id."""
+    return f"applicant-{applicant_id}"
+
+
+async def readable(db: Db, keyring: pii.Keyring, rows: list[dict[str, Any]],
+                   id_key: str = "applicant_id") -> list[dict[str, Any]]:
+    """`rows` with their personal fields decrypted (the keys of all their persons in one
+    statement), the birth date as a date and the age beside it (null once erased)."""
+    refs = [person_ref(r[id_key]) for r in rows
+            if any(pii.is_token(r.get(f)) for f in SEALED)]
+    return decrypted(await pii.load_keys(db, keyring, refs) if refs else {}, rows, id_key)
+
+
+def decrypted(keys: Mapping[str, pii.PersonKey], rows: list[dict[str, Any]],
+              id_key: str = "applicant_id") -> list[dict[str, Any]]:
+    """`readable` with the keys already loaded."""
+    today = datetime.now(UTC).date()
+    for row in rows:
+        ref = person_ref(row[id_key])
+        for field in SEALED:
+            if field in row:
+                row[field] = reveal(keys, ref, field, row[field])
+        if "birth_date" in row:
+            born = row["birth_date"]
+            if isinstance(born, str) and not isinstance(born, pii.Erased):
+                born = row["birth_date"] = date.fromisoformat(born)
+            row["age"] = age_on(born, today) if isinstance(born, date) else None
+    return rows
 
 
 def _where(alias: str = "", **filters: Any) -> tuple[str, list[Any]]:
@@ -43,21 +84,26 @@ async def _page(pool: asyncpg.Pool, select: str, from_where: str, args: list[Any
     return page.out([dict(r) for r in rows], total)
 
 
-async def roster(pool: asyncpg.Pool, *, personal: bool, page: PageParams,
-                 **filters: Any) -> dict[str, Any]:
+async def roster(pool: asyncpg.Pool, keyring: pii.Keyring, *, personal: bool,
+                 page: PageParams, **filters: Any) -> dict[str, Any]:
     where, args = _where("r", **filters)
-    return await _page(
+    found = await _page(
         pool, TKS_COLUMNS + (PERSONAL_COLUMNS if personal else ""),
         f"FROM tks_roster r LEFT JOIN applicants a ON a.applicant_id = r.tks_id{where}", args,
         "r.year, r.province_code, r.regency_code, r.tks_id", page)
+    if personal:
+        found["items"] = await readable(pool, keyring, found["items"], "tks_id")
+    return found
 
 
-async def tks_contracts(pool: asyncpg.Pool, tks_id: str, *, personal: bool) -> list[dict]:
+async def tks_contracts(pool: asyncpg.Pool, keyring: pii.Keyring, tks_id: str, *,
+                        personal: bool) -> list[dict]:
     rows = await pool.fetch(
         f"SELECT {TKS_COLUMNS}{PERSONAL_COLUMNS if personal else ''} FROM tks_roster r "
         "LEFT JOIN applicants a ON a.applicant_id = r.tks_id WHERE r.tks_id = $1 "
         "ORDER BY r.year", tks_id)
-    return [dict(r) for r in rows]
+    contracts = [dict(r) for r in rows]
+    return await readable(pool, keyring, contracts, "tks_id") if personal else contracts
 
 
 async def round_fill(pool: asyncpg.Pool, round_id: str,
@@ -103,23 +149,29 @@ async def vacancies(pool: asyncpg.Pool, *, page: PageParams,
                        "year, province_code, regency_code, opened_at", page)
 
 
-async def applicant(pool: asyncpg.Pool, applicant_id: str) -> dict[str, Any] | None:
+async def applicant(pool: asyncpg.Pool, keyring: pii.Keyring,
+                    applicant_id: str) -> dict[str, Any] | None:
     row = await pool.fetchrow(f"SELECT {APPLICANT_COLUMNS} FROM applicants "
                               "WHERE applicant_id = $1", applicant_id)
-    return dict(row) if row else None
+    return (await readable(pool, keyring, [dict(row)]))[0] if row else None
 
 
-async def applicant_nik(pool: asyncpg.Pool, applicant_id: str) -> str | None:
-    """The full NIK, for the ministry's audited reveal only."""
-    return await pool.fetchval("SELECT nik FROM applicant_nik WHERE applicant_id = $1",
-                               applicant_id)
+async def applicant_nik(pool: asyncpg.Pool, keyring: pii.Keyring, applicant_id: str) -> str | None:
+    """The full NIK (ERASED once erased), for the ministry's audited reveal only."""
+    row = await pool.fetchrow("SELECT applicant_id, nik FROM applicants WHERE applicant_id = $1",
+                              applicant_id)
+    if row is None:
+        return None
+    return (await readable(pool, keyring, [dict(row)]))[0]["nik"]
 
 
-async def applicants(pool: asyncpg.Pool, *, page: PageParams,
+async def applicants(pool: asyncpg.Pool, keyring: pii.Keyring, *, page: PageParams,
                      **filters: Any) -> dict[str, Any]:
     where, args = _where(**filters)
-    return await _page(pool, APPLICANT_COLUMNS, f"FROM applicants{where}", args,
-                       "registered_at, applicant_id", page)
+    found = await _page(pool, APPLICANT_COLUMNS, f"FROM applicants{where}", args,
+                        "registered_at, applicant_id", page)
+    found["items"] = await readable(pool, keyring, found["items"])
+    return found
 
 
 _STATS = """

@@ -58,6 +58,14 @@ async def test_every_recruitment_write_runs_once_under_one_key(recruitment):
         {"applicant": applicant(YEAR, REGENCY), "regency_code": REGENCY,
          "briefing": BRIEFING}]}, round_id=r)
     await twice("/rounds/{round_id}/close", 200, round_id=r)
+    # a person's rights (shared.privacy): each an audited command
+    person = applicant(YEAR, REGENCY)
+    await twice("/applicants", 201, person)
+    await twice("/privacy/subject-access", 200, {"nik": person["nik"]})
+    await twice("/privacy/correction", 200,
+                {"nik": person["nik"], "changes": {"full_name": "Nama Baru"}})
+    await twice("/privacy/erasure", 200, {"nik": person["nik"],
+                                          "reason_code": "subject_request"})
 
     spec = (await recruitment.client.get("/openapi.json")).json()["paths"]
     routes = {(m.upper(), p) for p, ops in spec.items() for m in ops if m.upper() in WRITES}

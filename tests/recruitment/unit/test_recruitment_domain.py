@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import uuid
 from datetime import date
 
 import pytest
@@ -32,7 +34,8 @@ from shared.contracts.recruitment import (
     VacancyOpened,
 )
 from shared.errors import ConflictError, DomainError, RuleViolationError
-from shared.nik import make_nik
+from shared.envelope import Envelope, parse_payload, utcnow
+from shared.nik import make_nik, mask_nik
 
 CONFIG = load_config()
 RULES = CONFIG.eligibility
@@ -52,11 +55,29 @@ def taken(n: int, province: str, regency: str) -> list[RoundPlaceTaken]:
                             regency_code=regency) for i in range(n)]
 
 
+class Sealed:
+    """A stand-in for the applicant's key (shared.pii.PersonKey): visibly sealed values."""
+
+    def encrypt(self, field: str, value: str | None) -> str | None:
+        return None if value is None else f"sealed:{field}:{value}"
+
+
+SEAL = Sealed()
+
+
+def nik_hash(nik: str) -> str:
+    return hashlib.sha256(nik.encode()).hexdigest()
+
+
 def registered(applicant_id: str = "a1", year: int = 2023) -> ApplicantRegistered:
     return ApplicantRegistered(
-        applicant_id=applicant_id, year=year, nik=NIK_F, full_name="Siti Aminah", sex="F",
-        birth_date=BORN, education="S1", domicile_province_code="65",
-        domicile_regency_code="6502", phone="+6281234567890", email="siti@example.id")
+        applicant_id=applicant_id, year=year, nik=SEAL.encrypt("nik", NIK_F),
+        nik_hash=nik_hash(NIK_F), nik_masked=mask_nik(NIK_F),
+        full_name=SEAL.encrypt("full_name", "Siti Aminah"), sex="F",
+        birth_date=SEAL.encrypt("birth_date", BORN.isoformat()), education="S1",
+        domicile_province_code="65", domicile_regency_code="6502",
+        phone=SEAL.encrypt("phone", "+6281234567890"),
+        email=SEAL.encrypt("email", "siti@example.id"))
 
 
 def briefed_applicant(stage: int = 1, on: date = date(2023, 3, 6)) -> Applicant:
@@ -169,15 +190,39 @@ def test_closing_reports_the_recruited_count_and_stops_recruitment():
 
 def test_registering_records_the_applicant_with_its_domicile_province():
     applicant = Applicant("applicant-a1")
-    applicant.register(registration(), RULES)
+    applicant.register(registration(), RULES, SEAL, nik_hash)
     assert applicant.pending == [registered()]
     assert applicant.nik_masked == f"{NIK_F[:6]}**********"
+
+
+def test_the_registration_records_only_sealed_personal_fields_beside_the_nik_hash():
+    applicant = Applicant("applicant-a1")
+    applicant.register(registration(), RULES, SEAL, nik_hash)
+    payload = applicant.pending[0].model_dump(mode="json")
+    for field in ("nik", "full_name", "birth_date", "phone", "email"):
+        assert payload[field].startswith(f"sealed:{field}:"), field
+    assert payload["nik_hash"] == nik_hash(NIK_F) and payload["nik_masked"] == "650201" + "*" * 10
+
+
+def test_a_version_1_registration_with_plaintext_still_reads():
+    old = {"applicant_id": "a1", "year": 2023, "nik": NIK_F, "full_name": "Siti Aminah",
+           "sex": "F", "birth_date": BORN.isoformat(), "education": "S1",
+           "domicile_province_code": "65", "domicile_regency_code": "6502",
+           "phone": None, "email": None}
+    event = parse_payload(Envelope(
+        event_id=uuid.uuid4(), event_type=ApplicantRegistered.event_type, schema_version=1,
+        occurred_at=utcnow(), stream_id="applicant-a1", stream_version=1,
+        correlation_id=uuid.uuid4(), producer="recruitment", actor="test", payload=old))
+    assert isinstance(event, ApplicantRegistered)
+    assert (event.nik, event.full_name, event.nik_hash) == (NIK_F, "Siti Aminah", None)
+    assert event.nik_masked == mask_nik(NIK_F)
+    assert Applicant.from_history("applicant-a1", [event]).nik_masked == mask_nik(NIK_F)
 
 
 def test_an_applicant_is_registered_once():
     applicant = Applicant.from_history("applicant-a1", [registered()])
     with pytest.raises(ConflictError):
-        applicant.register(registration(), RULES)
+        applicant.register(registration(), RULES, SEAL, nik_hash)
 
 
 @pytest.mark.parametrize("changes, field, reason", [
@@ -193,7 +238,7 @@ def test_an_applicant_is_registered_once():
 def test_registration_refuses_wrong_or_disagreeing_data(changes, field, reason):
     applicant = Applicant("applicant-a1")
     with pytest.raises(DomainError) as err:
-        applicant.register(registration(**changes), RULES)
+        applicant.register(registration(**changes), RULES, SEAL, nik_hash)
     assert err.value.field == field
     assert reason in err.value.reason
     assert NIK_F not in str(err.value.body())
@@ -202,13 +247,15 @@ def test_registration_refuses_wrong_or_disagreeing_data(changes, field, reason):
 
 def test_a_man_registers_with_his_own_birth_day():
     applicant = Applicant("applicant-a2")
-    applicant.register(registration(nik=make_nik("320101", BORN, "M", 7), sex="M"), RULES)
+    applicant.register(registration(nik=make_nik("320101", BORN, "M", 7), sex="M"), RULES,
+                         SEAL, nik_hash)
     assert applicant.pending[0].domicile_province_code == "65"
 
 
 def test_eligibility_names_the_minimum_education_rule():
     with pytest.raises(RuleViolationError) as err:
-        Applicant("applicant-a1").register(registration(education="SMA"), RULES)
+        Applicant("applicant-a1").register(registration(education="SMA"), RULES, SEAL,
+                                                nik_hash)
     assert err.value.details["rule"] == "minimum_education"
     assert err.value.details["minimum"] == RULES.minimum_education
 
