@@ -3,7 +3,8 @@
 Layout: one row per member, the group's columns repeated on each of its rows (see CSV_LAYOUT).
 Rows with the same (year, regency_code, group_name) form one group, wherever they are in the
 file. Every problem is reported as (row, field, reason); a group with any problem is left out
-whole, the other groups go on.
+whole, the other groups go on. Members are checked in plaintext and known by their NIK's keyed
+hash from then on (`Context.nik_hash`); they are sealed when registered (handlers.py).
 """
 
 from __future__ import annotations
@@ -17,10 +18,11 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Any, BinaryIO, TextIO
 
+from services.groups import privacy
 from services.groups.config import GroupYearRules, ProgrammeConfig
 from services.groups.domain import (
     GroupHeader,
-    MemberRecord,
+    Person,
     check_age,
     count_rule,
     group_header,
@@ -95,16 +97,16 @@ class GroupDraft:
     registered_on: date | None = None
     backdated: bool = False
     external_ref: str | None = None
-    members: list[MemberRecord] = field(default_factory=list)
-    member_rows: dict[str, int] = field(default_factory=dict)  # NIK -> row
+    members: list[Person] = field(default_factory=list)
+    member_rows: dict[str, int] = field(default_factory=dict)  # NIK hash -> row
     row_count: int = 0
     errors: list[RowError] = field(default_factory=list)
 
     def fail(self, row: int, field_name: str, reason: str) -> None:
         self.errors.append(RowError(row, field_name, reason, self.name))
 
-    def row_of(self, nik: str) -> int:
-        return self.member_rows.get(nik, self.first_row)
+    def row_of(self, nik_hash: str) -> int:
+        return self.member_rows.get(nik_hash, self.first_row)
 
 
 @dataclass
@@ -117,12 +119,17 @@ class ParsedFile:
 @dataclass(frozen=True)
 class Context:
     """What parsing needs besides the file: the operational config, the rules in force per
-    year, whether the caller may give registered_on, and "today" in a regency."""
+    year, whether the caller may give registered_on, "today" in a regency, and the keyring's
+    NIK hash (default: the process's, services.groups.privacy)."""
 
     config: ProgrammeConfig
     resolve: Resolve
     may_backdate: bool = False
     today: Callable[[str], date] = local_today
+    nik_hash: Callable[[str], str] | None = None
+
+    def hash_nik(self, nik: str) -> str:
+        return (self.nik_hash or privacy.nik_hash)(nik)
 
 
 def parse_groups_csv(raw: bytes | BinaryIO, ctx: Context) -> ParsedFile:
@@ -189,7 +196,7 @@ def _parse(text: TextIO, ctx: Context) -> ParsedFile:
                         draft.fail(row_number, column,
                                    f"differs from the group's first row ({draft.first_row})")
             draft.row_count += 1
-            _add_member(draft, values, row_number)
+            _add_member(draft, values, row_number, ctx)
     except _LineTooLongError:
         unreadable.append(RowError(row_number + 1, "row", f"a line is longer than "
                                                           f"{MAX_LINE_CHARS} characters"))
@@ -300,22 +307,22 @@ def _start_group(values: dict[str, str], row: int, ctx: Context) -> GroupDraft:
     return draft
 
 
-def _add_member(draft: GroupDraft, values: dict[str, str], row: int) -> None:
+def _add_member(draft: GroupDraft, values: dict[str, str], row: int, ctx: Context) -> None:
     on = draft.registered_on
     try:
         member = member_from_input(values["member_nik"], values["member_name"],
-                                   values.get("member_phone"), on)
+                                   values.get("member_phone"), on, ctx.hash_nik)
         if draft.rules is not None and draft.header is not None and on is not None:
             check_age(member, draft.rules, draft.header.year, on)
     except DomainError as exc:
         draft.fail(row, _MEMBER_FIELDS.get(exc.field or "", "member_nik"), exc.reason)
         return
-    earlier = draft.member_rows.get(member.nik)
+    earlier = draft.member_rows.get(member.nik_hash)
     if earlier is not None:
         draft.fail(row, "member_nik", f"the same NIK is already on row {earlier} of this group")
         return
     draft.members.append(member)
-    draft.member_rows[member.nik] = row
+    draft.member_rows[member.nik_hash] = row
 
 
 def _check_roster(draft: GroupDraft) -> None:

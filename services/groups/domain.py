@@ -1,17 +1,22 @@
 """The TKM group aggregate and its rules: pure, no I/O.
 
 One rule is not here: a person belongs to at most one active group per year. It spans groups, so
-the `active_memberships` table (primary key year + NIK, written in the command's transaction)
-enforces it; see projections.py.
+the `active_memberships` table (primary key year + the NIK's keyed hash, written in the command's
+transaction) enforces it; see projections.py.
+
+Members' personal data (issue 18, docs/privacy.md): what an officer typed is checked in plaintext
+(`Person`, never stored), then sealed into a `MemberRecord` of `pii1:` tokens under the person's
+data key (services/groups/privacy.py); the aggregate decides on the NIK's keyed hash alone.
 """
 
 from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -34,7 +39,7 @@ from shared.contracts.groups import (
     GroupRejected,
     GroupShowcasedAtExpo,
 )
-from shared.envelope import Event, register
+from shared.envelope import Event, register, upcaster
 from shared.errors import ConflictError, DomainError, NotFoundError, RuleViolationError
 from shared.nik import InvalidNikError, parse_nik
 
@@ -45,19 +50,61 @@ MAX_TEXT = 200
 MAX_NOTE = 500
 
 
-class MemberRecord(BaseModel):
-    model_config = ConfigDict(strict=True, frozen=True, extra="forbid")
-    nik: str = Field(pattern=r"^\d{16}$")
-    name: str = Field(min_length=1, max_length=MAX_TEXT)
-    phone: str | None = None
+@dataclass(frozen=True)
+class Person:
+    """A member as typed, checked (NIK, name, phone, birth date from the NIK) and with the
+    NIK's keyed hash (`shared.pii.Keyring.nik_hash`): what the rules look at before the
+    personal fields are sealed into a MemberRecord. Never stored, never in an event."""
+
+    nik: str
+    name: str
+    phone: str | None
     birth_date: date
+    nik_hash: str
+
+    def __repr__(self) -> str:  # a traceback or log line never shows the person
+        return f"Person(nik_hash={self.nik_hash[:12]}...)"
+
+
+class MemberRecord(BaseModel):
+    """A member as events and the read model hold it. Since version 2 of RosterRecorded and
+    RosterChanged: `nik`, `name`, `phone` and `birth_date` are `pii1:` tokens bound to the
+    person `nik_hash` (their data key's person_ref) and the field name; `nik_hash` is the hex
+    HMAC of the NIK. Events recorded before (version 1) hold the values in plaintext (the NIK's
+    16 digits, an ISO birth date) and no `nik_hash`: readers take a value that is not a token
+    as plaintext."""
+
+    model_config = ConfigDict(strict=True, frozen=True, extra="forbid")
+    nik: str = Field(min_length=1, max_length=1000)
+    name: str = Field(min_length=1, max_length=1000)
+    phone: str | None = Field(None, max_length=1000)
+    birth_date: str = Field(min_length=1, max_length=1000)
+    nik_hash: str | None = Field(None, pattern=r"^[0-9a-f]{64}$")
+
+    @property
+    def key(self) -> str:
+        """What the roster and the membership rule know the member by: the NIK's hash (the NIK
+        itself in a version 1 event)."""
+        return self.nik_hash or self.nik
+
+
+# seals checked members into records (their data keys fetched beforehand, one statement a
+# batch): given to the aggregate by the handler, so the domain stays free of I/O and keys
+Seal = Callable[[Sequence[Person]], list[MemberRecord]]
+
+
+def _members_v1_to_v2(payload: dict[str, Any]) -> dict[str, Any]:
+    # version 1's members hold plaintext and no nik_hash, which version 2 reads as it is
+    return payload
 
 
 @register
 class RosterRecorded(Event):
-    """Internal (personal data): the group's name and members as registered."""
+    """Internal (personal data, sealed since version 2): the group's name and members as
+    registered."""
 
     event_type = "groups.RosterRecorded"
+    schema_version = 2
     group_id: str
     name: str
     external_ref: str | None = None
@@ -70,13 +117,30 @@ class RosterRecorded(Event):
 
 @register
 class RosterChanged(Event):
-    """Internal (personal data): members who joined or left before funding."""
+    """Internal (personal data, sealed since version 2): members who joined or left before
+    funding."""
 
     event_type = "groups.RosterChanged"
+    schema_version = 2
     group_id: str
     added: tuple[MemberRecord, ...]
-    removed: tuple[str, ...]  # NIKs
+    removed: tuple[str, ...]  # the members' keys (MemberRecord.key): NIK hashes, NIKs in v1
     changed_on: date
+
+
+upcaster("groups.RosterRecorded", 1)(_members_v1_to_v2)
+upcaster("groups.RosterChanged", 1)(_members_v1_to_v2)
+
+
+@register
+class MemberCorrected(Event):
+    """Internal (personal data, sealed): a member's personal fields corrected at their request
+    (UU PDP art. 30), all of them re-sealed under the person's new data key (the superseded
+    tokens read as erased); one per group the person is a member of."""
+
+    event_type = "groups.MemberCorrected"
+    group_id: str
+    member: MemberRecord
 
 
 @register
@@ -128,27 +192,39 @@ def age_on(birth_date: date, day: date) -> int:
     return day.year - birth_date.year - ((day.month, day.day) < (birth_date.month, birth_date.day))
 
 
-def member_from_input(nik: str, name: str, phone: str | None, today: date) -> MemberRecord:
-    """A member from what the caller typed; the birth date comes from the NIK.
-    Raises DomainError naming the field (nik, name, phone)."""
+def member_name(name: str | None) -> str:
+    """The name cleaned; raises DomainError (field name)."""
+    clean = normalise_name(name or "")
+    if not clean or len(clean) > MAX_TEXT:
+        raise DomainError(f"name must be 1 to {MAX_TEXT} characters", field="name")
+    return clean
+
+
+def member_phone(phone: str | None) -> str | None:
+    """The phone as +628...; None when blank. Raises DomainError (field phone)."""
+    if not phone or not phone.strip():
+        return None
+    match = _PHONE.fullmatch(re.sub(r"[\s\-().]", "", phone))
+    if match is None:
+        raise DomainError("phone must be an Indonesian mobile number (08..., +628...)",
+                          field="phone")
+    return f"+62{match.group(1)}"
+
+
+def member_from_input(nik: str, name: str, phone: str | None, today: date,
+                      nik_hash: Callable[[str], str]) -> Person:
+    """A member from what the caller typed; the birth date comes from the NIK; `nik_hash`:
+    the keyring's (services.groups.privacy.nik_hash). Raises DomainError naming the field
+    (nik, name, phone), never echoing the NIK."""
     try:
         info = parse_nik(nik, today)
     except InvalidNikError as exc:
         raise DomainError(f"invalid NIK: {exc.reason}", field="nik") from None
-    clean = normalise_name(name or "")
-    if not clean or len(clean) > MAX_TEXT:
-        raise DomainError(f"name must be 1 to {MAX_TEXT} characters", field="name")
-    number = None
-    if phone and phone.strip():
-        match = _PHONE.fullmatch(re.sub(r"[\s\-().]", "", phone))
-        if match is None:
-            raise DomainError("phone must be an Indonesian mobile number (08..., +628...)",
-                              field="phone")
-        number = f"+62{match.group(1)}"
-    return MemberRecord(nik=info.nik, name=clean, phone=number, birth_date=info.birth_date)
+    return Person(nik=info.nik, name=member_name(name), phone=member_phone(phone),
+                  birth_date=info.birth_date, nik_hash=nik_hash(info.nik))
 
 
-def check_age(person: MemberRecord, rules: GroupYearRules, year: int, registered_on: date, *,
+def check_age(person: Person, rules: GroupYearRules, year: int, registered_on: date, *,
               field: str = "nik", **details: object) -> None:
     """The member's age on the day the year's rules measure it (`age_reference`)."""
     members = rules.members
@@ -170,16 +246,16 @@ def count_rule(count: int, rules: GroupYearRules, year: int) -> str | None:
     return f"a {year} group has {size} members, not {count}"
 
 
-def check_roster(members: list[MemberRecord], rules: GroupYearRules, year: int) -> None:
+def check_roster(members: list[Person], rules: GroupYearRules, year: int) -> None:
     reason = count_rule(len(members), rules, year)
     if reason is not None:
         raise RuleViolationError(reason, field="members")
     seen: set[str] = set()
     for i, m in enumerate(members):
-        if m.nik in seen:
+        if m.nik_hash in seen:
             raise DomainError("the same NIK appears twice in the group",
                               field=f"members[{i}].nik", member=i)
-        seen.add(m.nik)
+        seen.add(m.nik_hash)
 
 
 @dataclass(frozen=True)
@@ -266,11 +342,13 @@ class Group(Aggregate):
                 self.business_type = event.business_type
             case RosterRecorded():
                 self.name = event.name
-                self.members = {m.nik: m for m in event.members}
+                self.members = {m.key: m for m in event.members}
             case RosterChanged():
-                for nik in event.removed:
-                    self.members.pop(nik, None)
-                self.members.update({m.nik: m for m in event.added})
+                for key in event.removed:
+                    self.members.pop(key, None)
+                self.members.update({m.key: m for m in event.added})
+            case MemberCorrected():
+                self.members[event.member.key] = event.member
             case GroupMembersChanged():
                 pass  # the roster itself changed with RosterChanged
             case GroupApproved():
@@ -308,11 +386,12 @@ class Group(Aggregate):
                 raise TypeError(f"Group cannot apply {event.event_type}")
 
     @classmethod
-    def register(cls, header: GroupHeader, members: list[MemberRecord], *,
+    def register(cls, header: GroupHeader, members: list[Person], *, seal: Seal,
                  external_ref: str | None, rules: GroupYearRules, registered_on: date,
                  backdated: bool = False) -> Group:
         """`rules`: those of the group's year; `registered_on`: the registration date, today
-        in the regency or the past date the ministry gave (`backdated`)."""
+        in the regency or the past date the ministry gave (`backdated`); `seal`: the members'
+        records, their personal fields as tokens (after every rule passed)."""
         check_roster(members, rules, header.year)
         for i, member in enumerate(members):
             check_age(member, rules, header.year, registered_on, field=f"members[{i}].nik",
@@ -324,8 +403,8 @@ class Group(Aggregate):
             business_type=header.business_type, member_count=len(members)))
         group.record(RosterRecorded(group_id=header.group_id, name=header.name,
                                     external_ref=external_ref or None,
-                                    registered_on=registered_on, members=tuple(members),
-                                    backdated=backdated))
+                                    registered_on=registered_on,
+                                    members=tuple(seal(members)), backdated=backdated))
         return group
 
     def _ensure_open(self) -> None:
@@ -339,26 +418,37 @@ class Group(Aggregate):
             raise RuleViolationError(f"{what} needs a funded group; this one is {self.status}",
                                      field="group_id", current_status=self.status)
 
-    def change_members(self, members: list[MemberRecord], *, rules: GroupYearRules,
+    def _known(self, person: Person) -> bool:
+        # a member recorded by a version 1 event is known by the NIK itself
+        return person.nik_hash in self.members or person.nik in self.members
+
+    def change_members(self, members: list[Person], *, seal: Seal, rules: GroupYearRules,
                        today: date) -> None:
         self._ensure_open()
         if self.status not in ("registered", "approved"):
             raise RuleViolationError("members can change only until the group is funded",
                                      field="members", current_status=self.status)
         check_roster(members, rules, self.year)
-        wanted = {m.nik: m for m in members}
-        added = [m for m in members if m.nik not in self.members]
+        wanted = {key for m in members for key in (m.nik_hash, m.nik)}
+        added = [m for m in members if not self._known(m)]
         for i, member in enumerate(members):
-            if member.nik not in self.members:
+            if not self._known(member):
                 check_age(member, rules, self.year, today, field=f"members[{i}].nik",
                           member=i)
-        removed = [nik for nik in self.members if nik not in wanted]
+        removed = [key for key in self.members if key not in wanted]
         if added or removed:
-            self.record(RosterChanged(group_id=self.group_id, added=tuple(added),
+            self.record(RosterChanged(group_id=self.group_id, added=tuple(seal(added)),
                                       removed=tuple(removed), changed_on=today))
             # subscribers counted the members from GroupRegistered: tell them the new count
             self.record(GroupMembersChanged(group_id=self.group_id,
                                             member_count=len(self.members)))
+
+    def correct_member(self, member: MemberRecord) -> None:
+        """Record a member's corrected (re-sealed) personal fields; any status: a correction
+        is the person's right, not a roster change."""
+        if member.nik_hash is None or member.nik_hash not in self.members:
+            raise NotFoundError("no such member in this group", field="nik")
+        self.record(MemberCorrected(group_id=self.group_id, member=member))
 
     def approve(self) -> None:
         self._ensure_open()

@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import date, timedelta
 from typing import Any, BinaryIO
 
-from services.groups import views
+from services.groups import privacy, views
 from services.groups.commands import (
     ChangeMembers,
     FundGroup,
@@ -37,7 +37,7 @@ from services.groups.csv_import import (
 from services.groups.domain import (
     Group,
     GroupHeader,
-    MemberRecord,
+    Person,
     group_header,
     member_from_input,
     stream_id,
@@ -127,29 +127,33 @@ def latest_local_date() -> date:
     return (utcnow() + timedelta(hours=9)).date()
 
 
-def _members(members: list[MemberIn], on: date) -> list[MemberRecord]:
+def _members(members: list[MemberIn], on: date) -> list[Person]:
+    """The members typed, checked in plaintext (never echoing a NIK) and hashed."""
     out = []
     for i, m in enumerate(members):
         try:
-            out.append(member_from_input(m.nik, m.name, m.phone, on))
+            out.append(member_from_input(m.nik, m.name, m.phone, on, privacy.nik_hash))
         except DomainError as exc:
             raise DomainError(exc.reason, field=f"members[{i}].{exc.field}", member=i) from None
     return out
 
 
-def _point_at_member(exc: MembershipTakenError, members: list[MemberRecord]) -> DomainError:
-    i = next(i for i, m in enumerate(members) if m.nik == exc.nik)
+def _point_at_member(exc: MembershipTakenError | privacy.MemberErasedError,
+                     members: list[Person]) -> DomainError:
+    key = exc.nik_hash if isinstance(exc, privacy.MemberErasedError) else exc.nik
+    i = next(i for i, m in enumerate(members) if m.nik_hash == key)
     return ConflictError(exc.reason, field=f"members[{i}].nik", member=i, **exc.details)
 
 
-async def _register(uow: UnitOfWork, header: GroupHeader, members: list[MemberRecord],
+async def _register(uow: UnitOfWork, header: GroupHeader, members: list[Person],
                     external_ref: str | None, rules: GroupYearRules, on: date,
                     backdated: bool = False) -> Group:
     if await uow.load(Group, stream_id(header.group_id)) is not None:
         raise GroupExistsError(
             f"group '{header.name}' is already registered in regency {header.regency_code} "
             f"for {header.year}", field="name", group_id=header.group_id)
-    group = Group.register(header, members, external_ref=external_ref, rules=rules,
+    seal = await privacy.sealer(uow.conn, members)
+    group = Group.register(header, members, seal=seal, external_ref=external_ref, rules=rules,
                            registered_on=on, backdated=backdated)
     await uow.save(group)
     return group
@@ -173,6 +177,8 @@ async def register_group(ctx: ServiceContext, cmd: RegisterGroup, actor: Actor,
         group = await ctx.command(decide, actor)
     except MembershipTakenError as exc:
         raise _point_at_member(exc.told_to(actor), members) from None
+    except privacy.MemberErasedError as exc:
+        raise _point_at_member(exc, members) from None
     return summary(group)
 
 
@@ -207,11 +213,28 @@ async def act_on_group(ctx: ServiceContext, actor: Actor, group_id: str,
 async def change_members(ctx: ServiceContext, group_id: str, cmd: ChangeMembers, actor: Actor,
                          book: Book) -> dict[str, Any]:
     members = _members(cmd.members, today())
+
+    async def decide(uow: UnitOfWork) -> Group:
+        group = await uow.load(Group, stream_id(group_id))
+        if group is None:
+            raise NotFoundError("no such group", field="group_id", group_id=group_id)
+        actor.ensure_province(group.province_code)
+        rules = (await book.in_force(uow.conn, group.year)).rules
+        # the keys of the persons this change adds (one statement; none when nobody joins)
+        joining = [m for m in members if m.nik_hash not in group.members
+                   and m.nik not in group.members]
+        seal = await privacy.sealer(uow.conn, joining)
+        group.change_members(members, seal=seal, rules=rules,
+                             today=local_today(group.regency_code))
+        await uow.save(group)
+        return group
+
     try:
-        group, _ = await act_on_group(ctx, actor, group_id, lambda g, rules: g.change_members(
-            members, rules=rules, today=local_today(g.regency_code)), book)
+        group = await ctx.command(decide, actor)
     except MembershipTakenError as exc:
         raise _point_at_member(exc.told_to(actor), members) from None
+    except privacy.MemberErasedError as exc:
+        raise _point_at_member(exc, members) from None
     return summary(group)
 
 
@@ -438,6 +461,8 @@ async def import_groups_csv(ctx: ServiceContext, raw: bytes | BinaryIO, actor: A
                 return "already_registered"
             except MembershipTakenError as exc:
                 draft.fail(draft.row_of(exc.nik), "member_nik", exc.told_to(actor).reason)
+            except privacy.MemberErasedError as exc:
+                draft.fail(draft.row_of(exc.nik_hash), "member_nik", exc.reason)
             except DomainError as exc:
                 draft.fail(draft.first_row, exc.field or "group_name", exc.reason)
             except DATABASE_UNAVAILABLE as exc:
@@ -465,7 +490,9 @@ async def import_groups_csv(ctx: ServiceContext, raw: bytes | BinaryIO, actor: A
                          len(batch), exc)
                 return list(await asyncio.gather(*(register(g) for g in batch)))
         for draft, refusal in zip(batch, refusals, strict=True):
-            if refusal is not None:
+            if isinstance(refusal, privacy.MemberErasedError):
+                draft.fail(draft.row_of(refusal.nik_hash), "member_nik", refusal.reason)
+            elif refusal is not None:
                 draft.fail(draft.first_row, refusal.field or "group_name", refusal.reason)
         return outcomes
 
@@ -488,9 +515,11 @@ async def _register_many(uow: UnitOfWork, drafts: list[GroupDraft], actor: Actor
     """`_register` for many groups, set-based: an outcome per draft (registered,
     already_registered, refused) and the error of each refused one. The membership rule is
     checked as the events are saved: a person taken raises MembershipTakenError (all rolled
-    back)."""
+    back). The members' data keys are fetched (created for newcomers) once for the batch."""
     await take_batch_lock(uow)
     existing = await uow.load_many(Group, [stream_id(d.header.group_id) for d in drafts])
+    seal = await privacy.sealer(uow.conn, [
+        m for d in drafts if stream_id(d.header.group_id) not in existing for m in d.members])
     outcomes: list[str] = []
     refusals: list[DomainError | None] = []
     new: dict[str, Group] = {}
@@ -502,7 +531,7 @@ async def _register_many(uow: UnitOfWork, drafts: list[GroupDraft], actor: Actor
                 outcomes.append("already_registered")
                 refusals.append(None)
                 continue
-            new[header.group_id] = Group.register(header, draft.members,
+            new[header.group_id] = Group.register(header, draft.members, seal=seal,
                                                   external_ref=draft.external_ref,
                                                   rules=draft.rules,
                                                   registered_on=draft.registered_on,

@@ -3,8 +3,10 @@
 Counters (people_reached, funding_by_province) are upserted in place and touched last in each
 transaction, so concurrent commands in one province hold that row only until they commit.
 
-`active_memberships` (one active group per person and year) is not a read model but the rule
-itself: a service table kept by `keep_memberships` in the command's transaction. `project` runs
+Members' personal fields are `pii1:` tokens copied from the events (services/groups/privacy.py),
+so a rebuild gives byte-identical tables; `nik_hash` beside them is what removals and the
+membership rule compare. `active_memberships` (one active group per person and year, keyed by
+the NIK's hash) is not a read model but the rule itself: a service table kept by `keep_memberships` in the command's transaction. `project` runs
 both; a rebuild (`REBUILD`) replays only `project_read_models` and never touches the rule, so a
 history whose commit order differs from its insert order rebuilds without a conflict.
 """
@@ -18,6 +20,7 @@ import asyncpg
 
 from services.groups.domain import (
     BimtekAttended,
+    MemberCorrected,
     MemberRecord,
     ProductEvidenceRecorded,
     ReasonNoted,
@@ -47,8 +50,9 @@ READ_MODELS = ("group_registry", "group_members", "people_reached", "funding_by_
 
 
 class MembershipTakenError(ConflictError):
-    """A member already belongs to another active group that year. `nik` lets the caller point
-    at the member (row, list index) without the NIK appearing in the error body. As raised it
+    """A member already belongs to another active group that year. `nik` (the member's key:
+    the NIK's hash) lets the caller point at the member (row, list index) without the NIK
+    appearing in the error body. As raised it
     names nothing of the other group: `told_to(actor)` names it to whoever may read that
     group's province (a provincial officer must not learn another province's groups)."""
 
@@ -120,7 +124,7 @@ async def keep_memberships(conn: asyncpg.Connection, envelope: Envelope, event: 
         case RosterChanged():
             if event.removed:
                 await conn.execute(
-                    "DELETE FROM active_memberships WHERE group_id = $1 AND nik = ANY($2)",
+                    "DELETE FROM active_memberships WHERE group_id = $1 AND nik_hash = ANY($2)",
                     event.group_id, list(event.removed))
             year = await conn.fetchval("SELECT year FROM group_registry WHERE group_id = $1",
                                        event.group_id)
@@ -155,44 +159,65 @@ async def _roster_changed(conn: asyncpg.Connection, env: Envelope, e: RosterChan
         "UPDATE group_registry SET member_count = member_count + $2, updated_at = $3 "
         "WHERE group_id = $1 RETURNING year, province_code", e.group_id, delta, env.occurred_at)
     if e.removed:
-        await conn.execute("DELETE FROM group_members WHERE group_id = $1 AND nik = ANY($2)",
+        # a member is removed by key: the NIK's hash (the NIK itself for a version 1 member)
+        await conn.execute("DELETE FROM group_members WHERE group_id = $1 "
+                           "AND (nik_hash = ANY($2) OR (nik_hash IS NULL AND nik = ANY($2)))",
                            e.group_id, list(e.removed))
     await _insert_members(conn, e.group_id, e.added)
     await _reached(conn, row["year"], row["province_code"], members=delta)
 
 
-async def _insert_members(conn: asyncpg.Connection, group_id: str,
-                          members: Sequence[MemberRecord]) -> None:
+async def _member_corrected(conn: asyncpg.Connection, env: Envelope,
+                            e: MemberCorrected) -> None:
+    m = e.member
+    await conn.execute("UPDATE group_members SET nik = $3, name = $4, phone = $5, "
+                       "birth_date = $6 WHERE group_id = $1 AND nik_hash = $2",
+                       e.group_id, m.nik_hash, m.nik, m.name, m.phone, m.birth_date)
+
+
+_INSERT_MEMBERS = (
+    "INSERT INTO group_members (group_id, nik, name, phone, birth_date, nik_hash) "
+    "SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], "
+    "$6::text[])")
+
+
+async def _insert_member_rows(conn: asyncpg.Connection,
+                              members: Sequence[tuple[str, MemberRecord]]) -> None:
+    """(group id, member) rows: the sealed fields as the events hold them."""
     if members:
         await conn.execute(
-            "INSERT INTO group_members (group_id, nik, name, phone, birth_date) "
-            "SELECT $1, * FROM unnest($2::text[], $3::text[], $4::text[], $5::date[])",
-            group_id, [m.nik for m in members], [m.name for m in members],
-            [m.phone for m in members], [m.birth_date for m in members])
+            _INSERT_MEMBERS, [g for g, _ in members], [m.nik for _, m in members],
+            [m.name for _, m in members], [m.phone for _, m in members],
+            [m.birth_date for _, m in members], [m.nik_hash for _, m in members])
+
+
+async def _insert_members(conn: asyncpg.Connection, group_id: str,
+                          members: Sequence[MemberRecord]) -> None:
+    await _insert_member_rows(conn, [(group_id, m) for m in members])
 
 
 async def _reserve(conn: asyncpg.Connection, group_id: str, year: int,
                    members: Sequence[MemberRecord]) -> None:
-    # sorted, so two groups claiming overlapping NIKs lock them in the same order
-    niks = sorted(m.nik for m in members)
-    if not niks:
+    # sorted, so two groups claiming overlapping persons lock them in the same order
+    keys = sorted(m.key for m in members)
+    if not keys:
         return
     claimed = await conn.fetch(
-        "INSERT INTO active_memberships (year, nik, group_id) "
-        "SELECT $1, n, $3 FROM unnest($2::text[]) AS n ON CONFLICT (year, nik) DO NOTHING "
-        "RETURNING nik", year, niks, group_id)
-    if len(claimed) == len(niks):
+        "INSERT INTO active_memberships (year, nik_hash, group_id) "
+        "SELECT $1, n, $3 FROM unnest($2::text[]) AS n ON CONFLICT (year, nik_hash) DO NOTHING "
+        "RETURNING nik_hash", year, keys, group_id)
+    if len(claimed) == len(keys):
         return
-    taken = sorted(set(niks) - {r["nik"] for r in claimed})
+    taken = sorted(set(keys) - {r["nik_hash"] for r in claimed})
     await _refuse_taken(conn, year, taken[0])
 
 
-async def _refuse_taken(conn: asyncpg.Connection, year: int, nik: str) -> None:
+async def _refuse_taken(conn: asyncpg.Connection, year: int, key: str) -> None:
     holder = await conn.fetchrow(
-        "SELECT m.nik, m.group_id, coalesce(g.name, '') AS name, g.province_code "
+        "SELECT m.nik_hash, m.group_id, coalesce(g.name, '') AS name, g.province_code "
         "FROM active_memberships m LEFT JOIN group_registry g USING (group_id) "
-        "WHERE m.year = $1 AND m.nik = $2", year, nik)
-    raise MembershipTakenError(nik, year, holder["group_id"], holder["name"],
+        "WHERE m.year = $1 AND m.nik_hash = $2", year, key)
+    raise MembershipTakenError(key, year, holder["group_id"], holder["name"],
                                holder["province_code"])
 
 
@@ -373,13 +398,7 @@ async def _registrations_many(conn: asyncpg.Connection,
         [(g.group_id, g.year, g.stage, g.province_code, g.regency_code, g.business_type,
           g.member_count, env.occurred_at, r.name, r.external_ref, r.registered_on, r.backdated)
          for env, g, r in pairs])
-    members = [(r.group_id, m) for _, _, r in pairs for m in r.members]
-    if members:
-        await conn.execute(
-            "INSERT INTO group_members (group_id, nik, name, phone, birth_date) "
-            "SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::date[])",
-            [g for g, _ in members], [m.nik for _, m in members], [m.name for _, m in members],
-            [m.phone for _, m in members], [m.birth_date for _, m in members])
+    await _insert_member_rows(conn, [(r.group_id, m) for _, _, r in pairs for m in r.members])
     reached: dict[tuple[int, str], list[int]] = {}
     for _, g, r in pairs:
         tally = reached.setdefault((g.year, g.province_code), [0, 0])
@@ -388,21 +407,21 @@ async def _registrations_many(conn: asyncpg.Connection,
     await conn.executemany(_REACHED, [(year, province, groups, people, 0, 0)
                                       for (year, province), (groups, people)
                                       in sorted(reached.items())])
-    # NIK order (as `_reserve`), an earlier group first for a NIK named twice
-    claims = [(g.year, m.nik, g.group_id) for _, g, r in pairs for m in r.members]
+    # key order (as `_reserve`), an earlier group first for a person named twice
+    claims = [(g.year, m.key, g.group_id) for _, g, r in pairs for m in r.members]
     if not claims:
         return
     claimed = await conn.fetch(
-        "INSERT INTO active_memberships (year, nik, group_id) "
+        "INSERT INTO active_memberships (year, nik_hash, group_id) "
         "SELECT y, n, g FROM unnest($1::int[], $2::text[], $3::text[]) WITH ORDINALITY "
-        "AS u(y, n, g, i) ORDER BY n, i ON CONFLICT (year, nik) DO NOTHING "
-        "RETURNING nik, group_id",
+        "AS u(y, n, g, i) ORDER BY n, i ON CONFLICT (year, nik_hash) DO NOTHING "
+        "RETURNING nik_hash, group_id",
         [c[0] for c in claims], [c[1] for c in claims], [c[2] for c in claims])
     if len(claimed) == len(claims):
         return
-    got = {(c["nik"], c["group_id"]) for c in claimed}
+    got = {(c["nik_hash"], c["group_id"]) for c in claimed}
     for _, g, r in pairs:
-        taken = sorted(m.nik for m in r.members if (m.nik, g.group_id) not in got)
+        taken = sorted(m.key for m in r.members if (m.key, g.group_id) not in got)
         if taken:
             await _refuse_taken(conn, g.year, taken[0])
 
@@ -516,13 +535,7 @@ async def _page_roster_recorded(conn: asyncpg.Connection, items: Items) -> None:
         *_cols(items, lambda _, e: e.group_id, lambda _, e: e.name,
                lambda _, e: e.external_ref, lambda _, e: len(e.members),
                lambda _, e: e.registered_on, lambda _, e: e.backdated))
-    members = [(e.group_id, m) for _, e in items for m in e.members]
-    if members:
-        await conn.execute(
-            "INSERT INTO group_members (group_id, nik, name, phone, birth_date) "
-            "SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::date[])",
-            [g for g, _ in members], [m.nik for _, m in members], [m.name for _, m in members],
-            [m.phone for _, m in members], [m.birth_date for _, m in members])
+    await _insert_member_rows(conn, [(e.group_id, m) for _, e in items for m in e.members])
 
 
 async def _page_approved(conn: asyncpg.Connection, items: Items) -> None:
@@ -694,16 +707,11 @@ async def _page_roster_changed(conn: asyncpg.Connection, items: Items) -> None:
     removed = [(e.group_id, nik) for _, e in items for nik in e.removed]
     if removed:
         await conn.execute(
-            "DELETE FROM group_members m USING unnest($1::text[], $2::text[]) AS u(g, nik) "
-            "WHERE m.group_id = u.g AND m.nik = u.nik",
-            [g for g, _ in removed], [nik for _, nik in removed])
-    added = [(e.group_id, m) for _, e in items for m in e.added]
-    if added:
-        await conn.execute(
-            "INSERT INTO group_members (group_id, nik, name, phone, birth_date) "
-            "SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::date[])",
-            [g for g, _ in added], [m.nik for _, m in added], [m.name for _, m in added],
-            [m.phone for _, m in added], [m.birth_date for _, m in added])
+            "DELETE FROM group_members m USING unnest($1::text[], $2::text[]) AS u(g, k) "
+            "WHERE m.group_id = u.g AND (m.nik_hash = u.k OR (m.nik_hash IS NULL "
+            "AND m.nik = u.k))",
+            [g for g, _ in removed], [k for _, k in removed])
+    await _insert_member_rows(conn, [(e.group_id, m) for _, e in items for m in e.added])
 
 
 def _one_by_one(handler: Callable[[asyncpg.Connection, Envelope, Any], Awaitable[None]]):
@@ -749,6 +757,7 @@ _HANDLERS: dict[type[Event], Callable[[asyncpg.Connection, Envelope, Any], Await
     GroupRegistered: _registered,
     RosterRecorded: _roster_recorded,
     RosterChanged: _roster_changed,
+    MemberCorrected: _member_corrected,
     GroupApproved: _approved,
     GroupRejected: _rejected,
     GroupDissolved: _dissolved,

@@ -8,8 +8,8 @@ from typing import Any
 
 import asyncpg
 
+from services.groups import privacy
 from shared.localtime import ZONES, local_today
-from shared.nik import mask_nik
 from shared.paging import PageParams
 
 _LISTED = ("group_id, name, external_ref, year, stage, province_code, regency_code, "
@@ -96,7 +96,8 @@ async def group_detail(pool: asyncpg.Pool, group_id: str, for_officers: bool,
                        reveal_nik: bool = False) -> dict[str, Any] | None:
     """`for_officers`: with members (NIK masked to the region) and officers' notes, for the
     ministry and the group's provincial officer only; `reveal_nik`: members' full NIKs (the
-    ministry's audited read)."""
+    ministry's audited read). Members' fields are opened with the page's keys (one statement);
+    an erased member reads as ERASED in each of them."""
     notes = _NOTES if for_officers else ""
     async with pool.acquire() as conn:
         row = await conn.fetchrow(f"SELECT {_LISTED}{notes} FROM group_registry "
@@ -115,9 +116,12 @@ async def group_detail(pool: asyncpg.Pool, group_id: str, for_officers: bool,
         group["lpj_reports"] = [_row(r) for r in reports]
         group["activities"] = [_row(r) for r in activities]
         if for_officers:
-            members = await conn.fetch("SELECT nik, name, phone FROM group_members "
-                                       "WHERE group_id = $1 ORDER BY name, nik", group_id)
-            group["members"] = [{"nik": m["nik"] if reveal_nik else mask_nik(m["nik"]),
+            rows = await conn.fetch("SELECT nik, name, phone, birth_date, nik_hash "
+                                    "FROM group_members WHERE group_id = $1", group_id)
+            opened = await privacy.reader(conn, [r["nik_hash"] for r in rows])
+            members = sorted((opened.member(r) for r in rows),
+                             key=lambda m: (m["name"], m["nik"]))
+            group["members"] = [{"nik": privacy.shown_nik(m["nik"], reveal_nik),
                                  "name": m["name"], "phone": m["phone"]} for m in members]
     return group
 

@@ -1,4 +1,5 @@
-"""Test data for the groups service: members with valid NIKs, tokens, CSV files."""
+"""Test data for the groups service: members with valid NIKs, tokens, CSV files; the
+maker -> checker steps of four eyes on money (`fund`, `accept_lpj`, `through_checker`)."""
 
 from __future__ import annotations
 
@@ -13,11 +14,13 @@ from datetime import date
 from typing import Any
 
 import httpx
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from services.groups.app import build_spec
 from services.groups.config import RULES_DIR, load_config, load_year_rules
 from services.groups.csv_import import Context
-from services.groups.domain import MemberRecord, member_from_input
+from services.groups.domain import MemberRecord, Person, member_from_input
+from shared import pii
 from shared.auth import Role, mint_token
 from shared.nik import random_valid_nik
 from shared.rules import InForce
@@ -58,8 +61,44 @@ def member_inputs(n: int, regency_code: str = "3201", r: random.Random | None = 
             for _ in range(n)]
 
 
-def member_records(n: int, regency_code: str = "3201") -> list[MemberRecord]:
-    return [member_from_input(m["nik"], m["name"], m["phone"], TODAY)
+# the suite's keyring (TKM_ENV=test: the repository's dev key), as the service under test has it
+KEYRING = pii.Keyring.dev()
+HASH = KEYRING.nik_hash
+
+
+class MemorySeal:
+    """A `domain.Seal` for unit tests: each person's data key made in memory."""
+
+    def __init__(self) -> None:
+        self.keys: dict[str, pii.PersonKey] = {}
+
+    def key(self, ref: str) -> pii.PersonKey:
+        if ref not in self.keys:
+            self.keys[ref] = pii.PersonKey(ref, uuid.uuid4(),
+                                           AESGCM(AESGCM.generate_key(bit_length=256)))
+        return self.keys[ref]
+
+    def __call__(self, people: list[Person]) -> list[MemberRecord]:
+        out = []
+        for p in people:
+            key = self.key(p.nik_hash)
+            out.append(MemberRecord(
+                nik=key.encrypt("nik", p.nik), name=key.encrypt("name", p.name),
+                phone=key.encrypt("phone", p.phone),
+                birth_date=key.encrypt("birth_date", p.birth_date.isoformat()),
+                nik_hash=p.nik_hash))
+        return out
+
+    def open(self, record: MemberRecord, field: str) -> str | None:
+        return self.keys[record.nik_hash].decrypt(field, getattr(record, field))
+
+
+SEAL = MemorySeal()
+
+
+def member_records(n: int, regency_code: str = "3201") -> list[Person]:
+    """`n` members as typed and checked (plaintext, with their NIK hash)."""
+    return [member_from_input(m["nik"], m["name"], m["phone"], TODAY, HASH)
             for m in member_inputs(n, regency_code)]
 
 
@@ -178,7 +217,7 @@ class RunningGroups:
     client: httpx.AsyncClient
     database_url: str
     kafka_bootstrap: str
-    app: Any = None
+    app: Any = None  # the FastAPI app: `app.state.ctx` once started (pool, store)
 
 
 @contextlib.asynccontextmanager

@@ -45,7 +45,7 @@ MIGRATIONS = Path(services.groups.__file__).parent / "migrations"
 
 def _member(rng: random.Random) -> MemberRecord:
     return MemberRecord(nik=f"{rng.randrange(10 ** 15, 10 ** 16)}", name="Anggota",
-                        phone=None, birth_date=date(1990, 1, 1))
+                        phone=None, birth_date="1990-01-01")
 
 
 def _history(group_id: str, n: int, rng: random.Random) -> list[list]:

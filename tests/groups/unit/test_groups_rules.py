@@ -33,7 +33,14 @@ from shared.contracts.groups import (
 )
 from shared.errors import ConflictError, DomainError, NotFoundError, RuleViolationError
 from shared.nik import make_nik
-from tests.groups.groups_support import RULES_2021, RULES_2023, TODAY, member_records
+from tests.groups.groups_support import (
+    HASH,
+    RULES_2021,
+    RULES_2023,
+    SEAL,
+    TODAY,
+    member_records,
+)
 
 CONFIG = load_config()
 RULES = RULES_2023
@@ -43,10 +50,10 @@ HEADER = group_header(2023, "pemula", "6501", "poultry", "  Kelompok   Ternak Se
                       RULES)
 
 
-def registered(members: int = 10) -> Group:
+def registered(members: int = 10, people=None) -> Group:
     """A new group; `pending` keeps its whole history in these tests."""
-    return Group.register(HEADER, member_records(members, "6501"), external_ref="REF-1",
-                          rules=RULES, registered_on=TODAY)
+    return Group.register(HEADER, people or member_records(members, "6501"), seal=SEAL,
+                          external_ref="REF-1", rules=RULES, registered_on=TODAY)
 
 
 def funded(amount: int = 20_000_000) -> Group:
@@ -58,7 +65,8 @@ def funded(amount: int = 20_000_000) -> Group:
 
 
 def test_registration_records_published_counts_and_internal_roster():
-    group = Group.register(HEADER, member_records(10, "6501"), external_ref=None, rules=RULES,
+    group = Group.register(HEADER, member_records(10, "6501"), seal=SEAL, external_ref=None,
+                           rules=RULES,
                            registered_on=TODAY)
     published, roster = group.pending
     assert isinstance(published, GroupRegistered)
@@ -80,7 +88,8 @@ def test_group_id_is_derived_from_year_regency_and_name_ignoring_case_and_spacin
 @pytest.mark.parametrize("size", [9, 11, 16])
 def test_member_count_outside_the_year_rules_is_refused(size):
     with pytest.raises(RuleViolationError) as err:
-        Group.register(HEADER, member_records(size), external_ref=None, rules=RULES,
+        Group.register(HEADER, member_records(size), seal=SEAL, external_ref=None,
+                       rules=RULES,
                        registered_on=TODAY)
     assert err.value.field == "members"
     assert f"a 2023 group has 10 members, not {size}" == err.value.reason
@@ -90,7 +99,8 @@ def test_the_same_nik_twice_in_a_group_is_refused():
     members = member_records(10)
     members[7] = members[2]
     with pytest.raises(DomainError) as err:
-        Group.register(HEADER, members, external_ref=None, rules=RULES, registered_on=TODAY)
+        Group.register(HEADER, members, seal=SEAL, external_ref=None, rules=RULES,
+                       registered_on=TODAY)
     assert err.value.field == "members[7].nik"
 
 
@@ -98,27 +108,29 @@ def test_the_same_nik_twice_in_a_group_is_refused():
 def test_members_must_be_17_to_55_on_the_day_they_register(age, accepted):
     on = date(2024, 3, 15)
     born = date(on.year - age, 3, 15)  # birthday today: exactly `age`
-    odd = member_from_input(make_nik("650101", born, "F", 7), "Siti", None, on)
+    odd = member_from_input(make_nik("650101", born, "F", 7), "Siti", None, on, HASH)
     members = [*member_records(9, "6501"), odd]
     if accepted:
-        Group.register(HEADER, members, external_ref=None, rules=RULES, registered_on=on)
+        Group.register(HEADER, members, seal=SEAL, external_ref=None, rules=RULES,
+                       registered_on=on)
         return
     with pytest.raises(RuleViolationError) as err:
-        Group.register(HEADER, members, external_ref=None, rules=RULES, registered_on=on)
+        Group.register(HEADER, members, seal=SEAL, external_ref=None, rules=RULES,
+                       registered_on=on)
     assert err.value.field == "members[9].nik"
     assert f"{age} years old" in err.value.reason
 
 
 def test_member_input_takes_the_birth_date_from_the_nik_and_checks_fields():
     member = member_from_input(make_nik("650101", date(1990, 5, 4), "F", 12), " Siti  Aminah ",
-                               "0812-3456-7890", TODAY)
+                               "0812-3456-7890", TODAY, HASH)
     assert member.birth_date == date(1990, 5, 4)
     assert (member.name, member.phone) == ("Siti Aminah", "+6281234567890")
     with pytest.raises(DomainError) as err:
-        member_from_input("1234", "Siti", None, TODAY)
+        member_from_input("1234", "Siti", None, TODAY, HASH)
     assert err.value.field == "nik"
     with pytest.raises(DomainError) as err:
-        member_from_input(member.nik, "Siti", "12345", TODAY)
+        member_from_input(member.nik, "Siti", "12345", TODAY, HASH)
     assert err.value.field == "phone"
 
 
@@ -202,30 +214,35 @@ def test_funding_above_the_ceiling_or_not_positive_is_refused():
 
 
 def test_members_change_until_funding_only():
-    group = registered()
-    members = list(group.members.values())
+    members = member_records(10, "6501")
+    group = registered(people=members)
     newcomer = member_records(1, "6501")[0]
-    group.change_members([*members[1:], newcomer], rules=RULES, today=TODAY)
+    group.change_members([*members[1:], newcomer], seal=SEAL, rules=RULES, today=TODAY)
     change, published = group.pending[-2:]
     assert isinstance(change, RosterChanged)
-    assert change.removed == (members[0].nik,) and change.added == (newcomer,)
+    # members are known by their NIK's hash; the newcomer's fields are sealed
+    assert change.removed == (members[0].nik_hash,)
+    (added,) = change.added
+    assert added.nik_hash == newcomer.nik_hash and newcomer.nik not in added.model_dump_json()
+    assert SEAL.open(added, "nik") == newcomer.nik
     assert len(group.members) == 10
     # subscribers learn the new count, never who the members are
     assert published == GroupMembersChanged(group_id=group.group_id, member_count=10)
     extra = member_records(2, "6501")[1]
     with pytest.raises(RuleViolationError, match="a 2023 group has 10 members, not 11"):
-        group.change_members([*members[1:], newcomer, extra], rules=RULES, today=TODAY)
+        group.change_members([*members[1:], newcomer, extra], seal=SEAL, rules=RULES,
+                             today=TODAY)
     # the rules of 2021 (10 to 16 members) let a 2021 group grow
     header_2021 = group_header(2021, "pemula", "6501", "poultry", "KUB 2021", CONFIG,
                                RULES_2021)
-    old = Group.register(header_2021, members, external_ref=None, rules=RULES_2021,
+    old = Group.register(header_2021, members, seal=SEAL, external_ref=None, rules=RULES_2021,
                          registered_on=TODAY)
-    old.change_members([*members, extra], rules=RULES_2021, today=TODAY)
+    old.change_members([*members, extra], seal=SEAL, rules=RULES_2021, today=TODAY)
     assert old.pending[-1] == GroupMembersChanged(group_id=old.group_id, member_count=11)
 
     paid = funded()
     with pytest.raises(RuleViolationError) as err:
-        paid.change_members(members, rules=RULES, today=TODAY)
+        paid.change_members(members, seal=SEAL, rules=RULES, today=TODAY)
     assert "until the group is funded" in err.value.reason
 
 

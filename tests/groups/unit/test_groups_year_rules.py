@@ -11,7 +11,7 @@ from services.groups.domain import Group, group_header, member_from_input
 from services.groups.handlers import funded
 from shared.errors import RuleViolationError
 from shared.nik import random_valid_nik
-from tests.groups.groups_support import RULES_2021, RULES_2023, rng
+from tests.groups.groups_support import HASH, RULES_2021, RULES_2023, SEAL, rng
 
 CONFIG = load_config()
 RULES = {2021: RULES_2021, 2023: RULES_2023}
@@ -24,7 +24,7 @@ def header(year: int):
 def aged(age: int, on: date):
     """A member `age` years old on `on` (born on 1 January; `on` is later in the year)."""
     nik = random_valid_nik(rng(), regency_code="3201", birth_date=date(on.year - age, 1, 1))
-    return member_from_input(nik, "Anggota", None, on)
+    return member_from_input(nik, "Anggota", None, on, HASH)
 
 
 def people(n: int, on: date, age: int = 30):
@@ -32,7 +32,8 @@ def people(n: int, on: date, age: int = 30):
 
 
 def register(year: int, members, on: date) -> Group:
-    return Group.register(header(year), members, external_ref=None, rules=RULES[year],
+    return Group.register(header(year), members, seal=SEAL, external_ref=None,
+                          rules=RULES[year],
                           registered_on=on, backdated=True)
 
 
@@ -72,7 +73,8 @@ def test_funding_follows_the_year_ceiling_split_and_due_days():
         update={"ceiling_per_group": 15_000_000, "tools_percent": 70,
                 "materials_percent": 30}),
         "lpj": RULES_2021.lpj.model_copy(update={"due_days": 30})})
-    group = Group.register(header(2021), people(16, date(2021, 3, 1)), external_ref=None,
+    group = Group.register(header(2021), people(16, date(2021, 3, 1)), seal=SEAL,
+                           external_ref=None,
                            rules=custom,
                            registered_on=date(2021, 3, 1), backdated=True)
     group.approve()

@@ -299,9 +299,9 @@ def test_groups_take_members_with_former_codes():
     from services.groups.domain import DomainError, member_from_input
 
     for district in ("960901", "961024", "960139", "960155", "947101", "910101"):
-        member = member_from_input(nik(district), "Yohana Kambu", None, TODAY)
+        member = member_from_input(nik(district), "Yohana Kambu", None, TODAY, str)
         assert member.birth_date == date(1995, 8, 15)
     with pytest.raises(DomainError) as exc:
-        member_from_input(nik("999999"), "Yohana Kambu", None, TODAY)
+        member_from_input(nik("999999"), "Yohana Kambu", None, TODAY, str)
     assert exc.value.field == "nik"
     assert "999999 is not a Kemendagri district, current or former" in str(exc.value)

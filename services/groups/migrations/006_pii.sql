@@ -1,0 +1,29 @@
+-- Members' personal data sealed at rest (issue 18, docs/privacy.md): since RosterRecorded and
+-- RosterChanged version 2 the NIK, name, phone and birth date of a member are `pii1:` tokens
+-- under the person's data key (shared/pii.py), copied as they are into group_members (so a
+-- rebuild gives the same rows); `nik_hash` (the NIK's keyed HMAC, hex) sits beside them and is
+-- what removals, corrections, erasures and the one-group-per-person rule compare.
+-- Rows written before hold plaintext and no hash (as their version 1 events do): read as is.
+
+-- the persons' data keys (shared.pii.PII_SCHEMA; person_ref = the NIK's hash)
+CREATE TABLE IF NOT EXISTS pii_person_keys (
+    person_ref text PRIMARY KEY CHECK (length(person_ref) BETWEEN 1 AND 200),
+    key_id uuid NOT NULL,
+    kek_id text,
+    wrapped_key bytea,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    rekeyed_at timestamptz,
+    erased_at timestamptz,
+    CHECK ((wrapped_key IS NULL) = (kek_id IS NULL)),
+    CHECK ((erased_at IS NULL) = (wrapped_key IS NOT NULL))
+);
+CREATE INDEX IF NOT EXISTS pii_person_keys_by_kek ON pii_person_keys (kek_id)
+    WHERE wrapped_key IS NOT NULL;
+
+-- a token is text; the plaintext dates recorded so far read as their ISO form, as their events
+ALTER TABLE group_members ADD COLUMN nik_hash text,
+    ALTER COLUMN birth_date TYPE text USING birth_date::text;
+CREATE INDEX group_members_by_nik_hash ON group_members (nik_hash);
+
+-- the rule compares the NIK's hash (rows claimed before hold the NIK itself)
+ALTER TABLE active_memberships RENAME COLUMN nik TO nik_hash;
