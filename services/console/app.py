@@ -540,11 +540,14 @@ def _routes(app: FastAPI, settings: ConsoleSettings) -> None:
     async def grant_many(request: Request, service: str, session: SignedIn,
                          csrf: Annotated[str, Form(max_length=100)],
                          idem: Annotated[str, Form(min_length=8, max_length=100)],
-                         request_id: Annotated[list[str], Form()]) -> Response:
+                         request_id: Annotated[list[str] | None, Form()] = None
+                         ) -> Response:
         """The selected requests granted one by one (`POST /approvals/grant`: each in its own
         transaction, with its own result or refusal)."""
         user = allow(session, *ROLES_OF_QUEUES)
         check_csrf(request, session, csrf)
+        if not request_id:
+            return RedirectResponse("/approvals?error_key=none_selected", 303)
         ids = [_approval(service, r) for r in request_id[:500]]
         answer = await request.app.state.backend.call(
             user, "POST", service, "/approvals/grant", json={"request_ids": ids},

@@ -55,6 +55,7 @@ class Listing:
     checkable_total: int = 0
     waiting: list[dict[str, Any]] = field(default_factory=list)
     waiting_total: int = 0
+    recent: list[dict[str, Any]] = field(default_factory=list)
     error: str | None = None
 
 
@@ -98,12 +99,35 @@ async def listings(backend: Backend, user: User) -> list[Listing]:
             others, total, listing.error = await pending(backend, user, service)
             listing.waiting = [i for i in others if i.get("request_id") not in ids]
             listing.waiting_total = max(total - listing.checkable_total, len(listing.waiting))
-        for item in listing.checkable + listing.waiting:
-            item["service"] = service
-            item["by_me"] = item.get("maker") == me
-            item["group_id"] = group_of(item)
+        if listing.error is None:
+            listing.recent = await recent(backend, user, service)
+        for item in listing.checkable + listing.waiting + listing.recent:
+            _mark(item, service, me)
         found.append(listing)
     return found
+
+
+def _mark(item: dict[str, Any], service: str, me: str) -> dict[str, Any]:
+    item.update(service=service, group_id=group_of(item), by_me=item.get("maker") == me,
+                checked_by_me=bool(item.get("checker")) and item.get("checker") == me)
+    return item
+
+
+async def recent(backend: Backend, user: User, service: str, count: int = 10
+                 ) -> list[dict[str, Any]]:
+    """The latest decided requests (granted, rejected, expired), newest first, with their maker
+    and checker. The listing is oldest first: its total tells where its end is."""
+    params: dict[str, Any] = {"state": "any", "limit": 1}
+    if user.role is Role.PROVINCE:
+        params["province"] = user.province_code
+    _, total, error = _items(await backend.call(user, "GET", service, "/approvals",
+                                                params=params))
+    if error or not total:
+        return []
+    window = count * 3  # the newest requests, some of them still pending
+    params.update(limit=window, offset=max(0, total - window))
+    items, _, _ = _items(await backend.call(user, "GET", service, "/approvals", params=params))
+    return [i for i in reversed(items) if i.get("state") != "pending"][:count]
 
 
 async def reason_codes(backend: Backend, user: User, service: str, year: int | None,
@@ -130,11 +154,7 @@ async def one(backend: Backend, user: User, service: str, request_id: str
     answer = await backend.call(user, "GET", service, f"/approvals/{request_id}")
     if not answer.ok or not isinstance(answer.body, dict):
         return None
-    item = dict(answer.body)
-    me = backend.pseudonym_of(user)
-    item.update(service=service, group_id=group_of(item), by_me=item.get("maker") == me,
-                checked_by_me=item.get("checker") == me)
-    return item
+    return _mark(dict(answer.body), service, backend.pseudonym_of(user))
 
 
 async def waiting_for(backend: Backend, user: User, command_type: str, *,

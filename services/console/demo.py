@@ -187,7 +187,8 @@ def screenshots(base: str, users: dict[str, tuple[str, str]], year: int,
     directory.mkdir(parents=True, exist_ok=True)
     province, tks_id = users["_province"][0], users["_tks"][0]
     pages = {"ministry_admin": [("login", "/login"), ("dashboard", f"/dashboard?year={year}"),
-                                ("queues", "/queues"), ("evaluation", f"/evaluation?year={year}"),
+                                ("queues", "/queues"), ("approvals", "/approvals"),
+                                ("evaluation", f"/evaluation?year={year}"),
                                 ("imports", "/imports")],
              "provincial_officer": [("province", f"/provinces/{province}?year={year}")],
              "tks": [("tks", f"/tks/{tks_id}"), ("report-form", "/report")],

@@ -186,6 +186,7 @@ WORDS: dict[str, tuple[str, str]] = {
                    "pemeriksa harus menyetujui atau menolaknya.",
                    "You made this request yourself: another person with a checking role must "
                    "grant or reject it."),
+    "none_selected": ("Belum ada permintaan yang dipilih.", "No request is selected."),
     "to_check": ("Menunggu keputusan Anda", "Waiting for your decision"),
     "waiting_others": ("Menunggu pemeriksa lain", "Waiting for another checker"),
     "waiting_checker": ("Menunggu pemeriksa", "Waiting for a checker"),
@@ -207,6 +208,7 @@ WORDS: dict[str, tuple[str, str]] = {
     "reject": ("Tolak", "Reject"),
     "note": ("Catatan (tanpa data pribadi)", "Note (no personal data)"),
     "decision_result": ("Hasil keputusan", "Decision"),
+    "recent_decisions": ("Keputusan terbaru", "Recent decisions"),
     "state_pending": ("Menunggu pemeriksa", "Waiting for a checker"),
     "state_granted": ("Disetujui dan dijalankan", "Granted and carried out"),
     "state_rejected": ("Ditolak", "Rejected"),
