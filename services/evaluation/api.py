@@ -290,12 +290,7 @@ def build_router(policy_of: PolicyOf, four_eyes: FourEyes) -> APIRouter:
                        not_evaluable=not_evaluable, total=len(items), limit=page.limit,
                        offset=page.offset, items=items[page.offset:page.offset + page.limit])
 
-    @router.post("/{year}/close", status_code=202, response_model=CloseRequested | CloseResult,
-                 responses={200: {"model": CloseResult, "description": (
-                     "closed at once: the year's rules do not want four eyes for close_year")},
-                            404: {"description": "no evaluation opened for the year"},
-                            409: {"description": "already closed (error.result: the first "
-                                                 "result)"}})
+    @router.post("/{year}/close", status_code=202, response_model=CloseRequested | CloseResult)
     async def close_evaluation(year: YearPath, ctx: Ctx, actor: Admin,
                                response: Response) -> dict[str, Any]:
         """Ask for the year's close (four eyes, docs/four-eyes.md): answers 202 with a pending
@@ -303,7 +298,8 @@ def build_router(policy_of: PolicyOf, four_eyes: FourEyes) -> APIRouter:
         `result` is the close's: every evaluable TKS decided, the outcomes published). A close
         of the year already waiting is answered again (`already_pending`). Refused as the close
         would be, with nothing written: no evaluation opened (404), already closed (409, with
-        the first result)."""
+        the first result). A year whose adopted rules do not list `close_year` is closed at
+        once: 200 with the result (CloseResult)."""
         try:
             status, answer = await handlers.request_close(ctx, year, actor, policy_of,
                                                           four_eyes)
