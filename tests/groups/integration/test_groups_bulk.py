@@ -1,6 +1,7 @@
 """Bulk requests tell the truth about what they wrote: a bad item changes nothing of its own
 and hides nothing of the others; a database that goes away part-way gives a 503 JSON answer
-(with Retry-After) that says per item what was written, never a 500 hiding writes."""
+(with Retry-After) that says per item what was written, never a 500 hiding writes. Bulk
+fundings are asked for by a maker and granted by a checker (four eyes)."""
 
 from __future__ import annotations
 
@@ -14,11 +15,17 @@ import asyncpg
 import httpx
 import pytest
 
-from services.groups import bulk as batched
 from services.groups.app import build_spec
 from shared.service import create_app
 from shared.settings import load_settings
-from tests.groups.groups_support import ADMIN, csv_file, csv_rows, registration
+from tests.groups.groups_support import (
+    ADMIN,
+    CHECKER,
+    csv_file,
+    csv_rows,
+    registration,
+    through_checker,
+)
 from tests.support.databases import create_database, drop_database
 from tests.support.kafka import eventually
 from tests.support.outage import CuttableProxy, via
@@ -60,6 +67,23 @@ async def events_of(database_url: str, event_type: str, group_ids: list[str]) ->
     return {g: counts.get(g, 0) for g in group_ids}
 
 
+async def requests_of(database_url: str, group_ids: list[str],
+                      command_type: str | None = None) -> dict[str, int]:
+    """Four-eyes requests asked for each group (their own streams, `approval-<id>`), of one
+    command type or all."""
+    conn = await asyncpg.connect(database_url)
+    try:
+        rows = await conn.fetch(
+            "SELECT payload->>'target' AS target, count(*) AS n FROM events WHERE event_type = "
+            "'approvals.ApprovalRequested' AND payload->>'target' = ANY($1::text[]) AND "
+            "($2::text IS NULL OR payload->>'command_type' = $2) GROUP BY 1",
+            [f"group-{g}" for g in group_ids], command_type)
+    finally:
+        await conn.close()
+    counts = {r["target"].removeprefix("group-"): r["n"] for r in rows}
+    return {g: counts.get(g, 0) for g in group_ids}
+
+
 async def test_approvals_with_one_bad_id_write_exactly_what_they_report(groups):
     good = await registered(groups.client, 3)
     bad = "bad\x00id"
@@ -80,10 +104,9 @@ async def test_approvals_with_one_bad_id_write_exactly_what_they_report(groups):
 async def test_fundings_with_one_refused_item_fund_the_others_once(groups):
     ids = await approved(groups.client, 3)
     unapproved = (await registered(groups.client, 1))[0]
-    answer = await groups.client.post("/groups/fundings", headers=ADMIN, json={
-        "items": [funding(g) for g in (*ids, unapproved)]})
-    assert answer.status_code == 200, answer.text
-    assert [r["status"] for r in answer.json()["results"]] == [201, 201, 201, 422]
+    results = await through_checker(groups.client, "/groups/fundings",
+                                    [funding(g) for g in (*ids, unapproved)], 201)
+    assert [r["status"] for r in results] == [201, 201, 201, 422]
     assert await events_of(groups.database_url, "GroupFunded", [*ids, unapproved]) == {
         **dict.fromkeys(ids, 1), unapproved: 0}
 
@@ -123,9 +146,8 @@ async def groups_behind(proxy: CuttableProxy, database_url: str, kafka: str,
             yield client
 
 
-async def test_bulk_fundings_during_an_outage_say_what_was_written(infra, monkeypatch):
-    # three groups a transaction: the first three items commit together, the fourth alone
-    monkeypatch.setattr(batched, "GROUPS_PER_TRANSACTION", 3)
+async def test_bulk_fundings_during_an_outage_say_what_was_written(infra):
+    # each item's request is asked for in its own transaction
     database_url = await create_database(infra, "t_groups_outage")
     proxy = CuttableProxy.to(database_url)
     await proxy.start()
@@ -145,7 +167,7 @@ async def test_bulk_fundings_during_an_outage_say_what_was_written(infra, monkey
             bulk = asyncio.create_task(client.post("/groups/fundings", headers=keyed,
                                                    json=items))
             deadline = time.monotonic() + 15
-            while sum((await events_of(database_url, "GroupFunded", ids[:3])).values()) < 3:
+            while sum((await requests_of(database_url, ids[:3])).values()) < 3:
                 assert time.monotonic() < deadline, "the three free items never committed"
                 await asyncio.sleep(0.05)
             await proxy.cut()
@@ -157,11 +179,12 @@ async def test_bulk_fundings_during_an_outage_say_what_was_written(infra, monkey
             assert int(answer.headers["retry-after"]) > 0
             error = answer.json()["error"]
             assert (error["status"], error["written"]) == (503, 3)
+            assert error["batch_id"]
             results = {r["group_id"]: r for r in error["results"]}
-            assert [results[g]["status"] for g in ids] == [201, 201, 201, 503]
+            assert [results[g]["status"] for g in ids] == [202, 202, 202, 503]
             assert results[stuck]["written"] == "no"
-            assert await events_of(database_url, "GroupFunded", ids) == {
-                **dict.fromkeys(ids[:3], 1), stuck: 0}
+            assert await requests_of(database_url, ids) == {**dict.fromkeys(ids[:3], 1), stuck: 0}
+            assert await events_of(database_url, "GroupFunded", ids) == dict.fromkeys(ids, 0)
 
             # a single command while the database is away: a quick 503 JSON, not plain text
             started = time.monotonic()
@@ -183,13 +206,19 @@ async def test_bulk_fundings_during_an_outage_say_what_was_written(infra, monkey
 
             retry = await eventually(told_carried_out, timeout=10)
             assert retry.status_code == 409
-            assert await events_of(database_url, "GroupFunded", ids) == {
-                **dict.fromkeys(ids[:3], 1), stuck: 0}
-            # ... and the item not written is sent again and written once
+            assert await requests_of(database_url, ids) == {**dict.fromkeys(ids[:3], 1), stuck: 0}
+            # ... and the item not written is sent again and asked for once; the checker
+            # grants all four, each funded once
             again = await client.post("/groups/fundings", headers=ADMIN,
                                       json={"items": [funding(stuck)]})
             assert again.status_code == 200, again.text
-            assert [r["status"] for r in again.json()["results"]] == [201]
+            assert [r["status"] for r in again.json()["results"]] == [202]
+            assert await requests_of(database_url, ids) == dict.fromkeys(ids, 1)
+            request_ids = [r["result"]["request_id"] for r in
+                           (*results.values(), *again.json()["results"]) if r["status"] == 202]
+            granted = await client.post("/approvals/grant", headers=CHECKER,
+                                        json={"request_ids": request_ids})
+            assert granted.json()["granted"] == 4, granted.text
             assert await events_of(database_url, "GroupFunded", ids) == dict.fromkeys(ids, 1)
     finally:
         await held.close()

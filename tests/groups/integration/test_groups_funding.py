@@ -1,4 +1,5 @@
-"""Funding through the HTTP API: once per tranche under concurrency, totals that match the topic."""
+"""Funding through the HTTP API, maker -> checker (four eyes): once per tranche under
+concurrency, totals that match the topic."""
 
 from __future__ import annotations
 
@@ -11,7 +12,16 @@ import pytest
 
 from shared.auth import Role
 from shared.topics import GROUPS
-from tests.groups.groups_support import ADMIN, AGENCY, auth, registration, running_groups
+from tests.groups.groups_support import (
+    ADMIN,
+    AGENCY,
+    CHECKER,
+    auth,
+    fund,
+    registration,
+    running_groups,
+    through_checker,
+)
 from tests.support.kafka import read_topic
 
 pytestmark = pytest.mark.integration
@@ -41,8 +51,13 @@ async def test_ten_concurrent_fundings_of_one_tranche_fund_it_once(groups):
     answers = await asyncio.gather(*(
         groups.client.post(f"/groups/{group_id}/funding", json=funding(), headers=ADMIN)
         for _ in range(10)))
-    assert Counter(a.status_code for a in answers) == {201: 1, 409: 9}
+    assert Counter(a.status_code for a in answers) == {202: 1, 409: 9}
     assert all(a.json()["error"]["field"] == "tranche" for a in answers if a.status_code == 409)
+    [asked] = [a.json() for a in answers if a.status_code == 202]
+    grants = await asyncio.gather(*(
+        groups.client.post(f"/approvals/{asked['request_id']}/grant", headers=CHECKER)
+        for _ in range(3)))
+    assert sorted(g.status_code for g in grants) == [200, 409, 409]
 
     records = await read_topic(groups.kafka_bootstrap, GROUPS, until=lambda recs: _events(
         recs, {group_id}, "GroupFunded"))
@@ -51,11 +66,12 @@ async def test_ten_concurrent_fundings_of_one_tranche_fund_it_once(groups):
     assert funded[0]["payload"]["amount"] == 20_000_000
 
 
-async def test_funding_is_the_ministry_s_and_needs_an_approved_group(groups):
+async def test_funding_is_asked_in_the_province_and_needs_an_approved_group(groups):
     group_id = await approved_group(groups)
-    officer = await groups.client.post(f"/groups/{group_id}/funding", json=funding(),
-                                       headers=auth(Role.PROVINCE, "32"))
-    assert officer.status_code == 403
+    for who in (auth(Role.PROVINCE, "11"), AGENCY, auth(Role.TKS)):
+        refused = await groups.client.post(f"/groups/{group_id}/funding", json=funding(),
+                                           headers=who)
+        assert refused.status_code == 403, refused.text
     created = await groups.client.post("/groups", json=registration(), headers=ADMIN)
     unapproved = await groups.client.post(f"/groups/{created.json()['group_id']}/funding",
                                           json=funding(), headers=ADMIN)
@@ -77,12 +93,14 @@ async def test_provincial_totals_equal_the_group_funded_events_on_the_topic(infr
         ids = [await approved_group(groups, r) for r in regencies]
         items = [{"group_id": g, **funding(amount=10_000_000 + i * 1_000_000)}
                  for i, g in enumerate(ids)]
-        # tranche 2 listed right after tranche 1 of the same group still comes second
-        items.insert(1, {"group_id": ids[0], **funding(tranche=2, amount=2_500_000)})
         items.append({"group_id": ids[1], **funding(tranche=1)})  # a repeat: refused
-        bulk = await groups.client.post("/groups/fundings", json={"items": items}, headers=ADMIN)
-        statuses = [r["status"] for r in bulk.json()["results"]]
-        assert statuses == [201] * 6 + [409], bulk.text
+        # a later tranche is asked for once the first is paid
+        early = {"group_id": ids[0], **funding(tranche=2, amount=2_500_000)}
+        items.insert(1, early)
+        results = await through_checker(groups.client, "/groups/fundings", items, 201)
+        assert [r["status"] for r in results] == [201, 422] + [201] * 4 + [409], results
+        results = await through_checker(groups.client, "/groups/fundings", [early], 201)
+        assert [r["status"] for r in results] == [201], results
 
         totals = (await groups.client.get("/reports/funding", params={"budget_year": 2023},
                                           headers=AGENCY)).json()
@@ -115,9 +133,8 @@ async def test_bulk_approval_answers_per_item(groups):
 async def test_no_tranche_beyond_the_configured_maximum(groups):
     group_id = await approved_group(groups)
     for tranche in (1, 2, 3):
-        paid = await groups.client.post(f"/groups/{group_id}/funding", headers=ADMIN,
-                                        json=funding(tranche=tranche, amount=5_000_000))
-        assert paid.status_code == 201, paid.text
+        paid = await fund(groups.client, group_id, funding(tranche=tranche, amount=5_000_000))
+        assert paid["tranche"] == tranche
     fourth = await groups.client.post(f"/groups/{group_id}/funding", headers=ADMIN,
                                       json=funding(tranche=4, amount=1_000_000))
     assert (fourth.status_code, fourth.json()["error"]["field"]) == (422, "tranche")
@@ -157,8 +174,7 @@ async def test_huge_numbers_are_a_422_not_a_500(groups):
     for body, field in ((funding(amount=10**30), "amount"), (funding(tranche=2**40), "tranche")):
         answer = await post(f"/groups/{group_id}/funding", headers=ADMIN, json=body)
         assert (answer.status_code, answer.json()["error"]["field"]) == (422, field)
-    assert (await post(f"/groups/{group_id}/funding", headers=ADMIN,
-                       json=funding())).status_code == 201
+    assert (await fund(groups.client, group_id, funding()))["status"] == "funded"
     for change, field in (({"evidence_count": 2**31}, "evidence_count"),
                           ({"tools": 10**20}, "tools"), ({"other": 2**63}, "other")):
         lpj = await post(f"/groups/{group_id}/lpj", headers=ADMIN, json={
