@@ -196,7 +196,10 @@ def checker_grants_the_funding(stack, browser, group: str, request_id: str) -> N
         assert decision["state"] == "granted" and decision["checker"] != decision["maker"]
         # granted again (another tab, the back button): refused, the group funded once
         page.goto(stack.url + "/approvals")
-        assert page.locator(f'li[data-request="{request_id}"]').count() == 0
+        assert page.locator(f'#checkable-groups li[data-request="{request_id}"]').count() == 0
+        latest = page.locator(f'#recent-groups li[data-request="{request_id}"]')
+        assert latest.get_attribute("data-state") == "granted"
+        assert "(Anda)" in latest.locator(".checker").inner_text()
         token = page.locator('meta[name="csrf-token"]').get_attribute("content")
         again = page.request.post(stack.url + f"/approvals/groups/{request_id}/grant",
                                   form={"csrf": token, "idem": f"again-{request_id}"})
@@ -314,6 +317,58 @@ def test_agency_viewer_reads_the_dashboard_without_members_or_actions(stack, con
     assert "Data anggota hanya untuk kementerian" in page.content()
     assert page.get_by_role("button", name="Salurkan dana").count() == 0
     assert page.goto(stack.url + "/queues").status == 403
+
+
+def _post(stack, service: str, path: str, subject: str = "maker@kemnaker.example", **kwargs):
+    token = mint_token(DEV_SIGNING_KEY, subject, Role.ADMIN)
+    headers = {"Authorization": f"Bearer {token}", "Idempotency-Key": str(uuid.uuid4()),
+               **kwargs.pop("headers", {})}
+    answer = httpx.post(stack.urls[service] + path, headers=headers, timeout=60, **kwargs)
+    assert answer.status_code < 400, answer.text
+    return answer
+
+
+def test_a_checker_grants_a_selection_of_fundings_at_once(stack, context):
+    """Two fundings asked by one admin through the API, granted together by another on the
+    approvals page (`POST /approvals/grant`: each in its own transaction, a result each)."""
+    if not four_eyes_for(stack.urls, "groups", "fund", YEAR, 20_000_000):
+        pytest.skip("the groups service funds at once (no four eyes in the year's rules)")
+    rng = random.Random(18)
+    business = get(stack, "groups", "/business-types")[0]["code"]
+    groups, requests = [], []
+    for n in range(2):
+        name = f"Usaha Bersama {n} {uuid.uuid4().hex[:6]}"
+        rows = [[name, YEAR, "pemula", OWN, business, name,
+                 random_valid_nik(rng, regency_code=OWN, today=TODAY,
+                                  birth_date=date(YEAR - 30 - i, 1 + i, 5 + i)),
+                 f"Anggota {i}", "0812 3456 7890"] for i in range(10)]
+        report = _post(stack, "groups", "/groups/imports", content=_csv(rows),
+                       headers={"Content-Type": "text/csv"}).json()
+        group = report["results"][0]["group_id"]
+        _post(stack, "groups", f"/groups/{group}/approval")
+        asked = _post(stack, "groups", f"/groups/{group}/funding", json={
+            "tranche": 1, "amount": 20_000_000, "disbursed_on": TODAY.isoformat(),
+            "budget_year": YEAR})
+        assert asked.status_code == 202 and asked.json()["state"] == "pending"
+        groups.append(group)
+        requests.append(asked.json()["request_id"])
+    page = context.new_page()
+    sign_in(page, stack.url, "checker@kemnaker.example")
+    page.goto(stack.url + "/approvals")
+    for request_id in requests:
+        page.get_by_label(f"Pilih permintaan {request_id[:8]}").check()
+    page.get_by_role("button", name="Setujui yang dipilih").click()
+    page.wait_for_load_state()
+    assert "Permintaan yang dipilih telah diproses" in page.get_by_role("status").first.inner_text()
+    for group, request_id in zip(groups, requests, strict=True):
+        assert get(stack, "groups", f"/approvals/{request_id}")["state"] == "granted"
+        detail = get(stack, "groups", f"/groups/{group}")
+        assert detail["status"] == "funded" and detail["funded_total"] == 20_000_000
+    # nothing selected: said so, nothing asked
+    token = page.locator('meta[name="csrf-token"]').get_attribute("content")
+    empty = page.request.post(stack.url + "/approvals/groups/grant",
+                              form={"csrf": token, "idem": "empty-selection-1"})
+    assert "Belum ada permintaan yang dipilih" in empty.text()
 
 
 def _csv(rows: list[list]) -> bytes:
