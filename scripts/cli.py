@@ -58,6 +58,8 @@ app.add_typer(dlq_app, name="dlq")
 app.add_typer(__import__("scripts.agency", fromlist=["app"]).app, name="agency")
 # `tkm approvals list|grant|reject --service groups|evaluation`: four eyes by hand
 app.add_typer(__import__("scripts.approvals", fromlist=["app"]).app, name="approvals")
+# `tkm privacy export|erase|correct`: a person's rights by NIK on every service holding them
+app.add_typer(__import__("scripts.privacy", fromlist=["app"]).app, name="privacy")
 # `tkm console [serve|add-admin|add-user]`: the programme console (services/console)
 app.add_typer(__import__("services.console.__main__", fromlist=["cli"]).cli, name="console")
 
