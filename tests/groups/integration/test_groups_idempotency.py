@@ -12,7 +12,7 @@ import pytest
 
 from shared.auth import Role, mint_token
 from shared.settings import DEV_SIGNING_KEY
-from tests.groups.groups_support import ADMIN, registration
+from tests.groups.groups_support import ADMIN, fund, registration
 
 pytestmark = pytest.mark.integration
 
@@ -44,10 +44,10 @@ async def funded_group(groups) -> str:
     post = groups.client.post
     group_id = (await post("/groups", json=registration(), headers=ADMIN)).json()["group_id"]
     assert (await post(f"/groups/{group_id}/approval", headers=ADMIN)).status_code == 200
-    funded = await post(f"/groups/{group_id}/funding", headers=ADMIN, json={
+    funded = await fund(groups.client, group_id, {
         "tranche": 1, "amount": 20_000_000, "disbursed_on": "2023-06-01",
         "budget_year": 2023})
-    assert funded.status_code == 201, funded.text
+    assert funded["status"] == "funded", funded
     return group_id
 
 

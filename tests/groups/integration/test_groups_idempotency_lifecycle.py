@@ -1,7 +1,8 @@
 """Every write route of the groups service, with a request that succeeds, sent twice under one
 Idempotency-Key: the first writes events, the retry writes none and answers the same. The
 routes walked are checked against the app's own list, so a new write route fails this test
-until it is walked too."""
+until it is walked too. Four-eyes commands are asked for by ADMIN and granted (or rejected) by
+CHECKER, each step under its own key."""
 
 from __future__ import annotations
 
@@ -12,7 +13,14 @@ import httpx
 import pytest
 
 from shared.idempotency import WRITES
-from tests.groups.groups_support import ADMIN, csv_file, csv_rows, member_inputs, registration
+from tests.groups.groups_support import (
+    ADMIN,
+    CHECKER,
+    csv_file,
+    csv_rows,
+    member_inputs,
+    registration,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -30,10 +38,10 @@ class Twice:
             await conn.close()
 
     async def __call__(self, method: str, route: str, expected: int, *, csv: bytes | None = None,
-                       **params: str) -> dict:
+                       who: dict[str, str] = ADMIN, **params: str) -> dict:
         self.walked.add((method, route))
         path = route.format(**params)
-        headers = {**ADMIN, "Idempotency-Key": f"walk-{uuid.uuid4()}"}
+        headers = {**who, "Idempotency-Key": f"walk-{uuid.uuid4()}"}
         body = {"content": csv, "headers": {**headers, "Content-Type": "text/csv"}} if csv \
             else {"json": params.get("json_body"), "headers": headers}
         before = await self.events()
@@ -59,7 +67,10 @@ async def test_every_groups_write_runs_once_under_one_key(groups):
     await twice("PUT", "/groups/{group_id}/members", 200, group_id=g,
                 json_body={"members": member_inputs(10)})
     await twice("POST", "/groups/{group_id}/approval", 200, group_id=g)
-    await twice("POST", "/groups/{group_id}/funding", 201, group_id=g, json_body=funding())
+    asked = await twice("POST", "/groups/{group_id}/funding", 202, group_id=g,
+                        json_body=funding())
+    await twice("POST", "/approvals/{request_id}/grant", 200, request_id=asked["request_id"],
+                who=CHECKER)
     lpj = {"tools": 12_000_000, "materials": 7_500_000, "other": 0, "evidence_count": 4}
     first = await twice("POST", "/groups/{group_id}/lpj", 201, group_id=g, json_body=lpj)
     await twice("POST", "/groups/{group_id}/lpj/{report_id}/return", 200, group_id=g,
@@ -67,8 +78,10 @@ async def test_every_groups_write_runs_once_under_one_key(groups):
                 json_body={"reason_code": "evidence_missing", "note": "receipts unreadable"})
     second = await twice("POST", "/groups/{group_id}/lpj", 201, group_id=g,
                          json_body={**lpj, "materials": 8_000_000, "evidence_count": 21})
-    await twice("POST", "/groups/{group_id}/lpj/{report_id}/acceptance", 200, group_id=g,
-                report_id=second["report_id"])
+    asked = await twice("POST", "/groups/{group_id}/lpj/{report_id}/acceptance", 202,
+                        group_id=g, report_id=second["report_id"])
+    await twice("POST", "/approvals/{request_id}/grant", 200, request_id=asked["request_id"],
+                who=CHECKER)
     await twice("POST", "/groups/{group_id}/bimtek", 201, group_id=g,
                 json_body={"subject": "Bimtek kelembagaan", "held_on": "2023-09-12"})
     await twice("POST", "/groups/{group_id}/product-evidence", 201, group_id=g,
@@ -86,15 +99,20 @@ async def test_every_groups_write_runs_once_under_one_key(groups):
     many = [(await groups.client.post("/groups", json=registration(), headers=ADMIN)).json()
             ["group_id"] for _ in range(2)]
     await twice("POST", "/groups/approvals", 200, json_body={"group_ids": many})
-    await twice("POST", "/groups/fundings", 200,
-                json_body={"items": [{**funding(), "group_id": m} for m in many]})
+    batch = (await twice("POST", "/groups/fundings", 200,
+                         json_body={"items": [{**funding(), "group_id": m} for m in many]}))
+    await twice("POST", "/approvals/grant", 200, who=CHECKER, json_body={
+        "request_ids": [r["result"]["request_id"] for r in batch["results"]]})
     submitted = (await twice("POST", "/lpj/submissions", 200, json_body={
         "items": [{**lpj, "group_id": m} for m in many]}))["results"]
     await twice("POST", "/lpj/returns", 200, json_body={"items": [
         {"group_id": many[0], "report_id": submitted[0]["result"]["report_id"],
          "reason_code": "evidence_missing"}]})
-    await twice("POST", "/lpj/acceptances", 200, json_body={"items": [
+    batch = await twice("POST", "/lpj/acceptances", 200, json_body={"items": [
         {"group_id": many[1], "report_id": submitted[1]["result"]["report_id"]}]})
+    await twice("POST", "/approvals/{request_id}/reject", 200, who=CHECKER,
+                request_id=batch["results"][0]["result"]["request_id"],
+                json_body={"reason_code": "missing_evidence"})
     await twice("POST", "/groups/imports", 200,
                 csv=csv_file(csv_rows(f"Walk {uuid.uuid4().hex[:8]}")))
 

@@ -12,7 +12,7 @@ from services.groups.projections import READ_MODELS, project_read_models
 from shared.auth import Role
 from shared.projections import rebuild
 from shared.topics import GROUPS
-from tests.groups.groups_support import ADMIN, AGENCY, auth, registration
+from tests.groups.groups_support import ADMIN, AGENCY, accept_lpj, auth, fund, registration
 from tests.support.kafka import read_topic
 
 pytestmark = pytest.mark.integration
@@ -22,10 +22,10 @@ async def funded_group(groups, disbursed_on: date, regency_code: str = "5171") -
     body = registration(regency_code)
     group_id = (await groups.client.post("/groups", json=body, headers=ADMIN)).json()["group_id"]
     await groups.client.post(f"/groups/{group_id}/approval", headers=ADMIN)
-    funded = await groups.client.post(f"/groups/{group_id}/funding", headers=ADMIN, json={
+    funded = await fund(groups.client, group_id, {
         "tranche": 1, "amount": 20_000_000, "disbursed_on": disbursed_on.isoformat(),
         "budget_year": disbursed_on.year})
-    assert funded.status_code == 201, funded.text
+    assert funded["status"] == "funded", funded
     return group_id, body
 
 
@@ -45,8 +45,8 @@ async def test_a_group_accounts_for_its_funds_and_advances(groups):
     assert returned.status_code == 200
     second = (await post(f"/groups/{group_id}/lpj", headers=ADMIN, json={
         "tools": 12_000_000, "materials": 8_000_000, "other": 0, "evidence_count": 21})).json()
-    assert (await post(f"/groups/{group_id}/lpj/{second['report_id']}/acceptance",
-                       headers=ADMIN)).status_code == 200
+    accepted = await accept_lpj(groups.client, group_id, second["report_id"])
+    assert accepted["status"] == "accepted"
 
     early = await post(f"/groups/{group_id}/advancement", headers=ADMIN)
     assert early.status_code == 422 and len(early.json()["error"]["missing"]) == 2

@@ -1,5 +1,6 @@
 """Bulk LPJ submit / return / accept: the single calls' rules and answers, one result per item,
-refused items changing nothing and hiding nothing of the others, a group's items in order."""
+refused items changing nothing and hiding nothing of the others, a group's items in order.
+Fundings and acceptances go maker -> checker (four eyes: `through_checker`)."""
 
 from __future__ import annotations
 
@@ -9,12 +10,20 @@ import asyncpg
 import httpx
 import pytest
 
-from services.groups import bulk
+from services.groups import bulk, handlers
 from services.groups.projections import REBUILD
 from shared.auth import Role
 from shared.projections import rebuild_plan
-from tests.groups.groups_support import ADMIN, auth, csv_file, csv_rows, registration
-from tests.groups.integration.test_groups_bulk import events_of, funding
+from tests.groups.groups_support import (
+    ADMIN,
+    CHECKER,
+    auth,
+    csv_file,
+    csv_rows,
+    registration,
+    through_checker,
+)
+from tests.groups.integration.test_groups_bulk import events_of, funding, requests_of
 from tests.shared.integration.rebuild_support import table_rows
 
 pytestmark = pytest.mark.integration
@@ -30,9 +39,8 @@ async def funded(client: httpx.AsyncClient, n: int, regency_code: str = "3201") 
         ids.append(answer.json()["group_id"])
     assert (await client.post("/groups/approvals", json={"group_ids": ids},
                               headers=ADMIN)).status_code == 200
-    answer = await client.post("/groups/fundings", headers=ADMIN,
-                               json={"items": [funding(g) for g in ids]})
-    assert [r["status"] for r in answer.json()["results"]] == [201] * n, answer.text
+    results = await through_checker(client, "/groups/fundings", [funding(g) for g in ids], 201)
+    assert [r["status"] for r in results] == [201] * n, results
     return ids
 
 
@@ -90,12 +98,13 @@ async def test_returns_and_acceptances_follow_the_single_calls_rules(groups):
     again = (await groups.client.post("/lpj/submissions", headers=ADMIN, json={
         "items": [lpj(a, evidence_count=20)]})).json()["results"][0]
     assert again["status"] == 201
-    accepted = await groups.client.post("/lpj/acceptances", headers=ADMIN, json={"items": [
+    accepted = await through_checker(groups.client, "/lpj/acceptances", [
         {"group_id": a, "report_id": report[a]},  # returned: no longer to review
         {"group_id": a, "report_id": again["result"]["report_id"]},
         {"group_id": b, "report_id": report[b]},
-        {"group_id": b, "report_id": report[b]}]})  # accepted just before, in the same request
-    assert [r["status"] for r in accepted.json()["results"]] == [409, 200, 200, 409]
+        {"group_id": b, "report_id": report[b]}], 200)  # asked just before, in the same request
+    assert [r["status"] for r in accepted] == [409, 200, 200, 409]
+    assert accepted[3]["error"]["field"] == "report_id"
     assert await events_of(groups.database_url, "AccountabilityReportAccepted", [a, b, c]) == {
         a: 1, b: 1, c: 0}
     assert await events_of(groups.database_url, "AccountabilityReportReturned", [a, b, c]) == {
@@ -133,20 +142,25 @@ async def test_a_fault_in_one_item_stays_with_that_item(groups, monkeypatch):
     a, b, c = await funded(groups.client, 3)
     reports = (await groups.client.post("/lpj/submissions", headers=ADMIN, json={
         "items": [lpj(g) for g in (a, b, c)]})).json()["results"]
-    accept = bulk.accepted
+    ensure_not_asked = handlers._ensure_not_asked
 
-    def faulty(group, item, rules):  # a bug of ours, for b only, after b's event was recorded
-        result = accept(group, item, rules)
-        if group.group_id == b:
+    async def faulty(uow, group, *args):  # a bug of ours, for b only, after b's acceptance
+        if group.group_id == b:           # was decided on the loaded group
             raise RuntimeError("boom")
-        return result
+        return await ensure_not_asked(uow, group, *args)
 
-    monkeypatch.setattr(bulk, "accepted", faulty)
+    monkeypatch.setattr(handlers, "_ensure_not_asked", faulty)
     answer = await groups.client.post("/lpj/acceptances", headers=ADMIN, json={"items": [
         {"group_id": r["group_id"], "report_id": r["result"]["report_id"]} for r in reports]})
     assert answer.status_code == 200, answer.text
-    assert [(r["status"], r.get("written")) for r in answer.json()["results"]] == [
-        (200, None), (500, "no"), (200, None)]
+    results = answer.json()["results"]
+    assert [(r["status"], r.get("written")) for r in results] == [
+        (202, None), (500, "no"), (202, None)]
+    assert await requests_of(groups.database_url, [a, b, c], "accept_lpj") == {
+        a: 1, b: 0, c: 1}
+    granted = await groups.client.post("/approvals/grant", headers=CHECKER, json={
+        "request_ids": [r["result"]["request_id"] for r in results if r["status"] == 202]})
+    assert granted.json()["granted"] == 2, granted.text
     assert await events_of(groups.database_url, "AccountabilityReportAccepted", [a, b, c]) == {
         a: 1, b: 0, c: 1}
 
@@ -171,19 +185,21 @@ async def test_bulk_read_models_equal_an_event_by_event_rebuild(groups):
     assert (await groups.client.post("/groups/approvals", json={"group_ids": ids},
                                      headers=ADMIN)).status_code == 200
     tranche = {**funding(a), "amount": 12_000_000}
-    funded = await groups.client.post("/groups/fundings", headers=ADMIN, json={"items": [
-        {**tranche, "group_id": a}, {**tranche, "group_id": b}, funding(c),
-        {**tranche, "group_id": a, "tranche": 2, "amount": 8_000_000}]})
-    assert [r["status"] for r in funded.json()["results"]] == [201, 201, 201, 201]
+    funded = await through_checker(groups.client, "/groups/fundings", [
+        {**tranche, "group_id": a}, {**tranche, "group_id": b}, funding(c)], 201)
+    assert [r["status"] for r in funded] == [201, 201, 201]
+    funded = await through_checker(groups.client, "/groups/fundings", [
+        {**tranche, "group_id": a, "tranche": 2, "amount": 8_000_000}], 201)
+    assert [r["status"] for r in funded] == [201]
     spent = {"tools": 6_000_000, "materials": 5_000_000, "evidence_count": 4}
     reports = (await groups.client.post("/lpj/submissions", headers=ADMIN, json={"items": [
         {**spent, "group_id": g} for g in (a, b, c)]})).json()["results"]
     # b's second tranche after its report: accepting that report leaves b's LPJ due
-    assert (await groups.client.post("/groups/fundings", headers=ADMIN, json={"items": [
-        {**tranche, "group_id": b, "tranche": 2, "amount": 5_000_000}]})).status_code == 200
-    accepted = await groups.client.post("/lpj/acceptances", headers=ADMIN, json={"items": [
-        {"group_id": r["group_id"], "report_id": r["result"]["report_id"]} for r in reports]})
-    assert [r["status"] for r in accepted.json()["results"]] == [200, 200, 200]
+    assert [r["status"] for r in await through_checker(groups.client, "/groups/fundings", [
+        {**tranche, "group_id": b, "tranche": 2, "amount": 5_000_000}], 201)] == [201]
+    accepted = await through_checker(groups.client, "/lpj/acceptances", [
+        {"group_id": r["group_id"], "report_id": r["result"]["report_id"]} for r in reports], 200)
+    assert [r["status"] for r in accepted] == [200, 200, 200]
     lpj_status = {g: (await groups.client.get(f"/groups/{g}", headers=ADMIN)).json()
                   ["lpj_status"] for g in (a, b, c, d)}
     assert lpj_status == {a: "accepted", b: "due", c: "accepted", d: "none"}

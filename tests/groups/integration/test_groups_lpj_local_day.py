@@ -9,7 +9,7 @@ import asyncpg
 import pytest
 
 from services.groups import views
-from tests.groups.groups_support import ADMIN, registration
+from tests.groups.groups_support import ADMIN, fund, registration
 
 pytestmark = pytest.mark.integration
 DUE = date(2026, 12, 1)
@@ -26,11 +26,10 @@ async def _funded(groups, regency: str) -> str:
     body = registration(regency, year=2026)
     group_id = (await groups.client.post("/groups", json=body, headers=ADMIN)).json()["group_id"]
     await groups.client.post(f"/groups/{group_id}/approval", headers=ADMIN)
-    paid = await groups.client.post(f"/groups/{group_id}/funding", headers=ADMIN, json={
+    paid = await fund(groups.client, group_id, {
         "tranche": 1, "amount": 20_000_000, "budget_year": 2026,
         "disbursed_on": (DUE - timedelta(days=90)).isoformat()})
-    assert paid.status_code == 201, paid.text
-    assert paid.json()["lpj_due_on"] == DUE.isoformat()
+    assert paid["lpj_due_on"] == DUE.isoformat()
     return group_id
 
 

@@ -10,7 +10,7 @@ from datetime import date
 import pytest
 
 from shared.topics import GROUPS
-from tests.groups.groups_support import ADMIN, csv_file, member_inputs, registration
+from tests.groups.groups_support import ADMIN, csv_file, fund, member_inputs, registration
 from tests.support.kafka import read_topic
 from tests.support.personal_data import (
     EMAIL,
@@ -47,9 +47,9 @@ async def test_personal_data_typed_anywhere_never_reaches_the_topic(groups):
                         json={"members": [*members[1:], newcomer]})
     assert changed.status_code == 200, changed.text
     assert (await post(f"/groups/{group_id}/approval", headers=ADMIN)).status_code == 200
-    funded = await post(f"/groups/{group_id}/funding", headers=ADMIN, json={
+    funded = await fund(groups.client, group_id, {
         "tranche": 1, "amount": 20_000_000, "disbursed_on": "2023-06-01", "budget_year": 2023})
-    assert funded.status_code == 201, funded.text
+    assert funded["status"] == "funded", funded
     lpj = await post(f"/groups/{group_id}/lpj", headers=ADMIN, json={
         "tools": 12_000_000, "materials": 8_000_000, "evidence_count": 3})
     returned = await post(f"/groups/{group_id}/lpj/{lpj.json()['report_id']}/return",

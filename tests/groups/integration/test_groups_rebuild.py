@@ -19,6 +19,7 @@ from shared.contracts.groups import GroupRejected
 from shared.projections import RebuildPlan, rebuild_plan
 from shared.service import create_app
 from shared.settings import load_settings
+from tests.groups import groups_support as support
 from tests.groups.groups_support import ADMIN, member_inputs, registration
 from tests.shared.integration.rebuild_support import leftovers, table_rows, table_shapes
 from tests.support.databases import create_database, drop_database
@@ -80,10 +81,10 @@ async def test_a_membership_race_committed_out_of_insert_order_rebuilds_the_same
             created = [r.json()["group_id"] for r in answers if r.status_code == 201]
             await asyncio.gather(*(post(f"/groups/{g}/approval", headers=ADMIN)
                                    for g in created))
-            funded = await asyncio.gather(*(post(f"/groups/{g}/funding", headers=ADMIN, json={
+            funded = await asyncio.gather(*(support.fund(client, g, {
                 "tranche": 1, "amount": 20_000_000, "disbursed_on": date(2023, 6, 1).isoformat(),
                 "budget_year": 2023}) for g in created))
-            assert all(r.status_code == 201 for r in funded), [r.text for r in funded]
+            assert all(r["status"] == "funded" for r in funded), funded
 
         conn = await asyncpg.connect(database_url)
         try:
@@ -127,10 +128,10 @@ async def test_commands_during_a_rebuild_reach_the_swapped_in_tables(groups):
 
     async def fund(group_id: str) -> None:
         assert (await post(f"/groups/{group_id}/approval", headers=ADMIN)).status_code == 200
-        funded = await post(f"/groups/{group_id}/funding", headers=ADMIN, json={
+        funded = await support.fund(groups.client, group_id, {
             "tranche": 1, "amount": 20_000_000, "disbursed_on": "2023-06-01",
             "budget_year": 2023})
-        assert funded.status_code == 201, funded.text
+        assert funded["status"] == "funded", funded
 
     before = [r.json()["group_id"] for r in await asyncio.gather(
         *(register(registration("3201")) for _ in range(8)))]

@@ -6,7 +6,7 @@ import asyncpg
 import pytest
 
 from shared.auth import Role
-from tests.groups.groups_support import ADMIN, AGENCY, auth, member_inputs, registration
+from tests.groups.groups_support import ADMIN, AGENCY, auth, fund, member_inputs, registration
 
 pytestmark = pytest.mark.integration
 
@@ -118,9 +118,9 @@ async def test_members_change_until_funding(groups):
     assert (await groups.client.post("/groups", json=other, headers=ADMIN)).status_code == 201
 
     await groups.client.post(f"/groups/{group_id}/approval", headers=ADMIN)
-    funded = await groups.client.post(f"/groups/{group_id}/funding", headers=ADMIN, json={
+    funded = await fund(groups.client, group_id, {
         "tranche": 1, "amount": 20_000_000, "disbursed_on": "2021-06-01", "budget_year": 2021})
-    assert funded.status_code == 201, funded.text
+    assert funded["status"] == "funded", funded
     late = await groups.client.put(f"/groups/{group_id}/members", headers=ADMIN,
                                    json={"members": body["members"]})
     assert late.status_code == 422

@@ -19,6 +19,7 @@ from tests.groups.groups_support import (
     auth,
     csv_file,
     csv_rows,
+    fund,
     registration,
     rng,
 )
@@ -95,35 +96,56 @@ async def test_adopted_rules_decide_for_their_year_and_the_later_ones(groups):
                                      headers=ADMIN)).status_code == 201
 
 
-async def test_funding_takes_the_ceiling_and_split_of_the_group_year(groups):
+async def test_funding_takes_the_ceiling_split_and_four_eyes_of_the_group_year(groups):
     base = (await groups.client.get("/rules/2021", headers=ADMIN)).json()["rules"]
+    assert set(base["four_eyes"]["commands"]) == {"fund", "change_tranche", "accept_lpj"}
+    # a year whose rules want four eyes only from Rp 16,000,000 on
+    four_eyes = {**base["four_eyes"], "commands": {"fund": {
+        "makers": ["ministry_admin"], "checkers": ["ministry_admin"], "threshold": 16_000_000}}}
     rules = {**base, "funding": {**base["funding"], "ceiling_per_group": 15_000_000,
                                  "tools_percent": 70, "materials_percent": 30},
-             "lpj": {"due_days": 30}}
+             "lpj": {"due_days": 30}, "four_eyes": four_eyes}
     assert (await groups.client.put("/rules/2019", json={"rules": rules},
                                     headers=ADMIN)).status_code == 200
     body = registration(members=16, year=2019)
     group_id = (await groups.client.post("/groups", json=body, headers=ADMIN)).json()["group_id"]
     await groups.client.post(f"/groups/{group_id}/approval", headers=ADMIN)
-    fund = {"tranche": 1, "amount": 20_000_000, "disbursed_on": "2019-06-01", "budget_year": 2019}
-    over = await groups.client.post(f"/groups/{group_id}/funding", json=fund, headers=ADMIN)
+    fund_2019 = {"tranche": 1, "amount": 20_000_000, "disbursed_on": "2019-06-01",
+                 "budget_year": 2019}
+    over = await groups.client.post(f"/groups/{group_id}/funding", json=fund_2019,
+                                    headers=ADMIN)
     assert over.status_code == 422 and over.json()["error"]["ceiling"] == 15_000_000
+    # under the year's threshold: the ministry funds at once, a provincial officer may not
+    officer = await groups.client.post(f"/groups/{group_id}/funding", headers=PROVINCE_32,
+                                       json={**fund_2019, "amount": 15_000_000})
+    assert (officer.status_code, officer.json()["error"]["field"]) == (403, "Authorization")
     ok = await groups.client.post(f"/groups/{group_id}/funding", headers=ADMIN,
-                                  json={**fund, "amount": 15_000_000})
+                                  json={**fund_2019, "amount": 15_000_000})
     assert ok.status_code == 201, ok.text
     assert (ok.json()["planned_tools"], ok.json()["planned_materials"]) == (10_500_000,
                                                                             4_500_000)
     assert ok.json()["lpj_due_on"] == "2019-07-01"
-    # a 2023 group keeps 2023's ceiling and split
+    # a 2023 group keeps 2023's ceiling and split, and its four eyes on every amount
     body = registration(members=10, year=2023)
     other = (await groups.client.post("/groups", json=body, headers=ADMIN)).json()["group_id"]
     await groups.client.post(f"/groups/{other}/approval", headers=ADMIN)
-    paid = await groups.client.post(f"/groups/{other}/funding", headers=ADMIN, json={
+    paid = await fund(groups.client, other, {
         "tranche": 1, "amount": 20_000_000, "disbursed_on": "2023-06-01", "budget_year": 2023})
-    assert paid.status_code == 201
-    assert (paid.json()["planned_tools"], paid.json()["planned_materials"]) == (12_000_000,
-                                                                               8_000_000)
-    assert paid.json()["lpj_due_on"] == "2023-08-30"
+    assert (paid["planned_tools"], paid["planned_materials"]) == (12_000_000, 8_000_000)
+    assert paid["lpj_due_on"] == "2023-08-30"
+
+
+async def test_four_eyes_rules_admit_only_deciding_roles_and_known_commands(groups):
+    base = (await groups.client.get("/rules/2023", headers=ADMIN)).json()["rules"]
+    fund_rule = base["four_eyes"]["commands"]["fund"]
+    for commands, field in (
+            ({"fund": {**fund_rule, "checkers": ["tks"]}}, "checkers"),
+            ({"fund": {**fund_rule, "makers": ["auditor"]}}, "makers"),
+            ({"pay_bonus": fund_rule}, "four_eyes")):
+        refused = await groups.client.put("/rules/2087", headers=ADMIN, json={"rules": {
+            **base, "four_eyes": {**base["four_eyes"], "commands": commands}}})
+        assert refused.status_code == 422, refused.text
+        assert field in refused.json()["error"]["field"] + refused.json()["error"]["reason"]
 
 
 async def test_the_ministry_registers_a_2021_group_as_it_happened(groups):

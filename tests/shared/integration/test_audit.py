@@ -1,7 +1,8 @@
 """The audit trail on the real groups service (real Kafka and Postgres): an inspector asks for one
-province's funding decisions in a time window and gets them with their actor and correlation id,
-as JSON or CSV, with no personal data; an auditor changes nothing; only a ministry admin resolves
-a pseudonym, and the lookup is itself in the trail."""
+province's funding decisions in a time window and gets them with their actors (the maker who
+asked, the checker who granted: four eyes) and correlation id, as JSON or CSV, with no personal
+data; an auditor changes nothing; only a ministry admin resolves a pseudonym, and the lookup is
+itself in the trail."""
 
 from __future__ import annotations
 
@@ -26,10 +27,12 @@ def bearer(subject: str, role: Role, **scope) -> dict[str, str]:
 
 ADMIN_A = bearer("admin.a@kemnaker.go.id", Role.ADMIN)
 ADMIN_B = bearer("admin.b@kemnaker.go.id", Role.ADMIN)
+CHECKER = bearer("direktur@kemnaker.go.id", Role.ADMIN)  # grants every funding here
 AUDITOR = bearer("inspektur@bpk.go.id", Role.AUDITOR)
 OFFICER_94 = bearer("officer@papuatengah.go.id", Role.PROVINCE, province_code="94")
 ALIAS_A = pseudonym(DEV_SIGNING_KEY, "admin.a@kemnaker.go.id")
 ALIAS_B = pseudonym(DEV_SIGNING_KEY, "admin.b@kemnaker.go.id")
+ALIAS_CHECKER = pseudonym(DEV_SIGNING_KEY, "direktur@kemnaker.go.id")
 
 
 @pytest.fixture(scope="module")
@@ -40,19 +43,23 @@ async def groups(infra) -> AsyncIterator[RunningGroups]:
 
 async def funded_group(groups: RunningGroups, regency: str, admin: dict[str, str],
                        correlation_id: str) -> tuple[str, dict]:
-    """A group registered, approved and funded by `admin`; the funding under `correlation_id`.
-    Returns the group id and its registration (with the members' personal data)."""
+    """A group registered and approved by `admin`, its funding asked for by `admin` and granted
+    by CHECKER, the grant under `correlation_id`. Returns the group id and its registration
+    (with the members' personal data)."""
     body = registration(regency)
     created = await groups.client.post("/groups", json=body, headers=admin)
     assert created.status_code == 201, created.text
     group_id = created.json()["group_id"]
     approved = await groups.client.post(f"/groups/{group_id}/approval", headers=admin)
     assert approved.status_code == 200, approved.text
-    funded = await groups.client.post(
-        f"/groups/{group_id}/funding", headers={**admin, "X-Correlation-ID": correlation_id},
+    asked = await groups.client.post(
+        f"/groups/{group_id}/funding", headers=admin,
         json={"tranche": 1, "amount": 20_000_000, "disbursed_on": "2023-03-15",
               "budget_year": 2023})
-    assert funded.status_code == 201, funded.text
+    assert asked.status_code == 202, asked.text
+    granted = await groups.client.post(f"/approvals/{asked.json()['request_id']}/grant",
+                                       headers={**CHECKER, "X-Correlation-ID": correlation_id})
+    assert granted.status_code == 200, granted.text
     return group_id, body
 
 
@@ -71,17 +78,25 @@ async def test_one_province_s_funding_decisions_with_actor_and_correlation_id(gr
     assert (page["total"], page["limit"], page["offset"]) == (1, 100, 0)
     [row] = page["items"]
     assert row["stream_id"] == f"group-{papua}"
-    assert (row["actor"], row["actor_role"]) == (ALIAS_B, "ministry_admin")
+    assert (row["actor"], row["actor_role"]) == (ALIAS_CHECKER, "ministry_admin")
     assert row["correlation_id"] == papua_cid
     assert (row["province_code"], row["service"], row["event_type"]) == (
         "94", "groups", "GroupFunded")
     assert "amount=20000000" in row["summary"] and "tranche=1" in row["summary"]
+    # who asked for it: the request the grant carried out, in the same province and window
+    asked = (await groups.client.get("/audit", headers=AUDITOR, params={
+        "province": "94", "type": "approvals.ApprovalRequested", **window})).json()
+    [request] = [r for r in asked["items"] if f"target=group-{papua}" in r["summary"]]
+    assert (request["actor"], request["province_code"]) == (ALIAS_B, "94")
+    assert f"maker={ALIAS_B}" in request["summary"] and "command_type=fund" in request["summary"]
 
-    # the whole story of that request, by its correlation id; and the other province's
+    # the whole story of the grant, by its correlation id: the decision and the funding
     by_request = (await groups.client.get("/audit", headers=AUDITOR, params={
         "correlation_id": west_java_cid})).json()
-    assert [r["stream_id"] for r in by_request["items"]] == [f"group-{west_java}"]
-    assert by_request["items"][0]["actor"] == ALIAS_A
+    assert [r["event_type"] for r in by_request["items"]] == [
+        "approvals.ApprovalGranted", "GroupFunded", "approvals.ApprovalCarriedOut"]
+    assert by_request["items"][1]["stream_id"] == f"group-{west_java}"
+    assert {r["actor"] for r in by_request["items"]} == {ALIAS_CHECKER}
     # an approval names no province: it is its group's (the registration's)
     approvals = (await groups.client.get("/audit", headers=AUDITOR, params={
         "province": "94", "type": "GroupApproved", **window})).json()
@@ -90,11 +105,14 @@ async def test_one_province_s_funding_decisions_with_actor_and_correlation_id(gr
     # by actor (bare pseudonym or role:pseudonym) and by group id
     mine = (await groups.client.get("/audit", headers=AUDITOR, params={
         "actor": f"ministry_admin:{ALIAS_B}", **window})).json()
-    assert {r["stream_id"] for r in mine["items"]} == {f"group-{papua}"}
-    assert mine["total"] >= 3  # registered (with its internal roster), approved, funded
+    assert {r["stream_id"] for r in mine["items"]} == {f"group-{papua}", request["stream_id"]}
+    assert mine["total"] >= 4  # registered (with its internal roster), approved, asked
     by_group = (await groups.client.get("/audit", headers=AUDITOR, params={
         "stream": west_java, "actor": ALIAS_A})).json()
-    assert {r["event_type"] for r in by_group["items"]} >= {
+    assert {r["event_type"] for r in by_group["items"]} >= {"GroupRegistered", "GroupApproved"}
+    whole = (await groups.client.get("/audit", headers=AUDITOR, params={
+        "stream": west_java})).json()
+    assert {r["event_type"] for r in whole["items"]} >= {
         "GroupRegistered", "GroupApproved", "GroupFunded"}
     # a window before the decisions holds none of them
     before = (await groups.client.get("/audit", headers=AUDITOR, params={
@@ -130,7 +148,7 @@ async def test_the_csv_export_parses_and_matches_the_json_page(groups):
     funded = next(r for r in rows if r["event_type"] == "GroupFunded")
     assert (funded["stream_id"], funded["actor"], funded["actor_role"],
             funded["correlation_id"], funded["province_code"]) == (
-        f"group-{group_id}", ALIAS_B, "ministry_admin", cid, "94")
+        f"group-{group_id}", ALIAS_CHECKER, "ministry_admin", cid, "94")
     assert datetime.fromisoformat(funded["recorded_at"]) >= began
     # an explicit page is a page
     one = await groups.client.get("/audit", headers=AUDITOR,
@@ -176,7 +194,10 @@ async def test_a_provincial_officer_reads_its_own_province_and_resolves_no_one(g
     own = (await groups.client.get("/audit", headers=OFFICER_94,
                                    params={"from": began.isoformat()})).json()
     assert {r["province_code"] for r in own["items"]} == {"94"}
-    assert {r["stream_id"] for r in own["items"]} == {f"group-{papua}"}
+    groups_seen = {r["stream_id"] for r in own["items"] if r["stream_id"].startswith("group-")}
+    assert groups_seen == {f"group-{papua}"}
+    # and the four-eyes request of its funding (stream approval-<id>), of the same province
+    assert {r["stream_id"].split("-")[0] for r in own["items"]} == {"group", "approval"}
     other = await groups.client.get("/audit", headers=OFFICER_94, params={"province": "32"})
     assert (other.status_code, other.json()["error"]["field"]) == (403, "province")
     for who in (OFFICER_94, AUDITOR):
