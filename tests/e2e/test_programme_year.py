@@ -110,3 +110,23 @@ async def test_people_reached_and_topics_carry_no_personal_data(year, infra):
     records = await read_topic(infra.kafka_bootstrap, GROUPS, until=lambda recs: len(recs) > 0)
     text = b"".join(r.value for r in records)
     assert not any(nik.encode() in text for nik in list(niks)[:200])
+
+
+async def test_money_went_maker_then_checker(year):
+    """Four eyes (issue 18): every funding and LPJ acceptance of the year, and the close, was
+    asked by the simulator's admin and granted by another person; nothing is left pending."""
+    api, run, _ = year
+    funded = len(run.funded_on)
+    for service, command, expected in (("groups", "fund", funded),
+                                       ("groups", "accept_lpj", funded),
+                                       ("evaluation", "close_year", 1)):
+        granted = await api.get_all(service, "/approvals", state="granted", command_type=command)
+        assert len(granted) == expected, (service, command)
+        assert all(r["checker"] and r["checker"] != r["maker"] and r["result"] is not None
+                   for r in granted), granted[:1]
+        assert len({r["maker"] for r in granted}) == 1  # the simulator's one admin asked
+        pending = await api.get(service, "/approvals", state="pending", limit=1)
+        assert pending["total"] == 0, (service, pending["items"])
+        if command == "fund":  # a batch per bulk funding call: 500 groups of a stage each
+            assert len({r["batch_id"] for r in granted}) == sum(
+                -(-s.group_count // 500) for s in run.scenario.stages)

@@ -15,7 +15,7 @@ from scripts.demo import _admin_client, _simulate
 from scripts.scenario import build
 from scripts.simulate import Options
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]  # two whole years
 SEED, GROUPS = 17, 60
 # half the TKS careless: both regencies with two TKS have one diligent and one careless TKS, so
 # which of them a tie hands a group to changes the reports filed (the bug this test guards)
