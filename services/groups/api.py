@@ -67,10 +67,11 @@ def _sees_notes(actor: Actor) -> bool:
     return actor.role in (Role.ADMIN, Role.PROVINCE)
 
 
-def _answer(response: Response, answer: dict[str, Any]) -> dict[str, Any]:
-    """A four-eyes command's answer: 202 when it became a request awaiting a checker."""
-    if handlers.is_pending(answer):
-        response.status_code = 202
+def _answer(response: Response, answer: dict[str, Any], done: int) -> dict[str, Any]:
+    """A four-eyes command's answer: 202 (the documented status) when it became a request
+    awaiting a checker, `done` when the year's rules let it be carried out at once."""
+    if not handlers.is_pending(answer):
+        response.status_code = done
     return answer
 
 
@@ -149,7 +150,7 @@ def build_router(config: ProgrammeConfig, book: RuleBook[GroupYearRules],
         if reveal and actor.role is not Role.ADMIN:
             raise ForbiddenError("only the ministry may reveal a NIK", field="reveal")
         group = await views.group_detail(ctx.pool, group_id, _sees_notes(actor),
-                                         reveal_nik=bool(reveal))
+                                         reveal_nik=bool(reveal), keyring=ctx.keyring)
         if group is None:
             raise NotFoundError("no such group", field="group_id")
         if actor.role is Role.PROVINCE:
@@ -186,10 +187,8 @@ def build_router(config: ProgrammeConfig, book: RuleBook[GroupYearRules],
             ctx, actor, config, book, [bulk.Target(g) for g in body.group_ids], 200,
             bulk.approved)}
 
-    @router.post("/groups/{group_id}/funding", response_model=R.Funded | R.PendingRequest,
-                 status_code=201, tags=["funding"],
-                 responses={202: {"model": R.PendingRequest,
-                                  "description": "asked: awaits a checker (four eyes)"}})
+    @router.post("/groups/{group_id}/funding", response_model=R.PendingRequest | R.Funded,
+                 status_code=202, tags=["funding"])
     async def fund(group_id: GroupId, body: FundGroup, ctx: Ctx, actor: Writer,
                    response: Response) -> dict[str, Any]:
         """Ask for a tranche to an approved group. The year's rules (GET /rules/{year},
@@ -201,7 +200,7 @@ def build_router(config: ProgrammeConfig, book: RuleBook[GroupYearRules],
         (the same tranche twice or already asked for: 409; over the ceiling of the group's
         year, not approved: 422) and writes nothing."""
         return _answer(response, await handlers.fund_group(ctx, group_id, body, actor, book,
-                                                           four_eyes))
+                                                           four_eyes), 201)
 
     @router.post("/groups/fundings", response_model=R.BulkOutcome, tags=["funding"])
     async def fund_many(body: FundGroups, ctx: Ctx, actor: Writer) -> dict[str, Any]:
@@ -223,9 +222,8 @@ def build_router(config: ProgrammeConfig, book: RuleBook[GroupYearRules],
         return await handlers.submit_lpj(ctx, group_id, body, actor)
 
     @router.post("/groups/{group_id}/lpj/{report_id}/acceptance",
-                 response_model=R.LpjReviewed | R.PendingRequest, tags=["accountability"],
-                 responses={202: {"model": R.PendingRequest,
-                                  "description": "asked: awaits a checker (four eyes)"}})
+                 response_model=R.PendingRequest | R.LpjReviewed, status_code=202,
+                 tags=["accountability"])
     async def accept_lpj(group_id: GroupId, report_id: ReportId, ctx: Ctx, actor: Writer,
                          response: Response) -> dict[str, Any]:
         """Ask for a submitted LPJ's acceptance: with four eyes (`accept_lpj` in the year's
@@ -233,7 +231,7 @@ def build_router(config: ProgrammeConfig, book: RuleBook[GroupYearRules],
         (`POST /approvals/{request_id}/grant`); without, accepted at once (200). A report not
         awaiting review is refused now (409) and nothing is written."""
         return _answer(response, await handlers.accept_lpj(ctx, group_id, report_id, actor,
-                                                           four_eyes))
+                                                           four_eyes), 200)
 
     @router.post("/groups/{group_id}/lpj/{report_id}/return",
                  response_model=R.LpjReviewed, tags=["accountability"])

@@ -8,7 +8,9 @@ from services.groups.api import build_router
 from services.groups.config import GroupYearRules, ProgrammeConfig, load_config, rule_book
 from services.groups.csv_import import CSV_LAYOUT
 from services.groups.handlers import four_eyes_of
+from services.groups.privacy import groups_privacy
 from services.groups.projections import REBUILD, project
+from shared.privacy import build_router as privacy_router
 from shared.rules import RuleBook
 from shared.service import ServiceSpec
 from shared.topics import GROUPS
@@ -49,7 +51,9 @@ def build_spec(config: ProgrammeConfig | None = None,
     return ServiceSpec(name="groups", topic=GROUPS,
                        routers=[build_router(config, book, four_eyes),
                                 book.router(tags=["rules"]),
-                                four_eyes.router(tags=["approvals"])],
+                                four_eyes.router(tags=["approvals"]),
+                                privacy_router(groups_privacy())],
                        migrations=Path(__file__).parent / "migrations", projector=project,
                        rebuild=REBUILD, description=DESCRIPTION,
-                       background=(book.background(), four_eyes.sweeper()))
+                       background=(book.background(), four_eyes.sweeper()),
+                       personal_data=True)

@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Any, BinaryIO, TextIO
 
-from services.groups import privacy
 from services.groups.config import GroupYearRules, ProgrammeConfig
 from services.groups.domain import (
     GroupHeader,
@@ -120,7 +119,7 @@ class ParsedFile:
 class Context:
     """What parsing needs besides the file: the operational config, the rules in force per
     year, whether the caller may give registered_on, "today" in a regency, and the keyring's
-    NIK hash (default: the process's, services.groups.privacy)."""
+    NIK hash (the process's: `ServiceContext.keyring.nik_hash`)."""
 
     config: ProgrammeConfig
     resolve: Resolve
@@ -129,7 +128,9 @@ class Context:
     nik_hash: Callable[[str], str] | None = None
 
     def hash_nik(self, nik: str) -> str:
-        return (self.nik_hash or privacy.nik_hash)(nik)
+        if self.nik_hash is None:
+            raise RuntimeError("csv_import.Context needs the keyring's nik_hash")
+        return self.nik_hash(nik)
 
 
 def parse_groups_csv(raw: bytes | BinaryIO, ctx: Context) -> ParsedFile:

@@ -133,17 +133,6 @@ upcaster("groups.RosterChanged", 1)(_members_v1_to_v2)
 
 
 @register
-class MemberCorrected(Event):
-    """Internal (personal data, sealed): a member's personal fields corrected at their request
-    (UU PDP art. 30), all of them re-sealed under the person's new data key (the superseded
-    tokens read as erased); one per group the person is a member of."""
-
-    event_type = "groups.MemberCorrected"
-    group_id: str
-    member: MemberRecord
-
-
-@register
 class ReasonNoted(Event):
     """Internal (may hold personal data): the officer's own words behind a published reason code
     (rejection, LPJ return, dissolution). Shown only to the ministry and the group's provincial
@@ -214,8 +203,8 @@ def member_phone(phone: str | None) -> str | None:
 def member_from_input(nik: str, name: str, phone: str | None, today: date,
                       nik_hash: Callable[[str], str]) -> Person:
     """A member from what the caller typed; the birth date comes from the NIK; `nik_hash`:
-    the keyring's (services.groups.privacy.nik_hash). Raises DomainError naming the field
-    (nik, name, phone), never echoing the NIK."""
+    the process keyring's (`ServiceContext.keyring.nik_hash`). Raises DomainError naming the
+    field (nik, name, phone), never echoing the NIK."""
     try:
         info = parse_nik(nik, today)
     except InvalidNikError as exc:
@@ -347,8 +336,6 @@ class Group(Aggregate):
                 for key in event.removed:
                     self.members.pop(key, None)
                 self.members.update({m.key: m for m in event.added})
-            case MemberCorrected():
-                self.members[event.member.key] = event.member
             case GroupMembersChanged():
                 pass  # the roster itself changed with RosterChanged
             case GroupApproved():
@@ -442,13 +429,6 @@ class Group(Aggregate):
             # subscribers counted the members from GroupRegistered: tell them the new count
             self.record(GroupMembersChanged(group_id=self.group_id,
                                             member_count=len(self.members)))
-
-    def correct_member(self, member: MemberRecord) -> None:
-        """Record a member's corrected (re-sealed) personal fields; any status: a correction
-        is the person's right, not a roster change."""
-        if member.nik_hash is None or member.nik_hash not in self.members:
-            raise NotFoundError("no such member in this group", field="nik")
-        self.record(MemberCorrected(group_id=self.group_id, member=member))
 
     def approve(self) -> None:
         self._ensure_open()

@@ -57,6 +57,8 @@ from shared.errors import (
 )
 from shared.idempotency import commit_watch
 from shared.limits import MAX_REPORTED_ERRORS
+from shared.pii import Keyring
+from shared.privacy import keyring_of
 from shared.localtime import local_today
 from shared.rules import RuleBook
 from shared.service import ServiceContext
@@ -127,12 +129,12 @@ def latest_local_date() -> date:
     return (utcnow() + timedelta(hours=9)).date()
 
 
-def _members(members: list[MemberIn], on: date) -> list[Person]:
+def _members(members: list[MemberIn], on: date, keyring: Keyring) -> list[Person]:
     """The members typed, checked in plaintext (never echoing a NIK) and hashed."""
     out = []
     for i, m in enumerate(members):
         try:
-            out.append(member_from_input(m.nik, m.name, m.phone, on, privacy.nik_hash))
+            out.append(member_from_input(m.nik, m.name, m.phone, on, keyring.nik_hash))
         except DomainError as exc:
             raise DomainError(exc.reason, field=f"members[{i}].{exc.field}", member=i) from None
     return out
@@ -145,14 +147,14 @@ def _point_at_member(exc: MembershipTakenError | privacy.MemberErasedError,
     return ConflictError(exc.reason, field=f"members[{i}].nik", member=i, **exc.details)
 
 
-async def _register(uow: UnitOfWork, header: GroupHeader, members: list[Person],
-                    external_ref: str | None, rules: GroupYearRules, on: date,
-                    backdated: bool = False) -> Group:
+async def _register(uow: UnitOfWork, keyring: Keyring, header: GroupHeader,
+                    members: list[Person], external_ref: str | None, rules: GroupYearRules,
+                    on: date, backdated: bool = False) -> Group:
     if await uow.load(Group, stream_id(header.group_id)) is not None:
         raise GroupExistsError(
             f"group '{header.name}' is already registered in regency {header.regency_code} "
             f"for {header.year}", field="name", group_id=header.group_id)
-    seal = await privacy.sealer(uow.conn, members)
+    seal = await privacy.sealer(uow.conn, keyring, members)
     group = Group.register(header, members, seal=seal, external_ref=external_ref, rules=rules,
                            registered_on=on, backdated=backdated)
     await uow.save(group)
@@ -168,10 +170,12 @@ async def register_group(ctx: ServiceContext, cmd: RegisterGroup, actor: Actor,
                           config, rules)
     actor.ensure_province(header.province_code)
     on, backdated = registration_date(cmd.registered_on, actor, header.regency_code)
-    members = _members(cmd.members, on)
+    keyring = keyring_of(ctx)
+    members = _members(cmd.members, on, keyring)
 
     async def decide(uow: UnitOfWork) -> Group:
-        return await _register(uow, header, members, cmd.external_ref, rules, on, backdated)
+        return await _register(uow, keyring, header, members, cmd.external_ref, rules, on,
+                               backdated)
 
     try:
         group = await ctx.command(decide, actor)
@@ -212,7 +216,8 @@ async def act_on_group(ctx: ServiceContext, actor: Actor, group_id: str,
 
 async def change_members(ctx: ServiceContext, group_id: str, cmd: ChangeMembers, actor: Actor,
                          book: Book) -> dict[str, Any]:
-    members = _members(cmd.members, today())
+    keyring = keyring_of(ctx)
+    members = _members(cmd.members, today(), keyring)
 
     async def decide(uow: UnitOfWork) -> Group:
         group = await uow.load(Group, stream_id(group_id))
@@ -223,7 +228,7 @@ async def change_members(ctx: ServiceContext, group_id: str, cmd: ChangeMembers,
         # the keys of the persons this change adds (one statement; none when nobody joins)
         joining = [m for m in members if m.nik_hash not in group.members
                    and m.nik not in group.members]
-        seal = await privacy.sealer(uow.conn, joining)
+        seal = await privacy.sealer(uow.conn, keyring, joining)
         group.change_members(members, seal=seal, rules=rules,
                              today=local_today(group.regency_code))
         await uow.save(group)
@@ -439,8 +444,9 @@ async def import_groups_csv(ctx: ServiceContext, raw: bytes | BinaryIO, actor: A
                             config: ProgrammeConfig, book: Book) -> dict[str, Any]:
     # the rules of each group's own year, as in force now (read once for the file)
     resolve = await book.resolver(ctx.pool)
+    keyring = keyring_of(ctx)
     parsed = await asyncio.to_thread(parse_groups_csv, raw, Context(
-        config, resolve, may_backdate=actor.role is Role.ADMIN))
+        config, resolve, may_backdate=actor.role is Role.ADMIN, nik_hash=keyring.nik_hash))
     ready = [g for g in parsed.groups if not g.errors and g.header is not None]
     known = await views.existing_group_ids(ctx.pool, [g.header.group_id for g in ready])
     gate = asyncio.Semaphore(config.bulk.concurrency)
@@ -455,7 +461,7 @@ async def import_groups_csv(ctx: ServiceContext, raw: bytes | BinaryIO, actor: A
                 actor.ensure_province(header.province_code)
                 async with gate:
                     await ctx.command(lambda uow: _register(
-                        uow, header, draft.members, draft.external_ref, draft.rules,
+                        uow, keyring, header, draft.members, draft.external_ref, draft.rules,
                         draft.registered_on, draft.backdated), actor)
             except GroupExistsError:
                 return "already_registered"
@@ -481,7 +487,7 @@ async def import_groups_csv(ctx: ServiceContext, raw: bytes | BinaryIO, actor: A
             try:
                 async with batch_turn():
                     outcomes, refusals = await ctx.command(
-                        lambda uow: _register_many(uow, batch, actor), actor)
+                        lambda uow: _register_many(uow, keyring, batch, actor), actor)
             except DATABASE_UNAVAILABLE as exc:
                 log.warning("CSV import of %d groups: database unavailable: %r", len(batch), exc)
                 return ["unknown" if watch.reached_commit else "not_written"] * len(batch)
@@ -510,7 +516,8 @@ async def import_groups_csv(ctx: ServiceContext, raw: bytes | BinaryIO, actor: A
     return report
 
 
-async def _register_many(uow: UnitOfWork, drafts: list[GroupDraft], actor: Actor,
+async def _register_many(uow: UnitOfWork, keyring: Keyring, drafts: list[GroupDraft],
+                         actor: Actor,
                          ) -> tuple[list[str], list[DomainError | None]]:
     """`_register` for many groups, set-based: an outcome per draft (registered,
     already_registered, refused) and the error of each refused one. The membership rule is
@@ -518,7 +525,7 @@ async def _register_many(uow: UnitOfWork, drafts: list[GroupDraft], actor: Actor
     back). The members' data keys are fetched (created for newcomers) once for the batch."""
     await take_batch_lock(uow)
     existing = await uow.load_many(Group, [stream_id(d.header.group_id) for d in drafts])
-    seal = await privacy.sealer(uow.conn, [
+    seal = await privacy.sealer(uow.conn, keyring, [
         m for d in drafts if stream_id(d.header.group_id) not in existing for m in d.members])
     outcomes: list[str] = []
     refusals: list[DomainError | None] = []

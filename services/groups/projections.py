@@ -20,7 +20,6 @@ import asyncpg
 
 from services.groups.domain import (
     BimtekAttended,
-    MemberCorrected,
     MemberRecord,
     ProductEvidenceRecorded,
     ReasonNoted,
@@ -43,6 +42,7 @@ from shared import approvals
 from shared.envelope import Envelope, Event
 from shared.auth import Actor, Role
 from shared.errors import ConflictError
+from shared.privacy import PersonCorrected
 from shared.projections import RebuildPlan
 
 READ_MODELS = ("group_registry", "group_members", "people_reached", "funding_by_province",
@@ -167,12 +167,15 @@ async def _roster_changed(conn: asyncpg.Connection, env: Envelope, e: RosterChan
     await _reached(conn, row["year"], row["province_code"], members=delta)
 
 
-async def _member_corrected(conn: asyncpg.Connection, env: Envelope,
-                            e: MemberCorrected) -> None:
-    m = e.member
-    await conn.execute("UPDATE group_members SET nik = $3, name = $4, phone = $5, "
-                       "birth_date = $6 WHERE group_id = $1 AND nik_hash = $2",
-                       e.group_id, m.nik_hash, m.nik, m.name, m.phone, m.birth_date)
+async def _person_corrected(conn: asyncpg.Connection, env: Envelope,
+                            e: PersonCorrected) -> None:
+    """A member's corrected fields, re-sealed under their new key (shared.privacy), in every
+    group they are a member of (person_ref = the NIK's hash)."""
+    await conn.execute(
+        "UPDATE group_members SET nik = coalesce($2, nik), name = coalesce($3, name), "
+        "phone = $4, birth_date = coalesce($5, birth_date) WHERE nik_hash = $1",
+        e.person_ref, e.values.get("nik"), e.values.get("name"), e.values.get("phone"),
+        e.values.get("birth_date"))
 
 
 _INSERT_MEMBERS = (
@@ -724,8 +727,20 @@ def _one_by_one(handler: Callable[[asyncpg.Connection, Envelope, Any], Awaitable
 async def project_read_models_in_layers(conn: asyncpg.Connection, items: Items) -> None:
     """The read models of a page of events (in store order, across transactions): what a
     rebuild replays, set-based (see above); the same tables as `project_read_models`, and the
-    four-eyes requests (`approval_requests`, shared.approvals: their own streams)."""
+    four-eyes requests (`approval_requests`, shared.approvals: their own streams). A
+    correction (privacy.PersonCorrected, in the person's own stream) rewrites the rows of every
+    group of the person: the page is cut there, what came before it applied first."""
     await approvals.project(conn, items)
+    start = 0
+    for i, (envelope, event) in enumerate(items):
+        if type(event) is PersonCorrected:
+            await _layers(conn, items[start:i])
+            await _person_corrected(conn, envelope, event)
+            start = i + 1
+    await _layers(conn, items[start:])
+
+
+async def _layers(conn: asyncpg.Connection, items: Items) -> None:
     layers: list[dict[type[Event], Items]] = []
     depth: dict[str, int] = {}
     for envelope, event in items:
@@ -757,7 +772,7 @@ _HANDLERS: dict[type[Event], Callable[[asyncpg.Connection, Envelope, Any], Await
     GroupRegistered: _registered,
     RosterRecorded: _roster_recorded,
     RosterChanged: _roster_changed,
-    MemberCorrected: _member_corrected,
+    PersonCorrected: _person_corrected,
     GroupApproved: _approved,
     GroupRejected: _rejected,
     GroupDissolved: _dissolved,

@@ -10,6 +10,7 @@ import asyncpg
 
 from services.groups import privacy
 from shared.localtime import ZONES, local_today
+from shared.pii import Keyring
 from shared.paging import PageParams
 
 _LISTED = ("group_id, name, external_ref, year, stage, province_code, regency_code, "
@@ -93,11 +94,13 @@ async def list_groups(pool: asyncpg.Pool, where: GroupFilter, page: Page, *,
 
 
 async def group_detail(pool: asyncpg.Pool, group_id: str, for_officers: bool,
-                       reveal_nik: bool = False) -> dict[str, Any] | None:
+                       reveal_nik: bool = False, *,
+                       keyring: Keyring | None = None) -> dict[str, Any] | None:
     """`for_officers`: with members (NIK masked to the region) and officers' notes, for the
     ministry and the group's provincial officer only; `reveal_nik`: members' full NIKs (the
     ministry's audited read). Members' fields are opened with the page's keys (one statement);
-    an erased member reads as ERASED in each of them."""
+    an erased member reads as ERASED in each of them. `keyring`: the process's (needed with
+    `for_officers`)."""
     notes = _NOTES if for_officers else ""
     async with pool.acquire() as conn:
         row = await conn.fetchrow(f"SELECT {_LISTED}{notes} FROM group_registry "
@@ -118,7 +121,7 @@ async def group_detail(pool: asyncpg.Pool, group_id: str, for_officers: bool,
         if for_officers:
             rows = await conn.fetch("SELECT nik, name, phone, birth_date, nik_hash "
                                     "FROM group_members WHERE group_id = $1", group_id)
-            opened = await privacy.reader(conn, [r["nik_hash"] for r in rows])
+            opened = await privacy.reader(conn, keyring, [r["nik_hash"] for r in rows])
             members = sorted((opened.member(r) for r in rows),
                              key=lambda m: (m["name"], m["nik"]))
             group["members"] = [{"nik": privacy.shown_nik(m["nik"], reveal_nik),

@@ -41,7 +41,8 @@ def shipped_in_force(year: int) -> InForce:
 
 def csv_context(may_backdate: bool = False, today: date = TODAY) -> Context:
     """Parsing a CSV file as the service does, with the shipped rules and a fixed today."""
-    return Context(load_config(), shipped_in_force, may_backdate, lambda _regency: today)
+    return Context(load_config(), shipped_in_force, may_backdate, lambda _regency: today,
+                   nik_hash=HASH)
 
 
 def rng() -> random.Random:

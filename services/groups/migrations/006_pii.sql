@@ -5,20 +5,8 @@
 -- what removals, corrections, erasures and the one-group-per-person rule compare.
 -- Rows written before hold plaintext and no hash (as their version 1 events do): read as is.
 
--- the persons' data keys (shared.pii.PII_SCHEMA; person_ref = the NIK's hash)
-CREATE TABLE IF NOT EXISTS pii_person_keys (
-    person_ref text PRIMARY KEY CHECK (length(person_ref) BETWEEN 1 AND 200),
-    key_id uuid NOT NULL,
-    kek_id text,
-    wrapped_key bytea,
-    created_at timestamptz NOT NULL DEFAULT now(),
-    rekeyed_at timestamptz,
-    erased_at timestamptz,
-    CHECK ((wrapped_key IS NULL) = (kek_id IS NULL)),
-    CHECK ((erased_at IS NULL) = (wrapped_key IS NOT NULL))
-);
-CREATE INDEX IF NOT EXISTS pii_person_keys_by_kek ON pii_person_keys (kek_id)
-    WHERE wrapped_key IS NOT NULL;
+-- the persons' data keys (pii_person_keys, person_ref = the NIK's hash) are the kernel's
+-- step (shared.privacy.migrate, ServiceSpec.personal_data)
 
 -- a token is text; the plaintext dates recorded so far read as their ISO form, as their events
 ALTER TABLE group_members ADD COLUMN nik_hash text,
