@@ -208,8 +208,27 @@ async def _change_applicant(ctx: ServiceContext, applicant_id: str, actor: Actor
 
 async def screen_applicant(ctx: ServiceContext, applicant_id: str, cmd: ScreenApplicant,
                            config: RecruitmentConfig, actor: Actor) -> dict[str, Any]:
-    return await _change_applicant(ctx, applicant_id, actor, lambda a: a.screen(
-        cmd.passed, cmd.reason, cmd.note, config.screening.rejection_reasons))
+    """A rejection's note (an officer's free text, which may name people) is stored as a token
+    of the applicant's key, like its personal fields: erased with them."""
+    keyring = keyring_of(ctx)
+
+    async def decide(uow: UnitOfWork) -> dict[str, Any]:
+        applicant = await _existing(uow, Applicant, "applicant", applicant_id)
+        actor.ensure_province(applicant.province_code)
+        note = cmd.note
+        if note is not None and not cmd.passed:
+            key = (await pii.ensure_keys(uow.conn, keyring, [applicant.stream_id]))[
+                applicant.stream_id]
+            try:
+                note = key.encrypt("rejection_note", note)
+            except pii.PersonErasedError:
+                raise ConflictError("the applicant's personal data was erased: no note can be "
+                                    "recorded about them", field="note") from None
+        applicant.screen(cmd.passed, cmd.reason, note, config.screening.rejection_reasons)
+        await uow.save(applicant)
+        return _applicant_view(applicant)
+
+    return await ctx.command(decide, actor)
 
 
 async def brief_applicant(ctx: ServiceContext, applicant_id: str, cmd: BriefApplicant,

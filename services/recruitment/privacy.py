@@ -76,8 +76,9 @@ async def export(conn: asyncpg.Connection, keys: pii.PersonKeys,
 
 async def current(conn: asyncpg.Connection, keys: pii.PersonKeys,
                   refs: list[str]) -> dict[str, dict[str, str | None]]:
-    rows = await conn.fetch("SELECT applicant_id, nik, full_name, birth_date, phone, email "
-                            "FROM applicants WHERE applicant_id = ANY($1::text[])", _ids(refs))
+    rows = await conn.fetch("SELECT applicant_id, nik, full_name, birth_date, phone, email, "
+                            "rejection_note FROM applicants WHERE applicant_id = ANY($1::text[])",
+                            _ids(refs))
     out: dict[str, dict[str, str | None]] = {}
     for row in views.decrypted(keys, [dict(r) for r in rows]):
         born = row["birth_date"]
@@ -85,6 +86,8 @@ async def current(conn: asyncpg.Connection, keys: pii.PersonKeys,
             "nik": row["nik"], "full_name": row["full_name"],
             "birth_date": born.isoformat() if hasattr(born, "isoformat") else born,
             "phone": row["phone"], "email": row["email"]}
+        if row["rejection_note"] is not None:  # re-encrypted too, or it would read erased
+            out[PREFIX + row["applicant_id"]]["rejection_note"] = row["rejection_note"]
     return out
 
 

@@ -29,7 +29,7 @@ from shared.privacy import PersonCorrected
 
 # a corrected personal field (a token of the applicant's new key) -> its column
 CORRECTED_COLUMNS = {"nik": "nik", "full_name": "full_name", "birth_date": "birth_date",
-                     "phone": "phone", "email": "email"}
+                     "phone": "phone", "email": "email", "rejection_note": "rejection_note"}
 
 
 async def project(conn: asyncpg.Connection, events: list[tuple[Envelope, Event]]) -> None:

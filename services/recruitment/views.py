@@ -17,7 +17,7 @@ from shared.privacy import reveal
 
 Db = asyncpg.Pool | asyncpg.Connection
 # the personal fields a row may carry, decrypted with the applicant's key
-SEALED = ("nik", "full_name", "birth_date", "phone", "email")
+SEALED = ("nik", "full_name", "birth_date", "phone", "email", "rejection_note")
 
 TKS_COLUMNS = ("r.tks_id, r.year, r.round_id, r.stage, r.recruited_year, r.province_code, "
                "r.regency_code, r.status, r.contract_start, r.contract_end, r.evaluation_score, "

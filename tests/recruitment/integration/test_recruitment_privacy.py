@@ -25,6 +25,7 @@ from tests.support.kafka import kafka_client
 pytestmark = pytest.mark.integration
 
 YEAR, REGENCY = 2029, "6302"
+REJECTION = "documents_incomplete"
 ERASED = str(pii.ERASED)
 
 
@@ -237,3 +238,33 @@ async def test_access_correction_and_erasure_of_one_applicant(recruitment, infra
             await restored.close()
     finally:
         await drop_database(infra, restored_url)
+
+
+async def test_a_rejection_note_is_sealed_with_the_applicant_and_erased_with_it(recruitment):
+    client = recruitment.client
+    rina, rina_id = await person(recruitment, f"Rina Catatan {uuid.uuid4().hex[:6]}",
+                                 "081377788899")
+    note = f"kata tetangga {uuid.uuid4().hex[:8]}: ijazah {rina['full_name']} palsu"
+    r = await client.post(f"/applicants/{rina_id}/screening", headers=ADMIN,
+                          json={"passed": False, "reason": REJECTION, "note": note})
+    assert r.status_code == 200, r.text
+    conn = await asyncpg.connect(recruitment.database_url)
+    try:
+        assert note not in await database_text(conn)
+        assert (await client.get(f"/applicants/{rina_id}", headers=ADMIN)).json()[
+            "rejection_note"] == note
+        # a correction re-encrypts the note too: still readable
+        r = await client.post("/privacy/correction", headers=ADMIN, json={
+            "nik": rina["nik"], "changes": {"email": "rina@example.id"}})
+        assert r.json()["corrected"] == 1
+        read = (await client.get(f"/applicants/{rina_id}", headers=ADMIN)).json()
+        assert (read["rejection_note"], read["email"]) == (note, "rina@example.id")
+        r = await client.post("/privacy/erasure", headers=ADMIN,
+                              json={"nik": rina["nik"], "reason_code": "retention_ended"})
+        assert r.json()["erased"] == 1
+        read = (await client.get(f"/applicants/{rina_id}", headers=ADMIN)).json()
+        assert read["rejection_note"] == ERASED
+        assert (read["status"], read["rejection_reason"]) == ("rejected", REJECTION)
+        assert note not in await database_text(conn)
+    finally:
+        await conn.close()
