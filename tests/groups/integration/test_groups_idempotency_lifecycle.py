@@ -116,6 +116,16 @@ async def test_every_groups_write_runs_once_under_one_key(groups):
     await twice("POST", "/groups/imports", 200,
                 csv=csv_file(csv_rows(f"Walk {uuid.uuid4().hex[:8]}")))
 
+    # a member's rights (shared.privacy): subject access, correction, erasure
+    member = registration()
+    assert (await groups.client.post("/groups", json=member, headers=ADMIN)).status_code == 201
+    nik = member["members"][0]["nik"]
+    await twice("POST", "/privacy/subject-access", 200, json_body={"nik": nik})
+    await twice("POST", "/privacy/correction", 200,
+                json_body={"nik": nik, "changes": {"name": "Siti Aminah"}})
+    await twice("POST", "/privacy/erasure", 200,
+                json_body={"nik": nik, "reason_code": "subject_request"})
+
     rules = (await groups.client.get("/rules/2023", headers=ADMIN)).json()["rules"]
     await twice("PUT", "/rules/{year}", 200, year="2088",
                 json_body={"rules": rules, "note": "walked under a key"})
