@@ -156,10 +156,19 @@ def reveal(keys: Mapping[str, pii.PersonKey], person_ref: str, field: str,
     as None. A token of a person without any key reads ERASED."""
     if not pii.is_token(value):
         return value
-    key = keys.get(person_ref)
+    key = key_of(keys, person_ref)
     if key is None:
         return pii.ERASED
     return key.decrypt(field, value)
+
+
+def key_of(keys: Mapping[str, pii.PersonKey], person_ref: str) -> pii.PersonKey | None:
+    """The person's key, None when the batch holds none (`PersonKeys` raises PiiKeyError, not
+    KeyError, so `in` and `.get` do not work on it)."""
+    try:
+        return keys[person_ref]
+    except (KeyError, pii.PiiKeyError):
+        return None
 
 
 @dataclass(frozen=True)
@@ -358,7 +367,8 @@ def build_router(privacy: Privacy) -> APIRouter:
             erased = already = 0
             for ref in refs:
                 # a person without a key (data written before encryption) gets a tombstone now
-                if ref in keys and keys[ref].erased:
+                held = key_of(keys, ref)
+                if held is not None and held.erased:
                     already += 1
                     continue
                 await pii.erase(uow.conn, ref)

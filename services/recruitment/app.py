@@ -8,7 +8,7 @@ import shared.contracts  # noqa: F401 - registers the consumed and published eve
 from services.recruitment.api import make_router
 from services.recruitment.config import RecruitmentConfig, load_config
 from services.recruitment.handlers import HANDLERS
-from services.recruitment.privacy import recruitment_privacy
+from services.recruitment.privacy import recruitment_privacy, seal_plaintext_job
 from services.recruitment.projections import project
 from shared.privacy import build_router as privacy_router
 from shared.projections import RebuildPlan
@@ -35,4 +35,6 @@ def build_spec(config: RecruitmentConfig | None = None) -> ServiceSpec:
         routers=[make_router(config), privacy_router(recruitment_privacy(config))],
         migrations=Path(__file__).parent / "migrations", consumes=(EVALUATION,),
         handlers=dict(HANDLERS), projector=project, rebuild=REBUILD,
-        description=DESCRIPTION, personal_data=True)
+        description=DESCRIPTION, personal_data=True,
+        # the personal data stored before encryption, sealed once (docs/privacy.md)
+        background=(seal_plaintext_job,))

@@ -14,9 +14,14 @@ are unchanged."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import uuid
 from typing import Any
 
 import asyncpg
+import orjson
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from pydantic import BaseModel, ConfigDict, Field
 
 from services.recruitment import handlers, views
@@ -24,7 +29,10 @@ from services.recruitment.config import RecruitmentConfig
 from shared import pii
 from shared.errors import DomainError
 from shared.inputs import Text
-from shared.privacy import Privacy, Subject
+from shared.nik import mask_nik
+from shared.privacy import Privacy, Subject, keyring_of
+
+log = logging.getLogger("tkm.recruitment.privacy")
 
 PREFIX = "applicant-"
 
@@ -130,3 +138,97 @@ async def on_erase(conn: asyncpg.Connection, subject: Subject, refs: list[str]) 
 def recruitment_privacy(config: RecruitmentConfig) -> Privacy:
     return Privacy(find=find, export=export, current=current, corrections=ApplicantCorrections,
                    check=_checker(config), stream_for=lambda ref: ref, on_erase=on_erase)
+
+
+# ---- the plaintext written before encryption, sealed once -------------------------------------
+
+SEAL_BATCH = 500
+_SEAL_LOCK = "tkm-recruitment-seal-plaintext"
+_LEGACY = """
+SELECT e.global_position, e.stream_id, e.event_type, e.schema_version, e.payload::text AS payload,
+       EXISTS (SELECT 1 FROM events c WHERE c.stream_id = e.stream_id
+               AND c.event_type = 'privacy.PersonCorrected') AS corrected
+FROM events e
+WHERE (e.event_type = 'recruitment.ApplicantRegistered' AND e.schema_version = 1)
+   OR (e.event_type = 'recruitment.ApplicantRejected' AND e.payload->>'note' IS NOT NULL
+       AND left(e.payload->>'note', 5) <> 'pii1:')
+ORDER BY e.global_position LIMIT $1 FOR UPDATE OF e"""
+
+
+def _throwaway(ref: str) -> pii.PersonKey:
+    """A key nobody keeps: what it seals reads as erased (an erased person's old plaintext, or a
+    corrected person's superseded values)."""
+    return pii.PersonKey(ref, uuid.uuid4(), AESGCM(AESGCM.generate_key(256)))
+
+
+async def seal_plaintext(conn: asyncpg.Connection, keyring: pii.Keyring,
+                         batch_size: int = SEAL_BATCH) -> int:
+    """Rewrite, in place, one batch of the events stored before encryption (ApplicantRegistered
+    v1, a rejection's plaintext note) with their personal fields as tokens of the applicant's
+    key (version 2, with nik_hash and nik_masked); the read model's plaintext columns take the
+    same tokens and `applicant_nik` the NIK's hash. An erased applicant's values, and the
+    superseded ones of a corrected applicant, are sealed under a key nobody keeps (they read as
+    erased). One transaction; returns how many events were rewritten (0: nothing left)."""
+    async with conn.transaction():
+        rows = await conn.fetch(_LEGACY, batch_size)
+        if not rows:
+            return 0
+        keys = await pii.ensure_keys(conn, keyring, {r["stream_id"] for r in rows})
+        events, columns, claims = [], [], []
+        for row in rows:
+            ref, payload = row["stream_id"], orjson.loads(row["payload"])
+            key = keys[ref]
+            if key.erased or row["corrected"]:
+                key = _throwaway(ref)
+            applicant_id = ref.removeprefix(PREFIX)
+            if row["event_type"] == "recruitment.ApplicantRegistered":
+                nik = payload["nik"]
+                sealed = {f: key.encrypt(f, payload.get(f))
+                          for f in ("nik", "full_name", "birth_date", "phone", "email")}
+                payload = {**payload, **sealed, "nik_hash": keyring.nik_hash(nik),
+                           "nik_masked": mask_nik(nik)}
+                version = 2
+                claims.append((keyring.nik_hash(nik), nik, applicant_id))
+            else:
+                sealed = {"rejection_note": key.encrypt("rejection_note", payload["note"])}
+                payload = {**payload, "note": sealed["rejection_note"]}
+                version = row["schema_version"]
+            events.append((row["global_position"], orjson.dumps(payload).decode(), version))
+            columns.append((applicant_id, *(sealed.get(f) for f in _SEALED_COLUMNS),
+                            payload.get("nik_hash")))
+        await conn.executemany("UPDATE events SET payload = $2::jsonb, schema_version = $3 "
+                               "WHERE global_position = $1", events)
+        # a column still in plaintext takes the event's token (a corrected one holds tokens)
+        sets = ", ".join(f"{c} = CASE WHEN ${i + 2}::text IS NOT NULL AND left({c}, 5) <> "
+                         f"'pii1:' THEN ${i + 2}::text ELSE {c} END"
+                         for i, c in enumerate(_SEALED_COLUMNS))
+        n = len(_SEALED_COLUMNS)
+        await conn.executemany(
+            f"UPDATE applicants SET {sets}, nik_hash = coalesce(${n + 2}::text, nik_hash) "
+            "WHERE applicant_id = $1", columns)
+        await conn.executemany("UPDATE applicant_nik SET nik = $1 WHERE nik = $2 "
+                               "AND applicant_id = $3", claims)
+        return len(events)
+
+
+_SEALED_COLUMNS = ("nik", "full_name", "birth_date", "phone", "email", "rejection_note")
+
+
+async def seal_plaintext_job(ctx: Any, stop: asyncio.Event) -> None:
+    """Background job: seal what was stored before encryption, batch by batch, once (another
+    instance doing it meanwhile waits on the lock and finds nothing left), then idle until
+    shutdown."""
+    keyring = keyring_of(ctx)
+    total = 0
+    async with ctx.pool.acquire() as conn:
+        if not await conn.fetchval("SELECT pg_try_advisory_lock(hashtext($1))", _SEAL_LOCK):
+            await stop.wait()
+            return
+        try:
+            while not stop.is_set() and (n := await seal_plaintext(conn, keyring)):
+                total += n
+        finally:
+            await conn.execute("SELECT pg_advisory_unlock(hashtext($1))", _SEAL_LOCK)
+    if total:
+        log.info("sealed %d events stored with plaintext personal data", total)
+    await stop.wait()
