@@ -36,7 +36,7 @@ def _templates() -> list[tuple[str, int, str]]:
                         regency_code="3201", business_type="catering", member_count=10),
         RosterRecorded(group_id="G", name="Kelompok bench", registered_on=date(2031, 2, 1),
                        members=(MemberRecord(nik="0" * 16, name="Anggota",
-                                             birth_date=date(1990, 1, 1)),)),
+                                             birth_date="1990-01-01"),)),
         GroupApproved(group_id="G"),
         GroupFunded(group_id="G", tranche=1, amount=20_000_000, disbursed_on=date(2031, 3, 1),
                     budget_year=2031, year=2031, province_code="32", regency_code="3201",
