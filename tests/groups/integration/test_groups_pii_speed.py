@@ -48,10 +48,10 @@ async def test_a_thousand_groups_import_with_keys_per_batch(groups, monkeypatch)
     conn = await asyncpg.connect(groups.database_url)
     try:
         keys_before = await conn.fetchval("SELECT count(*) FROM pii_person_keys")
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         answer = await groups.client.post("/groups/imports", content=csv_file(rows, CSV_HEADER),
                                           headers={**ADMIN, **CSV})
-        elapsed = time.perf_counter() - started
+        elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
         assert answer.status_code == 200, answer.text[:500]
         assert answer.json()["registered"] == GROUPS, answer.json()["errors"][:3]
         keys_after = await conn.fetchval("SELECT count(*) FROM pii_person_keys")
@@ -60,4 +60,5 @@ async def test_a_thousand_groups_import_with_keys_per_batch(groups, monkeypatch)
     # a key per member, asked for once per batch of groups
     assert keys_after - keys_before == GROUPS * 10
     assert calls == [GROUPS_PER_TRANSACTION * 10] * (GROUPS // GROUPS_PER_TRANSACTION)
-    print(f"\n{GROUPS} groups ({len(rows)} members) imported in {elapsed:.2f} s")
+    print(f"\n{GROUPS} groups ({len(rows)} members) imported in {elapsed:.2f} s "
+          f"({cpu:.2f} s of CPU in this process)")
