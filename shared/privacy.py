@@ -20,8 +20,9 @@ How a service adopts it (recruitment does; groups follows the same steps):
    Every NIK rule compares `nik_hash`. Validation runs on the plaintext before encryption.
 4. Reads: `pii.load_keys(conn, keyring, refs)` once per page, then `keys.decrypt(...)`; the
    helper `reveal(keys, ref, field, value)` also reads an old plaintext value (not a `pii1:`
-   token) as it is, and a ref without a key as ERASED.
-5. HTTP: `routes=build_router(Privacy(...))` in the service spec's routers. The service gives
+   token) as it is, and a ref without a key as ERASED (`key_of(keys, ref)`: `PersonKeys`
+   raises PiiKeyError on a miss, so `in` and `.get` do not work on it).
+5. HTTP: `build_router(Privacy(...))` among the service spec's `routers`. The service gives
    callbacks (all inside the command's transaction, `conn` its connection):
    - `find(conn, subject) -> list[str]`: the person refs holding this NIK (by
      `subject.nik_hash`; old plaintext rows by `subject.nik`);
