@@ -20,11 +20,14 @@ The keyring is the process's (`ServiceContext.keyring`, loaded once at app creat
 
 from __future__ import annotations
 
+import json
+import uuid
 from collections.abc import Iterable, Sequence
 from datetime import date
 from typing import Any
 
 import asyncpg
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from pydantic import BaseModel, ConfigDict
 
 from services.groups.domain import MemberRecord, Person, member_name, member_phone
@@ -191,3 +194,99 @@ async def current(conn: asyncpg.Connection, keys: pii.PersonKeys,
 def groups_privacy() -> Privacy:
     return Privacy(find=find, export=export, current=current, corrections=MemberCorrections,
                    check=check)
+
+
+# ---- the one-time rewrite of what was stored before sealing ---------------------------------
+
+_V1 = ("groups.RosterRecorded", "groups.RosterChanged")
+
+
+def _unreadable(ref: str) -> pii.PersonKey:
+    # a key nobody keeps: its tokens read as ERASED under the person's tombstone
+    return pii.PersonKey(ref, uuid.uuid4(), AESGCM(AESGCM.generate_key(bit_length=256)))
+
+
+def _seal_plain(keys: pii.PersonKeys, keyring: pii.Keyring, m: dict[str, Any]) -> dict[str, Any]:
+    ref = keyring.nik_hash(m["nik"])
+    key = keys[ref]
+    if key.erased:
+        key = _unreadable(ref)
+    return {"nik": key.encrypt("nik", m["nik"]), "name": key.encrypt("name", m["name"]),
+            "phone": key.encrypt("phone", m.get("phone")),
+            "birth_date": key.encrypt("birth_date", str(m["birth_date"])), "nik_hash": ref}
+
+
+async def seal_plaintext(conn: asyncpg.Connection, keyring: pii.Keyring) -> dict[str, int]:
+    """Rewrite, once and in place, what was stored before members were sealed: the version 1
+    RosterRecorded/RosterChanged events become version 2 (members sealed under their keys,
+    removed NIKs as hashes), the `group_members` rows without a hash take the tokens of the
+    event that last added them (a rebuild gives the same rows), and `active_memberships` rows
+    holding a NIK take its hash. One transaction; a person erased meanwhile (a tombstone) gets
+    tokens nobody can open. Returns what was rewritten. Afterwards `VACUUM (FULL) events,
+    group_members, active_memberships` drops the old row versions from the table files (before
+    the next backup)."""
+    async with conn.transaction():
+        await conn.execute("LOCK TABLE events, group_members, active_memberships "
+                           "IN SHARE ROW EXCLUSIVE MODE")
+        rows = await conn.fetch("SELECT global_position, event_type, payload::text AS payload "
+                                "FROM events WHERE event_type = ANY($1::text[]) "
+                                "AND schema_version = 1 ORDER BY global_position", list(_V1))
+        payloads = [json.loads(r["payload"]) for r in rows]
+        niks = {m["nik"] for p in payloads for m in (*p.get("members", ()), *p.get("added", ()))}
+        niks |= {n for p in payloads for n in p.get("removed", ())}
+        legacy = await conn.fetch("SELECT DISTINCT nik_hash AS nik FROM active_memberships "
+                                  "WHERE nik_hash ~ '^[0-9]{16}$'")
+        niks |= {r["nik"] for r in legacy}
+        keys = await pii.ensure_keys(conn, keyring, {keyring.nik_hash(n) for n in niks})
+        latest: dict[tuple[str, str], dict[str, Any]] = {}
+        updates = []
+        for row, payload in zip(rows, payloads, strict=True):
+            group_id = payload["group_id"]
+            field = "members" if row["event_type"] == "groups.RosterRecorded" else "added"
+            sealed = [_seal_plain(keys, keyring, m) for m in payload.get(field, ())]
+            for plain, record in zip(payload.get(field, ()), sealed, strict=True):
+                latest[(group_id, plain["nik"])] = record
+            payload[field] = sealed
+            if "removed" in payload:
+                payload["removed"] = [keyring.nik_hash(n) for n in payload["removed"]]
+            updates.append((row["global_position"], json.dumps(payload)))
+        await conn.executemany("UPDATE events SET payload = $2::jsonb, schema_version = 2 "
+                               "WHERE global_position = $1", updates)
+        await conn.executemany(
+            "UPDATE group_members SET nik = $3, name = $4, phone = $5, birth_date = $6, "
+            "nik_hash = $7 WHERE group_id = $1 AND nik = $2 AND nik_hash IS NULL",
+            [(g, n, r["nik"], r["name"], r["phone"], r["birth_date"], r["nik_hash"])
+             for (g, n), r in latest.items()])
+        left = await conn.fetchval("SELECT count(*) FROM group_members WHERE nik_hash IS NULL")
+        if left:
+            raise pii.PiiError(f"{left} group_members rows without a hash match no stored "
+                               "roster event: nothing was rewritten")
+        claims = await conn.fetch(
+            "UPDATE active_memberships a SET nik_hash = u.h FROM unnest($1::text[], "
+            "$2::text[]) AS u(n, h) WHERE a.nik_hash = u.n RETURNING a.year",
+            [r["nik"] for r in legacy], [keyring.nik_hash(r["nik"]) for r in legacy])
+        return {"events": len(updates), "members": len(latest), "memberships": len(claims)}
+
+
+async def _main() -> None:
+    from shared.settings import load_settings
+
+    settings = load_settings("groups")
+    conn = await asyncpg.connect(settings.database_url)
+    try:
+        done = await seal_plaintext(conn, settings.keyring())
+    finally:
+        await conn.close()
+    print(f"sealed: {done['events']} roster events, {done['members']} member rows, "
+          f"{done['memberships']} memberships; now VACUUM (FULL) events, group_members, "
+          "active_memberships before the next backup")
+
+
+if __name__ == "__main__":
+    import asyncio
+    import sys
+
+    if sys.argv[1:] != ["seal-plaintext"]:
+        sys.exit("usage: python -m services.groups.privacy seal-plaintext   (GROUPS_DATABASE_URL, "
+                 "TKM_PII_MASTER_KEY_FILE)")
+    asyncio.run(_main())
