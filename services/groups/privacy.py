@@ -14,6 +14,8 @@
 - `groups_privacy()`: what the kernel's privacy routes need from this service (find, export,
   current, corrections); a correction's `privacy.PersonCorrected` is projected onto every
   group_members row of the person (projections.py).
+- `seal_plaintext`: the one-time rewrite of rosters stored before sealing (version 1 events,
+  plaintext rows): `python -m services.groups.privacy seal-plaintext`.
 
 The keyring is the process's (`ServiceContext.keyring`, loaded once at app creation).
 """
