@@ -10,6 +10,7 @@ from datetime import date
 import pytest
 
 from scripts.api_client import Api
+from scripts.demo import audit_example
 from scripts.results import collect
 from scripts.scenario import build
 from scripts.simulate import Options, Simulation, progress_bar
@@ -130,3 +131,22 @@ async def test_money_went_maker_then_checker(year):
         if command == "fund":  # a batch per bulk funding call: 500 groups of a stage each
             assert len({r["batch_id"] for r in granted}) == sum(
                 -(-s.group_count // 500) for s in run.scenario.stages)
+
+
+async def test_the_demos_audit_query_shows_a_province_funding_decisions_with_both_actors(year):
+    """What `make demo` prints at its end (scripts.demo.audit_example): asked as an auditor,
+    the month's funding decisions of one province, and one followed from maker to checker."""
+    api, _, results = year
+    example = await audit_example(api, results)
+    assert "error" not in example, example
+    code = example["province"][-3:-1]
+    funded = next(r["groups_funded"] for r in results["by_province"] if r["province_code"] == code)
+    assert example["funding_decisions"] == funded > 0  # this month: the year was run just now
+    assert example["requests_made"] == 2 * funded  # its fundings and its LPJ acceptances
+    trail = [(r["event_type"], r["who"], r["actor"]) for r in example["rows"]]
+    assert [t for t, _, _ in trail] == ["approvals.ApprovalRequested",
+                                        "approvals.ApprovalGranted", "GroupFunded"], trail
+    maker, checker, funder = (actor for _, _, actor in trail)
+    assert maker != checker == funder and trail[0][1] == "maker" and trail[1][1] == "checker"
+    assert "command_type=fund" in example["rows"][0]["summary"]
+    assert "amount=20000000" in example["rows"][2]["summary"]
