@@ -256,6 +256,6 @@ def print_audit(console: Console, example: dict[str, Any]) -> None:
                   f"{example['requests_made']:,} four-eyes requests made; one of them:",
                   highlight=False)
     for r in example["rows"]:
-        who = "" if r["who"] == "actor" else f"{r['who']:<7} "
-        console.print(f"  {r['recorded_at'][:19]}Z  {r['event_type']:<28} {who}{r['actor']}  "
+        who = "" if r["who"] == "actor" else r["who"]
+        console.print(f"  {r['recorded_at'][:19]}Z  {r['event_type']:<28} {who:<8}{r['actor']}  "
                       f"{r['summary']}", highlight=False, soft_wrap=True)
