@@ -139,3 +139,36 @@ async def test_a_run_cut_off_part_way_is_finished_by_the_next(running_services, 
     assert summary["already"] == {"tks": figures["tks"], "groups": figures["groups"]}
     assert summary["services"]["people"]["groups"] == figures["members"]
     assert summary["services"]["rupiah"]["groups"] == figures["fundings"] * 20_000_000
+
+
+async def test_a_run_cut_off_between_asking_and_granting_is_granted_by_the_next(
+        running_services, tmp_path, monkeypatch):
+    """Four eyes: a run dies after the fundings were asked for (pending) and before the
+    checker granted them; the next run gets the asking calls' first answers again (the same
+    request ids) and grants them: each group funded once, nothing left pending."""
+    out = tmp_path / "2022"
+    figures = generate(out, year=2022, scale=0.005, seed=22)
+
+    async def cut_off(self, answer):
+        raise ConnectionError("the loader's machine went down before the checker granted")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(Loader, "_granted", cut_off)
+        with pytest.raises(ConnectionError):
+            await load(out, 2022, running_services.urls, console=Console(quiet=True))
+    api = HistoryClient(running_services.urls)
+    try:
+        waiting = await api.get("groups", "/approvals", state="pending", command_type="fund")
+        assert waiting["total"] == figures["fundings"]
+        code, summary = await load(out, 2022, running_services.urls, console=Console(quiet=True))
+        assert code == EXIT_OK, summary["table"]
+        assert summary["new"] == {"fundings": figures["fundings"], "mentors": figures["mentors"]}
+        assert summary["services"]["rupiah"]["groups"] == figures["fundings"] * 20_000_000
+        left = await api.get("groups", "/approvals", state="pending", command_type="fund")
+        assert left["total"] == 0
+        granted = await api.get("groups", "/approvals", state="granted", command_type="fund",
+                                limit=1000)
+        ours = {r["request_id"] for r in waiting["items"]}
+        assert ours <= {r["request_id"] for r in granted["items"]}  # the first run's requests
+    finally:
+        await api.close()
