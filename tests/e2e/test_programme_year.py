@@ -3,7 +3,11 @@ database, then conservation checks across services (issues: the evaluation loop,
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
+import subprocess
+import sys
 from calendar import monthrange
 from datetime import date
 
@@ -15,6 +19,7 @@ from scripts.results import collect
 from scripts.scenario import build
 from scripts.simulate import Options, Simulation, progress_bar
 from shared.topics import GROUPS
+from tests.groups.groups_support import registration
 from tests.support.kafka import read_topic
 
 pytestmark = pytest.mark.integration
@@ -150,3 +155,53 @@ async def test_the_demos_audit_query_shows_a_province_funding_decisions_with_bot
     assert maker != checker == funder and trail[0][1] == "maker" and trail[1][1] == "checker"
     assert "command_type=fund" in example["rows"][0]["summary"]
     assert "amount=20000000" in example["rows"][2]["summary"]
+
+
+def _tkm(urls: dict[str, str], *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": ".", **{f"{n.upper()}_URL": u for n, u in urls.items()}}
+    return subprocess.run([sys.executable, "-m", "scripts.cli", *args], capture_output=True,
+                          text=True, timeout=120, env=env)
+
+
+async def test_tkm_approvals_lists_grants_and_rejects(year, running_services):
+    """`tkm approvals` by hand (runs last: it funds two groups of its own): the maker cannot
+    grant its own request (exit 1, one line naming the checker field), another admin grants one
+    (the group funded once), a third rejects the other with a reason code."""
+    api, _, _ = year
+    asked = []
+    for _ in range(2):
+        group = await api.post("groups", "/groups", registration("3201"))
+        await api.post("groups", f"/groups/{group['group_id']}/approval")
+        answer = await api.post("groups", f"/groups/{group['group_id']}/funding", {
+            "tranche": 1, "amount": 20_000_000, "disbursed_on": "2023-06-01",
+            "budget_year": 2023})
+        assert answer["state"] == "pending", answer
+        asked.append((group["group_id"], answer["request_id"]))
+    urls = running_services.urls
+    run = lambda *a: asyncio.to_thread(_tkm, urls, *a)  # noqa: E731
+
+    listed = await run("approvals", "list", "-s", "groups", "--checkable", "--json")
+    assert listed.returncode == 0, listed.stderr
+    ids = {r["request_id"] for r in json.loads(listed.stdout)["items"]}
+    assert {rid for _, rid in asked} <= ids
+
+    (funded, first), (_, second) = asked
+    own = await run("approvals", "grant", first, "-s", "groups", "--subject",
+                    "programme-simulator")
+    assert own.returncode == 1 and "checker" in own.stderr, own.stderr
+    assert len(own.stderr.strip().splitlines()) == 1 and "Traceback" not in own.stderr
+
+    granted = await run("approvals", "grant", first, "-s", "groups")
+    assert granted.returncode == 0, granted.stderr
+    assert f"{first}  granted" in granted.stdout
+    again = await run("approvals", "grant", first, "-s", "groups")
+    assert again.returncode == 1 and "409" in again.stderr  # granted once
+    view = await api.get("groups", f"/groups/{funded}")
+    assert view["funded_total"] == 20_000_000
+
+    rejected = await run("approvals", "reject", second, "-s", "groups", "--reason-code",
+                         "missing_evidence", "--subject", "direktur@kemnaker.go.id")
+    assert rejected.returncode == 0, rejected.stderr
+    assert rejected.stdout.split() == [second, "rejected", "missing_evidence"]
+    decided = await run("approvals", "list", "-s", "groups", "--state", "rejected", "--json")
+    assert second in {r["request_id"] for r in json.loads(decided.stdout)["items"]}
