@@ -20,6 +20,10 @@ def _tkm(*args: str, **env: str) -> subprocess.CompletedProcess:
     (("no-such-command",), 2, "No such command"),
     (("dlq", "list"), 2, "Missing option '--service'"),
     (("status", "--service", "nope"), 2, "unknown service nope"),
+    (("approvals", "list"), 2, "Missing option '--service'"),
+    (("approvals", "grant", "-s", "mentoring", "x"), 2, "unknown service mentoring"),
+    (("approvals", "grant", "-s", "groups"), 2, "name request ids or --batch-id"),
+    (("approvals", "reject", "x", "-s", "groups"), 2, "Missing option '--reason-code'"),
 ])
 def test_usage_errors_are_one_line(args, code, says):
     result = _tkm(*args)
@@ -37,3 +41,10 @@ def test_a_failure_is_one_line_and_exit_1():
     assert "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines()[-1] == \
         "tkm: ValueError: TKM_KAFKA_PORT='not-a-port' is not a port number"
+
+
+def test_approvals_unreachable_service_is_one_line_and_exit_1():
+    result = _tkm("approvals", "list", "-s", "groups", GROUPS_URL="http://127.0.0.1:9")
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith("tkm: ConnectError")
