@@ -22,6 +22,7 @@ from scripts.rebuild import rebuild_service
 from tests.groups.groups_support import registration
 from tests.recruitment.recruitment_helpers import ADMIN, applicant
 from tests.support.databases import create_database
+from tests.support.personal_data import database_text
 
 pytestmark = pytest.mark.integration
 SERVICES = ("recruitment", "groups")
@@ -49,24 +50,13 @@ def _tkm(monkeypatch, urls: dict[str, str], *args: str, stdin: str | None = None
 
 
 async def _plaintext_anywhere(url: str, needles: list[str]) -> set[str]:
-    """Which of `needles` appear in any text or JSON column of any table of the database."""
+    """Which of `needles` a plaintext search of every column of every table would find."""
     conn = await asyncpg.connect(url)
     try:
-        columns = await conn.fetch(
-            "SELECT table_name, column_name FROM information_schema.columns "
-            "WHERE table_schema = 'public' AND data_type IN ('text', 'jsonb', 'json', "
-            "'character varying', 'bytea')")
-        found = set()
-        for c in columns:
-            for needle in needles:
-                hit = await conn.fetchval(
-                    f'SELECT EXISTS (SELECT 1 FROM "{c["table_name"]}" '
-                    f'WHERE position($1 IN "{c["column_name"]}"::text) > 0)', needle)
-                if hit:
-                    found.add(needle)
-        return found
+        stored = await database_text(conn)
     finally:
         await conn.close()
+    return {n for n in needles if n in stored}
 
 
 async def _counts(client: httpx.AsyncClient, urls: dict[str, str], group_id: str) -> dict:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import re
 
+import asyncpg
+
 NIK = "3201014506990001"
 PHONE = "+6281234567890"
 LOCAL_PHONE = "081298765432"
@@ -17,3 +19,22 @@ PATTERNS = (re.compile(r"(?<![0-9A-Za-z])\d{16}(?![0-9A-Za-z])"),
 
 def personal_data_in(text: str) -> list[str]:
     return [m.group(0) for pattern in PATTERNS for m in pattern.finditer(text)]
+
+
+async def database_text(conn: asyncpg.Connection) -> str:
+    """Every value of every column of every table (events' payloads, read models, the rule
+    table, stored answers, keys), as text: what a plaintext search of the database would see."""
+    columns = await conn.fetch(
+        "SELECT table_name, column_name, data_type FROM information_schema.columns "
+        "WHERE table_schema = 'public' ORDER BY table_name, ordinal_position")
+    tables: dict[str, list[str]] = {}
+    for c in columns:
+        expr = (f"encode(\"{c['column_name']}\", 'escape')" if c["data_type"] == "bytea"
+                else f"\"{c['column_name']}\"::text")
+        tables.setdefault(c["table_name"], []).append(f"coalesce({expr}, '')")
+    parts = []
+    for table, exprs in tables.items():
+        parts.append(await conn.fetchval(
+            f"SELECT coalesce(string_agg(concat_ws(' ', {', '.join(exprs)}), E'\\n'), '') "
+            f"FROM \"{table}\""))
+    return "\n".join(parts)

@@ -33,30 +33,12 @@ from tests.groups.groups_support import (
 from tests.shared.integration.rebuild_support import table_rows
 from tests.support.databases import create_database, drop_database
 from tests.support.kafka import kafka_client
+from tests.support.personal_data import database_text
 
 pytestmark = pytest.mark.integration
 
 ERASED = str(pii.ERASED)
 CSV = {"Content-Type": "text/csv"}
-
-
-async def database_text(conn: asyncpg.Connection) -> str:
-    """Every value of every column of every table (events' payloads, read models, the rule
-    table, stored answers, keys), as text: what a plaintext search of the database would see."""
-    columns = await conn.fetch(
-        "SELECT table_name, column_name, data_type FROM information_schema.columns "
-        "WHERE table_schema = 'public' ORDER BY table_name, ordinal_position")
-    tables: dict[str, list[str]] = {}
-    for c in columns:
-        expr = (f"encode(\"{c['column_name']}\", 'escape')" if c["data_type"] == "bytea"
-                else f"\"{c['column_name']}\"::text")
-        tables.setdefault(c["table_name"], []).append(f"coalesce({expr}, '')")
-    parts = []
-    for table, exprs in tables.items():
-        parts.append(await conn.fetchval(
-            f"SELECT coalesce(string_agg(concat_ws(' ', {', '.join(exprs)}), E'\\n'), '') "
-            f"FROM \"{table}\""))
-    return "\n".join(parts)
 
 
 def phone(r: random.Random) -> str:

@@ -19,7 +19,8 @@ from shared import pii
 from shared.nik import parse_nik
 from shared.projections import rebuild_plan
 from tests.groups.groups_support import ADMIN, HASH, KEYRING, registration
-from tests.groups.integration.test_groups_pii import database_text, members_of
+from tests.groups.integration.test_groups_pii import members_of
+from tests.support.personal_data import database_text
 from tests.shared.integration.rebuild_support import table_rows
 from tests.support.kafka import kafka_client
 

@@ -20,7 +20,7 @@ from shared import pii
 from shared.envelope import Event, parse_payload
 from shared.eventstore import EventStore
 from shared.projections import rebuild_plan
-from tests.recruitment.integration.test_recruitment_privacy import database_text
+from tests.support.personal_data import database_text
 from tests.recruitment.recruitment_helpers import ADMIN, applicant
 from tests.shared.integration.rebuild_support import table_rows
 from tests.support.kafka import kafka_client
