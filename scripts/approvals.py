@@ -41,6 +41,19 @@ def pending_id(answer: Any) -> str | None:
     return None
 
 
+def waiting_id(item: dict[str, Any]) -> str | None:
+    """The request a bulk item is, or waits on: its own pending request (202), or the one
+    already waiting for the same command (409 naming `error.request_id`: groups keeps one
+    pending request per group and tranche, or per report), asked by an earlier call whose
+    answer was lost or never granted."""
+    request_id = pending_id(item.get("result"))
+    error = item.get("error") or {}
+    if request_id is None and item.get("status") == 409 and error.get("request_id") \
+            and error.get("result") is None:
+        request_id = str(error["request_id"])
+    return request_id
+
+
 async def carried_out(checker: Api, service: str, answer: Any) -> Any:
     """What the command answered: `answer` itself when it was carried out at once, else the
     result of the checker's grant of its pending request."""
@@ -82,11 +95,11 @@ async def carried_out_bulk(checker: Api, service: str, answer: dict[str, Any]
                            ) -> dict[str, Any]:
     """A bulk answer (`{"results": [...]}`) with each pending item replaced by its grant:
     `status` 200 and the command's `result`, or the grant's refusal (`status`, `error`). Items
-    carried out at once or refused when made are left as they are. Grants go in chunks of
+    carried out at once or refused when made are left as they are; an item refused because
+    its request already waits (`waiting_id`) has that request granted. Grants go in chunks of
     `MAX_GRANT`, one after another."""
     results = answer["results"]
-    pending = [(i, rid) for i, item in enumerate(results)
-               if (rid := pending_id(item.get("result")))]
+    pending = [(i, rid) for i, item in enumerate(results) if (rid := waiting_id(item))]
     if not pending:
         return answer
     decided = await grant_many(checker, service, [rid for _, rid in pending])

@@ -35,7 +35,7 @@ from typing import Any
 
 import httpx
 
-from scripts.approvals import CHECKER, MAX_GRANT, pending_id
+from scripts.approvals import CHECKER, MAX_GRANT, waiting_id
 from shared.auth import Role, mint_token
 from shared.csv_export import safe_cell
 from shared.settings import DEV_SIGNING_KEY
@@ -764,8 +764,8 @@ class Loader:
         grant result (`status` 200) or refusal. New this run, or replayed (a re-run), as the
         grants were: a run cut off between the asking and the granting grants now."""
         results = list(answer["results"])
-        pending = [(i, rid) for i, item in enumerate(results)
-                   if (rid := pending_id(item.get("result")))]
+        # its own requests, or one an earlier run asked for and never had granted (409)
+        pending = [(i, rid) for i, item in enumerate(results) if (rid := waiting_id(item))]
         if not pending:
             return answer
         replayed = True
