@@ -319,6 +319,28 @@ async def test_a_command_refused_at_grant_rolls_the_grant_back(demo):
     assert rejected.status_code == 200
 
 
+async def test_a_command_refused_in_a_granted_list_rolls_back_alone(demo):
+    """Grants of one list share a transaction, each in a savepoint: the second request for a
+    tranche its pot already got in the same list is refused with nothing of it written, the
+    grants before and after it stand."""
+    pot, other = uuid.uuid4().hex[:10], uuid.uuid4().hex[:10]
+    first = await demo.ask(MAKER, pot=pot, amount=5_000_000)
+    again = await demo.ask(PAPUA, pot=pot, tranche=1)  # the same tranche asked again
+    after = await demo.ask(MAKER, pot=other)
+    granted = await demo.client.post("/approvals/grant", headers=CHECKER, json={
+        "request_ids": [first["request_id"], again["request_id"], after["request_id"]]})
+    assert granted.status_code == 200, granted.text
+    results = granted.json()["results"]
+    assert [r["status"] for r in results] == [200, 409, 200]
+    assert results[1]["error"]["field"] == "tranche"
+    assert await demo.approval_events(again["request_id"]) == [
+        ("ApprovalRequested", "provincial_officer")]  # still pending, nothing written
+    assert await demo.approval_events(after["request_id"]) == [
+        ("ApprovalRequested", "ministry_admin"), ("ApprovalGranted", "ministry_admin"),
+        ("ApprovalCarriedOut", "ministry_admin")]
+    assert (await demo.funded(pot), await demo.funded(other)) == (1, 1)
+
+
 async def test_rejected_requests_are_never_granted_and_need_a_known_reason(demo):
     asked = await demo.ask(MAKER)
     url = f"/approvals/{asked['request_id']}"
