@@ -43,6 +43,7 @@ from shared.auth import Actor, Role, require
 from shared.csv_export import write_rows
 from shared.envelope import current_version, event_class
 from shared.errors import ForbiddenError, NotFoundError, RuleViolationError
+from shared.eventstore import apply_steps
 from shared.inputs import clean_text
 from shared.observability import correlation_id_var
 from shared.paging import PageOut, PageParams, PageQuery
@@ -93,22 +94,7 @@ STEPS = [(1, "actors seen and pseudonym lookups", SCHEMA_1),
 async def migrate(conn: asyncpg.Connection) -> list[str]:
     """Apply the audit schema's steps not applied yet (after the kernel's: `schema_migrations`
     exists), under the migrations' advisory lock. Returns the names applied now."""
-    applied: list[str] = []
-    await conn.execute("SELECT pg_advisory_lock(hashtext('tkm-migrations'))")
-    try:
-        done = {r["version"] for r in await conn.fetch(
-            "SELECT version FROM schema_migrations WHERE component = 'audit'")}
-        for version, name, sql in STEPS:
-            if version in done:
-                continue
-            async with conn.transaction():
-                await conn.execute(sql)
-                await conn.execute("INSERT INTO schema_migrations (component, version, name) "
-                                   "VALUES ('audit', $1, $2)", version, name)
-            applied.append(f"audit:{name}")
-    finally:
-        await conn.execute("SELECT pg_advisory_unlock(hashtext('tkm-migrations'))")
-    return applied
+    return await apply_steps(conn, [("audit", v, name, sql) for v, name, sql in STEPS])
 
 
 def _split_actor(actor_id: str) -> tuple[str | None, str]:

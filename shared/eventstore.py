@@ -220,18 +220,38 @@ async def migrate(conn: asyncpg.Connection, component: str, migrations: Path | N
         for path in sorted(migrations.glob("*.sql")) if migrations else []:
             number = int(path.name.split("_", 1)[0])
             steps.append((component, number, path.stem, path.read_text()))
-        done = {(r["component"], r["version"]) for r in
-                await conn.fetch("SELECT component, version FROM schema_migrations")}
-        for comp, version, name, sql in steps:
-            if (comp, version) in done:
-                continue
-            async with conn.transaction():
-                await conn.execute(sql)
-                await conn.execute("INSERT INTO schema_migrations (component, version, name) "
-                                   "VALUES ($1, $2, $3)", comp, version, name)
-            applied_now.append(f"{comp}:{name}")
+        applied_now = await _apply_steps(conn, steps)
     finally:
         await conn.execute("SELECT pg_advisory_unlock(hashtext('tkm-migrations'))")
+    return applied_now
+
+
+async def apply_steps(conn: asyncpg.Connection,
+                      steps: Sequence[tuple[str, int, str, str]]) -> list[str]:
+    """Apply the (component, version, name, sql) steps not applied yet, each in its own
+    transaction, under the migrations' advisory lock (after `migrate`: `schema_migrations`
+    exists). A kernel module with tables of its own (audit, privacy) migrates through it.
+    Returns the names applied now, `component:name`."""
+    await conn.execute("SELECT pg_advisory_lock(hashtext('tkm-migrations'))")
+    try:
+        return await _apply_steps(conn, steps)
+    finally:
+        await conn.execute("SELECT pg_advisory_unlock(hashtext('tkm-migrations'))")
+
+
+async def _apply_steps(conn: asyncpg.Connection,
+                       steps: Sequence[tuple[str, int, str, str]]) -> list[str]:
+    applied_now: list[str] = []
+    done = {(r["component"], r["version"]) for r in
+            await conn.fetch("SELECT component, version FROM schema_migrations")}
+    for comp, version, name, sql in steps:
+        if (comp, version) in done:
+            continue
+        async with conn.transaction():
+            await conn.execute(sql)
+            await conn.execute("INSERT INTO schema_migrations (component, version, name) "
+                               "VALUES ($1, $2, $3)", comp, version, name)
+        applied_now.append(f"{comp}:{name}")
     return applied_now
 
 

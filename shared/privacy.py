@@ -68,6 +68,7 @@ from shared.aggregate import Aggregate
 from shared.auth import Actor, Role, require
 from shared.envelope import Event, register
 from shared.errors import ConflictError, NotFoundError, RuleViolationError
+from shared.eventstore import apply_steps
 from shared.inputs import Text
 from shared.nik import InvalidNikError, parse_nik
 
@@ -85,22 +86,7 @@ SUBJECT_ACCESS_ROUTE = "POST /privacy/subject-access"
 async def migrate(conn: asyncpg.Connection) -> list[str]:
     """Apply the privacy steps not applied yet (after the kernel's: `schema_migrations` exists),
     under the migrations' advisory lock. Returns the names applied now."""
-    applied: list[str] = []
-    await conn.execute("SELECT pg_advisory_lock(hashtext('tkm-migrations'))")
-    try:
-        done = {r["version"] for r in await conn.fetch(
-            "SELECT version FROM schema_migrations WHERE component = 'privacy'")}
-        for version, name, sql in STEPS:
-            if version in done:
-                continue
-            async with conn.transaction():
-                await conn.execute(sql)
-                await conn.execute("INSERT INTO schema_migrations (component, version, name) "
-                                   "VALUES ('privacy', $1, $2)", version, name)
-            applied.append(f"privacy:{name}")
-    finally:
-        await conn.execute("SELECT pg_advisory_unlock(hashtext('tkm-migrations'))")
-    return applied
+    return await apply_steps(conn, [("privacy", v, name, sql) for v, name, sql in STEPS])
 
 
 # ---- kernel events (internal: no topic; they name person refs, never a NIK or a name) -------
