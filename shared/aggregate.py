@@ -166,14 +166,18 @@ class UnitOfWork:
         self.saved.extend(envelopes)
         return envelopes
 
-    async def save_many(self, aggregates: Iterable[Aggregate]) -> list[Envelope]:
+    async def save_many(self, aggregates: Iterable[Aggregate], *,
+                        cause: Callable[[Event], uuid.UUID | None] | None = None
+                        ) -> list[Envelope]:
         """Append every aggregate's pending events at the version it was loaded at, set-based
         (`EventStore.append_many`), and run the projector once over all of them, in the order
-        given. Raises ConcurrencyError when any stream moved on; nothing is written then."""
+        given. `cause(event)`: each event's causation id when they differ (what many granted
+        requests carried out), else the unit's. Raises ConcurrencyError when any stream moved
+        on; nothing is written then."""
         aggs = [a for a in {id(a): a for a in aggregates}.values() if a.pending]
         envelopes = await self.store.append_many(
             self.conn, [(a.stream_id, a.version, a.pending) for a in aggs], actor=self.actor,
-            correlation_id=self.correlation_id, causation_id=self.causation_id)
+            correlation_id=self.correlation_id, causation_id=self.causation_id, cause=cause)
         events = [e for a in aggs for e in a.pending]
         for agg in aggs:
             agg.version, agg.pending = agg.version + len(agg.pending), []

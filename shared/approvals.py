@@ -359,6 +359,11 @@ class ApprovalRequest(Aggregate):
         self.record(ApprovalExpired(expired_at=now))
 
 
+def _refused(request_id: uuid.UUID, exc: DomainError) -> dict[str, Any]:
+    """A grant's result in a list: the error that refused it."""
+    return {"request_id": str(request_id), "status": exc.status, "error": exc.body()["error"]}
+
+
 def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value else None
 
@@ -386,45 +391,68 @@ def check_payload(payload: Any, path: str = "payload") -> None:
 # -- the read model ----------------------------------------------------------------------------
 
 async def project(conn: asyncpg.Connection, pairs: Sequence[tuple[Envelope, Event]]) -> None:
-    """Keep `approval_requests` in step with approval events (others are ignored). Idempotent:
-    a service may call it from its own projector too (and must, for a rebuild)."""
+    """Keep `approval_requests` in step with approval events (others are ignored), a statement
+    per event type whatever the number of events (`executemany`, pipelined). Idempotent: a
+    service may call it from its own projector too (and must, for a rebuild). The requests'
+    rows are written first; each later event of a request sets columns of its own state
+    (decided, carried out), so the updates of one request commute."""
+    rows: dict[type, list[tuple[Any, ...]]] = {}
     for envelope, event in pairs:
-        request_id = envelope.stream_id.removeprefix(STREAM_PREFIX)
         if not envelope.stream_id.startswith(STREAM_PREFIX):
             continue
+        request_id = uuid.UUID(envelope.stream_id.removeprefix(STREAM_PREFIX))
         if isinstance(event, ApprovalRequested):
-            await conn.execute(
-                "INSERT INTO approval_requests (request_id, command_type, target, "
-                "province_code, year, amount, batch_id, maker, maker_role, checker_roles, "
-                "payload, state, requested_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, "
-                "$8, $9, $10, $11::jsonb, 'pending', $12, $13) ON CONFLICT DO NOTHING",
+            row: tuple[Any, ...] = (
                 event.request_id, event.command_type, event.target, event.province_code,
                 event.year, event.amount, event.batch_id, event.maker, event.maker_role,
                 event.checker_roles, json.dumps(event.payload), event.requested_at,
                 event.expires_at)
         elif isinstance(event, ApprovalGranted):
-            await conn.execute(
-                "UPDATE approval_requests SET state = 'granted', decided_at = $2, checker = $3, "
-                "checker_role = $4 WHERE request_id = $1", uuid.UUID(request_id),
-                event.granted_at, event.checker, event.checker_role)
+            row = (request_id, event.granted_at, event.checker, event.checker_role)
         elif isinstance(event, ApprovalCarriedOut):
-            await conn.execute("UPDATE approval_requests SET result = $2::jsonb "
-                               "WHERE request_id = $1", uuid.UUID(request_id),
-                               json.dumps(event.result))
+            row = (request_id, json.dumps(event.result))
         elif isinstance(event, ApprovalRejected):
-            await conn.execute(
-                "UPDATE approval_requests SET state = 'rejected', decided_at = $2, checker = $3, "
-                "checker_role = $4, reason_code = $5, note = $6 WHERE request_id = $1",
-                uuid.UUID(request_id), event.rejected_at, event.checker, event.checker_role,
-                event.reason_code, event.note)
+            row = (request_id, event.rejected_at, event.checker, event.checker_role,
+                   event.reason_code, event.note)
         elif isinstance(event, ApprovalExpired):
-            await conn.execute("UPDATE approval_requests SET state = 'expired', decided_at = $2 "
-                               "WHERE request_id = $1", uuid.UUID(request_id), event.expired_at)
+            row = (request_id, event.expired_at)
+        else:  # pragma: no cover - nothing else is written to an approval stream
+            continue
+        rows.setdefault(type(event), []).append(row)
+    for kind, sql in _PROJECTIONS:
+        if rows.get(kind):
+            await conn.executemany(sql, rows[kind])
+
+
+_PROJECTIONS: tuple[tuple[type, str], ...] = (
+    (ApprovalRequested,
+     "INSERT INTO approval_requests (request_id, command_type, target, province_code, year, "
+     "amount, batch_id, maker, maker_role, checker_roles, payload, state, requested_at, "
+     "expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11::jsonb, 'pending', $12, "
+     "$13) ON CONFLICT DO NOTHING"),
+    (ApprovalGranted,
+     "UPDATE approval_requests SET state = 'granted', decided_at = $2, checker = $3, "
+     "checker_role = $4 WHERE request_id = $1"),
+    (ApprovalCarriedOut,
+     "UPDATE approval_requests SET result = $2::jsonb WHERE request_id = $1"),
+    (ApprovalRejected,
+     "UPDATE approval_requests SET state = 'rejected', decided_at = $2, checker = $3, "
+     "checker_role = $4, reason_code = $5, note = $6 WHERE request_id = $1"),
+    (ApprovalExpired,
+     "UPDATE approval_requests SET state = 'expired', decided_at = $2 WHERE request_id = $1"),
+)
 
 
 async def _save(uow: UnitOfWork, agg: ApprovalRequest) -> None:
     events = list(agg.pending)
     envelopes = await uow.save(agg)
+    await project(uow.conn, list(zip(envelopes, events, strict=True)))
+
+
+async def _save_many(uow: UnitOfWork, aggs: Sequence[ApprovalRequest],
+                     cause: Callable[[Event], uuid.UUID | None]) -> None:
+    events = [e for agg in aggs for e in agg.pending]
+    envelopes = await uow.save_many(aggs, cause=cause)
     await project(uow.conn, list(zip(envelopes, events, strict=True)))
 
 
@@ -452,6 +480,28 @@ Executor = Callable[[UnitOfWork, ApprovalRequested, Actor], Awaitable[dict[str, 
 
 
 @dataclass(frozen=True)
+class Carried:
+    """One request carried out by a `BatchExecutor`: its answer and the events it recorded
+    (their causation is the request)."""
+
+    answer: dict[str, Any]
+    events: list[Event]
+
+
+class Undecided(Exception):
+    """Raised by a `BatchExecutor` that cannot decide its requests in memory (a command
+    refused after it recorded): the grants of its chunk are then made one savepoint each."""
+
+
+# carries out many granted requests in the grant's transaction, set-based: loads their targets
+# at once, decides each request in order in memory (a request refused by its command records
+# nothing), and answers per request `Carried` or the DomainError that refused it, with the
+# aggregates to save (the kernel saves them in one statement, after the grants)
+BatchExecutor = Callable[[UnitOfWork, list[ApprovalRequested], Actor],
+                         Awaitable[tuple[list["Carried | DomainError"], list[Aggregate]]]]
+
+
+@dataclass(frozen=True)
 class Pending:
     """What a command answers when it became a request instead of being carried out (202)."""
 
@@ -473,8 +523,10 @@ class FourEyes:
 
     def __init__(self, book: "RuleBook[Any]", section: Callable[[Any], FourEyesRules],
                  executors: dict[str, Executor], *,
+                 carry_out_many: BatchExecutor | None = None,
                  clock: Callable[[], datetime] = utcnow) -> None:
         self.book, self.section, self.executors, self.clock = book, section, executors, clock
+        self.carry_out_many = carry_out_many
 
     async def rules(self, conn: asyncpg.Connection | asyncpg.Pool, year: int) -> FourEyesRules:
         return self.section((await self.book.in_force(conn, year)).rules)
@@ -574,14 +626,83 @@ class FourEyes:
         transaction, each in a savepoint of its own: a grant refused (by the checks or by its
         command) rolls back alone and the others of the transaction carry on; one commit per
         chunk instead of one per grant (a year's fundings and LPJ acceptances are ~22,000
-        grants). A chunk that meets a concurrent writer is decided again, whole."""
+        grants). A chunk that meets a concurrent writer is decided again, whole. A service
+        with a `carry_out_many` grants each chunk set-based (`_grant_set`): the same checks and
+        answers, in a constant number of statements."""
         ids = list(dict.fromkeys(request_ids))
         results: list[dict[str, Any]] = []
+        grant = self._grant_set if self.carry_out_many else self._grant_chunk
         for start in range(0, len(ids), per_transaction):
             chunk = ids[start:start + per_transaction]
             results.extend(await ctx.command(
-                lambda uow, chunk=chunk: self._grant_chunk(uow, chunk, checker), checker))
+                lambda uow, chunk=chunk: grant(uow, chunk, checker), checker))
         return results
+
+    async def _grant_set(self, uow: UnitOfWork, chunk: Sequence[uuid.UUID], checker: Actor
+                         ) -> list[dict[str, Any]]:
+        """A chunk's grants decided in memory and written in a few statements: the requests
+        locked and read at once, each checked as `_grant_in` checks it (an expiry is recorded
+        instead), the commands carried out by `carry_out_many`, then the grants, the commands'
+        events and the carried-out records appended in that order, each event caused by its
+        request. A request refused (by the checks or by its command) writes nothing."""
+        assert self.carry_out_many is not None
+        streams = [stream_id(r) for r in chunk]
+        aggs = await uow.load_many(ApprovalRequest, streams)
+        now = self.clock()
+        out: dict[uuid.UUID, dict[str, Any]] = {}
+        expired: list[ApprovalRequest] = []
+        checked: list[tuple[uuid.UUID, ApprovalRequest]] = []
+        for request_id, sid in zip(chunk, streams, strict=True):
+            agg = aggs.get(sid)
+            try:
+                if agg is None:
+                    raise NotFoundError("no such approval request", field="request_id")
+                agg.ensure_may_check(checker)
+                if agg.is_past_due(now):
+                    expired.append(agg)
+                    raise _expired()
+                agg.ensure_pending()
+            except DomainError as exc:
+                out[request_id] = _refused(request_id, exc)
+                continue
+            checked.append((request_id, agg))
+        try:
+            outcomes, targets = await self.carry_out_many(
+                uow, [agg.request for _, agg in checked], checker) if checked else ([], [])
+        except Undecided:
+            log.info("a chunk of %d grants is granted one savepoint each", len(chunk))
+            return await self._grant_chunk(uow, chunk, checker)
+        # the requests' own event ids: what the grants and the commands were caused by
+        first = dict(await uow.conn.fetch(
+            "SELECT stream_id, event_id FROM events WHERE stream_id = ANY($1::text[]) "
+            "AND stream_version = 1", [agg.stream_id for _, agg in checked]))
+        cause_of: dict[int, uuid.UUID] = {}
+        granted: list[tuple[ApprovalRequest, dict[str, Any]]] = []
+        for (request_id, agg), outcome in zip(checked, outcomes, strict=True):
+            if isinstance(outcome, DomainError):
+                out[request_id] = _refused(request_id, outcome)
+                continue
+            agg.grant(checker, now)
+            for event in (*agg.pending, *outcome.events):
+                cause_of[id(event)] = first[agg.stream_id]
+            granted.append((agg, outcome.answer))
+            req = agg.request
+            out[request_id] = {"request_id": str(request_id), "status": 200,
+                               "state": GRANTED, "command_type": req.command_type,
+                               "target": req.target, "result": outcome.answer}
+        for agg in expired:
+            agg.expire(now)
+
+        def cause(event: Event) -> uuid.UUID | None:
+            return cause_of.get(id(event), uow.causation_id)
+
+        await _save_many(uow, [*expired, *(agg for agg, _ in granted)], cause)
+        await uow.save_many(targets, cause=cause)
+        for agg, answer in granted:
+            agg.carried_out(answer)
+            cause_of[id(agg.pending[-1])] = first[agg.stream_id]
+        await _save_many(uow, [agg for agg, _ in granted], cause)
+        return [out[request_id] for request_id in chunk]
 
     async def _grant_chunk(self, uow: UnitOfWork, chunk: Sequence[uuid.UUID], checker: Actor
                            ) -> list[dict[str, Any]]:
@@ -593,14 +714,12 @@ class FourEyes:
                     answer = await self._grant_in(uow, request_id, checker)
             except DomainError as exc:
                 del uow.saved[saved:]  # rolled back with the savepoint
-                out.append({"request_id": str(request_id), "status": exc.status,
-                            "error": exc.body()["error"]})
+                out.append(_refused(request_id, exc))
                 continue
             finally:
                 uow.causation_id = causation
             if answer.get("expired"):  # the expiry recorded, the grant refused
-                out.append({"request_id": str(request_id), "status": NotPendingError.status,
-                            "error": _expired().body()["error"]})
+                out.append(_refused(request_id, _expired()))
             else:
                 out.append({"request_id": str(request_id), "status": 200, **answer})
         return out

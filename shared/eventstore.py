@@ -17,7 +17,7 @@ from __future__ import annotations
 import contextlib
 import json
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -128,9 +128,10 @@ WITH stale AS MATERIALIZED (
 ev AS (
     INSERT INTO events (event_id, stream_id, stream_version, event_type, schema_version,
                         occurred_at, correlation_id, causation_id, actor, payload)
-    SELECT e, s, v, t, sv, $6, $7, $8, $9, p
-    FROM unnest($1::uuid[], $2::text[], $3::int[], $4::text[], $5::int[], $10::jsonb[])
-         WITH ORDINALITY AS u(e, s, v, t, sv, p, n)
+    SELECT e, s, v, t, sv, $6, $7, c, $9, p
+    FROM unnest($1::uuid[], $2::text[], $3::int[], $4::text[], $5::int[], $10::jsonb[],
+                $8::uuid[])
+         WITH ORDINALITY AS u(e, s, v, t, sv, p, c, n)
     WHERE NOT EXISTS (SELECT 1 FROM stale) ORDER BY n),
 ob AS (
     INSERT INTO outbox (topic, message_key, event_id, value)
@@ -270,11 +271,15 @@ class EventStore:
     async def append_many(self, conn: asyncpg.Connection,
                           items: Sequence[tuple[str, int, Sequence[Event]]], *, actor: str,
                           correlation_id: uuid.UUID,
-                          causation_id: uuid.UUID | None = None) -> list[Envelope]:
+                          causation_id: uuid.UUID | None = None,
+                          cause: Callable[[Event], uuid.UUID | None] | None = None
+                          ) -> list[Envelope]:
         """Append each item's events after its expected version, all or nothing, inside the
         caller's open transaction, in a constant number of statements. Returns the envelopes in
-        item order. Raises ConcurrencyError when any stream is elsewhere (nothing is written),
-        ValueError when a stream appears twice, RuntimeError outside a transaction."""
+        item order. `cause(event)`, when given, is each event's causation id (one statement may
+        carry what many requests caused), else `causation_id` for all. Raises ConcurrencyError
+        when any stream is elsewhere (nothing is written), ValueError when a stream appears
+        twice, RuntimeError outside a transaction."""
         if not conn.is_in_transaction():
             raise RuntimeError("append must run inside a transaction")
         items = [(s, v, events) for s, v, events in items if events]
@@ -287,7 +292,8 @@ class EventStore:
             (Envelope(event_id=uuid.uuid4(), event_type=e.event_type,
                       schema_version=e.schema_version, occurred_at=now, stream_id=stream_id,
                       stream_version=expected + i, correlation_id=correlation_id,
-                      causation_id=causation_id, producer=self.producer, actor=actor,
+                      causation_id=cause(e) if cause else causation_id,
+                      producer=self.producer, actor=actor,
                       payload=e.model_dump(mode="json")), e)
             for stream_id, expected, events in items
             for i, e in enumerate(events, start=1)
@@ -303,8 +309,8 @@ class EventStore:
                 _APPEND_SQL,
                 [v.event_id for v in envelopes], [v.stream_id for v in envelopes],
                 [v.stream_version for v in envelopes], [v.event_type for v in envelopes],
-                [v.schema_version for v in envelopes], now, correlation_id, causation_id,
-                actor, [json.dumps(v.payload, separators=(",", ":")) for v in envelopes],
+                [v.schema_version for v in envelopes], now, correlation_id,
+                [v.causation_id for v in envelopes], actor, [json.dumps(v.payload, separators=(",", ":")) for v in envelopes],
                 [s for s, _, _ in items], [x for _, x, _ in items],
                 [t for t, _ in published], [v.stream_id for _, v in published],
                 [v.event_id for _, v in published], [encode(v) for _, v in published],

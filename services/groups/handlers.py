@@ -44,7 +44,7 @@ from services.groups.domain import (
 )
 from services.groups.projections import MembershipTakenError
 from shared.aggregate import UnitOfWork, lock_stream
-from shared.approvals import PENDING, ApprovalRequested, FourEyes
+from shared.approvals import PENDING, ApprovalRequested, Carried, FourEyes, Undecided
 from shared.auth import Actor, Role
 from shared.contracts.groups import GroupFunded
 from shared.envelope import utcnow
@@ -370,9 +370,43 @@ def four_eyes_of(book: Book) -> FourEyes:
         await uow.save(group)
         return lpj_accepted(group.group_id, request.payload["report_id"])
 
+    async def carry_out_many(uow: UnitOfWork, requests: list[ApprovalRequested],
+                             checker: Actor) -> tuple[list[Carried | DomainError], list[Group]]:
+        """What the two above do, for a checker's list: the groups locked and read at once,
+        each request decided in order on its group in memory (by the rules of the group's
+        year), their events saved by the kernel in one statement."""
+        groups = await uow.load_many(Group, {r.target for r in requests})
+        in_force = await book.resolver(uow.conn)
+        today = latest_local_date()
+        outcomes: list[Carried | DomainError] = []
+        for request in requests:
+            group = groups.get(request.target)
+            if group is None:  # pragma: no cover - a request is made on a loaded group
+                outcomes.append(NotFoundError("the request's group no longer exists",
+                                              field="request_id"))
+                continue
+            recorded, p = len(group.pending), request.payload
+            try:
+                if request.command_type == ACCEPT_LPJ:
+                    group.accept_lpj(p["report_id"])
+                    answer = lpj_accepted(group.group_id, p["report_id"])
+                else:
+                    rules = in_force(group.year).rules
+                    event = group.fund(tranche=p["tranche"], amount=p["amount"],
+                                       disbursed_on=date.fromisoformat(p["disbursed_on"]),
+                                       budget_year=p["budget_year"], rules=rules, today=today)
+                    answer = funded(group, event, rules)
+            except DomainError as exc:
+                if len(group.pending) != recorded:
+                    raise Undecided(request.target) from exc
+                outcomes.append(exc)
+                continue
+            outcomes.append(Carried(answer, group.pending[recorded:]))
+        return outcomes, list(groups.values())
+
     return FourEyes(book, lambda rules: rules.four_eyes, {
         FUND: carry_out_funding, CHANGE_TRANCHE: carry_out_funding,
-        ACCEPT_LPJ: carry_out_lpj_acceptance})
+        ACCEPT_LPJ: carry_out_lpj_acceptance}, carry_out_many=carry_out_many)
 
 
 async def _granted_target(uow: UnitOfWork, request: ApprovalRequested) -> Group:

@@ -300,6 +300,48 @@ async def test_a_bulk_funding_is_one_batch_granted_item_by_item(groups):
     assert [len(await fundings_of(groups, g)) for g in ids] == [1, 0, 1]
 
 
+async def test_a_granted_list_is_carried_out_together_each_funding_caused_by_its_request(groups):
+    """A checker's list is granted set-based (a few statements for the chunk): each request's
+    grant, funding and carried-out record are caused by that request's own ApprovalRequested,
+    and a request whose command is refused at grant time (its group dissolved after the ask)
+    writes nothing and stays pending, while the others of the list are carried out."""
+    ids = [await approved_group(groups) for _ in range(3)]
+    made = (await groups.client.post("/groups/fundings", headers=MAKER, json={
+        "items": [{"group_id": g, **funding()} for g in ids]})).json()
+    request_ids = [r["result"]["request_id"] for r in made["results"]]
+    dissolved = await groups.client.post(f"/groups/{ids[1]}/dissolution", headers=ADMIN,
+                                         json={"reason_code": "members_left"})
+    assert dissolved.status_code == 200, dissolved.text
+    granted = await groups.client.post("/approvals/grant", headers=CHECKER,
+                                       json={"request_ids": request_ids})
+    assert granted.status_code == 200, granted.text
+    results = granted.json()["results"]
+    assert [r["status"] for r in results][::2] == [200, 200] and results[1]["status"] >= 400
+    assert results[1]["error"]["reason"], results[1]
+    assert [len(await fundings_of(groups, g)) for g in ids] == [1, 0, 1]
+    assert await approval_events(groups, request_ids[1]) == [
+        ("ApprovalRequested", f"provincial_officer:{MAKER_ALIAS}")]
+    correlations = set()
+    for group_id, request_id in ((ids[0], request_ids[0]), (ids[2], request_ids[2])):
+        rows = await store(groups, "SELECT event_id, event_type, causation_id, correlation_id "
+                           "FROM events WHERE stream_id = $1 ORDER BY stream_version",
+                           f"approval-{request_id}")
+        assert [r["event_type"].removeprefix("approvals.") for r in rows] == [
+            "ApprovalRequested", "ApprovalGranted", "ApprovalCarriedOut"]
+        asked_for = rows[0]["event_id"]
+        [funded] = await fundings_of(groups, group_id)
+        assert funded["causation_id"] == asked_for
+        assert [r["causation_id"] for r in rows[1:]] == [asked_for, asked_for]
+        assert json.loads(funded["payload"])["amount"] == 20_000_000
+        correlations |= {funded["correlation_id"], *(r["correlation_id"] for r in rows[1:])}
+    assert len(correlations) == 1  # one grant call
+    for state, expected in (("granted", {request_ids[0], request_ids[2]}),
+                            ("pending", {request_ids[1]})):
+        listed = (await groups.client.get("/approvals", headers=ADMIN, params={
+            "batch_id": made["batch_id"], "state": state})).json()
+        assert {i["request_id"] for i in listed["items"]} == expected
+
+
 async def test_lpj_acceptance_goes_through_another_officer_of_the_province(groups):
     group_id = await approved_group(groups)
     await fund(groups.client, group_id, funding(), maker=MAKER)
