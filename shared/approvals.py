@@ -47,7 +47,7 @@ import logging
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Annotated, Any
 
 import asyncpg
@@ -450,7 +450,7 @@ async def _save(uow: UnitOfWork, agg: ApprovalRequest) -> None:
 
 
 async def _save_many(uow: UnitOfWork, aggs: Sequence[ApprovalRequest],
-                     cause: Callable[[Event], uuid.UUID | None]) -> None:
+                     cause: Callable[[Event], uuid.UUID | None] | None = None) -> None:
     events = [e for agg in aggs for e in agg.pending]
     envelopes = await uow.save_many(aggs, cause=cause)
     await project(uow.conn, list(zip(envelopes, events, strict=True)))
@@ -502,6 +502,18 @@ BatchExecutor = Callable[[UnitOfWork, list[ApprovalRequested], Actor],
 
 
 @dataclass(frozen=True)
+class Asking:
+    """A command a maker asks for (`FourEyes.submit_many`)."""
+
+    command_type: str
+    target: str
+    payload: dict[str, Any]
+    province_code: str | None
+    year: int
+    amount: int | None = None
+
+
+@dataclass(frozen=True)
 class Pending:
     """What a command answers when it became a request instead of being carried out (202)."""
 
@@ -541,20 +553,49 @@ class FourEyes:
         want four eyes for this command and amount (returns it), else None (the caller carries
         the command out at once). Raises ForbiddenError when the maker's role may not ask for
         it, or a provincial officer asks outside its province."""
-        if command_type not in self.executors:
-            raise ValueError(f"no executor for {command_type}")
-        rules = await self.rules(uow.conn, year)
-        rule = rules.rule(command_type, amount)
-        if rule is None:
-            return None
-        request_id = uuid.uuid4()
-        agg = ApprovalRequest.make(
-            request_id=request_id, command_type=command_type, target=target, payload=payload,
-            province_code=province_code, year=year, amount=amount, batch_id=batch_id,
-            maker=maker, rule=rule, rules=rules, now=self.clock())
-        await _save(uow, agg)
-        req = agg.request
-        return Pending(request_id, command_type, target, req.expires_at, req.checker_roles)
+        [made] = await self.submit_many(uow, maker, [Asking(
+            command_type=command_type, target=target, payload=payload,
+            province_code=province_code, year=year, amount=amount)], batch_id=batch_id)
+        if isinstance(made, DomainError):
+            raise made
+        return made
+
+    async def submit_many(self, uow: UnitOfWork, maker: Actor, asks: Sequence["Asking"], *,
+                          batch_id: uuid.UUID | None = None
+                          ) -> list[Pending | DomainError | None]:
+        """`submit` for many commands in the maker's transaction, in a constant number of
+        statements: per ask its pending request, None (no four eyes: the caller carries it out
+        at once) or the ForbiddenError that refuses it (nothing recorded for it)."""
+        for ask in asks:
+            if ask.command_type not in self.executors:
+                raise ValueError(f"no executor for {ask.command_type}")
+        in_force = await self.book.resolver(uow.conn)
+        out: list[Pending | DomainError | None] = []
+        made: list[ApprovalRequest] = []
+        now = datetime.min.replace(tzinfo=UTC)
+        for ask in asks:
+            # each request at an instant of its own, in the order asked (listings sort by it)
+            now = max(self.clock(), now + timedelta(microseconds=1))
+            rules = self.section(in_force(ask.year).rules)
+            rule = rules.rule(ask.command_type, ask.amount)
+            if rule is None:
+                out.append(None)
+                continue
+            try:
+                agg = ApprovalRequest.make(
+                    request_id=uuid.uuid4(), command_type=ask.command_type, target=ask.target,
+                    payload=ask.payload, province_code=ask.province_code, year=ask.year,
+                    amount=ask.amount, batch_id=batch_id, maker=maker, rule=rule,
+                    rules=rules, now=now)
+            except DomainError as exc:
+                out.append(exc)
+                continue
+            made.append(agg)
+            req = agg.request
+            out.append(Pending(req.request_id, req.command_type, req.target, req.expires_at,
+                               req.checker_roles))
+        await _save_many(uow, made)
+        return out
 
     # deciding
 

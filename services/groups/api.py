@@ -204,14 +204,14 @@ def build_router(config: ProgrammeConfig, book: RuleBook[GroupYearRules],
 
     @router.post("/groups/fundings", response_model=R.BulkOutcome, tags=["funding"])
     async def fund_many(body: FundGroups, ctx: Ctx, actor: Writer) -> dict[str, Any]:
-        """Ask for many fundings, each as `POST /groups/{group_id}/funding` would, each in its
-        own transaction: `batch_id` (shared by every item's request: `POST /approvals/grant`,
-        `GET /approvals?batch_id=`) and one result per item, in order (status 202 with the
-        pending request, 201 when carried out at once, or the error's status)."""
-        return await bulk.ask_in_turn(
-            config, body.items, 201,
-            lambda item, batch_id: handlers.fund_group(ctx, item.group_id, item, actor, book,
-                                                       four_eyes, batch_id))
+        """Ask for many fundings, each as `POST /groups/{group_id}/funding` would (same rules,
+        same answer), up to 100 groups a transaction: `batch_id` (shared by every item's
+        request: `POST /approvals/grant`, `GET /approvals?batch_id=`) and one result per item,
+        in order (status 202 with the pending request, 201 when carried out at once, or the
+        error's status)."""
+        return await bulk.ask_in_batches(
+            ctx, actor, config, book, four_eyes, body.items, 201,
+            lambda group, item, rules: handlers.funding_ask(group, item, rules))
 
     @router.post("/groups/{group_id}/lpj",
                  response_model=R.LpjSubmitted, status_code=201, tags=["accountability"])
@@ -231,7 +231,7 @@ def build_router(config: ProgrammeConfig, book: RuleBook[GroupYearRules],
         (`POST /approvals/{request_id}/grant`); without, accepted at once (200). A report not
         awaiting review is refused now (409) and nothing is written."""
         return _answer(response, await handlers.accept_lpj(ctx, group_id, report_id, actor,
-                                                           four_eyes), 200)
+                                                           book, four_eyes), 200)
 
     @router.post("/groups/{group_id}/lpj/{report_id}/return",
                  response_model=R.LpjReviewed, tags=["accountability"])
@@ -261,13 +261,12 @@ def build_router(config: ProgrammeConfig, book: RuleBook[GroupYearRules],
     @router.post("/lpj/acceptances", response_model=R.BulkOutcome, tags=["accountability"])
     async def accept_many_lpj(body: AcceptLpjs, ctx: Ctx, actor: Writer) -> dict[str, Any]:
         """Ask for many LPJ acceptances, each as
-        `POST /groups/{group_id}/lpj/{report_id}/acceptance` would, each in its own
+        `POST /groups/{group_id}/lpj/{report_id}/acceptance` would, up to 100 groups a
         transaction: `batch_id` and one result per item (status 202 pending, 200 when accepted
         at once, or the error's status)."""
-        return await bulk.ask_in_turn(
-            config, body.items, 200,
-            lambda item, batch_id: handlers.accept_lpj(ctx, item.group_id, item.report_id,
-                                                       actor, four_eyes, batch_id))
+        return await bulk.ask_in_batches(
+            ctx, actor, config, book, four_eyes, body.items, 200,
+            lambda group, item, rules: handlers.lpj_ask(group, item.report_id))
 
     @router.post("/groups/{group_id}/bimtek",
                  response_model=R.GroupSummary, status_code=201, tags=["empowerment"])

@@ -13,17 +13,17 @@ again one transaction each, so that fault stays with its item. A database that g
 part-way gives the bulk 503 with a result per item.
 
 Fundings and LPJ acceptances need four eyes (shared.approvals, docs/four-eyes.md): their bulk
-routes make one request per item instead (`ask_in_turn`), each in its own transaction, every
-item of one call sharing a `batch_id` that a checker grants with `POST /approvals/grant` or lists
-with `GET /approvals?batch_id=`. A year whose rules want no checker carries the item out at once,
-as its single call would.
+routes make one request per item instead (`ask_in_batches`), many groups a transaction as above,
+every item of one call sharing a `batch_id` that a checker grants with `POST /approvals/grant` or
+lists with `GET /approvals?batch_id=`. A year whose rules want no checker carries the item out at
+once, as its single call would.
 """
 
 from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,17 +31,24 @@ from services.groups.config import GroupYearRules, ProgrammeConfig
 from services.groups.domain import Group, stream_id
 from services.groups.handlers import (
     GROUPS_PER_TRANSACTION,
+    AskFor,
     Book,
     _all_settled,
     _failure,
     _item,
     act_on_group,
+    ask_on_group,
+    asking,
     batch_turn,
+    ensure_ministry_funds,
+    ensure_not_asked,
     is_pending,
+    pending_asks,
     summary,
     take_batch_lock,
 )
 from shared.aggregate import UnitOfWork
+from shared.approvals import FourEyes
 from shared.auth import Actor
 from shared.errors import DomainError, NotFoundError
 from shared.idempotency import commit_watch
@@ -162,37 +169,121 @@ def approved(group: Group, item: Any, rules: GroupYearRules) -> dict[str, Any]:
     return summary(group)
 
 
-# asks for one item of a four-eyes bulk command under the call's batch id: its answer, a pending
-# request (202) or, when the year's rules want no checker, the single call's answer
-Ask = Callable[[Any, uuid.UUID], Awaitable[dict[str, Any]]]
+# decides one item of a four-eyes bulk command on its loaded group: what it asks for, or the
+# DomainError that refuses it (`handlers.funding_ask`, `handlers.lpj_ask`)
+Prepare = Callable[[Group, Any, GroupYearRules], AskFor]
+
+ASKS_PER_TRANSACTION = 100  # groups of a four-eyes bulk call asked for in one transaction
 
 
-async def ask_in_turn(config: ProgrammeConfig, items: list[Any], done_status: int,
-                      ask: Ask) -> dict[str, Any]:
-    """`{"batch_id", "results"}`: every item asked for in its own transaction, in order, under
-    one new batch id; per item `{"group_id", "status": 202, "result": {"state": "pending",
-    "request_id", ...}}`, `done_status` with the single call's answer when carried out at once,
-    or the error's status and body. A database that goes away part-way: 503 whose `results` say
-    what was written (the items after it not tried)."""
+async def ask_in_batches(ctx: ServiceContext, actor: Actor, config: ProgrammeConfig,
+                         book: Book, four_eyes: FourEyes, items: list[Any], done_status: int,
+                         prepare: Prepare) -> dict[str, Any]:
+    """`{"batch_id", "results"}`: every item asked for as its single call would (the same
+    checks, in the same order, and the same answer), under one new batch id; per item
+    `{"group_id", "status": 202, "result": {"state": "pending", "request_id", ...}}`,
+    `done_status` with the single call's answer when carried out at once, or the error's
+    status and body. Up to ASKS_PER_TRANSACTION groups share a transaction: locked and read
+    at once, decided in memory, their requests written in a few statements; a group's second
+    item starts the next transaction, so it is decided after the first one's request, as a
+    second call would be. A transaction that fails for a reason of ours runs its items one
+    transaction each. A database that goes away part-way: 503 whose `results` say what was
+    written (the items after it not tried)."""
     if len(items) > config.bulk.max_items:
         raise DomainError(f"at most {config.bulk.max_items} items a request", field="items")
     batch_id = uuid.uuid4()
-    results: list[dict[str, Any]] = []
+    batches: list[list[Any]] = [[]]
     for item in items:
-        if results and results[-1]["status"] == 503:
-            results.append(_unavailable(item.group_id, "no", tried=False))
+        if len(batches[-1]) == ASKS_PER_TRANSACTION or any(
+                i.group_id == item.group_id for i in batches[-1]):
+            batches.append([])
+        batches[-1].append(item)
+    results: list[dict[str, Any]] = []
+    for batch in batches:
+        if any(r["status"] == 503 for r in results):  # the database went away: stop there
+            results.extend(_unavailable(item.group_id, "no", tried=False) for item in batch)
             continue
-        result = await _item(item.group_id, 202,
-                             lambda item=item: ask(item, batch_id))  # type: ignore[misc]
-        if result["status"] == 202 and not is_pending(result["result"]):
-            result["status"] = done_status
-        results.append(result)
+        results.extend(await _ask_batch(ctx, actor, book, four_eyes, batch, done_status,
+                                        prepare, batch_id))
     if any(r["status"] == 503 for r in results):
         raise ServiceUnavailableError(
             "the database became unavailable part-way; `results` tells what was written "
             "(retry the items not written)", batch_id=str(batch_id), results=results,
             written=sum(r["status"] < 300 for r in results))
     return {"batch_id": str(batch_id), "results": results}
+
+
+async def _ask_batch(ctx: ServiceContext, actor: Actor, book: Book, four_eyes: FourEyes,
+                     batch: list[Any], done_status: int, prepare: Prepare,
+                     batch_id: uuid.UUID) -> list[dict[str, Any]]:
+    with commit_watch() as watch, patient():
+        try:
+            async with batch_turn():
+                return await ctx.command(lambda uow: _ask(
+                    uow, actor, book, four_eyes, batch, done_status, prepare, batch_id), actor)
+        except DATABASE_UNAVAILABLE as exc:
+            log.warning("bulk asks of %d items: database unavailable: %r", len(batch), exc)
+            written = "unknown" if watch.reached_commit else "no"
+            return [_unavailable(item.group_id, written) for item in batch]
+        except Exception:  # rolled back: run its items one transaction each
+            log.exception("bulk asks of %d items failed; its items run one by one", len(batch))
+    results = []
+    for item in batch:
+        result = await _item(item.group_id, 202, lambda item=item: ask_on_group(
+            ctx, actor, item.group_id, book, four_eyes,
+            lambda group, rules, item=item: prepare(group, item, rules), batch_id))
+        if result["status"] == 202 and not is_pending(result["result"]):
+            result["status"] = done_status
+        results.append(result)
+    return results
+
+
+async def _ask(uow: UnitOfWork, actor: Actor, book: Book, four_eyes: FourEyes,
+               batch: list[Any], done_status: int, prepare: Prepare,
+               batch_id: uuid.UUID) -> list[dict[str, Any]]:
+    await take_batch_lock(uow)
+    groups = await uow.load_many(Group, {stream_id(item.group_id) for item in batch})
+    in_force = await book.resolver(uow.conn)
+    pending = await pending_asks(uow.conn, list(groups))
+    results: list[dict[str, Any] | None] = []
+    asks: list[tuple[int, AskFor]] = []
+    for item in batch:  # each group once: its method's event is dropped unless carried out
+        group = groups.get(stream_id(item.group_id))
+        try:
+            if group is None:
+                raise NotFoundError("no such group", field="group_id", group_id=item.group_id)
+            actor.ensure_province(group.province_code)
+            ask = prepare(group, item, in_force(group.year).rules)
+            ensure_not_asked(ask, pending)
+        except DomainError as exc:
+            results.append(_failure(item.group_id, exc))
+            continue
+        asks.append((len(results), ask))
+        results.append(None)
+    made = await four_eyes.submit_many(uow, actor, [asking(ask) for _, ask in asks],
+                                       batch_id=batch_id)
+    carried: list[Group] = []
+    for (index, ask), outcome in zip(asks, made, strict=True):
+        group_id = ask.group.group_id
+        try:
+            if isinstance(outcome, DomainError):
+                raise outcome
+            if outcome is not None:
+                results[index] = {"group_id": group_id, "status": 202,
+                                  "result": {**outcome.out(), **ask.answer}}
+                continue
+            if ask.ministry_only:
+                ensure_ministry_funds(actor)
+        except DomainError as exc:
+            results[index] = _failure(group_id, exc)
+            continue
+        results[index] = {"group_id": group_id, "status": done_status, "result": ask.done()}
+        carried.append(ask.group)
+    for group in groups.values():  # only what was carried out at once is saved
+        if not any(group is c for c in carried):
+            group.pending.clear()
+    await uow.save_many(carried)
+    return [r for r in results if r is not None]
 
 
 # ---- accountability reports (LPJ) -------------------------------------------------------------

@@ -8,9 +8,12 @@ import json
 import logging
 import uuid
 import weakref
+from dataclasses import dataclass
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import date, timedelta
 from typing import Any, BinaryIO
+
+import asyncpg
 
 from services.groups import privacy, views
 from services.groups.commands import (
@@ -44,7 +47,14 @@ from services.groups.domain import (
 )
 from services.groups.projections import MembershipTakenError
 from shared.aggregate import UnitOfWork, lock_stream
-from shared.approvals import PENDING, ApprovalRequested, Carried, FourEyes, Undecided
+from shared.approvals import (
+    PENDING,
+    ApprovalRequested,
+    Asking,
+    Carried,
+    FourEyes,
+    Undecided,
+)
 from shared.auth import Actor, Role
 from shared.contracts.groups import GroupFunded
 from shared.envelope import utcnow
@@ -266,77 +276,124 @@ async def _target(uow: UnitOfWork, actor: Actor, group_id: str) -> Group:
     return group
 
 
-async def _ensure_not_asked(uow: UnitOfWork, group: Group, command_types: tuple[str, ...],
-                            key: str, value: Any) -> None:
+@dataclass
+class AskFor:
+    """What a four-eyes command on a group asks for, decided on the loaded group in memory
+    (the command's method has recorded its event: saved only when carried out at once)."""
+
+    group: Group
+    command_type: str
+    key: str  # one pending request per group and `key`'s value (the tranche, the report)
+    value: Any
+    guards: tuple[str, ...]  # the command types that value is unique among
+    payload: dict[str, Any]
+    amount: int
+    answer: dict[str, Any]  # what the pending answer carries beside the request
+    done: Callable[[], dict[str, Any]]  # the answer when carried out at once
+    ministry_only: bool = False  # carried out at once by the ministry alone
+
+
+def funding_ask(group: Group, cmd: Any, rules: GroupYearRules) -> AskFor:
+    """A funding (FundGroup or a bulk item) checked as it would be carried out now; raises
+    the DomainError that refuses it (not approved, tranche funded, over the ceiling, ...)."""
+    event = group.fund(tranche=cmd.tranche, amount=cmd.amount, disbursed_on=cmd.disbursed_on,
+                       budget_year=cmd.budget_year, rules=rules, today=latest_local_date())
+    return AskFor(group, funding_command(cmd.tranche), "tranche", cmd.tranche,
+                  (FUND, CHANGE_TRANCHE), funding_payload(cmd), cmd.amount,
+                  {"group_id": group.group_id}, lambda: funded(group, event, rules),
+                  ministry_only=True)
+
+
+def lpj_ask(group: Group, report_id: str) -> AskFor:
+    """An LPJ's acceptance checked now; raises unless the report awaits review."""
+    group.accept_lpj(report_id)
+    return AskFor(group, ACCEPT_LPJ, "report_id", report_id, (ACCEPT_LPJ,),
+                  {"report_id": report_id}, group.reports[report_id].spent,
+                  {"group_id": group.group_id, "report_id": report_id},
+                  lambda: lpj_accepted(group.group_id, report_id))
+
+
+async def pending_asks(conn: asyncpg.Connection, targets: list[str]
+                       ) -> dict[tuple[str, str, str], uuid.UUID]:
+    """The pending requests on these groups: (target, command type, the JSON of the value
+    of its key) -> request id, in one query."""
+    rows = await conn.fetch(
+        "SELECT request_id, target, command_type, payload::text AS payload "
+        "FROM approval_requests WHERE state = 'pending' AND target = ANY($1::text[])", targets)
+    found: dict[tuple[str, str, str], uuid.UUID] = {}
+    for row in rows:
+        for key, value in json.loads(row["payload"]).items():
+            found.setdefault((row["target"], row["command_type"], f"{key}={json.dumps(value)}"),
+                             row["request_id"])
+    return found
+
+
+def ensure_not_asked(ask: AskFor, pending: dict[tuple[str, str, str], uuid.UUID]) -> None:
     """One pending request per group and tranche (or LPJ report): a second maker asking for
     the same is told which request awaits a checker (409), rather than queueing a duplicate.
-    Race-free: the group's stream lock (taken by `uow.load`) orders the makers, and the
+    Race-free: the group's stream lock (taken when it was loaded) orders the makers, and the
     request's row is written in the maker's transaction."""
-    request_id = await uow.conn.fetchval(
-        "SELECT request_id FROM approval_requests WHERE target = $1 AND state = 'pending' "
-        "AND command_type = ANY($2::text[]) AND payload->$3 = $4::jsonb LIMIT 1",
-        group.stream_id, list(command_types), key, json.dumps(value))
-    if request_id is not None:
-        raise ConflictError(f"a request for this {key.replace('_', ' ')} already awaits a "
-                            "checker (GET /approvals/{request_id})", field=key,
-                            request_id=str(request_id))
+    value = f"{ask.key}={json.dumps(ask.value)}"
+    for command_type in ask.guards:
+        request_id = pending.get((ask.group.stream_id, command_type, value))
+        if request_id is not None:
+            raise ConflictError(f"a request for this {ask.key.replace('_', ' ')} already "
+                                "awaits a checker (GET /approvals/{request_id})", field=ask.key,
+                                request_id=str(request_id))
 
 
-def funding_payload(cmd: FundGroup) -> dict[str, Any]:
+def funding_payload(cmd: Any) -> dict[str, Any]:
     """What a funding request carries out when granted (no personal data)."""
     return {"tranche": cmd.tranche, "amount": cmd.amount,
             "disbursed_on": cmd.disbursed_on.isoformat(), "budget_year": cmd.budget_year}
 
 
+async def ask_on_group(ctx: ServiceContext, actor: Actor, group_id: str, book: Book,
+                       four_eyes: FourEyes, decide: Callable[[Group, GroupYearRules], AskFor],
+                       batch_id: uuid.UUID | None = None) -> dict[str, Any]:
+    """One four-eyes command on a group in its own transaction: a pending request
+    (`{"state": "pending", ...}`) or, when the year's rules want no checker for it, carried
+    out at once. A command that could never be carried out is refused now and writes nothing."""
+
+    async def run(uow: UnitOfWork) -> dict[str, Any]:
+        group = await _target(uow, actor, group_id)
+        ask = decide(group, (await book.in_force(uow.conn, group.year)).rules)
+        ensure_not_asked(ask, await pending_asks(uow.conn, [group.stream_id]))
+        [made] = await four_eyes.submit_many(uow, actor, [asking(ask)], batch_id=batch_id)
+        if isinstance(made, DomainError):
+            raise made
+        if made is not None:
+            return {**made.out(), **ask.answer}
+        if ask.ministry_only:
+            ensure_ministry_funds(actor)
+        await uow.save(group)
+        return ask.done()
+
+    return await ctx.command(run, actor)
+
+
+def asking(ask: AskFor) -> Asking:
+    group = ask.group
+    return Asking(command_type=ask.command_type, target=group.stream_id, payload=ask.payload,
+                  province_code=group.province_code, year=group.year, amount=ask.amount)
+
+
 async def fund_group(ctx: ServiceContext, group_id: str, cmd: FundGroup, actor: Actor,
                      book: Book, four_eyes: FourEyes,
                      batch_id: uuid.UUID | None = None) -> dict[str, Any]:
-    """Ask for a funding (four eyes: a pending request, `{"state": "pending", ...}`) or, when
-    the year's rules want no checker for it, carry it out at once (the ministry only). A
-    funding that could never be carried out (group not approved, tranche already funded,
-    over the ceiling, ...) is refused now and writes nothing."""
-
-    async def decide(uow: UnitOfWork) -> dict[str, Any]:
-        group = await _target(uow, actor, group_id)
-        rules = (await book.in_force(uow.conn, group.year)).rules
-        # decided on the loaded group and not saved: its event is dropped with the unit of work
-        event = group.fund(tranche=cmd.tranche, amount=cmd.amount,
-                           disbursed_on=cmd.disbursed_on, budget_year=cmd.budget_year,
-                           rules=rules, today=latest_local_date())
-        await _ensure_not_asked(uow, group, (FUND, CHANGE_TRANCHE), "tranche", cmd.tranche)
-        pending = await four_eyes.submit(
-            uow, actor, command_type=funding_command(cmd.tranche), target=group.stream_id,
-            payload=funding_payload(cmd), province_code=group.province_code, year=group.year,
-            amount=cmd.amount, batch_id=batch_id)
-        if pending is not None:
-            return {**pending.out(), "group_id": group_id}
-        ensure_ministry_funds(actor)
-        await uow.save(group)
-        return funded(group, event, rules)
-
-    return await ctx.command(decide, actor)
+    """Ask for a funding (four eyes) or, when the year's rules want no checker for it, carry
+    it out at once (the ministry only)."""
+    return await ask_on_group(ctx, actor, group_id, book, four_eyes,
+                              lambda group, rules: funding_ask(group, cmd, rules), batch_id)
 
 
 async def accept_lpj(ctx: ServiceContext, group_id: str, report_id: str, actor: Actor,
-                     four_eyes: FourEyes, batch_id: uuid.UUID | None = None) -> dict[str, Any]:
-    """Ask for an LPJ's acceptance (four eyes: a pending request) or, when the year's rules
-    want no checker for it, accept it at once. A report that is not awaiting review is
-    refused now and nothing is written."""
-
-    async def decide(uow: UnitOfWork) -> dict[str, Any]:
-        group = await _target(uow, actor, group_id)
-        group.accept_lpj(report_id)  # checked on the loaded group, saved only when carried out
-        await _ensure_not_asked(uow, group, (ACCEPT_LPJ,), "report_id", report_id)
-        pending = await four_eyes.submit(
-            uow, actor, command_type=ACCEPT_LPJ, target=group.stream_id,
-            payload={"report_id": report_id}, province_code=group.province_code,
-            year=group.year, amount=group.reports[report_id].spent, batch_id=batch_id)
-        if pending is not None:
-            return {**pending.out(), "group_id": group_id, "report_id": report_id}
-        await uow.save(group)
-        return lpj_accepted(group_id, report_id)
-
-    return await ctx.command(decide, actor)
+                     book: Book, four_eyes: FourEyes,
+                     batch_id: uuid.UUID | None = None) -> dict[str, Any]:
+    """Ask for an LPJ's acceptance (four eyes) or, when the year's rules want no checker for
+    it, accept it at once. A report that is not awaiting review is refused now."""
+    return await ask_on_group(ctx, actor, group_id, book, four_eyes,
+                              lambda group, _: lpj_ask(group, report_id), batch_id)
 
 
 def lpj_accepted(group_id: str, report_id: str) -> dict[str, Any]:

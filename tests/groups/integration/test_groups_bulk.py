@@ -15,6 +15,7 @@ import asyncpg
 import httpx
 import pytest
 
+from services.groups import bulk
 from services.groups.app import build_spec
 from shared.service import create_app
 from shared.settings import load_settings
@@ -146,8 +147,9 @@ async def groups_behind(proxy: CuttableProxy, database_url: str, kafka: str,
             yield client
 
 
-async def test_bulk_fundings_during_an_outage_say_what_was_written(infra):
-    # each item's request is asked for in its own transaction
+async def test_bulk_fundings_during_an_outage_say_what_was_written(infra, monkeypatch):
+    # three groups' requests a transaction: the first three commit, the fourth waits
+    monkeypatch.setattr(bulk, "ASKS_PER_TRANSACTION", 3)
     database_url = await create_database(infra, "t_groups_outage")
     proxy = CuttableProxy.to(database_url)
     await proxy.start()
@@ -164,14 +166,14 @@ async def test_bulk_fundings_during_an_outage_say_what_was_written(infra):
                                f"group-{stuck}")
             keyed = {**ADMIN, "Idempotency-Key": f"outage-{uuid.uuid4()}"}
             items = {"items": [funding(g) for g in ids]}
-            bulk = asyncio.create_task(client.post("/groups/fundings", headers=keyed,
-                                                   json=items))
+            asked = asyncio.create_task(client.post("/groups/fundings", headers=keyed,
+                                                    json=items))
             deadline = time.monotonic() + 15
             while sum((await requests_of(database_url, ids[:3])).values()) < 3:
                 assert time.monotonic() < deadline, "the three free items never committed"
                 await asyncio.sleep(0.05)
             await proxy.cut()
-            answer = await asyncio.wait_for(bulk, 20)
+            answer = await asyncio.wait_for(asked, 20)
             await lock.rollback()
 
             assert answer.status_code == 503, answer.text

@@ -142,14 +142,15 @@ async def test_a_fault_in_one_item_stays_with_that_item(groups, monkeypatch):
     a, b, c = await funded(groups.client, 3)
     reports = (await groups.client.post("/lpj/submissions", headers=ADMIN, json={
         "items": [lpj(g) for g in (a, b, c)]})).json()["results"]
-    ensure_not_asked = handlers._ensure_not_asked
+    ensure_not_asked = handlers.ensure_not_asked
 
-    async def faulty(uow, group, *args):  # a bug of ours, for b only, after b's acceptance
-        if group.group_id == b:           # was decided on the loaded group
-            raise RuntimeError("boom")
-        return await ensure_not_asked(uow, group, *args)
+    def faulty(ask, pending):  # a bug of ours, for b only, after b's acceptance was decided
+        if ask.group.group_id == b:  # on the loaded group: its transaction of many fails,
+            raise RuntimeError("boom")  # then each item runs alone
+        return ensure_not_asked(ask, pending)
 
-    monkeypatch.setattr(handlers, "_ensure_not_asked", faulty)
+    monkeypatch.setattr(handlers, "ensure_not_asked", faulty)
+    monkeypatch.setattr(bulk, "ensure_not_asked", faulty)
     answer = await groups.client.post("/lpj/acceptances", headers=ADMIN, json={"items": [
         {"group_id": r["group_id"], "report_id": r["result"]["report_id"]} for r in reports]})
     assert answer.status_code == 200, answer.text
