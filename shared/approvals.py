@@ -569,14 +569,16 @@ class FourEyes:
         for ask in asks:
             if ask.command_type not in self.executors:
                 raise ValueError(f"no executor for {ask.command_type}")
-        in_force = await self.book.resolver(uow.conn)
+        years: dict[int, FourEyesRules] = {}  # a call's asks span a year or two
         out: list[Pending | DomainError | None] = []
         made: list[ApprovalRequest] = []
         now = datetime.min.replace(tzinfo=UTC)
         for ask in asks:
             # each request at an instant of its own, in the order asked (listings sort by it)
             now = max(self.clock(), now + timedelta(microseconds=1))
-            rules = self.section(in_force(ask.year).rules)
+            if ask.year not in years:
+                years[ask.year] = await self.rules(uow.conn, ask.year)
+            rules = years[ask.year]
             rule = rules.rule(ask.command_type, ask.amount)
             if rule is None:
                 out.append(None)
