@@ -278,37 +278,62 @@ def decode(value: bytes | None) -> dict[str, Any] | None:
 async def apply_batch(pool: asyncpg.Pool, values: list[bytes | None]) -> int:
     """Apply messages in one transaction with the ids of the events applied; an event seen
     before is skipped. Returns how many were applied. Raises NewerVersionError (nothing of the
-    batch is kept) for a version this code does not know of a type it reads."""
-    applied = 0
+    batch is kept) for a version this code does not know of a type it reads.
+
+    The batch's ids are recorded in one statement and its events applied under one savepoint;
+    only when an event breaks its own schema is the batch applied again one savepoint an event,
+    so that the bad event undoes only itself (its id stays applied, so it is not retried for
+    ever) and the others stand."""
+    known: list[tuple[dict[str, Any], Apply]] = []
+    for value in values:
+        envelope = decode(value)
+        if envelope is None:
+            log.warning("skipped a message that is not an event envelope")
+            continue
+        handler = HANDLERS.get(envelope["event_type"])
+        if handler is None:
+            continue  # a type the console does not show
+        newest, apply = handler
+        if int(envelope["schema_version"]) > newest:
+            raise NewerVersionError(f"{envelope['event_type']} v{envelope['schema_version']}"
+                                    f" (this console reads up to v{newest}): upgrade it")
+        known.append((envelope, apply))
+    if not known:
+        return 0
     async with pool.acquire() as conn, conn.transaction():
-        for value in values:
-            envelope = decode(value)
-            if envelope is None:
-                log.warning("skipped a message that is not an event envelope")
-                continue
-            known = HANDLERS.get(envelope["event_type"])
-            if known is None:
-                continue  # a type the console does not show
-            newest, apply = known
-            if int(envelope["schema_version"]) > newest:
-                raise NewerVersionError(f"{envelope['event_type']} v{envelope['schema_version']}"
-                                        f" (this console reads up to v{newest}): upgrade it")
-            new = await conn.fetchval("INSERT INTO applied_events (event_id) VALUES ($1) "
-                                      "ON CONFLICT DO NOTHING RETURNING 1", envelope["event_id"])
-            if not new:
-                continue
+        new = {r["event_id"] for r in await conn.fetch(
+            "INSERT INTO applied_events (event_id) SELECT DISTINCT unnest($1::text[]) "
+            "ON CONFLICT DO NOTHING RETURNING event_id",
+            [str(envelope["event_id"]) for envelope, _ in known])}
+        todo = []
+        for envelope, apply in known:  # in order, an id repeated in the batch once
+            if str(envelope["event_id"]) in new:
+                new.discard(str(envelope["event_id"]))
+                todo.append((envelope, apply))
+        try:
+            async with conn.transaction():  # one savepoint for the batch
+                for envelope, apply in todo:
+                    await apply(conn, envelope, envelope.get("payload") or {})
+            return len(todo)
+        except _BROKEN:
+            pass  # rolled back to the savepoint: again, one event at a time
+        applied = 0
+        for envelope, apply in todo:
             try:
                 async with conn.transaction():  # a savepoint: a bad event undoes only itself
                     await apply(conn, envelope, envelope.get("payload") or {})
-            except (KeyError, TypeError, ValueError, AttributeError) as exc:
-                # a payload that breaks its own schema: noted (its id stays applied, so it is
-                # not retried for ever), the rest of the batch goes on
+            except _BROKEN as exc:
+                # a payload that breaks its own schema: noted, the rest of the batch goes on
                 log.error("skipped event %s (%s v%s) that does not follow its schema: %s: %s",
                           envelope["event_id"], envelope["event_type"],
                           envelope["schema_version"], type(exc).__name__, exc)
                 continue
             applied += 1
-    return applied
+        return applied
+
+
+# what a payload breaking its own schema raises in a handler
+_BROKEN = (KeyError, TypeError, ValueError, AttributeError)
 
 
 @dataclass
