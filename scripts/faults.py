@@ -604,7 +604,9 @@ class Suite:
         result = FaultResult("producer kill -9 mid-batch", f"groups ({what})")
         label = "groups" if self.opts.instances == 1 else "groups[{}]"
         rng = random.Random(self.opts.seed + 3 + len(self.results))
-        n = 60 if what == "import" else 120
+        # a bulk funding asks for 100 groups a transaction now, so it takes a few of them to
+        # still be in flight when the kill lands
+        n = 60 if what == "import" else 400
         csv_body = self._group_csv(self._regencies, n, rng)
         if what == "import":
             body: Any = csv_body
@@ -620,7 +622,8 @@ class Suite:
             request = asyncio.create_task(api.post("groups", path, body))
         sent = api.watch(body)
         await asyncio.wait_for(sent.wait(), 120)
-        await asyncio.sleep(rng.uniform(0.02, 0.25))
+        await asyncio.sleep(rng.uniform(0.02, 0.25) if what == "import" else
+                            rng.uniform(0.01, 0.12))
         in_flight = not request.done()
         t0 = time.monotonic()
         # the instance the request is in
