@@ -214,6 +214,19 @@ def build_router(config: MentoringConfig, book: RuleBook[MentoringYearRules]) ->
             rows = await views.overdue_list(conn, period, province_code, regency_code)
         return {"period": period, "overdue": rows}
 
+    @router.get("/tks",
+                response_model=R.TksPage, tags=["queries"],
+                summary="The TKS mentoring knows, each with its caseload and report counts")
+    async def tks_listing(page: PageQuery, ctx: Ctx, province_code: ProvinceCode | None = None,
+                          regency_code: RegencyCode | None = None,
+                          actor: Actor = Depends(require(Role.ADMIN, Role.PROVINCE))) -> dict:
+        """By TKS id: province, regency, contract year, active, caseload and the reports
+        filed, on time and overdue (as `GET /tks/{tks_id}` counts them), a page at a time; a
+        provincial officer sees its own province."""
+        province_code = province_scope(actor, province_code, regency_code)
+        async with ctx.pool.acquire() as conn:
+            return await views.tks_list(conn, province_code, regency_code, page)
+
     @router.get("/tks/{tks_id}",
                 response_model=R.TksView, tags=["queries"],
                 summary="A TKS: its groups, caseload and reports filed, due and overdue")

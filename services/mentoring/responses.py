@@ -117,6 +117,26 @@ class ReportCounts(Out):
     due: int
 
 
+class TksListed(Out):
+    tks_id: str
+    province_code: str
+    regency_code: str
+    contract_year: int
+    active: bool
+    left_on: date | None = None
+    caseload: int
+    filed: int
+    on_time: int
+    overdue: int
+
+
+class TksPage(Out):
+    items: list[TksListed]
+    total: int
+    limit: int
+    offset: int
+
+
 class TksView(Out):
     tks_id: str
     province_code: str

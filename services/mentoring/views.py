@@ -97,6 +97,27 @@ async def unassigned_groups(conn: asyncpg.Connection, province_code: str | None,
     return page.out([_plain(r, exclude={"total"}) for r in rows], total)
 
 
+async def tks_list(conn: asyncpg.Connection, province_code: str | None,
+                   regency_code: str | None, page: PageParams) -> dict:
+    """The TKS mentoring knows, by id, each with its caseload and the report counts of its page
+    (`tks_view`'s `reports.filed`, `on_time` and `overdue`) in one call, instead of one
+    `GET /tks/{id}` a TKS."""
+    where, args = _region_filter(province_code, regency_code, 1, "m.")
+    window = page.window(paged := list(args))
+    rows = await conn.fetch(
+        "SELECT m.tks_id, m.province_code, m.regency_code, m.contract_year, m.active, "
+        "m.left_on, m.caseload, r.filed, r.on_time, o.overdue, count(*) OVER () AS total "
+        "FROM mentors m "
+        "CROSS JOIN LATERAL (SELECT count(*)::int AS filed, count(*) FILTER (WHERE on_time)::int "
+        "AS on_time FROM monthly_reports WHERE tks_id = m.tks_id) r "
+        "CROSS JOIN LATERAL (SELECT count(*)::int AS overdue FROM overdue_reports "
+        "WHERE tks_id = m.tks_id) o "
+        f"WHERE {where} ORDER BY m.tks_id {window}", *paged)
+    total = rows[0]["total"] if rows else await conn.fetchval(
+        f"SELECT count(*) FROM mentors m WHERE {where}", *args)
+    return page.out([_plain(r, exclude={"total"}) for r in rows], total)
+
+
 async def tks_view(conn: asyncpg.Connection, tks_id: str, today: date) -> dict | None:
     mentor = await conn.fetchrow("SELECT * FROM mentors WHERE tks_id = $1", tks_id)
     if mentor is None:

@@ -116,3 +116,41 @@ async def test_stats_give_national_and_per_province_totals_in_one_call(mentoring
     assert officer.json()["national"]["filed"] == 1
     unassigned = (await mentoring.client.get("/groups/unassigned", headers=ADMIN)).json()
     assert [g["group_id"] for g in unassigned["items"]] == [waiting]
+
+
+async def test_the_tks_listing_counts_each_tks_s_reports_as_its_own_page_does(mentoring):
+    west_java, (g1, g2) = await _mentored(mentoring, "3204", 2)
+    idle, _ = await _mentored(mentoring, "3204", 0)
+    papua, (g3,) = await _mentored(mentoring, "9401", 1)
+    await _file(mentoring, g1, west_java, "2023-04", "2023-05-05")
+    await _file(mentoring, g2, west_java, "2023-04", "2023-05-20")  # late
+    await _file(mentoring, g3, papua, "2023-04", "2023-05-02")
+    await _file(mentoring, g1, west_java, "2023-05", "2023-06-03")
+    for period in ("2023-04", "2023-05"):  # 2023-05: g2 and g3 overdue
+        closed = await mentoring.client.post(f"/periods/{period}/close", headers=ADMIN)
+        assert closed.status_code == 200, closed.text
+
+    listed = await mentoring.client.get("/tks", headers=ADMIN,
+                                        params={"regency_code": "3204", "limit": 1000})
+    assert listed.status_code == 200, listed.text
+    page = {t["tks_id"]: t for t in listed.json()["items"]}
+    assert {west_java, idle} <= set(page) and papua not in page
+    for tks in (west_java, idle):
+        own = (await mentoring.client.get(f"/tks/{tks}", headers=ADMIN)).json()
+        counts = own["reports"]
+        assert (page[tks]["filed"], page[tks]["on_time"], page[tks]["overdue"]) == (
+            counts["filed"], counts["on_time"], counts["overdue"])
+        assert page[tks]["caseload"] == len(own["groups"])
+    assert (page[west_java]["filed"], page[west_java]["on_time"],
+            page[west_java]["overdue"]) == (3, 2, 1)
+    assert (page[idle]["filed"], page[idle]["overdue"]) == (0, 0)
+
+    officer = headers(Role.PROVINCE, province_code="94")
+    own_province = (await mentoring.client.get("/tks", headers=officer)).json()
+    assert papua in {t["tks_id"] for t in own_province["items"]}
+    assert {t["province_code"] for t in own_province["items"]} == {"94"}
+    other = await mentoring.client.get("/tks", headers=officer, params={"province_code": "32"})
+    assert other.status_code == 403, other.text
+    first = (await mentoring.client.get("/tks", headers=ADMIN, params={"limit": 1})).json()
+    assert (len(first["items"]), first["limit"], first["offset"]) == (1, 1, 0)
+    assert first["total"] >= 3
