@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -94,22 +94,31 @@ async def apply_in_batches(ctx: ServiceContext, actor: Actor, config: ProgrammeC
 
 async def _batch(ctx: ServiceContext, actor: Actor, book: Book, batch: list[Any], status: int,
                  act: Act) -> list[dict[str, Any]]:
+    return await _in_one_transaction(
+        ctx, actor, batch, "bulk batch",
+        lambda uow: _decide(uow, actor, book, batch, status, act),
+        lambda item: _item(item.group_id, status, lambda: _one(ctx, actor, book, item, act)))
+
+
+async def _in_one_transaction(ctx: ServiceContext, actor: Actor, batch: list[Any], what: str,
+                              decide: Callable[[UnitOfWork], Awaitable[list[dict[str, Any]]]],
+                              each: Callable[[Any], Awaitable[dict[str, Any]]]
+                              ) -> list[dict[str, Any]]:
+    """A batch's items decided in one transaction (`decide`), taking turns with the other
+    batches. The database gone: 503 per item, saying whether it may be written. Any other
+    failure rolls the batch back and runs each item in a transaction of its own (`each`), so
+    the fault stays with its item."""
     with commit_watch() as watch, patient():
         try:
             async with batch_turn():
-                return await ctx.command(
-                    lambda uow: _decide(uow, actor, book, batch, status, act), actor)
+                return await ctx.command(decide, actor)
         except DATABASE_UNAVAILABLE as exc:
-            log.warning("bulk batch of %d items: database unavailable: %r", len(batch), exc)
+            log.warning("%s of %d items: database unavailable: %r", what, len(batch), exc)
             written = "unknown" if watch.reached_commit else "no"
             return [_unavailable(item.group_id, written) for item in batch]
         except Exception:  # rolled back: run its items one transaction each
-            log.exception("bulk batch of %d items failed; its items run one by one", len(batch))
-    results = []
-    for item in batch:
-        results.append(await _item(item.group_id, status, lambda item=item: _one(
-            ctx, actor, book, item, act)))
-    return results
+            log.exception("%s of %d items failed; its items run one by one", what, len(batch))
+    return [await each(item) for item in batch]
 
 
 async def _decide(uow: UnitOfWork, actor: Actor, book: Book, batch: list[Any], status: int,
@@ -216,26 +225,18 @@ async def ask_in_batches(ctx: ServiceContext, actor: Actor, config: ProgrammeCon
 async def _ask_batch(ctx: ServiceContext, actor: Actor, book: Book, four_eyes: FourEyes,
                      batch: list[Any], done_status: int, prepare: Prepare,
                      batch_id: uuid.UUID) -> list[dict[str, Any]]:
-    with commit_watch() as watch, patient():
-        try:
-            async with batch_turn():
-                return await ctx.command(lambda uow: _ask(
-                    uow, actor, book, four_eyes, batch, done_status, prepare, batch_id), actor)
-        except DATABASE_UNAVAILABLE as exc:
-            log.warning("bulk asks of %d items: database unavailable: %r", len(batch), exc)
-            written = "unknown" if watch.reached_commit else "no"
-            return [_unavailable(item.group_id, written) for item in batch]
-        except Exception:  # rolled back: run its items one transaction each
-            log.exception("bulk asks of %d items failed; its items run one by one", len(batch))
-    results = []
-    for item in batch:
-        result = await _item(item.group_id, 202, lambda item=item: ask_on_group(
+    async def one(item: Any) -> dict[str, Any]:
+        result = await _item(item.group_id, 202, lambda: ask_on_group(
             ctx, actor, item.group_id, book, four_eyes,
-            lambda group, rules, item=item: prepare(group, item, rules), batch_id))
+            lambda group, rules: prepare(group, item, rules), batch_id))
         if result["status"] == 202 and not is_pending(result["result"]):
             result["status"] = done_status
-        results.append(result)
-    return results
+        return result
+
+    return await _in_one_transaction(
+        ctx, actor, batch, "bulk asks",
+        lambda uow: _ask(uow, actor, book, four_eyes, batch, done_status, prepare, batch_id),
+        one)
 
 
 async def _ask(uow: UnitOfWork, actor: Actor, book: Book, four_eyes: FourEyes,
