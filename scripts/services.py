@@ -50,6 +50,8 @@ class RunningServices:
     instance_logs: dict[str, list[Path]] = field(default_factory=dict, repr=False)
     _launches: dict[str, list[_Launch]] = field(default_factory=dict, repr=False)
     _frozen: set[tuple[str, int]] = field(default_factory=set, repr=False)
+    # instances on a port picked here (free_port): moved to another when it was taken meanwhile
+    _movable: set[tuple[str, int]] = field(default_factory=set, repr=False)
 
     def __post_init__(self) -> None:
         for name, url in self.urls.items():
@@ -127,6 +129,15 @@ class RunningServices:
                     return i
         return None
 
+    def _move(self, name: str, i: int, port: int) -> None:
+        """Start instance `i` of `name` again on `port` (its first one was taken)."""
+        url = f"http://127.0.0.1:{port}"
+        self._launches[name][i].env[f"{name.upper()}_HTTP_PORT"] = str(port)
+        self.instance_urls[name][i] = url
+        if i == 0:
+            self.urls[name] = url
+        self._spawn(name, i)
+
     def _spawn(self, name: str, i: int) -> subprocess.Popen:
         launch = self._launches[name][i]
         with launch.log.open("ab") as out:
@@ -158,6 +169,7 @@ def start(endpoints: Endpoints, log_dir: Path, *, ports: dict[str, int] | None =
     if instances < 1:
         raise ValueError(f"instances must be at least 1, not {instances}")
     log_dir.mkdir(parents=True, exist_ok=True)
+    given = set(ports or ())
     ports = ports or {name: free_port() for name in SERVICES}
     databases = databases or {name: endpoints.database_url(name) for name in SERVICES}
     # a local run on loopback: the explicit development switch that admits the dev signing key
@@ -176,6 +188,8 @@ def start(endpoints: Endpoints, log_dir: Path, *, ports: dict[str, int] | None =
             running.instance_urls.setdefault(name, []).append(f"http://127.0.0.1:{port}")
             running.instance_logs.setdefault(name, []).append(log)
             running._spawn(name, i)
+            if i > 0 or name not in given:
+                running._movable.add((name, i))
         running.urls[name] = running.instance_urls[name][0]
         running.logs[name] = running.instance_logs[name][0]
     try:
@@ -199,6 +213,7 @@ def own_kafka_env(env: dict[str, str], service: str) -> dict[str, str]:
 def _wait_ready(running: RunningServices, timeout: float,
                 pending: set[tuple[str, int]] | None = None) -> None:
     deadline = time.monotonic() + timeout
+    moves = 0
     pending = pending if pending is not None else {
         (name, i) for name, urls in running.instance_urls.items() for i in range(len(urls))}
     with httpx.Client(timeout=2) as client:
@@ -206,8 +221,15 @@ def _wait_ready(running: RunningServices, timeout: float,
             for name, i in sorted(pending):
                 proc = running.process(name, i)
                 if proc.poll() is not None:
+                    log = _tail(running.instance_logs[name][i])
+                    if (name, i) in running._movable and PORT_TAKEN in log and moves < 3:
+                        # the port was free when picked, then another process (a parallel
+                        # test session) bound it first: start again on another one
+                        moves += 1
+                        running._move(name, i, free_port())
+                        continue
                     raise ServiceStartError(f"{_label(name, i)} exited with {proc.returncode}:\n"
-                                            + _tail(running.instance_logs[name][i]))
+                                            + log)
                 try:
                     answer = client.get(running.instance_urls[name][i] + "/readyz")
                     if answer.status_code == 200 and answer.json().get("service") == name:
@@ -220,6 +242,9 @@ def _wait_ready(running: RunningServices, timeout: float,
                                         + _tail(running.instance_logs[name][i]))
             if pending:
                 time.sleep(0.3)
+
+
+PORT_TAKEN = "address already in use"
 
 
 def _label(name: str, i: int) -> str:
