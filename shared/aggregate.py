@@ -41,6 +41,7 @@ class Aggregate:
         self.version = 0
         self.pending: list[Event] = []
         self.snapshot_version = 0  # the version of the snapshot loaded or saved last
+        self.loaded_event_id: uuid.UUID | None = None  # the stream's last event when loaded
 
     def snapshot_state(self) -> Any:  # pragma: no cover - overridden with snapshot_every
         raise TypeError(f"{type(self).__name__} takes no snapshots")
@@ -78,6 +79,7 @@ class Aggregate:
         for event in history.events:
             agg.apply(event)
             agg.version += 1
+        agg.loaded_event_id = history.last_event_id
         return agg
 
     def snapshot_due(self) -> bool:

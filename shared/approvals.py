@@ -261,6 +261,13 @@ class ApprovalRequest(Aggregate):
         self.result: dict[str, Any] | None = None
 
     @property
+    def requested_event_id(self) -> uuid.UUID:
+        """The id of the ApprovalRequested event of a request loaded while pending: its
+        stream's one event (read with it, no query of its own)."""
+        assert self.version == 1 and self.loaded_event_id is not None, "loaded while pending"
+        return self.loaded_event_id
+
+    @property
     def request(self) -> ApprovalRequested:
         assert self.requested is not None
         return self.requested
@@ -626,9 +633,7 @@ class FourEyes:
         agg.grant(checker, now)
         # what the grant writes (its events, the command's) is caused by the request: an
         # inspector follows causation_id from a GroupFunded back to who asked for it
-        uow.causation_id = await uow.conn.fetchval(
-            "SELECT event_id FROM events WHERE stream_id = $1 AND stream_version = 1",
-            agg.stream_id)
+        uow.causation_id = agg.requested_event_id
         await _save(uow, agg)  # the grant first: the command's events follow it
         req = agg.request
         executor = self.executors.get(req.command_type)
@@ -716,9 +721,7 @@ class FourEyes:
             log.info("a chunk of %d grants is granted one savepoint each", len(chunk))
             return await self._grant_chunk(uow, chunk, checker)
         # the requests' own event ids: what the grants and the commands were caused by
-        first = dict(await uow.conn.fetch(
-            "SELECT stream_id, event_id FROM events WHERE stream_id = ANY($1::text[]) "
-            "AND stream_version = 1", [agg.stream_id for _, agg in checked]))
+        first = {agg.stream_id: agg.requested_event_id for _, agg in checked}
         cause_of: dict[int, uuid.UUID] = {}
         granted: list[tuple[ApprovalRequest, dict[str, Any]]] = []
         for (request_id, agg), outcome in zip(checked, outcomes, strict=True):

@@ -280,8 +280,9 @@ async def _ask(uow: UnitOfWork, actor: Actor, book: Book, four_eyes: FourEyes,
             continue
         results[index] = {"group_id": group_id, "status": done_status, "result": ask.done()}
         carried.append(ask.group)
+    saved = {id(group) for group in carried}
     for group in groups.values():  # only what was carried out at once is saved
-        if not any(group is c for c in carried):
+        if id(group) not in saved:
             group.pending.clear()
     await uow.save_many(carried)
     return [r for r in results if r is not None]

@@ -409,27 +409,17 @@ def four_eyes_of(book: Book) -> FourEyes:
     """The groups service's four eyes on money (shared.approvals): the rules of each group's
     year (`GroupYearRules.four_eyes`) and what a checker's grant carries out."""
 
-    async def carry_out_funding(uow: UnitOfWork, request: ApprovalRequested,
-                                checker: Actor) -> dict[str, Any]:
+    async def carry_out(uow: UnitOfWork, request: ApprovalRequested,
+                        checker: Actor) -> dict[str, Any]:
         group = await _granted_target(uow, request)
-        rules = (await book.in_force(uow.conn, group.year)).rules
-        p = request.payload
-        event = group.fund(tranche=p["tranche"], amount=p["amount"],
-                           disbursed_on=date.fromisoformat(p["disbursed_on"]),
-                           budget_year=p["budget_year"], rules=rules, today=latest_local_date())
+        answer = _carried_out_on(group, request, (await book.in_force(uow.conn, group.year)).rules,
+                                 latest_local_date())
         await uow.save(group)
-        return funded(group, event, rules)
-
-    async def carry_out_lpj_acceptance(uow: UnitOfWork, request: ApprovalRequested,
-                                       checker: Actor) -> dict[str, Any]:
-        group = await _granted_target(uow, request)
-        group.accept_lpj(request.payload["report_id"])
-        await uow.save(group)
-        return lpj_accepted(group.group_id, request.payload["report_id"])
+        return answer
 
     async def carry_out_many(uow: UnitOfWork, requests: list[ApprovalRequested],
                              checker: Actor) -> tuple[list[Carried | DomainError], list[Group]]:
-        """What the two above do, for a checker's list: the groups locked and read at once,
+        """What `carry_out` does, for a checker's list: the groups locked and read at once,
         each request decided in order on its group in memory (by the rules of the group's
         year), their events saved by the kernel in one statement."""
         groups = await uow.load_many(Group, {r.target for r in requests})
@@ -442,17 +432,9 @@ def four_eyes_of(book: Book) -> FourEyes:
                 outcomes.append(NotFoundError("the request's group no longer exists",
                                               field="request_id"))
                 continue
-            recorded, p = len(group.pending), request.payload
+            recorded = len(group.pending)
             try:
-                if request.command_type == ACCEPT_LPJ:
-                    group.accept_lpj(p["report_id"])
-                    answer = lpj_accepted(group.group_id, p["report_id"])
-                else:
-                    rules = in_force(group.year).rules
-                    event = group.fund(tranche=p["tranche"], amount=p["amount"],
-                                       disbursed_on=date.fromisoformat(p["disbursed_on"]),
-                                       budget_year=p["budget_year"], rules=rules, today=today)
-                    answer = funded(group, event, rules)
+                answer = _carried_out_on(group, request, in_force(group.year).rules, today)
             except DomainError as exc:
                 if len(group.pending) != recorded:
                     raise Undecided(request.target) from exc
@@ -462,8 +444,22 @@ def four_eyes_of(book: Book) -> FourEyes:
         return outcomes, list(groups.values())
 
     return FourEyes(book, lambda rules: rules.four_eyes, {
-        FUND: carry_out_funding, CHANGE_TRANCHE: carry_out_funding,
-        ACCEPT_LPJ: carry_out_lpj_acceptance}, carry_out_many=carry_out_many)
+        FUND: carry_out, CHANGE_TRANCHE: carry_out, ACCEPT_LPJ: carry_out},
+        carry_out_many=carry_out_many)
+
+
+def _carried_out_on(group: Group, request: ApprovalRequested, rules: GroupYearRules,
+                    today: date) -> dict[str, Any]:
+    """A granted funding or LPJ acceptance decided on its loaded group (by the rules of the
+    group's year): the single call's answer; raises the DomainError that refuses it."""
+    p = request.payload
+    if request.command_type == ACCEPT_LPJ:
+        group.accept_lpj(p["report_id"])
+        return lpj_accepted(group.group_id, p["report_id"])
+    event = group.fund(tranche=p["tranche"], amount=p["amount"],
+                       disbursed_on=date.fromisoformat(p["disbursed_on"]),
+                       budget_year=p["budget_year"], rules=rules, today=today)
+    return funded(group, event, rules)
 
 
 async def _granted_target(uow: UnitOfWork, request: ApprovalRequested) -> Group:
