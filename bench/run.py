@@ -20,13 +20,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import command_path, http_statements, messaging, rebuild_path, services_path
+from bench import audit_path, command_path, http_statements, messaging, rebuild_path, services_path
 from bench.common import BenchEnv, summary
 from bench.report import markdown, ratios
 from scripts import infra
 
 ROOT = Path(__file__).resolve().parent.parent
-PATHS = ("command", "http", "e2e", "relay", "consumer", "rebuild")
+PATHS = ("command", "http", "e2e", "relay", "consumer", "rebuild", "audit")
 
 
 def _ints(text: str) -> tuple[int, ...]:
@@ -58,6 +58,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--size", type=_ints, default=(20_000, 100_000),
                    help="rebuild sizes in events, comma-separated (default 20000,100000; the "
                         "issue's memory check: 100000,1000000)")
+    p.add_argument("--audit-groups", type=int, default=25_000,
+                   help="groups of four events each for the audit questions (default 25000)")
     p.add_argument("--year", action="store_true",
                    help="also the programme year by phase (`tkm simulate`: minutes)")
     p.add_argument("--year-groups", type=int, default=None,
@@ -72,6 +74,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
         args.e2e_rate, args.e2e_seconds = 20, 2
         args.relay_rows, args.consumer_events = 500, 1000
         args.size = (500, 1000)
+        args.audit_groups = 500
         args.year_groups = args.year_groups or 40
     args.paths = [x.strip() for x in args.only.split(",") if x.strip() not in ("", "none")]
     unknown = set(args.paths) - set(PATHS)
@@ -125,6 +128,8 @@ async def measure(env: BenchEnv, args: argparse.Namespace) -> list[dict[str, Any
                          "unit": "MB", "value": peaks[-1]["value"],
                          "ceiling_name": "peak at the smallest size (flat: 1.0)",
                          "ceiling": peaks[0]["value"], "lower_is_better": True})
+    if "audit" in args.paths:
+        rows += await audit_path.run(env, groups=args.audit_groups, repeats=args.repeats)
     return rows
 
 

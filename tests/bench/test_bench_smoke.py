@@ -23,6 +23,8 @@ EXPECTED = (
     "rebuild groups, 500 events", "rebuild groups, 1,000 events",
     "rebuild peak memory, 500 events", "rebuild peak memory, 1,000 events",
     "rebuild peak memory, largest vs smallest size",
+    "audit province + GroupFunded + one month, 2,000 events",
+    "audit everything, first 1000, 2,000 events",
 )
 
 

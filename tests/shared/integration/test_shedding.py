@@ -108,32 +108,35 @@ async def limited_groups(infra, **settings) -> AsyncIterator[httpx.AsyncClient]:
         await drop_database(infra, database_url)
 
 
-async def timed(client: httpx.AsyncClient, path: str, **kw) -> tuple[httpx.Response, float]:
+async def timed(client: httpx.AsyncClient, path: str,
+                **kw) -> tuple[httpx.Response, float, float]:
+    """The answer, how long it took, and when it came (monotonic)."""
     started = time.monotonic()
     answer = await client.get(path, **kw)
-    return answer, time.monotonic() - started
+    done = time.monotonic()
+    return answer, done - started, done
 
 
 async def test_beyond_the_in_flight_limit_requests_are_shed_at_once(infra):
     async with limited_groups(infra, max_in_flight=4, queue_wait_s=0.2) as client:
         burst = [asyncio.create_task(timed(client, "/test/slow")) for _ in range(60)]
         await asyncio.sleep(0.05)
-        health, health_s = await timed(client, "/healthz")  # exempt, even now
+        health, _, health_done = await timed(client, "/healthz")  # exempt, even now
         answers = await asyncio.gather(*burst)
 
-        statuses = Counter(a.status_code for a, _ in answers)
+        statuses = Counter(a.status_code for a, _, _ in answers)
         assert statuses == {200: 4, 503: 56}
-        shed = [(a, s) for a, s in answers if a.status_code == 503]
-        for answer, _ in shed:
+        shed = [(a, s, done) for a, s, done in answers if a.status_code == 503]
+        for answer, _, _ in shed:
             assert answer.headers["retry-after"] == "1"
             assert 10 <= int(answer.headers["retry-after-ms"]) <= 1000
             assert answer.json()["error"]["status"] == 503
-        slowest_shed = max(s for _, s in shed)
-        # the queue wait (0.2 s) plus scheduling; generous for a loaded CI machine, still far
-        # below the slow request a queued caller would otherwise wait for
-        assert slowest_shed < SLOW_S, slowest_shed
-        assert max(s for _, s in answers) < SLOW_S + 1
-        assert (health.status_code, health_s < 1.5) == (200, True)
+        # "at once": every shed caller had its answer before any admitted request finished
+        # (a queued caller would wait for one of them), and so had health; an order, not a
+        # time budget, so a loaded machine does not fail it (speed lives in bench/)
+        first_done = min(done for a, _, done in answers if a.status_code == 200)
+        assert max(done for _, _, done in shed) < first_done
+        assert (health.status_code, health_done < first_done) == (200, True)
 
         after = await client.get("/test/slow")
         assert after.status_code == 200
@@ -181,7 +184,7 @@ async def test_a_bounded_queue_admits_at_most_its_limit_more(infra):
 async def test_a_request_queued_briefly_gets_its_turn(infra):
     async with limited_groups(infra, max_in_flight=1, queue_wait_s=SLOW_S * 3) as client:
         answers = await asyncio.gather(*(timed(client, "/test/slow") for _ in range(2)))
-        assert [a.status_code for a, _ in answers] == [200, 200]
+        assert [a.status_code for a, *_ in answers] == [200, 200]
 
 
 async def test_no_free_connection_in_time_is_a_quick_503(infra):
@@ -189,13 +192,15 @@ async def test_no_free_connection_in_time_is_a_quick_503(infra):
                               max_in_flight=50) as client:
         answers = await asyncio.gather(*(timed(client, "/test/hold-connection")
                                          for _ in range(6)))
-        statuses = Counter(a.status_code for a, _ in answers)
+        statuses = Counter(a.status_code for a, *_ in answers)
         assert statuses[200] >= 1 and statuses[503] >= 3, statuses
-        for answer, seconds in answers:
+        for answer, *_ in answers:
             if answer.status_code == 503:
                 assert answer.headers["retry-after"] == "1"
                 assert "busy" in answer.json()["error"]["reason"]
-                assert seconds < 2.0
+        # quick: refused while the holders still held the pool, not after them
+        holders_done = min(done for a, _, done in answers if a.status_code == 200)
+        assert max(done for a, _, done in answers if a.status_code == 503) < holders_done
         # and the pool serves again once the holders are done
         assert (await client.get("/groups", headers=READER)).status_code == 200
         # work already admitted (a bulk request part-way) waits its turn instead
@@ -210,7 +215,7 @@ async def test_hundreds_of_real_requests_none_hangs(infra):
         answers = await asyncio.gather(*(timed(client, "/groups", headers=READER)
                                          for _ in range(400)))
         took = time.monotonic() - started
-        statuses = Counter(a.status_code for a, _ in answers)
+        statuses = Counter(a.status_code for a, *_ in answers)
         assert set(statuses) <= {200, 503} and statuses[200] >= 8, statuses
         assert took < 20, took
         assert (await client.get("/groups", headers=READER)).status_code == 200
