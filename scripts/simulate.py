@@ -231,7 +231,7 @@ class Simulation:
                                   self._mentors_by_regency(), {}, CASELOAD_CAP)
         task = self._task("assigning mentors (balanced caseloads per regency)", len(groups))
         await self._assign(choice, lambda g: self.run.funded_on[g], task)
-        await self._learn_mentors()
+        self._check_every_group_has_a_mentor()
 
     def _mentors_by_regency(self) -> dict[str, list[str]]:
         """The active TKS of each regency in the scenario's order (the order they were recruited
@@ -252,6 +252,9 @@ class Simulation:
             refused = [r for r in answer["results"] if r["status"] != "assigned"]
             if refused:
                 raise SimulationError(f"mentor assignments refused: {refused[:3]}")
+            # every item carried out as chosen: mentoring now holds these mentors (the
+            # results read them back at the end; 900 GET /tks calls here took seconds)
+            self.run.mentor.update((a["group_id"], a["tks_id"]) for a in chunk)
             if task is not None:
                 self.progress.advance(task, len(chunk))
 
@@ -266,10 +269,7 @@ class Simulation:
         return (sum(s["groups_funded"] for s in summaries) >= groups
                 and sum(s["tks_active"] for s in summaries) >= tks - len(self.run.resigned))
 
-    async def _learn_mentors(self) -> None:
-        views = await asyncio.gather(*(self.api.get("mentoring", f"/tks/{t}")
-                                       for t in self.run.tks_of if t not in self.run.resigned))
-        self.run.mentor = {g["group_id"]: v["tks_id"] for v in views for g in v["groups"]}
+    def _check_every_group_has_a_mentor(self) -> None:
         missing = set(self.run.funded_on) - set(self.run.mentor)
         if missing:
             raise SimulationError(f"{len(missing)} funded groups have no mentor")
@@ -284,17 +284,22 @@ class Simulation:
             last_day = date(self.year, month, monthrange(self.year, month)[1])
             due = [g for g, funded in self.run.funded_on.items() if funded <= last_day]
             reports = [r for g in due if (r := self._report(g, period, month, revenue))]
-            for chunk in _chunks(reports, self.options.batch):
-                result = await self.api.post("mentoring", "/reports/batch", {"reports": chunk})
-                refused = [r for r in result["results"] if r["status"] != "filed"]
-                if refused:
-                    raise SimulationError(f"reports refused in {period}: {refused[:2]}")
-                self.run.reports_filed += len(chunk)
+            await _side_by_side([lambda c=chunk, p=period: self._file(p, c)
+                                 for chunk in _chunks(reports, self.options.batch)])
             closed = await self.api.post("mentoring", f"/periods/{period}/close")
             self.run.reports_overdue += closed["overdue"]
             if month == 9:
                 await self._resign_some(date(self.year, 9, 30))
             self.progress.advance(task)
+
+    async def _file(self, period: str, chunk: list[dict]) -> None:
+        """A batch of one month's reports (each group once: batches side by side never touch
+        the same group, and the month closes after all of them)."""
+        result = await self.api.post("mentoring", "/reports/batch", {"reports": chunk})
+        refused = [r for r in result["results"] if r["status"] != "filed"]
+        if refused:
+            raise SimulationError(f"reports refused in {period}: {refused[:2]}")
+        self.run.reports_filed += len(chunk)
 
     def _report(self, group_id: str, period: str, month: int,
                 revenue: dict[str, float]) -> dict | None:
@@ -346,7 +351,7 @@ class Simulation:
         choice = balanced_mentors([(g, self.run.plans[g].regency_code) for g in ordered],
                                   self._mentors_by_regency(), load, CASELOAD_CAP)
         await self._assign(choice, lambda _: effective + timedelta(days=1))
-        await self._learn_mentors()
+        self._check_every_group_has_a_mentor()
 
     async def _unassigned_are(self, groups: set[str]) -> bool:
         listing = await self.api.get_all("mentoring", "/groups/unassigned")
