@@ -22,10 +22,15 @@ Guarantees:
   `batch_size` (by global position), consumed events in keyset pages of their log (by topic,
   partition, offset; the pending set is kept in a table of the shadow schema, not in memory),
   each page read back from its partition by one Kafka reader moving forward; each page is
-  applied and committed before the next is read. A projector marked `across_transactions` in
-  the plan takes a whole page in one call (it keeps every stream's order itself), so set-based
-  projectors write a page in a few statements; batched consumer handlers
-  (`shared.consumer.batched`) take each run of their events in one call.
+  applied and committed before the next is applied. A projector marked `across_transactions`
+  in the plan takes a whole page in one call (it keeps every stream's order itself), so
+  set-based projectors write a page in a few statements; the next page is then read before
+  the current one is written and decoded while the database writes it (at most two pages in
+  memory). Batched consumer handlers (`shared.consumer.batched`) take each run of their events
+  in one call.
+- A replayed own event comes to the projector as (envelope, typed event), the envelope without
+  its payload (the typed event is the payload: parsing it twice was a third of the decoding);
+  a projector reading `envelope.payload` fails loudly (`ReplayedPayload`).
 - Consumed events are replayed before own events, in each pass. A plan that consumes topics
   must argue (next to its `consumed` mapping) that its result does not depend on how the two
   interleaved live; `scratch` tables are written by the replayed code but thrown away (records
@@ -34,9 +39,9 @@ Guarantees:
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import itertools
-import json
 import re
 import time
 import uuid
@@ -211,27 +216,49 @@ class _Run:
             where += (" AND tx_id >= pg_snapshot_xmin($3::text::pg_snapshot)"
                       " AND NOT pg_visible_in_snapshot(tx_id, $3::text::pg_snapshot)")
             args.append(previous)
-        position, replayed = 0, 0
-        while True:
-            async with self.conn.transaction():
-                rows = await self.conn.fetch(
-                    f"SELECT * FROM {_quoted(self.live)}.events WHERE global_position > $1 "
-                    f"AND {where} ORDER BY global_position LIMIT {self.batch_size}",
-                    position, *args)
-                if not rows:
-                    break
-                if self.plan.across_transactions:
-                    await self.plan.projector(self.conn, [_replayed(r) for r in rows])
-                # else one call per transaction's run of events, as live (a projector may group
-                # a call's events by type, trusting that one save never records them out of
-                # order)
-                for _, run in ([] if self.plan.across_transactions
-                               else itertools.groupby(rows, key=lambda r: r["tx_id"])):
-                    await self.plan.projector(self.conn, [_replayed(r) for r in run])
-            position, replayed = rows[-1]["global_position"], replayed + len(rows)
+        sql = (f"SELECT * FROM {_quoted(self.live)}.events WHERE global_position > $1 "
+               f"AND {where} ORDER BY global_position LIMIT {self.batch_size}")
+        if self.plan.across_transactions:
+            replayed = await self._replay_pages(sql, args)
+        else:
+            position, replayed = 0, 0
+            while True:
+                async with self.conn.transaction():
+                    rows = await self.conn.fetch(sql, position, *args)
+                    if not rows:
+                        break
+                    # one call per transaction's run of events, as live (a projector may group
+                    # a call's events by type, trusting that one save never records them out
+                    # of order)
+                    for _, run in itertools.groupby(rows, key=lambda r: r["tx_id"]):
+                        await self.plan.projector(self.conn, [_replayed(r) for r in run])
+                position, replayed = rows[-1]["global_position"], replayed + len(rows)
         self.stats.own_events += replayed
         if in_swap:
             self.stats.in_swap += replayed
+        return replayed
+
+    async def _replay_pages(self, sql: str, args: list) -> int:
+        """Own events a page per call of an `across_transactions` projector, each page in a
+        transaction of its own. The next page is read first (the same connection) and decoded
+        in a task while the projector's statements run: the decoding's CPU overlaps the
+        database's writing instead of following it."""
+        assert self.plan.projector is not None
+        rows = await self.conn.fetch(sql, 0, *args)
+        items = await _decoded(rows)
+        replayed = 0
+        while rows:
+            async with self.conn.transaction():
+                following = await self.conn.fetch(sql, rows[-1]["global_position"], *args)
+                decoding = asyncio.ensure_future(_decoded(following))
+                try:
+                    await self.plan.projector(self.conn, items)
+                except BaseException:
+                    decoding.cancel()
+                    raise
+                after = await decoding
+            replayed += len(rows)
+            rows, items = following, after
         return replayed
 
     async def _replay_consumed(self, in_swap: bool) -> int:
@@ -361,6 +388,37 @@ class _Run:
 _ENVELOPE_FIELDS = frozenset(Envelope.model_fields)
 
 
+class ReplayedPayload:
+    """The payload of a replayed own event's envelope: not parsed (its typed event, beside it,
+    is the payload). Reading it raises instead of answering empty; it is no dict, so neither
+    `json.dumps` nor `dict()` takes it for an empty one."""
+
+    __slots__ = ()
+
+    def _refuse(self, *_: Any, **__: Any) -> Any:
+        raise RuntimeError("a replayed envelope carries no payload: read the typed event "
+                           "handed beside it (shared.projections._replayed)")
+
+    __getitem__ = __iter__ = __len__ = __contains__ = get = keys = items = values = _refuse
+    copy = _refuse
+
+    def __repr__(self) -> str:
+        return "<replayed: see the typed event>"
+
+
+_DECODE_SLICE = 250  # rows decoded between two turns of the event loop
+
+
+async def _decoded(rows: Sequence[asyncpg.Record]) -> list[tuple[Envelope, Event]]:
+    """`_replayed` of each row, yielding to the event loop between slices (so a projector's
+    statements are sent as soon as the database answers the one before)."""
+    out: list[tuple[Envelope, Event]] = []
+    for start in range(0, len(rows), _DECODE_SLICE):
+        out.extend(_replayed(r) for r in rows[start:start + _DECODE_SLICE])
+        await asyncio.sleep(0)
+    return out
+
+
 def _replayed(row: asyncpg.Record) -> tuple[Envelope, Event]:
     """(envelope, event) of a stored row, as `envelope_from_row` and `event_from_row` give them,
     without pydantic's construction machinery (rows were validated when written; a replay of a
@@ -378,7 +436,7 @@ def _replayed(row: asyncpg.Record) -> tuple[Envelope, Event]:
         "occurred_at": row["occurred_at"], "stream_id": row["stream_id"],
         "stream_version": row["stream_version"], "correlation_id": row["correlation_id"],
         "causation_id": row["causation_id"], "producer": "store", "actor": row["actor"],
-        "payload": json.loads(row["payload"])})
+        "payload": ReplayedPayload()})
     object.__setattr__(envelope, "__pydantic_fields_set__", set(_ENVELOPE_FIELDS))
     object.__setattr__(envelope, "__pydantic_extra__", None)
     object.__setattr__(envelope, "__pydantic_private__", None)
