@@ -123,12 +123,15 @@ class UnitOfWork:
     projector: Projector | None = None
     saved: list[Envelope] = field(default_factory=list)
 
-    async def load(self, cls: type[A], stream_id: str) -> A | None:
-        """The aggregate rebuilt from its stream (from its snapshot and the events after it),
-        or None when the stream is empty. Writers of one stream queue on a transaction-scoped
-        advisory lock instead of failing on each other: taken in the statement that reads the
-        stream when it is free, else waited for and the stream read again."""
-        kind = cls.snapshot_key()
+    async def load(self, cls: type[A], stream_id: str, *,
+                   from_snapshot: bool = True) -> A | None:
+        """The aggregate rebuilt from its stream (from its snapshot and the events after it;
+        `from_snapshot=False`: from every event, for a decision that needs what a light
+        snapshot leaves out), or None when the stream is empty. Writers of one stream queue on
+        a transaction-scoped advisory lock instead of failing on each other: taken in the
+        statement that reads the stream when it is free, else waited for and the stream read
+        again."""
+        kind = cls.snapshot_key() if from_snapshot else None
         histories = await self.store.read_histories(self.conn, [stream_id], snapshot_kind=kind,
                                                     try_lock=stream_id)
         if histories is None:  # another writer holds it: queue, then read what it wrote

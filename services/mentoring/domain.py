@@ -127,19 +127,32 @@ class Stint:
         return self.start <= last and (self.end is None or self.end > first)
 
 
+@dataclass(frozen=True)
+class OnFile:
+    """What a light snapshot keeps of a filed report: who filed it and whether on time."""
+
+    tks_id: str
+    on_time: bool
+
+
 class GroupMentoring(Aggregate):
-    # a group's history grows by a report (and its problems) every month: loads start from a
-    # snapshot (shared.aggregate); the kind changes with the shape below or the reports' schema
-    snapshot_every = 12
-    snapshot_kind = f"1:{ReportFiled.schema_version}:{ReportAmended.schema_version}"
+    # A group's history grows by a report (and its problems) every month, year after year. Each
+    # save keeps a light snapshot (shared.aggregate): the mentors' stints, who filed each month
+    # and whether on time, the overdue months; so filing a report, closing a month or changing
+    # a mentor reads one row a group, however long the history. The reports' content and
+    # problems stay in the events only: amending a report loads the whole history
+    # (`UnitOfWork.load(..., from_snapshot=False)`). The kind changes with the state's shape.
+    snapshot_every = 1
+    snapshot_kind = "2:light"
 
     def __init__(self, stream_id: str):
         super().__init__(stream_id)
         self.group_id = stream_id.removeprefix("group-")
         self.stints: list[Stint] = []
-        self.reports: dict[str, ReportFiled | ReportAmended] = {}
+        self.reports: dict[str, ReportFiled | ReportAmended | OnFile] = {}
         self.problems: dict[str, str] = {}
         self.overdue: set[str] = set()
+        self.whole = True  # False when restored from a light snapshot: no content, no problems
 
     @staticmethod
     def stream(group_id: str) -> str:
@@ -171,18 +184,15 @@ class GroupMentoring(Aggregate):
     def snapshot_state(self) -> dict:
         return {"stints": [[s.tks_id, s.start.isoformat(), s.end and s.end.isoformat()]
                            for s in self.stints],
-                # each report as its JSON text: validated as the stored event would be
-                "reports": [[r.event_type, r.model_dump_json()] for r in self.reports.values()],
-                "problems": self.problems, "overdue": sorted(self.overdue)}
+                "reports": [[period, r.tks_id, r.on_time] for period, r in self.reports.items()],
+                "overdue": sorted(self.overdue)}
 
     def restore(self, state: dict) -> None:
-        kinds = {ReportFiled.event_type: ReportFiled, ReportAmended.event_type: ReportAmended}
         self.stints = [Stint(tks, date.fromisoformat(start), end and date.fromisoformat(end))
                        for tks, start, end in state["stints"]]
-        self.reports = {r.period: r for r in (kinds[kind].model_validate_json(payload)
-                                              for kind, payload in state["reports"])}
-        self.problems = dict(state["problems"])
+        self.reports = {period: OnFile(tks, on_time) for period, tks, on_time in state["reports"]}
         self.overdue = set(state["overdue"])
+        self.whole = False
 
     def assign(self, group: FundedGroup, mentor: Mentor | None, on: date,
                rules: AssignmentRules) -> None:
@@ -261,6 +271,9 @@ class GroupMentoring(Aggregate):
         """Record the new content; False when it equals what is on file. Only the TKS who filed
         the report may amend it (`tks_id` None: the filer, for ministry_admin); the report
         stays that TKS's."""
+        if not self.whole:
+            raise TypeError("amending compares with the report's content: load the group's "
+                            "whole history (from_snapshot=False)")
         current = self.reports.get(report.period)
         author = tks_id
         if author is None and current is not None:

@@ -360,7 +360,9 @@ async def amend_report(ctx: ServiceContext, config: MentoringConfig, group_id: s
     async def decide(uow: UnitOfWork) -> dict:
         await _hold_off_close(uow.conn)
         stream = GroupMentoring.stream(group_id)
-        agg = await uow.load(GroupMentoring, stream) or GroupMentoring(stream)
+        # the report's content and problems are in the events, not in the light snapshot
+        agg = (await uow.load(GroupMentoring, stream, from_snapshot=False)
+               or GroupMentoring(stream))
         group = _group_or_404(await views.funded_groups(uow.conn, [group_id]), group_id)
         closed = await views.closed_periods(uow.conn, [report.period])
         changed = agg.amend_report(group, tks_id, report,
