@@ -199,7 +199,7 @@ async def register_group(ctx: ServiceContext, cmd: RegisterGroup, actor: Actor,
 def summary(group: Group) -> dict[str, Any]:
     return {"group_id": group.group_id, "status": group.status, "stage": group.stage,
             "year": group.year, "province_code": group.province_code,
-            "regency_code": group.regency_code, "member_count": len(group.members),
+            "regency_code": group.regency_code, "member_count": group.member_count,
             "tranches": group.tranches, "funded_total": group.funded_total}
 
 
@@ -230,7 +230,8 @@ async def change_members(ctx: ServiceContext, group_id: str, cmd: ChangeMembers,
     members = _members(cmd.members, today(), keyring)
 
     async def decide(uow: UnitOfWork) -> Group:
-        group = await uow.load(Group, stream_id(group_id))
+        # the roster is in the events, not in the light snapshot
+        group = await uow.load(Group, stream_id(group_id), from_snapshot=False)
         if group is None:
             raise NotFoundError("no such group", field="group_id", group_id=group_id)
         actor.ensure_province(group.province_code)
