@@ -79,9 +79,10 @@ class MembershipTakenError(ConflictError):
 
 async def project(conn: asyncpg.Connection, items: list[tuple[Envelope, Event]]) -> None:
     """The inline projector: read models and the membership rule, event by event. A run of
-    events of one type with a set-based form (what a bulk request of approvals, fundings or LPJ
-    reviews saves) has each of its statements sent once for the whole run (`executemany`,
-    pipelined), row by row in the events' order, with the effect of the single handler."""
+    events of one type that never touches the membership rule (what a bulk request of
+    approvals, fundings or LPJ reviews saves) is written set-based, as a rebuild writes a page
+    (`_layers`: a few statements for the whole run, each group's events in order), with the
+    effect of the single handlers: the rebuild tests hold the two equal."""
     start = 0
     while start < len(items):
         pairs = _registration_pairs(items, start)
@@ -92,9 +93,8 @@ async def project(conn: asyncpg.Connection, items: list[tuple[Envelope, Event]])
         kind, end = type(items[start][1]), start + 1
         while end < len(items) and type(items[end][1]) is kind:
             end += 1
-        many = _MANY.get(kind)
-        if many is not None and end - start > 1:
-            await many(conn, items[start:end])  # none of these types touches memberships
+        if kind in _SET_BASED_LIVE and end - start > 1:
+            await _layers(conn, items[start:end])
         else:
             for envelope, event in items[start:end]:
                 handler = _HANDLERS.get(type(event))
@@ -429,66 +429,6 @@ async def _registrations_many(conn: asyncpg.Connection,
             await _refuse_taken(conn, g.year, taken[0])
 
 
-async def _approved_many(conn: asyncpg.Connection, run: list[tuple[Envelope, Any]]) -> None:
-    await conn.executemany(
-        "UPDATE group_registry SET status = 'approved', status_reason_code = NULL, "
-        "status_note = NULL, updated_at = $2 WHERE group_id = $1",
-        [(e.group_id, env.occurred_at) for env, e in run])
-
-
-async def _funded_many(conn: asyncpg.Connection, run: list[tuple[Envelope, Any]]) -> None:
-    """`_funded`, one statement an event: the registry row, people reached on a first tranche,
-    funding by province."""
-    await conn.executemany(
-        "WITH g AS (UPDATE group_registry SET status = 'funded', tranches = $2, "
-        "funded_total = funded_total + $3, last_budget_year = $4, last_disbursed_on = $5, "
-        "lpj_due_on = $6, lpj_status = CASE WHEN lpj_status = 'submitted' THEN 'submitted' "
-        "ELSE 'due' END, updated_at = $7 WHERE group_id = $1 RETURNING member_count), "
-        "r AS (INSERT INTO people_reached AS p (year, province_code, groups_registered, "
-        "members_registered, groups_funded, members_funded) "
-        "SELECT $8::int, $9::text, 0, 0, 1, g.member_count FROM g WHERE $2::int = 1 "
-        "ON CONFLICT (year, province_code) DO UPDATE SET "
-        "groups_funded = p.groups_funded + EXCLUDED.groups_funded, "
-        "members_funded = p.members_funded + EXCLUDED.members_funded) "
-        "INSERT INTO funding_by_province AS f (budget_year, province_code, groups_funded, "
-        "tranches, amount_disbursed) VALUES ($4, $9, CASE WHEN $2::int = 1 THEN 1 ELSE 0 END, "
-        "1, $3) ON CONFLICT (budget_year, province_code) DO UPDATE SET "
-        "groups_funded = f.groups_funded + EXCLUDED.groups_funded, tranches = f.tranches + 1, "
-        "amount_disbursed = f.amount_disbursed + EXCLUDED.amount_disbursed",
-        [(e.group_id, e.tranche, e.amount, e.budget_year, e.disbursed_on, e.lpj_due_on,
-          env.occurred_at, e.year, e.province_code) for env, e in run])
-
-
-async def _lpj_submitted_many(conn: asyncpg.Connection, run: list[tuple[Envelope, Any]]) -> None:
-    await conn.executemany(
-        "INSERT INTO lpj_reports (report_id, group_id, tools, materials, other, "
-        "remaining_balance, evidence_count, funds_covered, status, submitted_at) "
-        "SELECT $1, $2, $3, $4, $5, $6, $7, funded_total, 'submitted', $8 "
-        "FROM group_registry WHERE group_id = $2",
-        [(e.report_id, e.group_id, e.tools, e.materials, e.other, e.remaining_balance,
-          e.evidence_count, env.occurred_at) for env, e in run])
-    await conn.executemany(
-        "UPDATE group_registry SET lpj_status = 'submitted', updated_at = $2 "
-        "WHERE group_id = $1", [(e.group_id, env.occurred_at) for env, e in run])
-
-
-async def _lpj_accepted_many(conn: asyncpg.Connection, run: list[tuple[Envelope, Any]]) -> None:
-    """`_lpj_accepted`, one statement an event (its CTEs read the group as it was before)."""
-    await conn.executemany(
-        "WITH report AS (UPDATE lpj_reports SET status = 'accepted', reviewed_at = $2 "
-        "WHERE report_id = $1 RETURNING tools + materials + other AS spent, funds_covered), "
-        "g AS (SELECT accounted_total, funded_total, last_budget_year, province_code "
-        "FROM group_registry WHERE group_id = $3), "
-        "u AS (UPDATE group_registry AS r SET accounted_total = report.spent, "
-        "lpj_status = CASE WHEN report.funds_covered >= g.funded_total THEN 'accepted' "
-        "ELSE 'due' END, updated_at = $2 FROM report, g WHERE r.group_id = $3) "
-        "UPDATE funding_by_province AS f "
-        "SET amount_accounted = f.amount_accounted + report.spent - g.accounted_total "
-        "FROM report, g WHERE f.budget_year = g.last_budget_year "
-        "AND f.province_code = g.province_code",
-        [(e.report_id, env.occurred_at, e.group_id) for env, e in run])
-
-
 # ---- a rebuild's page, set-based: events across transactions in a few statements ----------
 # Every read-model row and every value an event's update reads belongs to the event's group,
 # whose events are one stream; the counters (people_reached, funding_by_province) are sums. So
@@ -760,13 +700,10 @@ async def _layers(conn: asyncpg.Connection, items: Items) -> None:
 REBUILD = RebuildPlan((*READ_MODELS, *approvals.APPROVAL_TABLES), project_read_models_in_layers,
                       across_transactions=True)
 
-_MANY: dict[type[Event], Callable[[asyncpg.Connection, list[tuple[Envelope, Any]]],
-                                  Awaitable[None]]] = {
-    GroupApproved: _approved_many,
-    GroupFunded: _funded_many,
-    AccountabilityReportSubmitted: _lpj_submitted_many,
-    AccountabilityReportAccepted: _lpj_accepted_many,
-}
+# runs of these types are written set-based by the inline projector too (none of them touches
+# the membership rule, `keep_memberships`)
+_SET_BASED_LIVE = frozenset({GroupApproved, GroupFunded, AccountabilityReportSubmitted,
+                             AccountabilityReportAccepted, AccountabilityReportReturned})
 
 _HANDLERS: dict[type[Event], Callable[[asyncpg.Connection, Envelope, Any], Awaitable[None]]] = {
     GroupRegistered: _registered,
