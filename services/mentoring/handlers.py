@@ -69,8 +69,8 @@ async def _mentoring_of(uow: UnitOfWork, group_ids: Iterable[str], *,
                         lock: bool = True) -> dict[str, GroupMentoring]:
     # a group never mentored yet starts a stream of its own
     streams = [GroupMentoring.stream(g) for g in group_ids]
-    return ({s: GroupMentoring(s) for s in streams}
-            | await uow.load_many(GroupMentoring, streams, lock=lock))
+    loaded = await uow.load_many(GroupMentoring, streams, lock=lock)
+    return {s: loaded.get(s) or GroupMentoring(s) for s in streams}
 
 
 def _group_or_404(groups: dict[str, FundedGroup], group_id: str) -> FundedGroup:
