@@ -27,9 +27,9 @@ class Aggregate:
 
     Snapshots (opt-in, for streams whose histories grow without bound): a subclass setting
     `snapshot_every` (events) and `snapshot_kind`, and implementing `snapshot_state()` (its
-    state as JSON) and `restore(state)`, has its state saved with its events once that many
-    events followed the last snapshot; loading it then reads the snapshot and only the events
-    after it. Change `snapshot_kind` whenever `apply` or the state's shape change meaning: a
+    state as JSON) and `restore(state)`, has its state saved with its events (in the append's
+    own statement) once that many events followed the last snapshot; loading it then reads the
+    snapshot and only the events after it. Change `snapshot_kind` whenever `apply` or the state's shape change meaning: a
     snapshot of another kind is ignored (a full replay, and a new snapshot), as is one whose
     last event is no longer the stream's event at its version."""
 
@@ -81,10 +81,6 @@ class Aggregate:
             agg.version += 1
         agg.loaded_event_id = history.last_event_id
         return agg
-
-    def snapshot_due(self) -> bool:
-        return bool(self.snapshot_every) and (
-            self.version - self.snapshot_version >= self.snapshot_every)
 
 
 A = TypeVar("A", bound=Aggregate)
@@ -160,12 +156,15 @@ class UnitOfWork:
     async def save(self, agg: Aggregate) -> list[Envelope]:
         """Append the aggregate's pending events at the version it was loaded at (and its
         snapshot when one is due). Raises ConcurrencyError when its stream moved on."""
-        events, agg.pending = agg.pending, []
-        envelopes = await self.store.append(
-            self.conn, agg.stream_id, agg.version, events, actor=self.actor,
-            correlation_id=self.correlation_id, causation_id=self.causation_id)
+        events, snapshots = agg.pending, _snapshots_due([agg])
+        envelopes = await self.store.append_many(
+            self.conn, [(agg.stream_id, agg.version, events)], actor=self.actor,
+            correlation_id=self.correlation_id, causation_id=self.causation_id,
+            snapshots=snapshots)
+        agg.pending = []
         agg.version += len(events)
-        await self._snapshot([agg], envelopes)
+        if agg.stream_id in snapshots:
+            agg.snapshot_version = agg.version
         if self.projector and envelopes:
             await self.projector(self.conn, list(zip(envelopes, events, strict=True)))
         self.saved.extend(envelopes)
@@ -180,31 +179,31 @@ class UnitOfWork:
         requests carried out), else the unit's. Raises ConcurrencyError when any stream moved
         on; nothing is written then."""
         aggs = [a for a in {id(a): a for a in aggregates}.values() if a.pending]
+        snapshots = _snapshots_due(aggs)
         envelopes = await self.store.append_many(
             self.conn, [(a.stream_id, a.version, a.pending) for a in aggs], actor=self.actor,
-            correlation_id=self.correlation_id, causation_id=self.causation_id, cause=cause)
+            correlation_id=self.correlation_id, causation_id=self.causation_id, cause=cause,
+            snapshots=snapshots)
         events = [e for a in aggs for e in a.pending]
         for agg in aggs:
             agg.version, agg.pending = agg.version + len(agg.pending), []
-        await self._snapshot(aggs, envelopes)
+            if agg.stream_id in snapshots:
+                agg.snapshot_version = agg.version
         if self.projector and envelopes:
             await self.projector(self.conn, list(zip(envelopes, events, strict=True)))
         self.saved.extend(envelopes)
         return envelopes
 
-    async def _snapshot(self, aggs: list[Aggregate], envelopes: list[Envelope]) -> None:
-        """Snapshots of the saved aggregates that are due, in the same transaction."""
-        last = {v.stream_id: v.event_id for v in envelopes}
-        due = [a for a in aggs if a.stream_id in last and a.snapshot_due()]
-        if not due:
-            return
-        by_kind: dict[str, list[tuple[str, int, uuid.UUID, Any]]] = {}
-        for agg in due:
-            by_kind.setdefault(type(agg).snapshot_key() or "", []).append(
-                (agg.stream_id, agg.version, last[agg.stream_id], agg.snapshot_state()))
-            agg.snapshot_version = agg.version
-        for kind, rows in by_kind.items():
-            await self.store.save_snapshots(self.conn, kind, rows)
+
+def _snapshots_due(aggs: Iterable[Aggregate]) -> dict[str, tuple[str, Any]]:
+    """{stream id: (kind, state)} of the aggregates whose snapshot is due once their pending
+    events are saved: written by the append's own statement (`EventStore.append_many`)."""
+    due = {}
+    for agg in aggs:
+        if agg.snapshot_every and agg.version + len(agg.pending) - agg.snapshot_version \
+                >= agg.snapshot_every:
+            due[agg.stream_id] = (type(agg).snapshot_key() or "", agg.snapshot_state())
+    return due
 
 
 async def run_command(pool: asyncpg.Pool, store: EventStore, decide: Callable[[UnitOfWork], Awaitable[Any]],

@@ -17,7 +17,7 @@ from __future__ import annotations
 import contextlib
 import json
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -117,7 +117,8 @@ OUTBOX_CHANNEL = "tkm_outbox"
 
 # one statement per append (`EventStore.append_many`): the first stream not at its expected
 # version, if any (then nothing is inserted); else the events and their outbox rows, in the
-# order given, and the relay's wake-up (delivered at commit)
+# order given, the snapshots of the streams that take one (an older one replaced), and the
+# relay's wake-up (delivered at commit)
 _APPEND_SQL = """
 WITH stale AS MATERIALIZED (
     SELECT s, actual FROM (
@@ -137,7 +138,15 @@ ob AS (
     INSERT INTO outbox (topic, message_key, event_id, value)
     SELECT t, k, e, v FROM unnest($13::text[], $14::text[], $15::uuid[], $16::bytea[])
          WITH ORDINALITY AS u(t, k, e, v, n)
-    WHERE NOT EXISTS (SELECT 1 FROM stale) ORDER BY n)
+    WHERE NOT EXISTS (SELECT 1 FROM stale) ORDER BY n),
+sn AS (
+    INSERT INTO snapshots AS n (stream_id, kind, version, event_id, state)
+    SELECT s, k, v, e, st FROM unnest($18::text[], $19::text[], $20::int[], $21::uuid[],
+                                      $22::jsonb[]) AS u(s, k, v, e, st)
+    WHERE NOT EXISTS (SELECT 1 FROM stale) ORDER BY s
+    ON CONFLICT (stream_id) DO UPDATE SET kind = excluded.kind, version = excluded.version,
+        event_id = excluded.event_id, state = excluded.state, taken_at = now()
+    WHERE n.version < excluded.version OR n.kind <> excluded.kind)
 SELECT (SELECT s FROM stale) AS stale, (SELECT actual FROM stale) AS actual,
        CASE WHEN cardinality($13::text[]) > 0 AND NOT EXISTS (SELECT 1 FROM stale)
             THEN pg_notify($17, '') END
@@ -272,14 +281,17 @@ class EventStore:
                           items: Sequence[tuple[str, int, Sequence[Event]]], *, actor: str,
                           correlation_id: uuid.UUID,
                           causation_id: uuid.UUID | None = None,
-                          cause: Callable[[Event], uuid.UUID | None] | None = None
+                          cause: Callable[[Event], uuid.UUID | None] | None = None,
+                          snapshots: Mapping[str, tuple[str, Any]] | None = None
                           ) -> list[Envelope]:
         """Append each item's events after its expected version, all or nothing, inside the
-        caller's open transaction, in a constant number of statements. Returns the envelopes in
-        item order. `cause(event)`, when given, is each event's causation id (one statement may
-        carry what many requests caused), else `causation_id` for all. Raises ConcurrencyError
-        when any stream is elsewhere (nothing is written), ValueError when a stream appears
-        twice, RuntimeError outside a transaction."""
+        caller's open transaction, in one statement. Returns the envelopes in item order.
+        `cause(event)`, when given, is each event's causation id (one statement may carry what
+        many requests caused), else `causation_id` for all. `snapshots`: {stream id: (kind,
+        JSON state)} of streams whose state after these events is kept as their snapshot
+        (shared.aggregate), written by the same statement. Raises ConcurrencyError when any
+        stream is elsewhere (nothing is written), ValueError when a stream appears twice,
+        RuntimeError outside a transaction."""
         if not conn.is_in_transaction():
             raise RuntimeError("append must run inside a transaction")
         items = [(s, v, events) for s, v, events in items if events]
@@ -300,6 +312,9 @@ class EventStore:
         ]
         envelopes = [v for v, _ in pairs]
         published = [(e.topic, v) for v, e in pairs if e.topic]
+        last = {v.stream_id: v for v in envelopes}  # each stream's last event
+        kept = [(stream_id, kind, state) for stream_id, (kind, state)
+                in (snapshots or {}).items() if stream_id in last]
         try:
             # one statement: the version check, the events, their outbox rows and the relay's
             # wake-up (a stale stream writes nothing: the rows are inserted only when every
@@ -314,7 +329,10 @@ class EventStore:
                 [s for s, _, _ in items], [x for _, x, _ in items],
                 [t for t, _ in published], [v.stream_id for _, v in published],
                 [v.event_id for _, v in published], [encode(v) for _, v in published],
-                OUTBOX_CHANNEL)
+                OUTBOX_CHANNEL, [x for x, _, _ in kept], [k for _, k, _ in kept],
+                [last[x].stream_version for x, _, _ in kept],
+                [last[x].event_id for x, _, _ in kept],
+                [json.dumps(st, separators=(",", ":")) for _, _, st in kept])
         except asyncpg.UniqueViolationError as exc:
             # a writer that did not hold the stream lock committed first: the key decided
             stream_id, expected, _ = _raced(exc, items)
@@ -365,22 +383,6 @@ class EventStore:
                 history.events.append(event_from_row(row))
             history.version, history.last_event_id = row["stream_version"], row["event_id"]
         return histories
-
-    async def save_snapshots(self, conn: asyncpg.Connection, kind: str,
-                             snapshots: Sequence[tuple[str, int, uuid.UUID, Any]]) -> None:
-        """Store (stream id, version, id of the event at that version, JSON state) for each
-        stream, replacing an older snapshot, in one statement."""
-        if snapshots:
-            await conn.execute(
-                "INSERT INTO snapshots AS n (stream_id, kind, version, event_id, state) "
-                "SELECT s, $1, v, e, st FROM unnest($2::text[], $3::int[], $4::uuid[], "
-                "$5::jsonb[]) AS u(s, v, e, st) ON CONFLICT (stream_id) DO UPDATE SET "
-                "kind = excluded.kind, version = excluded.version, event_id = excluded.event_id, "
-                "state = excluded.state, taken_at = now() "
-                "WHERE n.version < excluded.version OR n.kind <> excluded.kind",
-                kind, [s for s, _, _, _ in snapshots], [v for _, v, _, _ in snapshots],
-                [e for _, _, e, _ in snapshots],
-                [json.dumps(st, separators=(",", ":")) for _, _, _, st in snapshots])
 
     async def read_stream(self, conn: asyncpg.Connection, stream_id: str) -> list[tuple[Envelope, Event]]:
         rows = await conn.fetch("SELECT * FROM events WHERE stream_id = $1 ORDER BY stream_version",

@@ -75,16 +75,21 @@ async def add(pool: asyncpg.Pool, store: EventStore, cls: type[Counter], stream:
     return await run_command(pool, store, decide, actor="t")
 
 
-async def test_a_single_stream_command_in_steady_state_is_at_most_four_statements(pool):
+@pytest.mark.parametrize("cls, warm", [(Counter, (1, 2)), (SnappedCounter, (1, 2, 3, 4))],
+                         ids=["plain", "taking-its-snapshot"])
+async def test_a_single_stream_command_in_steady_state_is_at_most_four_statements(pool, cls,
+                                                                                  warm):
     store, stream = EventStore("kerneltest"), f"counter-{uuid.uuid4()}"
-    for amount in (1, 2):  # warm: the connection and its prepared statements exist
-        await add(pool, store, Counter, stream, amount)
+    for amount in warm:  # warm: the connection and its prepared statements exist
+        await add(pool, store, cls, stream, amount)
     log = Statements()
     async with pool.acquire() as conn:
         conn.add_query_logger(log)  # (its release resets: this was no command)
     try:
         log.counting = True
-        assert await add(pool, store, Counter, stream, 3) == 3
+        # the counted command's save is the one a snapshot is due at (the 5th event): it is
+        # written by the append's own statement
+        assert await add(pool, store, cls, stream, len(warm) + 1) == len(warm) + 1
         # the release (and its reset, if any) runs as the command returns: let it finish
         await asyncio.sleep(0.05)
         log.counting = False
@@ -96,9 +101,12 @@ async def test_a_single_stream_command_in_steady_state_is_at_most_four_statement
     assert not any("pg_advisory_unlock_all" in q for q in log.queries), log.queries
     async with pool.acquire() as conn:
         history = await store.read_stream(conn, stream)
-        assert [e.amount for _, e in history] == [1, 2, 3]
+        assert [e.amount for _, e in history] == [*warm, len(warm) + 1]
         assert await conn.fetchval("SELECT count(*) FROM outbox WHERE message_key = $1",
-                                   stream) == 3
+                                   stream) == len(warm) + 1
+        snapshot = await conn.fetchval("SELECT version FROM snapshots WHERE stream_id = $1",
+                                       stream)
+        assert snapshot == (5 if cls is SnappedCounter else None)
 
 
 async def test_a_connection_used_outside_a_command_is_still_reset(pool):
