@@ -29,9 +29,10 @@ class Aggregate:
     `snapshot_every` (events) and `snapshot_kind`, and implementing `snapshot_state()` (its
     state as JSON) and `restore(state)`, has its state saved with its events (in the append's
     own statement) once that many events followed the last snapshot; loading it then reads the
-    snapshot and only the events after it. Change `snapshot_kind` whenever `apply` or the state's shape change meaning: a
-    snapshot of another kind is ignored (a full replay, and a new snapshot), as is one whose
-    last event is no longer the stream's event at its version."""
+    snapshot and only the events after it. Change `snapshot_kind` whenever `apply` or the
+    state's shape change meaning: a snapshot of another kind is ignored (a full replay, and a
+    new snapshot), as is one whose last event is no longer the stream's event at its
+    version."""
 
     snapshot_every: int = 0
     snapshot_kind: str = ""

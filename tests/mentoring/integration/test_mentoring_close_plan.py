@@ -28,7 +28,8 @@ class _Explaining:
         self.conn, self.plan = conn, ""
 
     async def fetch(self, sql: str, *args) -> list:
-        self.plan = "\n".join(r[0] for r in await self.conn.fetch("EXPLAIN (ANALYZE, COSTS OFF) " + sql, *args))
+        rows = await self.conn.fetch("EXPLAIN (ANALYZE, COSTS OFF) " + sql, *args)
+        self.plan = "\n".join(r[0] for r in rows)
         return []
 
 
