@@ -45,6 +45,12 @@ async def _plans(conn: asyncpg.Connection, filters: audit.AuditFilter) -> str:
     return "\n".join(r[0] for plan in plans for r in plan)
 
 
+async def _asked(conn: asyncpg.Connection, question: str):
+    """One of the bench's questions (bench/audit_path.py), asked as the API asks it."""
+    filters, limit = questions()[question]
+    return await ask(conn, filters, limit)
+
+
 async def test_every_filtered_question_reads_through_an_index(filled):
     conn, _ = filled
     for name, (filters, _) in questions().items():
@@ -58,9 +64,7 @@ async def test_every_filtered_question_reads_through_an_index(filled):
 async def test_one_province_s_funding_decisions_in_a_month(filled):
     conn, codes = filled
     papua_tengah = codes.index("94")
-    march = audit.AuditFilter(province="94", types=["GroupFunded"], since=first_of_month(3),
-                              until=first_of_month(4))
-    page, _ = await ask(conn, march, 100)
+    page, _ = await _asked(conn, "province + GroupFunded + one month")
     in_march = [i for i in range(GROUPS) if i % len(codes) == papua_tengah
                 and first_of_month(3).timestamp() <= 1767225600 + i * 1200 + 4
                 < first_of_month(4).timestamp()]
@@ -72,21 +76,20 @@ async def test_one_province_s_funding_decisions_in_a_month(filled):
 
 async def test_approvals_take_their_group_s_province(filled):
     conn, codes = filled
-    page, _ = await ask(conn, audit.AuditFilter(province="94", types=["GroupApproved"]), 100)
+    page, _ = await _asked(conn, "province + GroupApproved")
     assert page["total"] == len([i for i in range(GROUPS) if codes[i % len(codes)] == "94"])
     assert {r["province_code"] for r in page["items"]} == {"94"}
 
 
 async def test_one_actor_s_decisions_and_one_group_s_story(filled):
     conn, _ = filled
-    actor = "0" * 19 + "7"
-    page, _ = await ask(conn, audit.AuditFilter(actor=actor, types=["GroupFunded"]), 100)
+    page, _ = await _asked(conn, "one actor + GroupFunded")  # admin 7
     assert page["total"] == len([i for i in range(GROUPS) if i % ADMINS == 7])
-    story, _ = await ask(conn, audit.AuditFilter(stream="g12345"), 100)
+    story, _ = await _asked(conn, "one group's story")  # g12345
     assert [r["event_type"] for r in story["items"]] == [
         "GroupRegistered", "groups.RosterRecorded", "GroupApproved", "GroupFunded"]
     assert story["items"][1]["summary"] == "group_id=g12345"  # the roster names no one
-    everything, _ = await ask(conn, audit.AuditFilter(), 1000)
+    everything, _ = await _asked(conn, "everything, first 1000")
     assert everything["total"] == 4 * GROUPS
     assert len(everything["items"]) == 1000
     assert [r["stream_id"] for r in everything["items"][:5]] == [
