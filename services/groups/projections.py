@@ -698,7 +698,13 @@ async def _layers(conn: asyncpg.Connection, items: Items) -> None:
 
 
 REBUILD = RebuildPlan((*READ_MODELS, *approvals.APPROVAL_TABLES), project_read_models_in_layers,
-                      across_transactions=True)
+                      across_transactions=True,
+                      # what the views read by; the projections find rows by their keys (a
+                      # correction finds a person's rows by group_members_by_nik_hash)
+                      indexes_after_fill=("group_registry_by_province", "group_registry_by_region",
+                                          "group_registry_lpj_open", "lpj_reports_by_group",
+                                          "approval_requests_batch", "approval_requests_due",
+                                          "approval_requests_listing"))
 
 # runs of these types are written set-based by the inline projector too (none of them touches
 # the membership rule, `keep_memberships`)

@@ -37,7 +37,7 @@ from shared.contracts.groups import (
 )
 from shared.eventstore import EventStore, migrate
 from shared.projections import rebuild_plan
-from tests.shared.integration.rebuild_support import leftovers, table_rows
+from tests.shared.integration.rebuild_support import leftovers, table_rows, table_shapes
 
 pytestmark = pytest.mark.integration
 MIGRATIONS = Path(services.groups.__file__).parent / "migrations"
@@ -139,11 +139,15 @@ async def test_a_set_based_rebuild_in_tiny_pages_equals_the_live_tables(database
             await REBUILD.projector(c, items)
 
         plan = dataclasses.replace(REBUILD, projector=counted)
+        shapes = await table_shapes(conn, REBUILD.tables)
         await conn.execute("TRUNCATE people_reached, funding_by_province")  # damage
         stats = await rebuild_plan(conn, plan, batch_size=7)
         assert stats.own_events == total
         assert await table_rows(conn, READ_MODELS) == live
         assert await leftovers(conn) == []
+        # the indexes built after the fill (`indexes_after_fill`) are back, by their names
+        assert REBUILD.indexes_after_fill
+        assert await table_shapes(conn, REBUILD.tables) == shapes
         # bounded: never more than a page of events in memory, and every page a full one
         # until the last
         assert max(pages) == 7 and sum(pages) == total
@@ -152,5 +156,21 @@ async def test_a_set_based_rebuild_in_tiny_pages_equals_the_live_tables(database
         await conn.execute("TRUNCATE people_reached, group_members")
         assert (await rebuild_plan(conn, REBUILD, batch_size=total)).own_events == total
         assert await table_rows(conn, READ_MODELS) == live
+    finally:
+        await conn.close()
+
+
+async def test_a_unique_index_cannot_wait_for_the_fill(database_url):
+    """A unique index is a rule the replayed writes may rely on (ON CONFLICT): a plan naming
+    one is refused before anything is written, and the live tables stay."""
+    conn = await asyncpg.connect(database_url)
+    try:
+        await migrate(conn, "groups", MIGRATIONS)
+        before = await table_shapes(conn, REBUILD.tables)
+        plan = dataclasses.replace(REBUILD, indexes_after_fill=("group_registry_pkey",))
+        with pytest.raises(ValueError, match="group_registry_pkey is unique"):
+            await rebuild_plan(conn, plan)
+        assert await table_shapes(conn, REBUILD.tables) == before
+        assert await leftovers(conn) == []
     finally:
         await conn.close()
