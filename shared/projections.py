@@ -448,6 +448,7 @@ class ReplayedPayload:
         return "<replayed: see the typed event>"
 
 
+_REPLAYED_PAYLOAD = ReplayedPayload()  # holds nothing: one serves every envelope
 _DECODE_SLICE = 250  # rows decoded between two turns of the event loop
 
 
@@ -455,33 +456,50 @@ async def _decoded(rows: Sequence[asyncpg.Record]) -> list[tuple[Envelope, Event
     """`_replayed` of each row, yielding to the event loop between slices (so a projector's
     statements are sent as soon as the database answers the one before)."""
     out: list[tuple[Envelope, Event]] = []
+    validators: dict[tuple[str, int], Any] = {}
     for start in range(0, len(rows), _DECODE_SLICE):
-        out.extend(_replayed(r) for r in rows[start:start + _DECODE_SLICE])
+        out.extend(_replayed(r, validators) for r in rows[start:start + _DECODE_SLICE])
         await asyncio.sleep(0)
     return out
 
 
-def _replayed(row: asyncpg.Record) -> tuple[Envelope, Event]:
+_set = object.__setattr__
+_new_envelope = Envelope.__new__
+
+
+def _replayed(row: asyncpg.Record,
+              validators: dict[tuple[str, int], Any] | None = None) -> tuple[Envelope, Event]:
     """(envelope, event) of a stored row, as `envelope_from_row` and `event_from_row` give them,
     without pydantic's construction machinery (rows were validated when written; a replay of a
-    million events is mostly this)."""
+    million events is mostly this). `validators` remembers, for one page, each (type, version)'s
+    validator (None: not the current version, upcast by `event_from_row`)."""
     event_type, version = row["event_type"], row["schema_version"]
+    key = (event_type, version)
+    if validators is not None and key in validators:
+        validator = validators[key]
+    else:
+        validator = (event_class(event_type).__pydantic_validator__
+                     if version == current_version(event_type) else None)
+        if validators is not None:
+            validators[key] = validator
     event: Event | None = None
-    if version == current_version(event_type):
-        with contextlib.suppress(ValidationError):  # event_from_row below names the error
-            event = event_class(event_type).__pydantic_validator__.validate_json(row["payload"])
+    if validator is not None:
+        try:
+            event = validator.validate_json(row["payload"])
+        except ValidationError:  # event_from_row below names the error
+            pass
     if event is None:
         event = event_from_row(row)
-    envelope = Envelope.__new__(Envelope)
-    object.__setattr__(envelope, "__dict__", {
+    envelope = _new_envelope(Envelope)
+    _set(envelope, "__dict__", {
         "event_id": row["event_id"], "event_type": event_type, "schema_version": version,
         "occurred_at": row["occurred_at"], "stream_id": row["stream_id"],
         "stream_version": row["stream_version"], "correlation_id": row["correlation_id"],
         "causation_id": row["causation_id"], "producer": "store", "actor": row["actor"],
-        "payload": ReplayedPayload()})
-    object.__setattr__(envelope, "__pydantic_fields_set__", set(_ENVELOPE_FIELDS))
-    object.__setattr__(envelope, "__pydantic_extra__", None)
-    object.__setattr__(envelope, "__pydantic_private__", None)
+        "payload": _REPLAYED_PAYLOAD})
+    _set(envelope, "__pydantic_fields_set__", set(_ENVELOPE_FIELDS))
+    _set(envelope, "__pydantic_extra__", None)
+    _set(envelope, "__pydantic_private__", None)
     return envelope, event
 
 
