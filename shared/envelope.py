@@ -15,13 +15,13 @@ reader is the one behind, and the event is not wrong.
 
 from __future__ import annotations
 
-import json
 import re
 import uuid
 from collections.abc import Callable, Container
 from datetime import UTC, datetime
 from typing import Annotated, Any, ClassVar, TypeVar
 
+import orjson
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, create_model
 
 
@@ -36,6 +36,13 @@ UtcDateTime = Annotated[datetime, AfterValidator(_utc)]
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+def json_text(value: Any) -> str:
+    """`value` as compact JSON text, for a jsonb parameter or a stored payload: orjson, several
+    times faster than the standard library on the write paths (dict keys that are not strings
+    become strings, as `json.dumps` makes them)."""
+    return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
 
 
 class ContractError(ValueError):
@@ -139,7 +146,7 @@ def parse_payload(envelope: Envelope) -> Event:
     try:
         # through JSON: strict mode then accepts ISO dates and UUID strings, but no "5" for 5;
         # fields a newer producer added are dropped, at every depth
-        return cls.model_validate_json(json.dumps(payload), extra="ignore")
+        return cls.model_validate_json(orjson.dumps(payload), extra="ignore")
     except ValidationError as exc:
         raise ContractError(f"{envelope.event_type}: {_first_error(exc)}") from exc
 

@@ -15,7 +15,6 @@ Guarantees:
 from __future__ import annotations
 
 import contextlib
-import json
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import orjson
 from pydantic import ValidationError
 
 from shared.idempotency import SCHEMA as IDEMPOTENCY_SCHEMA
@@ -34,6 +34,7 @@ from shared.envelope import (
     current_version,
     encode,
     event_class,
+    json_text,
     parse_payload,
     utcnow,
 )
@@ -325,14 +326,14 @@ class EventStore:
                 [v.event_id for v in envelopes], [v.stream_id for v in envelopes],
                 [v.stream_version for v in envelopes], [v.event_type for v in envelopes],
                 [v.schema_version for v in envelopes], now, correlation_id,
-                [v.causation_id for v in envelopes], actor, [json.dumps(v.payload, separators=(",", ":")) for v in envelopes],
+                [v.causation_id for v in envelopes], actor, [json_text(v.payload) for v in envelopes],
                 [s for s, _, _ in items], [x for _, x, _ in items],
                 [t for t, _ in published], [v.stream_id for _, v in published],
                 [v.event_id for _, v in published], [encode(v) for _, v in published],
                 OUTBOX_CHANNEL, [x for x, _, _ in kept], [k for _, k, _ in kept],
                 [last[x].stream_version for x, _, _ in kept],
                 [last[x].event_id for x, _, _ in kept],
-                [json.dumps(st, separators=(",", ":")) for _, _, st in kept])
+                [json_text(st) for _, _, st in kept])
         except asyncpg.UniqueViolationError as exc:
             # a writer that did not hold the stream lock committed first: the key decided
             stream_id, expected, _ = _raced(exc, items)
@@ -377,7 +378,7 @@ class EventStore:
             if history is None:
                 history = histories[row["stream_id"]] = History([], 0)
             if row["part"] == 1:
-                history.snapshot = json.loads(row["payload"])
+                history.snapshot = orjson.loads(row["payload"])
                 history.snapshot_version = row["stream_version"]
             else:
                 history.events.append(event_from_row(row))
@@ -409,7 +410,7 @@ def envelope_from_row(row: asyncpg.Record) -> Envelope:
         schema_version=row["schema_version"], occurred_at=row["occurred_at"],
         stream_id=row["stream_id"], stream_version=row["stream_version"],
         correlation_id=row["correlation_id"], causation_id=row["causation_id"],
-        producer="store", actor=row["actor"], payload=json.loads(row["payload"]))
+        producer="store", actor=row["actor"], payload=orjson.loads(row["payload"]))
 
 
 def event_from_row(row: asyncpg.Record) -> Event:
@@ -420,7 +421,7 @@ def event_from_row(row: asyncpg.Record) -> Event:
             return event_class(row["event_type"]).model_validate_json(row["payload"])
     return parse_payload(Envelope.model_construct(
         event_type=row["event_type"], schema_version=row["schema_version"],
-        payload=json.loads(row["payload"])))
+        payload=orjson.loads(row["payload"])))
 
 
 def _raced(exc: asyncpg.UniqueViolationError,

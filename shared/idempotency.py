@@ -26,7 +26,6 @@ import asyncio
 import contextlib
 import contextvars
 import hashlib
-import json
 import logging
 import uuid
 from collections.abc import Awaitable, Callable, Iterator, MutableMapping
@@ -257,7 +256,7 @@ class IdempotencyMiddleware:
                           "body or query); use a new key for a new request")
         elif row["state"] == "done":
             headers = [(k.encode("latin-1"), v.encode("latin-1"))
-                       for k, v in json.loads(row["headers"])]
+                       for k, v in orjson.loads(row["headers"])]
             await _answer(send, row["status"], row["body"],
                           [*headers, (REPLAYED.lower().encode(), b"true")])
         elif row["state"] == "lost" or (row["committed"] and row["expired"]):
@@ -308,7 +307,7 @@ class IdempotencyMiddleware:
                 await conn.execute(
                     "UPDATE idempotency_keys SET state = 'done', status = $5, headers = $6, "
                     "body = $7 WHERE actor = $1 AND route = $2 AND key = $3 AND owner = $4",
-                    *pk, owner, status, json.dumps(headers), body)
+                    *pk, owner, status, orjson.dumps(headers).decode(), body)
                 return
             # no answer to keep: release the claim unless a transaction of it committed
             await conn.execute(

@@ -9,7 +9,6 @@ a consequence of the close itself (`_follows_close`)."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from typing import Any
 
@@ -22,7 +21,7 @@ from shared.contracts import groups as g
 from shared.contracts import mentoring as m
 from shared.contracts import recruitment as r
 from shared.contracts.evaluation import EvaluationClosed, EvaluationOpened, TksEvaluated
-from shared.envelope import Envelope, Event
+from shared.envelope import Envelope, Event, json_text
 
 
 # (envelope, event, year or None, tks_id, group_id): what `_note_late` checks for lateness
@@ -50,7 +49,7 @@ async def _note_late(uow: UnitOfWork, notes: list[Note]) -> None:
                 "occurred_at, payload) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) "
                 "ON CONFLICT (event_id) DO NOTHING",
                 envelope.event_id, year, type(event).topic or "", envelope.event_type, tks_id,
-                group_id, envelope.occurred_at, json.dumps(envelope.payload))
+                group_id, envelope.occurred_at, json_text(envelope.payload))
 
 
 async def _follows_close(uow: UnitOfWork, envelope: Envelope, year: int) -> bool:
@@ -313,7 +312,7 @@ async def project(conn: asyncpg.Connection, items: list[tuple[Envelope, Event]])
             case TksEvaluated():
                 results.append((event.year, event.tks_id, event.province_code,
                                 event.regency_code, event.score, event.decision,
-                                json.dumps([i.model_dump() for i in event.indicators]),
+                                json_text([i.model_dump() for i in event.indicators]),
                                 event.policy_version))
             case TksNotEvaluated():
                 await conn.executemany(

@@ -4,7 +4,6 @@ the command's transaction, set-based so a batch of thousands costs a handful of 
 
 from __future__ import annotations
 
-import json
 from collections import Counter, defaultdict
 from collections.abc import Awaitable, Callable
 from datetime import date
@@ -24,7 +23,7 @@ from shared.contracts.mentoring import (
     ReportOverdue,
 )
 from shared.contracts.recruitment import TksContractRenewed, TksRecruited
-from shared.envelope import Envelope, Event
+from shared.envelope import Envelope, Event, json_text
 from shared.localtime import ZONES
 from shared.projections import RebuildPlan
 
@@ -41,7 +40,7 @@ async def _assigned(conn: asyncpg.Connection, rows: Rows) -> None:
         stint AS (INSERT INTO mentor_assignments (group_id, stream_version, tks_id, assigned_on)
                   SELECT group_id, v, tks_id, assigned_on FROM r)
         UPDATE mentored_groups g SET tks_id = r.tks_id, assigned_on = r.assigned_on
-        FROM r WHERE g.group_id = r.group_id""", json.dumps(rows))
+        FROM r WHERE g.group_id = r.group_id""", json_text(rows))
 
 
 async def _unassigned(conn: asyncpg.Connection, rows: Rows) -> None:
@@ -53,7 +52,7 @@ async def _unassigned(conn: asyncpg.Connection, rows: Rows) -> None:
         UPDATE mentored_groups g SET tks_id = NULL, assigned_on = NULL,
                last_tks_id = r.tks_id, unassigned_on = r.unassigned_on,
                unassigned_reason = r.reason
-        FROM r WHERE g.group_id = r.group_id""", json.dumps(rows))
+        FROM r WHERE g.group_id = r.group_id""", json_text(rows))
 
 
 _REPORT_COLUMNS = ("group_id text, period text, tks_id text, revenue bigint, "
@@ -64,7 +63,7 @@ _REPORT_COLUMNS = ("group_id text, period text, tks_id text, revenue bigint, "
 
 # each province's IANA zone (shared.localtime's rule), a parameter: inlined, it would push the
 # statement past what pg_stat_activity shows of it
-_ZONES = json.dumps({code: zone.key for code, zone in sorted(ZONES.items())})
+_ZONES = json_text({code: zone.key for code, zone in sorted(ZONES.items())})
 
 
 # filed_on: the day as sent; a report filed before the event carried it was filed on the day
@@ -104,7 +103,7 @@ _FILED = " ".join(f"""
 
 
 async def _filed(conn: asyncpg.Connection, rows: Rows) -> None:
-    await conn.execute(_FILED, json.dumps(rows), _ZONES)
+    await conn.execute(_FILED, json_text(rows), _ZONES)
 
 
 async def _amended(conn: asyncpg.Connection, rows: Rows) -> None:
@@ -135,14 +134,14 @@ async def _amended(conn: asyncpg.Connection, rows: Rows) -> None:
             partnership = r.partnership, capital_access = r.capital_access,
             market_access = r.market_access, lpj_help = r.lpj_help, amended_at = r.at,
             amendments = m.amendments + 1
-        FROM r WHERE m.group_id = r.group_id AND m.period = r.period""", json.dumps(rows))
+        FROM r WHERE m.group_id = r.group_id AND m.period = r.period""", json_text(rows))
 
 
 async def _noted(conn: asyncpg.Connection, rows: Rows) -> None:
     await conn.execute(f"""
         UPDATE monthly_reports m SET problems = r.problems
         FROM ({_rows("group_id text, period text, problems text")}) AS r
-        WHERE m.group_id = r.group_id AND m.period = r.period""", json.dumps(rows))
+        WHERE m.group_id = r.group_id AND m.period = r.period""", json_text(rows))
 
 
 async def _overdue(conn: asyncpg.Connection, rows: Rows) -> None:
@@ -158,7 +157,7 @@ async def _overdue(conn: asyncpg.Connection, rows: Rows) -> None:
         FROM r JOIN mentored_groups g USING (group_id)
         GROUP BY 1, 2, 3 ORDER BY 1, 2
         ON CONFLICT (regency_code, period) DO UPDATE SET overdue = t.overdue + excluded.overdue
-        """, json.dumps(rows))
+        """, json_text(rows))
 
 
 async def _closed(conn: asyncpg.Connection, rows: Rows) -> None:
@@ -166,7 +165,7 @@ async def _closed(conn: asyncpg.Connection, rows: Rows) -> None:
         INSERT INTO period_closures (period, due, filed, overdue, closed_at)
         SELECT period, due, filed, overdue, at
         FROM ({_rows("period text, due int, filed int, overdue int, at timestamptz")}) AS r
-        """, json.dumps(rows))
+        """, json_text(rows))
 
 
 def _report_row(envelope: Envelope, event: ReportFiled | ReportAmended) -> dict:
