@@ -51,11 +51,12 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Annotated, Any
 
 import asyncpg
+import orjson
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
 from shared.aggregate import Aggregate, UnitOfWork, run_command
 from shared.auth import Actor, Role
-from shared.envelope import Envelope, Event, UtcDateTime, register, utcnow
+from shared.envelope import Envelope, Event, UtcDateTime, json_text, register, utcnow
 from shared.errors import ConflictError, DomainError, ForbiddenError, NotFoundError, \
     RuleViolationError
 
@@ -399,54 +400,70 @@ def check_payload(payload: Any, path: str = "payload") -> None:
 
 async def project(conn: asyncpg.Connection, pairs: Sequence[tuple[Envelope, Event]]) -> None:
     """Keep `approval_requests` in step with approval events (others are ignored), a statement
-    per event type whatever the number of events (`executemany`, pipelined). Idempotent: a
-    service may call it from its own projector too (and must, for a rebuild). The requests'
+    per event type whatever the number of events (the rows as one JSON parameter). Idempotent:
+    a service may call it from its own projector too (and must, for a rebuild). The requests'
     rows are written first; each later event of a request sets columns of its own state
     (decided, carried out), so the updates of one request commute."""
-    rows: dict[type, list[tuple[Any, ...]]] = {}
+    rows: dict[type, list[dict[str, Any]]] = {}
     for envelope, event in pairs:
         if not envelope.stream_id.startswith(STREAM_PREFIX):
             continue
-        request_id = uuid.UUID(envelope.stream_id.removeprefix(STREAM_PREFIX))
+        request_id = envelope.stream_id.removeprefix(STREAM_PREFIX)
         if isinstance(event, ApprovalRequested):
-            row: tuple[Any, ...] = (
-                event.request_id, event.command_type, event.target, event.province_code,
-                event.year, event.amount, event.batch_id, event.maker, event.maker_role,
-                event.checker_roles, json.dumps(event.payload), event.requested_at,
-                event.expires_at)
+            row: dict[str, Any] = {
+                "request_id": event.request_id, "command_type": event.command_type,
+                "target": event.target, "province_code": event.province_code,
+                "year": event.year, "amount": event.amount, "batch_id": event.batch_id,
+                "maker": event.maker, "maker_role": event.maker_role,
+                "checker_roles": event.checker_roles, "payload": event.payload,
+                "requested_at": event.requested_at, "expires_at": event.expires_at}
         elif isinstance(event, ApprovalGranted):
-            row = (request_id, event.granted_at, event.checker, event.checker_role)
+            row = {"request_id": request_id, "at": event.granted_at, "checker": event.checker,
+                   "checker_role": event.checker_role}
         elif isinstance(event, ApprovalCarriedOut):
-            row = (request_id, json.dumps(event.result))
+            row = {"request_id": request_id, "result": event.result}
         elif isinstance(event, ApprovalRejected):
-            row = (request_id, event.rejected_at, event.checker, event.checker_role,
-                   event.reason_code, event.note)
+            row = {"request_id": request_id, "at": event.rejected_at, "checker": event.checker,
+                   "checker_role": event.checker_role, "reason_code": event.reason_code,
+                   "note": event.note}
         elif isinstance(event, ApprovalExpired):
-            row = (request_id, event.expired_at)
+            row = {"request_id": request_id, "at": event.expired_at}
         else:  # pragma: no cover - nothing else is written to an approval stream
             continue
         rows.setdefault(type(event), []).append(row)
     for kind, sql in _PROJECTIONS:
         if rows.get(kind):
-            await conn.executemany(sql, rows[kind])
+            await conn.execute(sql, json_text(rows[kind]))
 
 
+_DECIDED = "at timestamptz, checker text, checker_role text"
 _PROJECTIONS: tuple[tuple[type, str], ...] = (
     (ApprovalRequested,
      "INSERT INTO approval_requests (request_id, command_type, target, province_code, year, "
      "amount, batch_id, maker, maker_role, checker_roles, payload, state, requested_at, "
-     "expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11::jsonb, 'pending', $12, "
-     "$13) ON CONFLICT DO NOTHING"),
+     "expires_at) SELECT request_id, command_type, target, province_code, year, amount, "
+     "batch_id, maker, maker_role, checker_roles, payload, 'pending', requested_at, expires_at "
+     "FROM jsonb_to_recordset($1::jsonb) AS r(request_id uuid, command_type text, target text, "
+     "province_code text, year int, amount bigint, batch_id uuid, maker text, maker_role text, "
+     "checker_roles text[], payload jsonb, requested_at timestamptz, expires_at timestamptz) "
+     "ON CONFLICT DO NOTHING"),
     (ApprovalGranted,
-     "UPDATE approval_requests SET state = 'granted', decided_at = $2, checker = $3, "
-     "checker_role = $4 WHERE request_id = $1"),
+     "UPDATE approval_requests a SET state = 'granted', decided_at = r.at, checker = r.checker, "
+     "checker_role = r.checker_role FROM jsonb_to_recordset($1::jsonb) AS "
+     f"r(request_id uuid, {_DECIDED}) WHERE a.request_id = r.request_id"),
     (ApprovalCarriedOut,
-     "UPDATE approval_requests SET result = $2::jsonb WHERE request_id = $1"),
+     "UPDATE approval_requests a SET result = r.result FROM jsonb_to_recordset($1::jsonb) AS "
+     "r(request_id uuid, result jsonb) WHERE a.request_id = r.request_id"),
     (ApprovalRejected,
-     "UPDATE approval_requests SET state = 'rejected', decided_at = $2, checker = $3, "
-     "checker_role = $4, reason_code = $5, note = $6 WHERE request_id = $1"),
+     "UPDATE approval_requests a SET state = 'rejected', decided_at = r.at, checker = r.checker, "
+     "checker_role = r.checker_role, reason_code = r.reason_code, note = r.note "
+     "FROM jsonb_to_recordset($1::jsonb) AS "
+     f"r(request_id uuid, {_DECIDED}, reason_code text, note text) "
+     "WHERE a.request_id = r.request_id"),
     (ApprovalExpired,
-     "UPDATE approval_requests SET state = 'expired', decided_at = $2 WHERE request_id = $1"),
+     "UPDATE approval_requests a SET state = 'expired', decided_at = r.at "
+     "FROM jsonb_to_recordset($1::jsonb) AS r(request_id uuid, at timestamptz) "
+     "WHERE a.request_id = r.request_id"),
 )
 
 
@@ -467,8 +484,8 @@ def _row(r: asyncpg.Record) -> dict[str, Any]:
     out = dict(r)
     out["request_id"] = str(out["request_id"])
     out["batch_id"] = str(out["batch_id"]) if out["batch_id"] else None
-    out["payload"] = json.loads(out["payload"])
-    out["result"] = json.loads(out["result"]) if out["result"] is not None else None
+    out["payload"] = orjson.loads(out["payload"])
+    out["result"] = orjson.loads(out["result"]) if out["result"] is not None else None
     out["checker_roles"] = list(out["checker_roles"])
     return out
 
