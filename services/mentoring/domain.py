@@ -11,6 +11,7 @@ from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import date, timedelta
+from typing import NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -127,9 +128,9 @@ class Stint:
         return self.start <= last and (self.end is None or self.end > first)
 
 
-@dataclass(frozen=True)
-class OnFile:
-    """What a light snapshot keeps of a filed report: who filed it and whether on time."""
+class OnFile(NamedTuple):
+    """What a light snapshot keeps of a filed report: who filed it and whether on time (a
+    tuple: a group's snapshot restores one per month at every command)."""
 
     tks_id: str
     on_time: bool
