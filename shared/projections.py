@@ -28,6 +28,12 @@ Guarantees:
   the current one is written and decoded while the database writes it (at most two pages in
   memory). Batched consumer handlers (`shared.consumer.batched`) take each run of their events
   in one call.
+- Time is linear in the number of events: the copies are analyzed as they grow (after the 1st,
+  2nd, 4th... page), so a page's set-based statement finds its rows by key instead of scanning
+  a copy the planner takes for small. Indexes a plan names in `indexes_after_fill` (read-side
+  ones no replayed statement reads by) are built once after the first pass, not maintained
+  row by row; the pages' commits do not wait for the disk (the copies die with a crash
+  anyway), the swap's does.
 - A replayed own event comes to the projector as (envelope, typed event), the envelope without
   its payload (the typed event is the payload: parsing it twice was a third of the decoding);
   a projector reading `envelope.payload` fails loudly (`ReplayedPayload`).
@@ -151,6 +157,7 @@ async def rebuild_plan(conn: asyncpg.Connection, plan: RebuildPlan, *,
         raise RebuildError("another rebuild of this database is running")
     live_schema = await conn.fetchval("SELECT current_schema()")
     search_path = await conn.fetchval("SHOW search_path")
+    synchronous_commit = await conn.fetchval("SHOW synchronous_commit")
     if plan.consumed and not await conn.fetchval("SELECT to_regclass($1) IS NOT NULL",
                                                  CONSUMED_LOG):
         await conn.execute("SELECT pg_advisory_unlock(hashtext('tkm-rebuild'))")
@@ -162,6 +169,9 @@ async def rebuild_plan(conn: asyncpg.Connection, plan: RebuildPlan, *,
         deferred = await _create_shadow(conn, live_schema, plan)
         await conn.execute(f"SET search_path = {SHADOW}, {_quoted(live_schema)}")
         started = time.perf_counter()
+        # the pages write only the copies, which a crash throws away with the rebuild: their
+        # commits need not wait for the disk (the swap's does, and so everything before it)
+        await conn.execute("SET synchronous_commit = off")
         with _fewer_collections():
             await run.catch_up()
             await _build_deferred(conn, deferred)
@@ -169,12 +179,13 @@ async def rebuild_plan(conn: asyncpg.Connection, plan: RebuildPlan, *,
             for _ in range(CATCH_UP_PASSES):
                 if not await run.catch_up():
                     break
-        for table in plan.tables:
-            await conn.execute(f"ANALYZE {SHADOW}.{_quoted(table)}")
+        await run.analyze()
         run.stats.replay_seconds = time.perf_counter() - started
+        await conn.execute(f"SET synchronous_commit = {_quoted_setting(synchronous_commit)}")
         await run.swap()
         return run.stats
     finally:
+        await conn.execute(f"SET synchronous_commit = {_quoted_setting(synchronous_commit)}")
         await conn.execute(f"SET search_path = {search_path}")
         await conn.execute(f"DROP SCHEMA IF EXISTS {SHADOW} CASCADE")
         await conn.execute(f"DROP SCHEMA IF EXISTS {RETIRED} CASCADE")
@@ -236,6 +247,7 @@ class _Run:
         self.bootstrap, self.batch_size, self.kafka_options = bootstrap, batch_size, kafka_options
         self.snapshot: str | None = None  # own events visible in it are replayed
         self.stats = RebuildStats()
+        self.pages = 0  # committed outside the swap
 
     async def catch_up(self, *, in_swap: bool = False) -> int:
         """Replay what the last pass did not: consumed events first, then own events. Outside
@@ -261,7 +273,7 @@ class _Run:
         sql = (f"SELECT * FROM {_quoted(self.live)}.events WHERE global_position > $1 "
                f"AND {where} ORDER BY global_position LIMIT {self.batch_size}")
         if self.plan.across_transactions:
-            replayed = await self._replay_pages(sql, args)
+            replayed = await self._replay_pages(sql, args, in_swap)
         else:
             position, replayed = 0, 0
             while True:
@@ -280,11 +292,14 @@ class _Run:
             self.stats.in_swap += replayed
         return replayed
 
-    async def _replay_pages(self, sql: str, args: list) -> int:
+    async def _replay_pages(self, sql: str, args: list, in_swap: bool) -> int:
         """Own events a page per call of an `across_transactions` projector, each page in a
         transaction of its own. The next page is read first (the same connection) and decoded
         in a task while the projector's statements run: the decoding's CPU overlaps the
-        database's writing instead of following it."""
+        database's writing instead of following it. The copies are analyzed after the 1st,
+        2nd, 4th, 8th... page: a set-based statement joins a page's keys to a copy, and
+        without statistics the planner takes the growing copy for a small one and scans it
+        whole for every statement (a rebuild quadratic in the number of events)."""
         assert self.plan.projector is not None
         rows = await self.conn.fetch(sql, 0, *args)
         items = await _decoded(rows)
@@ -301,7 +316,15 @@ class _Run:
                 after = await decoding
             replayed += len(rows)
             rows, items = following, after
+            if not in_swap:
+                self.pages += 1
+                if self.pages & (self.pages - 1) == 0:
+                    await self.analyze()
         return replayed
+
+    async def analyze(self) -> None:
+        for table in self.plan.tables:
+            await self.conn.execute(f"ANALYZE {SHADOW}.{_quoted(table)}")
 
     async def _replay_consumed(self, in_swap: bool) -> int:
         if not self.topics:
@@ -618,6 +641,10 @@ class _PartitionReader:
         if envelope.event_id in ids and envelope.event_id not in found:
             found[envelope.event_id] = (
                 envelope, parse_payload(envelope) if envelope.event_type in self.wanted else None)
+
+
+def _quoted_setting(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
 
 
 def _quoted(name: str) -> str:

@@ -174,3 +174,51 @@ async def test_a_unique_index_cannot_wait_for_the_fill(database_url):
         assert await leftovers(conn) == []
     finally:
         await conn.close()
+
+
+async def test_the_copies_are_analyzed_as_they_grow_and_their_commits_do_not_wait(
+        database_url):
+    """While pages are replayed the copies have statistics from the first page on (else the
+    planner takes a growing copy for an empty one and scans it whole for each set-based
+    statement), the read-side indexes wait for the fill, and the pages' commits do not wait
+    for the disk; the session's setting is back afterwards."""
+    rng = random.Random(7)
+    store = EventStore("groups")
+    conn = await asyncpg.connect(database_url)
+    try:
+        await migrate(conn, "groups", MIGRATIONS)
+        run = uuid.uuid4().hex[:8]
+        for n in range(6):
+            group_id = f"grp-{run}-{n}"
+            version = 0
+            for events in _history(group_id, n, rng):
+                async with conn.transaction():
+                    saved = await store.append_many(
+                        conn, [(f"group-{group_id}", version, events)], actor="test",
+                        correlation_id=uuid.uuid4())
+                    version += len(events)
+                    await project_read_models(conn, list(zip(saved, events, strict=True)))
+        setting = await conn.fetchval("SHOW synchronous_commit")
+        seen: list[tuple[float, str, int]] = []
+
+        async def observed(c, items):
+            seen.append((
+                await c.fetchval("SELECT reltuples FROM pg_class "
+                                 "WHERE oid = 'tkm_rebuild.group_registry'::regclass"),
+                await c.fetchval("SHOW synchronous_commit"),
+                await c.fetchval("SELECT count(*) FROM pg_indexes WHERE schemaname = "
+                                 "'tkm_rebuild' AND tablename = 'group_registry'")))
+            await REBUILD.projector(c, items)
+
+        await rebuild_plan(conn, dataclasses.replace(REBUILD, projector=observed), batch_size=5)
+        assert len(seen) >= 3
+        assert seen[0][0] == -1  # never analyzed before the first page
+        assert all(tuples > 0 for tuples, _, _ in seen[1:])
+        assert {commit for _, commit, _ in seen} == {"off"}
+        assert {indexes for _, _, indexes in seen} == {1}  # the key alone while filling
+        assert await conn.fetchval("SHOW synchronous_commit") == setting
+        live = await conn.fetchval("SELECT count(*) FROM pg_indexes WHERE tablename = "
+                                   "'group_registry' AND schemaname = current_schema()")
+        assert live == 4
+    finally:
+        await conn.close()
