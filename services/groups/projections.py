@@ -476,6 +476,32 @@ async def _page_registered(conn: asyncpg.Connection, items: Items) -> None:
                lambda env, _: env.occurred_at))
 
 
+async def _page_registrations(conn: asyncpg.Connection, items: Items) -> None:
+    """`_page_registered` then `_page_roster_recorded` of the same groups, in one row each."""
+    pairs = [(env, g, r) for env, (g, r) in items]
+    await conn.execute(
+        "WITH u AS (SELECT * FROM unnest($1::text[], $2::int[], $3::text[], $4::text[], "
+        "$5::text[], $6::text[], $7::int[], $8::timestamptz[], $9::text[], $10::text[], "
+        "$11::date[], $12::bool[], $13::int[]) "
+        "AS u(g, y, s, p, r, b, n, t, name, ref, ron, back, m)), "
+        "reg AS (INSERT INTO group_registry (group_id, year, stage, province_code, "
+        "regency_code, business_type, status, member_count, registered_at, updated_at, name, "
+        "external_ref, registered_on, registration_backdated) "
+        "SELECT g, y, s, p, r, b, 'registered', n, t, t, name, ref, ron, back FROM u) "
+        "INSERT INTO people_reached AS p (year, province_code, groups_registered, "
+        "members_registered, groups_funded, members_funded) "
+        "SELECT y, p, count(*), sum(m), 0, 0 FROM u GROUP BY 1, 2 ORDER BY 1, 2 "
+        + _REACHED_SUMS,
+        [g.group_id for _, g, _ in pairs], [g.year for _, g, _ in pairs],
+        [g.stage for _, g, _ in pairs], [g.province_code for _, g, _ in pairs],
+        [g.regency_code for _, g, _ in pairs], [g.business_type for _, g, _ in pairs],
+        [g.member_count for _, g, _ in pairs], [env.occurred_at for env, _, _ in pairs],
+        [r.name for _, _, r in pairs], [r.external_ref for _, _, r in pairs],
+        [r.registered_on for _, _, r in pairs], [r.backdated for _, _, r in pairs],
+        [len(r.members) for _, _, r in pairs])
+    await _insert_member_rows(conn, [(r.group_id, m) for _, _, r in pairs for m in r.members])
+
+
 async def _page_roster_recorded(conn: asyncpg.Connection, items: Items) -> None:
     await conn.execute(
         "WITH u AS (SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::int[], "
@@ -692,17 +718,39 @@ async def project_read_models_in_layers(conn: asyncpg.Connection, items: Items) 
     await _layers(conn, items[start:])
 
 
+class _Registration:
+    """A layer's key for a GroupRegistered followed by its stream's RosterRecorded in the same
+    page (what registering a group saves): its item is (registered's envelope, (registered,
+    roster)), written by `_page_registrations` as one row instead of an insert then an update."""
+
+
 async def _layers(conn: asyncpg.Connection, items: Items) -> None:
-    layers: list[dict[type[Event], Items]] = []
-    depth: dict[str, int] = {}
+    # a registration's two events go as one row when both are in the page (what registering a
+    # group saves, in this order)
+    previous: dict[str, Any] = {}
+    rosters: dict[int, Any] = {}  # id of a GroupRegistered -> the RosterRecorded after it
     for envelope, event in items:
         if type(event) not in _HANDLERS:
+            continue
+        before = previous.get(envelope.stream_id)
+        if type(event) is RosterRecorded and type(before) is GroupRegistered:
+            rosters[id(before)] = event
+        previous[envelope.stream_id] = event
+    paired = {id(roster) for roster in rosters.values()}
+    layers: list[dict[type, Items]] = []
+    depth: dict[str, int] = {}
+    for envelope, event in items:
+        if type(event) not in _HANDLERS or id(event) in paired:
             continue
         k = depth.get(envelope.stream_id, 0)
         depth[envelope.stream_id] = k + 1
         if k == len(layers):
             layers.append({})
-        layers[k].setdefault(type(event), []).append((envelope, event))
+        roster = rosters.get(id(event))
+        if roster is not None:
+            layers[k].setdefault(_Registration, []).append((envelope, (event, roster)))
+        else:
+            layers[k].setdefault(type(event), []).append((envelope, event))
     for layer in layers:
         for event_type, events in layer.items():
             writer = _PAGE_WRITERS.get(event_type) or _one_by_one(_HANDLERS[event_type])
@@ -743,7 +791,8 @@ _HANDLERS: dict[type[Event], Callable[[asyncpg.Connection, Envelope, Any], Await
 }
 
 # a rebuild's writers by type (a type missing here would go one by one: `_one_by_one`)
-_PAGE_WRITERS: dict[type[Event], Callable[[asyncpg.Connection, Items], Awaitable[None]]] = {
+_PAGE_WRITERS: dict[type, Callable[[asyncpg.Connection, Items], Awaitable[None]]] = {
+    _Registration: _page_registrations,
     GroupRegistered: _page_registered,
     RosterRecorded: _page_roster_recorded,
     GroupApproved: _page_approved,
