@@ -50,7 +50,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
                    help="groups the HTTP runs may register, approve and fund (3 tranches each, "
                         "each asked and granted), "
                         "as each run needs them (default at most 8000)")
-    p.add_argument("--e2e-rate", type=float, default=200, help="commands/s offered (default 200)")
+    p.add_argument("--e2e-rate", type=float, default=200,
+                   help="commands/s offered: a funding is two, its ask and its grant (default 200)")
     p.add_argument("--e2e-seconds", type=float, default=5, help="per run (default 5)")
     p.add_argument("--relay-rows", type=int, default=20_000, help="outbox rows (default 20000)")
     p.add_argument("--consumer-events", type=int, default=10_000,
@@ -102,8 +103,8 @@ async def measure(env: BenchEnv, args: argparse.Namespace) -> list[dict[str, Any
                         else {})})
     if "http" in args.paths or "e2e" in args.paths:
         async with services_path.Services(env) as services:
-            need_e2e = int(args.e2e_rate * args.e2e_seconds) * args.repeats \
-                if "e2e" in args.paths else 0
+            need_e2e = services_path.e2e_fundings(args.e2e_rate, args.e2e_seconds) \
+                * args.repeats if "e2e" in args.paths else 0
             need_http = args.http_groups if "http" in args.paths else 0
             await asyncio.to_thread(services.plan, need_http + need_e2e)
             services.reserve(need_e2e)
