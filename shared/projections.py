@@ -86,6 +86,7 @@ CONSUMED_LOG = "consumed_log"
 SWAP_WRITERS_WAIT = "2s"
 SWAP_READERS_WAIT = "200ms"
 SWAP_ATTEMPTS = 20
+FILL_FACTOR = 50  # percent of a page the first pass fills in `updated_in_place` tables
 CATCH_UP_PASSES = 3  # unlocked catch-ups before the swap, while each still finds work
 
 
@@ -106,6 +107,10 @@ class RebuildPlan:
     # live index names (non-unique) that no replayed statement reads by: the copies get them
     # built once after the first pass instead of maintained row by row
     indexes_after_fill: tuple[str, ...] = ()
+    # tables whose rows the replay updates again and again: their copies keep half of each page
+    # free while the first pass fills them, so an update stays on its row's page and adds no
+    # index entry (a HOT update: the keys never change and the other indexes wait for the fill)
+    updated_in_place: tuple[str, ...] = ()
 
 
 @dataclass
@@ -174,7 +179,7 @@ async def rebuild_plan(conn: asyncpg.Connection, plan: RebuildPlan, *,
         await conn.execute("SET synchronous_commit = off")
         with _fewer_collections():
             await run.catch_up()
-            await _build_deferred(conn, deferred)
+            await _after_fill(conn, plan, deferred)
             run.stats.caught_up = 0
             for _ in range(CATCH_UP_PASSES):
                 if not await run.catch_up():
@@ -203,6 +208,9 @@ async def _create_shadow(conn: asyncpg.Connection, live: str, plan: RebuildPlan)
     for table in (*plan.tables, *plan.scratch):
         await conn.execute(f"CREATE TABLE {SHADOW}.{_quoted(table)} "
                            f"(LIKE {_quoted(live)}.{_quoted(table)} INCLUDING ALL)")
+        if table in plan.updated_in_place:
+            await conn.execute(f"ALTER TABLE {SHADOW}.{_quoted(table)} "
+                               f"SET (fillfactor = {FILL_FACTOR})")
         if table not in plan.tables or not plan.indexes_after_fill:
             continue
         live_names = {key: name for key, name in (await _indexes(conn, live, table)).items()
@@ -219,10 +227,16 @@ async def _create_shadow(conn: asyncpg.Connection, live: str, plan: RebuildPlan)
     return deferred
 
 
-async def _build_deferred(conn: asyncpg.Connection, definitions: Sequence[str]) -> None:
+async def _after_fill(conn: asyncpg.Connection, plan: RebuildPlan,
+                      definitions: Sequence[str]) -> None:
     # one sort of the filled table instead of an insertion per row version
     for definition in definitions:
         await conn.execute(definition)
+    # the live tables' own setting (none) from here on: what the first pass left free on its
+    # pages takes the later updates, live ones included
+    for table in plan.updated_in_place:
+        if table in plan.tables or table in plan.scratch:
+            await conn.execute(f"ALTER TABLE {SHADOW}.{_quoted(table)} RESET (fillfactor)")
 
 
 @contextlib.contextmanager

@@ -764,7 +764,9 @@ REBUILD = RebuildPlan((*READ_MODELS, *approvals.APPROVAL_TABLES), project_read_m
                       indexes_after_fill=("group_registry_by_province", "group_registry_by_region",
                                           "group_registry_lpj_open", "lpj_reports_by_group",
                                           "approval_requests_batch", "approval_requests_due",
-                                          "approval_requests_listing"))
+                                          "approval_requests_listing"),
+                      # a group's row takes an update for most of its events
+                      updated_in_place=("group_registry",))
 
 # runs of these types are written set-based by the inline projector too (none of them touches
 # the membership rule, `keep_memberships`)

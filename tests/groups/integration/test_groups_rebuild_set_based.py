@@ -179,9 +179,10 @@ async def test_a_unique_index_cannot_wait_for_the_fill(database_url):
 async def test_the_copies_are_analyzed_as_they_grow_and_their_commits_do_not_wait(
         database_url):
     """While pages are replayed the copies have statistics from the first page on (else the
-    planner takes a growing copy for an empty one and scans it whole for each set-based
-    statement), the read-side indexes wait for the fill, and the pages' commits do not wait
-    for the disk; the session's setting is back afterwards."""
+    planner takes a growing copy for a small one and scans it whole for each set-based
+    statement), the read-side indexes wait for the fill, the registry's pages keep room for
+    its updates, and the pages' commits do not wait for the disk; the session's setting and
+    the tables' storage are back afterwards."""
     rng = random.Random(7)
     store = EventStore("groups")
     conn = await asyncpg.connect(database_url)
@@ -199,7 +200,7 @@ async def test_the_copies_are_analyzed_as_they_grow_and_their_commits_do_not_wai
                     version += len(events)
                     await project_read_models(conn, list(zip(saved, events, strict=True)))
         setting = await conn.fetchval("SHOW synchronous_commit")
-        seen: list[tuple[float, str, int]] = []
+        seen: list[tuple[float, str, int, list | None]] = []
 
         async def observed(c, items):
             seen.append((
@@ -207,15 +208,22 @@ async def test_the_copies_are_analyzed_as_they_grow_and_their_commits_do_not_wai
                                  "WHERE oid = 'tkm_rebuild.group_registry'::regclass"),
                 await c.fetchval("SHOW synchronous_commit"),
                 await c.fetchval("SELECT count(*) FROM pg_indexes WHERE schemaname = "
-                                 "'tkm_rebuild' AND tablename = 'group_registry'")))
+                                 "'tkm_rebuild' AND tablename = 'group_registry'"),
+                await c.fetchval("SELECT reloptions FROM pg_class "
+                                 "WHERE oid = 'tkm_rebuild.group_registry'::regclass")))
             await REBUILD.projector(c, items)
 
         await rebuild_plan(conn, dataclasses.replace(REBUILD, projector=observed), batch_size=5)
         assert len(seen) >= 3
         assert seen[0][0] == -1  # never analyzed before the first page
-        assert all(tuples > 0 for tuples, _, _ in seen[1:])
-        assert {commit for _, commit, _ in seen} == {"off"}
-        assert {indexes for _, _, indexes in seen} == {1}  # the key alone while filling
+        assert all(tuples > 0 for tuples, _, _, _ in seen[1:])
+        assert {commit for _, commit, _, _ in seen} == {"off"}
+        assert {indexes for _, _, indexes, _ in seen} == {1}  # the key alone while filling
+        # room on each page for the row's updates while filling (`updated_in_place`), the live
+        # tables' setting (none) once swapped in
+        assert {tuple(options) for _, _, _, options in seen} == {("fillfactor=50",)}
+        assert await conn.fetchval("SELECT reloptions FROM pg_class WHERE oid = "
+                                   "'group_registry'::regclass") is None
         assert await conn.fetchval("SHOW synchronous_commit") == setting
         live = await conn.fetchval("SELECT count(*) FROM pg_indexes WHERE tablename = "
                                    "'group_registry' AND schemaname = current_schema()")
