@@ -30,10 +30,12 @@ Guarantees:
   in one call.
 - Time is linear in the number of events: the copies are analyzed as they grow (after the 1st,
   16th, 256th... page), so a page's set-based statement finds its rows by key instead of
-  scanning a copy the planner takes for small. Indexes a plan names in `indexes_after_fill` (read-side
-  ones no replayed statement reads by) are built once after the first pass, not maintained
-  row by row; the pages' commits do not wait for the disk (the copies die with a crash
-  anyway), the swap's does.
+  scanning a copy the planner takes for small. What the first pass writes costs the database
+  little: indexes a plan names in `indexes_after_fill` (read-side ones no replayed statement
+  reads by) are built once after it, not maintained row by row; tables it names in
+  `updated_in_place` are filled half full, so their rows' updates stay on their pages (HOT);
+  the pages' commits do not wait for the disk (the copies die with a crash anyway), the
+  swap's does.
 - A replayed own event comes to the projector as (envelope, typed event), the envelope without
   its payload (the typed event is the payload: parsing it twice was a third of the decoding);
   a projector reading `envelope.payload` fails loudly (`ReplayedPayload`).
