@@ -241,18 +241,25 @@ async def _after_fill(conn: asyncpg.Connection, plan: RebuildPlan,
             await conn.execute(f"ALTER TABLE {SHADOW}.{_quoted(table)} RESET (fillfactor)")
 
 
+_replaying: list[tuple[int, int, int]] = []  # the thresholds before, once per replay running
+
+
 @contextlib.contextmanager
 def _fewer_collections() -> Iterator[None]:
     """The cyclic garbage collector run less often while pages are replayed: a page's records
     and events hold no cycles (they go when their page does), but allocating them ran a
     collection every 700 objects, and a full one, over every object of the process, every
-    few pages (a fifth of the replay's CPU)."""
-    thresholds = gc.get_threshold()
-    gc.set_threshold(max(thresholds[0], 50_000), *thresholds[1:])
+    few pages (a fifth of the replay's CPU). The process's own thresholds are back when the
+    last replay running in it ends."""
+    _replaying.append(gc.get_threshold())
+    first = _replaying[0]
+    gc.set_threshold(max(first[0], 50_000), *first[1:])
     try:
         yield
     finally:
-        gc.set_threshold(*thresholds)
+        _replaying.pop()
+        if not _replaying:
+            gc.set_threshold(*first)
 
 
 class _Run:

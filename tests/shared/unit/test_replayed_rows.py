@@ -5,6 +5,7 @@ reads the envelope's payload instead of the event is told so, not handed an empt
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import uuid
 from datetime import UTC, datetime
@@ -13,7 +14,7 @@ import pytest
 
 from services.groups.domain import GroupApproved
 from shared.envelope import current_version
-from shared.projections import ReplayedPayload, _decoded, _replayed
+from shared.projections import ReplayedPayload, _decoded, _fewer_collections, _replayed
 
 
 def _row(group_id: str, version: int = 1) -> dict:
@@ -48,3 +49,15 @@ def test_a_page_is_decoded_in_slices_in_order() -> None:
     rows = [_row(f"g{i}", version=i + 1) for i in range(600)]  # three slices of 250
     decoded = asyncio.run(_decoded(rows))
     assert [e.group_id for _, e in decoded] == [f"g{i}" for i in range(600)]
+
+
+def test_the_collector_runs_less_often_while_replays_run_and_as_before_after() -> None:
+    before = gc.get_threshold()
+    first, second = _fewer_collections(), _fewer_collections()
+    first.__enter__()
+    second.__enter__()
+    assert gc.get_threshold()[0] >= 50_000
+    first.__exit__(None, None, None)  # one replay ends while another still runs
+    assert gc.get_threshold()[0] >= 50_000
+    second.__exit__(None, None, None)
+    assert gc.get_threshold() == before
