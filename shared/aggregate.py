@@ -119,6 +119,9 @@ class UnitOfWork:
     causation_id: uuid.UUID | None = None
     projector: Projector | None = None
     saved: list[Envelope] = field(default_factory=list)
+    # (actor, route, key, owner) of the idempotent request this command runs for, until its
+    # first append has marked the claim committed (shared.idempotency.recording)
+    claim: tuple[str, str, str, uuid.UUID] | None = None
 
     async def load(self, cls: type[A], stream_id: str, *,
                    from_snapshot: bool = True) -> A | None:
@@ -161,7 +164,7 @@ class UnitOfWork:
         envelopes = await self.store.append_many(
             self.conn, [(agg.stream_id, agg.version, events)], actor=self.actor,
             correlation_id=self.correlation_id, causation_id=self.causation_id,
-            snapshots=snapshots)
+            snapshots=snapshots, claim=self._claim(events))
         agg.pending = []
         agg.version += len(events)
         if agg.stream_id in snapshots:
@@ -170,6 +173,14 @@ class UnitOfWork:
             await self.projector(self.conn, list(zip(envelopes, events, strict=True)))
         self.saved.extend(envelopes)
         return envelopes
+
+    def _claim(self, events: Sequence[Event]) -> tuple[str, str, str, uuid.UUID] | None:
+        """The claim for the append about to write `events` to mark committed (taken: the
+        next appends need not), or None."""
+        claim = self.claim if events else None
+        if claim is not None:
+            self.claim = None  # a failed append fails the whole transaction
+        return claim
 
     async def save_many(self, aggregates: Iterable[Aggregate], *,
                         cause: Callable[[Event], uuid.UUID | None] | None = None
@@ -184,7 +195,7 @@ class UnitOfWork:
         envelopes = await self.store.append_many(
             self.conn, [(a.stream_id, a.version, a.pending) for a in aggs], actor=self.actor,
             correlation_id=self.correlation_id, causation_id=self.causation_id, cause=cause,
-            snapshots=snapshots)
+            snapshots=snapshots, claim=self._claim([e for a in aggs for e in a.pending]))
         events = [e for a in aggs for e in a.pending]
         for agg in aggs:
             agg.version, agg.pending = agg.version + len(agg.pending), []

@@ -26,6 +26,7 @@ import orjson
 from pydantic import ValidationError
 
 from shared.idempotency import SCHEMA as IDEMPOTENCY_SCHEMA
+from shared.idempotency import ClaimLostError
 from shared.idempotency import SCHEMA_2 as IDEMPOTENCY_SCHEMA_2
 from shared.rules import RULES_SCHEMA
 from shared.envelope import (
@@ -152,6 +153,17 @@ SELECT (SELECT s FROM stale) AS stale, (SELECT actual FROM stale) AS actual,
        CASE WHEN cardinality($13::text[]) > 0 AND NOT EXISTS (SELECT 1 FROM stale)
             THEN pg_notify($17, '') END
 """
+# the same, also recording that the idempotent request holding the claim ($23-$26: actor, route,
+# key, owner) committed a command (shared.idempotency.recording), instead of a statement of its
+# own; `claimed` is 0 when a retry took the claim over meanwhile
+_APPEND_CLAIMING_SQL = _APPEND_SQL.replace("""
+SELECT (SELECT s FROM stale)""", """,
+k AS (
+    UPDATE idempotency_keys SET committed = true
+    WHERE actor = $23 AND route = $24 AND key = $25 AND owner = $26
+      AND NOT EXISTS (SELECT 1 FROM stale) RETURNING 1),
+ef AS (INSERT INTO idempotency_effects (owner) SELECT $26 FROM k RETURNING 1)
+SELECT (SELECT count(*) FROM ef) AS claimed, (SELECT s FROM stale)""")
 
 
 class ConcurrencyError(Exception):
@@ -283,16 +295,19 @@ class EventStore:
                           correlation_id: uuid.UUID,
                           causation_id: uuid.UUID | None = None,
                           cause: Callable[[Event], uuid.UUID | None] | None = None,
-                          snapshots: Mapping[str, tuple[str, Any]] | None = None
+                          snapshots: Mapping[str, tuple[str, Any]] | None = None,
+                          claim: tuple[str, str, str, uuid.UUID] | None = None
                           ) -> list[Envelope]:
         """Append each item's events after its expected version, all or nothing, inside the
         caller's open transaction, in one statement. Returns the envelopes in item order.
         `cause(event)`, when given, is each event's causation id (one statement may carry what
         many requests caused), else `causation_id` for all. `snapshots`: {stream id: (kind,
         JSON state)} of streams whose state after these events is kept as their snapshot
-        (shared.aggregate), written by the same statement. Raises ConcurrencyError when any
-        stream is elsewhere (nothing is written), ValueError when a stream appears twice,
-        RuntimeError outside a transaction."""
+        (shared.aggregate), written by the same statement. `claim`: (actor, route, key, owner)
+        of the idempotent request whose command this is, marked committed by the same statement
+        (shared.idempotency.recording). Raises ConcurrencyError when any stream is elsewhere
+        (nothing is written), ClaimLostError when the claim was taken over, ValueError when a
+        stream appears twice, RuntimeError outside a transaction."""
         if not conn.is_in_transaction():
             raise RuntimeError("append must run inside a transaction")
         items = [(s, v, events) for s, v, events in items if events]
@@ -322,7 +337,7 @@ class EventStore:
             # stream is at its expected version; a writer racing past the check is stopped by
             # the unique (stream_id, stream_version) key)
             found = await conn.fetchrow(
-                _APPEND_SQL,
+                _APPEND_SQL if claim is None else _APPEND_CLAIMING_SQL,
                 [v.event_id for v in envelopes], [v.stream_id for v in envelopes],
                 [v.stream_version for v in envelopes], [v.event_type for v in envelopes],
                 [v.schema_version for v in envelopes], now, correlation_id,
@@ -333,7 +348,7 @@ class EventStore:
                 OUTBOX_CHANNEL, [x for x, _, _ in kept], [k for _, k, _ in kept],
                 [last[x].stream_version for x, _, _ in kept],
                 [last[x].event_id for x, _, _ in kept],
-                [json_text(st) for _, _, st in kept])
+                [json_text(st) for _, _, st in kept], *(claim or ()))
         except asyncpg.UniqueViolationError as exc:
             # a writer that did not hold the stream lock committed first: the key decided
             stream_id, expected, _ = _raced(exc, items)
@@ -341,6 +356,8 @@ class EventStore:
         if found["stale"] is not None:
             expected = next(x for s, x, _ in items if s == found["stale"])
             raise ConcurrencyError(found["stale"], expected, found["actual"])
+        if claim is not None and not found["claimed"]:
+            raise ClaimLostError()
         return envelopes
 
     async def stream_versions(self, conn: asyncpg.Connection,

@@ -127,12 +127,17 @@ def recording(decide: Callable[[Any], Awaitable[Any]]) -> Callable[[Any], Awaita
     async def decide_and_record(uow: Any) -> Any:
         if watch is not None:
             watch.reached_commit = False
-        result = await decide(uow)
         if claim is not None:
+            # the command's first append marks the claim committed in the same statement
+            # (shared.eventstore.append_many); a command that appends nothing, here
+            owner, pk = claim
+            uow.claim = (*pk, owner)
+        result = await decide(uow)
+        if claim is not None and uow.claim is not None:
             # the claim is still ours and now committed, in the command's own transaction:
             # the row lock orders this against a retry's takeover (which skips a committed
             # claim), so exactly one of the two ever commits a command
-            owner, pk = claim
+            uow.claim = None
             if not await uow.conn.fetchval(
                     "WITH k AS (UPDATE idempotency_keys SET committed = true WHERE actor = $2 "
                     "AND route = $3 AND key = $4 AND owner = $1 RETURNING 1) "

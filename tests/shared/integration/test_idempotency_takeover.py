@@ -116,3 +116,56 @@ async def test_an_uncommitted_claim_past_its_lease_is_still_taken_over(pool):
     assert await middleware._claim(pool, pk, "digest", retry) is None
     await run_as((retry, pk), pool, store, adding(stream))
     assert await applied(pool, stream) == 1
+
+
+async def test_the_commands_append_marks_the_claim_committed_in_its_own_statement(pool):
+    """No statement of its own for the claim: BEGIN, the stream's read, the append (which marks
+    the claim committed and records the effect), COMMIT."""
+    store, stream = EventStore("takeovertest"), f"counter-{uuid.uuid4()}"
+    middleware = IdempotencyMiddleware(None, lease_s=30)
+
+    async def claimed() -> tuple[uuid.UUID, tuple[str, str, str]]:
+        pk, owner = ("actor-1", "POST /counters", f"k-{uuid.uuid4()}"), uuid.uuid4()
+        assert await middleware._claim(pool, pk, "digest", owner) is None
+        return owner, pk
+
+    one = await create_pool(pool._connect_args[0], min_size=1, max_size=1, acquire_timeout=10)
+    sent: list[str] = []
+    try:
+        async with one.acquire() as conn:
+            conn.add_query_logger(lambda record: sent.append(record.query))
+        # warm-up (type introspection, statement cache, the pool's first reset)
+        await run_as(await claimed(), one, store, adding(f"counter-{uuid.uuid4()}"))
+        owner, pk = await claimed()
+        await asyncio.sleep(0.05)  # the logger runs on the loop's next turns
+        sent.clear()
+        await run_as((owner, pk), one, store, adding(stream))
+        await asyncio.sleep(0.05)
+    finally:
+        await one.close()
+    assert len(sent) == 4, sent
+    assert "idempotency_keys" in sent[2] and "INSERT INTO events" in sent[2]
+    async with pool.acquire() as conn:
+        assert await conn.fetchval("SELECT committed FROM idempotency_keys WHERE actor = $1 "
+                                   "AND route = $2 AND key = $3", *pk)
+        assert await conn.fetchval("SELECT count(*) FROM idempotency_effects WHERE owner = $1",
+                                   owner) == 1
+    assert await applied(pool, stream) == 1
+
+
+async def test_a_claimed_command_that_appends_nothing_still_marks_its_claim(pool):
+    store = EventStore("takeovertest")
+    middleware = IdempotencyMiddleware(None, lease_s=30)
+    pk = ("actor-1", "POST /counters", f"k-{uuid.uuid4()}")
+    owner = uuid.uuid4()
+    assert await middleware._claim(pool, pk, "digest", owner) is None
+
+    async def nothing(uow: UnitOfWork) -> None:
+        await recording(lambda uow: asyncio.sleep(0))(uow)
+
+    await run_as((owner, pk), pool, store, nothing)
+    async with pool.acquire() as conn:
+        assert await conn.fetchval("SELECT committed FROM idempotency_keys WHERE actor = $1 "
+                                   "AND route = $2 AND key = $3", *pk)
+        assert await conn.fetchval("SELECT count(*) FROM idempotency_effects WHERE owner = $1",
+                                   owner) == 1
