@@ -326,20 +326,31 @@ class _Run:
         them it scales the count by the copy's current size itself."""
         assert self.plan.projector is not None
         rows = await self.conn.fetch(sql, 0, *args)
+        position = rows[-1]["global_position"] if rows else 0
         items = await _decoded(rows)
+        del rows
         replayed = 0
-        while rows:
+        spent: list[Any] = []  # the page written last
+        while items:
             async with self.conn.transaction():
-                following = await self.conn.fetch(sql, rows[-1]["global_position"], *args)
-                decoding = asyncio.ensure_future(_decoded(following))
+                following = await self.conn.fetch(sql, position, *args)
+                if following:
+                    position = following[-1]["global_position"]
+                # the decoding task alone holds the records (freed as it ends) and the page
+                # written last (freed on its first turn, while the projector's first statement
+                # runs): freeing them overlaps the writing instead of coming between pages
+                decoding = asyncio.ensure_future(_decoded(following, spent))
+                del following
+                spent = []
                 try:
                     await self.plan.projector(self.conn, items)
                 except BaseException:
                     decoding.cancel()
                     raise
                 after = await decoding
-            replayed += len(rows)
-            rows, items = following, after
+            replayed += len(items)
+            spent.append(items)
+            items = after
             if not in_swap:
                 self.pages += 1
                 if self.pages & (self.pages - 1) == 0 and self.pages.bit_length() % 4 == 1:
@@ -499,9 +510,13 @@ _REPLAYED_PAYLOAD = ReplayedPayload()  # holds nothing: one serves every envelop
 _DECODE_SLICE = 250  # rows decoded between two turns of the event loop
 
 
-async def _decoded(rows: Sequence[asyncpg.Record]) -> list[tuple[Envelope, Event]]:
+async def _decoded(rows: Sequence[asyncpg.Record],
+                   spent: list[Any] | None = None) -> list[tuple[Envelope, Event]]:
     """`_replayed` of each row, yielding to the event loop between slices (so a projector's
-    statements are sent as soon as the database answers the one before)."""
+    statements are sent as soon as the database answers the one before). What `spent` holds
+    is let go first."""
+    if spent:
+        spent.clear()
     out: list[tuple[Envelope, Event]] = []
     validators: dict[tuple[str, int], Any] = {}
     for start in range(0, len(rows), _DECODE_SLICE):

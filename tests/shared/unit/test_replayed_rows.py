@@ -61,3 +61,9 @@ def test_the_collector_runs_less_often_while_replays_run_and_as_before_after() -
     assert gc.get_threshold()[0] >= 50_000
     second.__exit__(None, None, None)
     assert gc.get_threshold() == before
+
+
+def test_decoding_the_next_page_lets_the_page_written_last_go() -> None:
+    spent: list = [[_replayed(_row("g0"))]]
+    decoded = asyncio.run(_decoded([_row("g1")], spent))
+    assert spent == [] and [e.group_id for _, e in decoded] == ["g1"]
