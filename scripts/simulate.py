@@ -80,6 +80,9 @@ class Simulation:
         self.checker = checker_of(api)  # the second pair of eyes: grants what `api` asked
         self.run = Run(scenario)
         self.rng = random.Random(scenario.seed * 7919)
+        # the LPJ's draws from a generator of their own: they run beside the reports, whose
+        # draws stay those of `rng` in the same order whatever the interleaving
+        self.lpj_rng = random.Random(scenario.seed * 7919 + 1)
         self.year = scenario.year
 
     async def execute(self) -> Run:
@@ -87,18 +90,30 @@ class Simulation:
             ("recruitment", self.recruit),
             ("groups (fund + grant)", self.register_and_fund_groups),
             ("mentors", self.assign_mentors),
-            ("reports", self.report_the_year),
-            ("lpj (accept + grant)", self.account_for_funds),
+            # the months' reports (mentoring) beside the LPJ (groups), as in a programme year:
+            # two services, two cores, instead of one after the other
+            ("reports + lpj (accept + grant), side by side", self._reports_beside_lpj),
             ("evaluation (close + grant)", self.evaluate),
         ]
         for name, step in steps:
-            started = time.perf_counter()
-            await step()
-            self.run.phases[name] = round(time.perf_counter() - started, 1)
-            if not self.progress.console.is_terminal:  # a log: a line a phase, not a bar
-                self.progress.console.print(f"phase {name}: done in {self.run.phases[name]}s",
-                                            highlight=False)
+            await self._timed(name, step)
         return self.run
+
+    async def _timed(self, name: str, step: Callable[[], Awaitable[None]],
+                     record: bool = True) -> None:
+        started = time.perf_counter()
+        await step()
+        seconds = round(time.perf_counter() - started, 1)
+        if record:
+            self.run.phases[name] = seconds
+        if not self.progress.console.is_terminal:  # a log: a line a phase, not a bar
+            self.progress.console.print(f"phase {name}: done in {seconds}s", highlight=False)
+
+    async def _reports_beside_lpj(self) -> None:
+        # each its own line in a log; the table has their wall time together
+        await asyncio.gather(self._timed("reports", self.report_the_year, record=False),
+                             self._timed("lpj (accept + grant)", self.account_for_funds,
+                                         record=False))
 
     # ------------------------------------------------------------------ recruitment
 
@@ -367,16 +382,17 @@ class Simulation:
         every final report is accepted: bulk requests of `Options.batch` items, side by side."""
         groups = sorted(self.run.funded_on)
         task = self._task("LPJ: submitted, some returned, then accepted", len(groups))
-        # drawn up front in the order the single calls drew them (whether the report is sent
-        # back, its spending, and its evidence unless sent back; a sent-back report's final
-        # evidence after all), so the same seed accounts for the same rupiah as before
+        # drawn up front from the LPJ's own generator, before any request (whether the report
+        # is sent back, its spending, and its evidence unless sent back; a sent-back report's
+        # final evidence after all), so the same seed accounts for the same rupiah every run,
+        # however the reports beside it interleave
         final: dict[str, dict] = {}
         first: list[dict] = []
         returned: list[str] = []
         for group_id in groups:
-            sent_back = self.rng.random() < self.options.returned_lpj_share
-            tools = self.rng.randrange(11_000_000, 12_000_001, 1000)
-            materials = FUNDING - tools - self.rng.randrange(0, 500_001, 1000)
+            sent_back = self.lpj_rng.random() < self.options.returned_lpj_share
+            tools = self.lpj_rng.randrange(11_000_000, 12_000_001, 1000)
+            materials = FUNDING - tools - self.lpj_rng.randrange(0, 500_001, 1000)
             final[group_id] = {"group_id": group_id, "tools": tools, "materials": materials,
                                "other": 0}
             if sent_back:
@@ -384,10 +400,10 @@ class Simulation:
                 first.append({"group_id": group_id, "tools": tools, "materials": materials,
                               "evidence_count": 2})
             else:
-                final[group_id]["evidence_count"] = self.rng.randint(8, 30)
+                final[group_id]["evidence_count"] = self.lpj_rng.randint(8, 30)
                 first.append(final[group_id])
         for group_id in returned:
-            final[group_id]["evidence_count"] = self.rng.randint(8, 30)
+            final[group_id]["evidence_count"] = self.lpj_rng.randint(8, 30)
         reports = await self._lpj_bulk("/lpj/submissions", first)
         await self._lpj_bulk("/lpj/returns", [
             {"group_id": g, "report_id": reports[g], "reason_code": "evidence_missing",
