@@ -87,8 +87,9 @@ class Simulation:
 
     async def execute(self) -> Run:
         steps: list[tuple[str, Callable[[], Awaitable[None]]]] = [
-            ("recruitment", self.recruit),
-            ("groups (fund + grant)", self.register_and_fund_groups),
+            # TKS recruited (recruitment) while the groups are registered and funded (groups):
+            # neither waits for the other until mentors are assigned
+            ("recruitment + groups (fund + grant), side by side", self._recruitment_beside_groups),
             ("mentors", self.assign_mentors),
             # the months' reports (mentoring) beside the LPJ (groups), as in a programme year:
             # two services, two cores, instead of one after the other
@@ -108,6 +109,11 @@ class Simulation:
             self.run.phases[name] = seconds
         if not self.progress.console.is_terminal:  # a log: a line a phase, not a bar
             self.progress.console.print(f"phase {name}: done in {seconds}s", highlight=False)
+
+    async def _recruitment_beside_groups(self) -> None:
+        await asyncio.gather(self._timed("recruitment", self.recruit, record=False),
+                             self._timed("groups (fund + grant)", self.register_and_fund_groups,
+                                         record=False))
 
     async def _reports_beside_lpj(self) -> None:
         # each its own line in a log; the table has their wall time together
