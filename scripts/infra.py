@@ -170,12 +170,21 @@ def _wait(predicate, timeout: float, what: str, log: Path | None = None,
         if predicate():
             return
         time.sleep(interval)
-    tail = ""
-    if log and log.exists():
-        tail = "\n--- last lines of " + log.name + " ---\n" + "\n".join(
-            log.read_text(errors="replace").splitlines()[-30:]
-        )
-    raise InfraError(f"{what} did not come up within {timeout:.0f}s{tail}")
+    raise InfraError(f"{what} did not come up within {timeout:.0f}s{_log_tail(log)}")
+
+
+def _log_tail(log: Path | None, lines: int = 30) -> str:
+    """The last lines of `log` for an error message (a test's temporary directory, and the log
+    in it, is gone by the time CI's output is read)."""
+    if not log or not log.exists():
+        return ""
+    return "\n--- last lines of " + log.name + " ---\n" + "\n".join(
+        log.read_text(errors="replace").splitlines()[-lines:])
+
+
+class PortTakenError(InfraError):
+    """A node exited at start because its port was taken between the probe that found it free
+    and the node's bind (another process, or an outgoing connection's local port)."""
 
 
 # ---------------------------------------------------------------- Kafka
@@ -606,6 +615,27 @@ def start_kafka_cluster(state: Path, ports: list[int] | None = None, brokers: in
     keeps the ports it was created with. Returns the nodes' pids."""
     ensure_kafka_jars()
     state.mkdir(parents=True, exist_ok=True)
+    fresh = _cluster_layout(state) is None
+    for attempt in range(3):
+        try:
+            return _start_cluster(state, ports, brokers, security, cluster_id)
+        except PortTakenError:
+            if not fresh or ports or attempt == 2:
+                raise
+            # a new cluster on ports found free a moment ago: stop what started, forget its
+            # layout and its nodes' formatted logs (nothing else of `state`: Postgres may live
+            # there too), and start afresh on other ports
+            stop_kafka(state)
+            layout = _cluster_layout(state) or {"nodes": []}
+            for node in layout["nodes"]:
+                shutil.rmtree(state / f"kafka-{node['node_id']}", ignore_errors=True)
+            for name in (CLUSTER_FILE, "kafka.security", "kafka.bootstrap"):
+                (state / name).unlink(missing_ok=True)
+    raise AssertionError("unreachable")
+
+
+def _start_cluster(state: Path, ports: list[int] | None, brokers: int, security: str | None,
+                   cluster_id: str | None) -> list[int]:
     layout = _cluster_layout(state)
     if layout is None:
         if (state / "kafka-data" / "meta.properties").exists():
@@ -707,7 +737,10 @@ def _wait_node(state: Path, node_id: int, client: dict, timeout: float = 120) ->
 
     def ready() -> bool:
         if not _running(node_dir, "kafka"):
-            raise InfraError(f"Kafka node {node_id} exited; see {node_dir / 'kafka.log'}")
+            log = node_dir / "kafka.log"
+            text = log.read_text(errors="replace") if log.exists() else ""
+            kind = PortTakenError if "Address already in use" in text else InfraError
+            raise kind(f"Kafka node {node_id} exited; see {log}{_log_tail(log)}")
         return _port_open(port) and node_id in _registered_brokers(address, client)
 
     # a probe is a TLS and SCRAM handshake: twice a second leaves the starting JVMs the CPU

@@ -137,3 +137,26 @@ def test_a_new_cluster_takes_the_ports_after_the_first_and_skips_busy_ones():
             busy.bind(("127.0.0.1", first + 1))
         ports = local_infra._cluster_ports(first, 3)
     assert ports[0] == first and len(set(ports)) == 3 and first + 1 not in ports
+
+
+def test_a_new_cluster_whose_port_was_taken_before_its_node_bound_starts_on_other_ports(
+        tmp_path, monkeypatch):
+    """The port a probe found free is taken before the node binds it (another process, or an
+    outgoing connection's local port): the new cluster starts again on other ports instead of
+    failing, and the error of a node that exits says why."""
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        handed = iter([port])
+        real = local_infra.free_port
+        monkeypatch.setattr(local_infra, "free_port", lambda: next(handed, None) or real())
+        try:
+            local_infra.start_kafka_cluster(tmp_path, brokers=1, security=local_infra.PLAINTEXT)
+            [node] = local_infra.kafka_nodes(tmp_path)
+            assert node["alive"] and node["port"] != port
+            assert local_infra.kafka_bootstrap(tmp_path) == f"127.0.0.1:{node['port']}"
+        finally:
+            local_infra.stop_kafka(tmp_path)
