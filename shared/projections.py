@@ -88,6 +88,10 @@ CONSUMED_LOG = "consumed_log"
 SWAP_WRITERS_WAIT = "2s"
 SWAP_READERS_WAIT = "200ms"
 SWAP_ATTEMPTS = 20
+# from this attempt on the readers' lock is waited for past the server's deadlock_timeout: an
+# autovacuum worker holding a live table (after a big swap, say) is cancelled by the server only
+# once a lock waiter has waited that long, so short waits alone would never get past it
+SWAP_PATIENT_FROM = 4
 FILL_FACTOR = 50  # percent of a page the first pass fills in `updated_in_place` tables
 CATCH_UP_PASSES = 3  # unlocked catch-ups before the swap, while each still finds work
 
@@ -438,7 +442,11 @@ class _Run:
         live, tables = _quoted(self.live), [_quoted(t) for t in self.plan.tables]
         # the inbox first: a consumer batch claims its inbox rows before it appends events
         writers = (f"{live}.inbox, " if self.topics else "") + f"{live}.events"
+        patient = await self.conn.fetchval(
+            "SELECT ((extract(epoch FROM current_setting('deadlock_timeout')::interval) * 1000)"
+            "::int + 500)::text || 'ms'")
         for attempt in range(1, SWAP_ATTEMPTS + 1):
+            readers_wait = SWAP_READERS_WAIT if attempt < SWAP_PATIENT_FROM else patient
             started = time.perf_counter()
             saved = (self.snapshot, self.stats.own_events, self.stats.consumed_events,
                      self.stats.caught_up, self.stats.in_swap)
@@ -448,7 +456,7 @@ class _Run:
                     # SHARE waits for the transactions inserting events (or inbox rows) to
                     # commit and holds off new ones until the swap commits
                     await self.conn.execute(f"LOCK TABLE {writers} IN SHARE MODE")
-                    await self.conn.execute(f"SET LOCAL lock_timeout = '{SWAP_READERS_WAIT}'")
+                    await self.conn.execute(f"SET LOCAL lock_timeout = '{readers_wait}'")
                     await self.conn.execute(
                         "LOCK TABLE " + ", ".join(f"{live}.{t}" for t in tables)
                         + " IN ACCESS EXCLUSIVE MODE")

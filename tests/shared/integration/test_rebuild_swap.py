@@ -205,3 +205,39 @@ async def test_a_second_rebuild_at_once_is_refused_and_leaves_the_tables(pool):
             await rebuild_plan(second, RebuildPlan(TABLES, project))
         await first.execute("SELECT pg_advisory_unlock(hashtext('tkm-rebuild'))")
         assert await table_rows(second, TABLES) == before
+
+
+async def test_the_swap_outwaits_a_holder_that_yields_only_to_a_long_waiter(pool):
+    """An autovacuum worker on a live table (a big table just swapped in is analysed) holds
+    its lock until a waiter has waited deadlock_timeout: then the server cancels it. The swap's
+    short waits alone never get there; its later attempts wait past deadlock_timeout. The
+    holder here yields the way the server makes autovacuum yield."""
+    store = EventStore("kerneltest")
+    await _history(pool, store, [f"counter-{uuid.uuid4()}" for _ in range(20)])
+    async with pool.acquire() as holder, pool.acquire() as rebuilding:
+        deadlock_ms = await holder.fetchval(
+            "SELECT extract(epoch FROM current_setting('deadlock_timeout')::interval) * 1000")
+        swapper = await rebuilding.fetchval("SELECT pg_backend_pid()")
+        await holder.execute("BEGIN")
+        await holder.execute("LOCK TABLE counter_totals IN SHARE UPDATE EXCLUSIVE MODE")
+
+        async def yield_to_a_long_waiter() -> float:
+            began = time.monotonic()
+            while time.monotonic() - began < 60:
+                waited = await pool.fetchval(
+                    "SELECT extract(epoch FROM now() - query_start) * 1000 FROM "
+                    "pg_stat_activity WHERE pid = $1 AND wait_event_type = 'Lock'", swapper)
+                if waited is not None and waited >= deadlock_ms:
+                    await holder.execute("ROLLBACK")
+                    return waited
+                await asyncio.sleep(0.02)
+            await holder.execute("ROLLBACK")
+            raise AssertionError("no waiter waited deadlock_timeout")
+
+        yielded = asyncio.create_task(yield_to_a_long_waiter())
+        stats = await rebuild_plan(rebuilding, RebuildPlan(TABLES, project))
+        assert await yielded >= deadlock_ms
+        assert stats.swap_attempts >= 4  # the short waits gave way first
+        assert [tuple(r) for r in await rebuilding.fetch(
+            "SELECT stream_id, total, events FROM counter_totals ORDER BY 1, 2, 3")] \
+            == await _expected(rebuilding)
