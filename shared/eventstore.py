@@ -26,7 +26,7 @@ import orjson
 from pydantic import ValidationError
 
 from shared.idempotency import SCHEMA as IDEMPOTENCY_SCHEMA
-from shared.idempotency import ClaimLostError
+from shared.idempotency import ClaimLostError, marking_claim
 from shared.idempotency import SCHEMA_2 as IDEMPOTENCY_SCHEMA_2
 from shared.rules import RULES_SCHEMA
 from shared.envelope import (
@@ -121,7 +121,7 @@ OUTBOX_CHANNEL = "tkm_outbox"
 # version, if any (then nothing is inserted); else the events and their outbox rows, in the
 # order given, the snapshots of the streams that take one (an older one replaced), and the
 # relay's wake-up (delivered at commit)
-_APPEND_SQL = """
+_APPEND_CTES = """
 WITH stale AS MATERIALIZED (
     SELECT s, actual FROM (
         SELECT x.s, x.v, coalesce((SELECT max(stream_version) FROM events
@@ -148,22 +148,19 @@ sn AS (
     WHERE NOT EXISTS (SELECT 1 FROM stale) ORDER BY s
     ON CONFLICT (stream_id) DO UPDATE SET kind = excluded.kind, version = excluded.version,
         event_id = excluded.event_id, state = excluded.state, taken_at = now()
-    WHERE n.version < excluded.version OR n.kind <> excluded.kind)
+    WHERE n.version < excluded.version OR n.kind <> excluded.kind)"""
+_APPEND_RESULT = """
 SELECT (SELECT s FROM stale) AS stale, (SELECT actual FROM stale) AS actual,
        CASE WHEN cardinality($13::text[]) > 0 AND NOT EXISTS (SELECT 1 FROM stale)
-            THEN pg_notify($17, '') END
-"""
-# the same, also recording that the idempotent request holding the claim ($23-$26: actor, route,
-# key, owner) committed a command (shared.idempotency.recording), instead of a statement of its
-# own; `claimed` is 0 when a retry took the claim over meanwhile
-_APPEND_CLAIMING_SQL = _APPEND_SQL.replace("""
-SELECT (SELECT s FROM stale)""", """,
-k AS (
-    UPDATE idempotency_keys SET committed = true
-    WHERE actor = $23 AND route = $24 AND key = $25 AND owner = $26
-      AND NOT EXISTS (SELECT 1 FROM stale) RETURNING 1),
-ef AS (INSERT INTO idempotency_effects (owner) SELECT $26 FROM k RETURNING 1)
-SELECT (SELECT count(*) FROM ef) AS claimed, (SELECT s FROM stale)""")
+            THEN pg_notify($17, '') END"""
+_APPEND_SQL = _APPEND_CTES + _APPEND_RESULT
+# the same, also marking the claim of the idempotent request whose command this is ($23-$26:
+# actor, route, key, owner) committed (shared.idempotency.recording), instead of a statement
+# of its own; `claimed` is 0 when a retry took the claim over meanwhile
+_APPEND_CLAIMING_SQL = (
+    _APPEND_CTES + ",\n"
+    + marking_claim("$23", "$24", "$25", "$26", guard="NOT EXISTS (SELECT 1 FROM stale)")
+    + "\nSELECT (SELECT count(*) FROM ef) AS claimed," + _APPEND_RESULT.removeprefix("\nSELECT"))
 
 
 class ConcurrencyError(Exception):

@@ -80,6 +80,21 @@ SCHEMA_2 = """
 ALTER TABLE idempotency_keys ADD COLUMN IF NOT EXISTS committed boolean NOT NULL DEFAULT false;
 """
 
+
+
+def marking_claim(actor: str, route: str, key: str, owner: str, guard: str = "") -> str:
+    """CTEs `k` and `ef` marking the claim of the given parameters committed and recording the
+    effect (`ef` empty: a retry took the claim over). `guard`: a condition the marking also
+    needs. One text for the command's own statement (`EventStore.append_many`) and for
+    `recording` when the command appended nothing."""
+    return (f"k AS (UPDATE idempotency_keys SET committed = true WHERE actor = {actor} "
+            f"AND route = {route} AND key = {key} AND owner = {owner}"
+            f"{f' AND {guard}' if guard else ''} RETURNING 1), "
+            f"ef AS (INSERT INTO idempotency_effects (owner) SELECT {owner} FROM k RETURNING 1)")
+
+
+_MARK_CLAIM = f"WITH {marking_claim('$2', '$3', '$4', '$1')} SELECT count(*) FROM ef"
+
 # the claim the request being answered holds: (owner, (actor, route, key))
 _claim: contextvars.ContextVar[tuple[uuid.UUID, tuple[str, str, str]] | None] = \
     contextvars.ContextVar("idempotency_claim", default=None)
@@ -138,11 +153,7 @@ def recording(decide: Callable[[Any], Awaitable[Any]]) -> Callable[[Any], Awaita
             # the row lock orders this against a retry's takeover (which skips a committed
             # claim), so exactly one of the two ever commits a command
             uow.claim = None
-            if not await uow.conn.fetchval(
-                    "WITH k AS (UPDATE idempotency_keys SET committed = true WHERE actor = $2 "
-                    "AND route = $3 AND key = $4 AND owner = $1 RETURNING 1) "
-                    "INSERT INTO idempotency_effects (owner) SELECT $1 FROM k RETURNING true",
-                    owner, *pk):
+            if not await uow.conn.fetchval(_MARK_CLAIM, owner, *pk):
                 raise ClaimLostError()
         if watch is not None:
             watch.reached_commit = True
