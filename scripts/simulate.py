@@ -89,11 +89,15 @@ class Simulation:
         steps: list[tuple[str, Callable[[], Awaitable[None]]]] = [
             # TKS recruited (recruitment) while the groups are registered and funded (groups):
             # neither waits for the other until mentors are assigned
-            ("recruitment + groups (fund + grant), side by side", self._recruitment_beside_groups),
+            ("recruitment + groups (fund + grant), side by side", lambda: self._beside(
+                ("recruitment", self.recruit),
+                ("groups (fund + grant)", self.register_and_fund_groups))),
             ("mentors", self.assign_mentors),
             # the months' reports (mentoring) beside the LPJ (groups), as in a programme year:
             # two services, two cores, instead of one after the other
-            ("reports + lpj (accept + grant), side by side", self._reports_beside_lpj),
+            ("reports + lpj (accept + grant), side by side", lambda: self._beside(
+                ("reports", self.report_the_year),
+                ("lpj (accept + grant)", self.account_for_funds))),
             ("evaluation (close + grant)", self.evaluate),
         ]
         for name, step in steps:
@@ -110,16 +114,10 @@ class Simulation:
         if not self.progress.console.is_terminal:  # a log: a line a phase, not a bar
             self.progress.console.print(f"phase {name}: done in {seconds}s", highlight=False)
 
-    async def _recruitment_beside_groups(self) -> None:
-        await asyncio.gather(self._timed("recruitment", self.recruit, record=False),
-                             self._timed("groups (fund + grant)", self.register_and_fund_groups,
-                                         record=False))
-
-    async def _reports_beside_lpj(self) -> None:
-        # each its own line in a log; the table has their wall time together
-        await asyncio.gather(self._timed("reports", self.report_the_year, record=False),
-                             self._timed("lpj (accept + grant)", self.account_for_funds,
-                                         record=False))
+    async def _beside(self, *steps: tuple[str, Callable[[], Awaitable[None]]]) -> None:
+        """Steps side by side, each its own line in a log; the table has their wall time
+        together."""
+        await asyncio.gather(*(self._timed(name, step, record=False) for name, step in steps))
 
     # ------------------------------------------------------------------ recruitment
 

@@ -544,14 +544,12 @@ def _replayed(row: asyncpg.Record,
     million events is mostly this). `validators` remembers, for one page, each (type, version)'s
     validator (None: not the current version, upcast by `event_from_row`)."""
     event_type, version = row["event_type"], row["schema_version"]
+    validators = {} if validators is None else validators
     key = (event_type, version)
-    if validators is not None and key in validators:
-        validator = validators[key]
-    else:
-        validator = (event_class(event_type).__pydantic_validator__
-                     if version == current_version(event_type) else None)
-        if validators is not None:
-            validators[key] = validator
+    if key not in validators:
+        validators[key] = (event_class(event_type).__pydantic_validator__
+                           if version == current_version(event_type) else None)
+    validator = validators[key]
     event: Event | None = None
     if validator is not None:
         try:
