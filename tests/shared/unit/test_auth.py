@@ -100,3 +100,53 @@ def test_a_token_living_longer_than_the_maximum_is_refused_at_mint_and_at_decode
         decode_token(KEY, without_iat)
     assert decode_token(KEY, mint_token(KEY, "x", Role.ADMIN, ttl=MAX_TOKEN_LIFETIME)).role \
         is Role.ADMIN
+
+
+def test_a_token_is_verified_once_and_its_clock_checked_at_every_call(monkeypatch):
+    """The signature is checked once per token (shared.auth._verified remembers it); expiry
+    is not: a remembered token is refused once its time is up."""
+    import shared.auth as auth
+
+    token = mint_token(KEY, "kept", Role.ADMIN, ttl=timedelta(minutes=5))
+    calls = []
+    real = jwt.decode
+    monkeypatch.setattr(auth.jwt, "decode", lambda *a, **k: calls.append(1) or real(*a, **k))
+    first, again = decode_token(KEY, token), decode_token(KEY, token)
+    assert first == again and len(calls) == 1
+    later = auth.utcnow() + timedelta(minutes=6)
+    monkeypatch.setattr(auth, "utcnow", lambda: later)
+    with pytest.raises(UnauthorizedError, match="expired"):
+        decode_token(KEY, token)
+    assert len(calls) == 1  # refused from what was remembered, by the clock alone
+
+
+def test_a_token_from_the_future_is_refused_even_once_remembered(monkeypatch):
+    import shared.auth as auth
+
+    now = int(time.time())
+    early = forged({"role": "ministry_admin", "iat": now + 600, "exp": now + 1200})
+    with pytest.raises(UnauthorizedError, match="not yet valid"):
+        decode_token(KEY, early)
+    with pytest.raises(UnauthorizedError, match="not yet valid"):
+        decode_token(KEY, early)  # the second call answers from what was remembered
+    not_before = forged({"role": "ministry_admin", "nbf": now + 600})
+    with pytest.raises(UnauthorizedError, match="nbf"):
+        decode_token(KEY, not_before)
+    later = auth.utcnow() + timedelta(minutes=11)
+    monkeypatch.setattr(auth, "utcnow", lambda: later)
+    assert decode_token(KEY, early).role is Role.ADMIN
+    assert decode_token(KEY, not_before).role is Role.ADMIN
+
+
+@pytest.mark.parametrize("claims", [{"iat": "now"}, {"iat": True}, {"exp": [1]}])
+def test_time_claims_that_are_not_numbers_are_refused(claims):
+    with pytest.raises(UnauthorizedError, match="invalid bearer token"):
+        decode_token(KEY, forged({"role": "ministry_admin", **claims}))
+
+
+def test_a_bad_signature_is_not_remembered():
+    token = mint_token(KEY, "x", Role.ADMIN)
+    tampered = token[:-2] + ("AA" if not token.endswith("AA") else "BB")
+    for _ in range(2):
+        with pytest.raises(UnauthorizedError, match="invalid bearer token"):
+            decode_token(KEY, tampered)
