@@ -280,24 +280,23 @@ async def _dissolved(conn: asyncpg.Connection, env: Envelope, e: GroupDissolved)
 
 
 async def _funded(conn: asyncpg.Connection, env: Envelope, e: GroupFunded) -> None:
-    row = await conn.fetchrow(
-        "UPDATE group_registry SET status = 'funded', tranches = $2, "
+    # one statement (the registry, then the counters: touched last), as _page_funded writes a
+    # page; with scalar parameters, so the server keeps one plan for it
+    await conn.execute(
+        "WITH reg AS (UPDATE group_registry SET status = 'funded', tranches = $2, "
         "funded_total = funded_total + $3, last_budget_year = $4, last_disbursed_on = $5, "
         "lpj_due_on = $6, lpj_status = CASE WHEN lpj_status = 'submitted' THEN 'submitted' "
-        "ELSE 'due' END, updated_at = $7 WHERE group_id = $1 RETURNING member_count",
-        e.group_id, e.tranche, e.amount, e.budget_year, e.disbursed_on, e.lpj_due_on,
-        env.occurred_at)
-    first = e.tranche == 1
-    if first:
-        await _reached(conn, e.year, e.province_code, funded_groups=1,
-                       funded_members=row["member_count"])
-    await conn.execute(
+        "ELSE 'due' END, updated_at = $7 WHERE group_id = $1 RETURNING member_count), "
+        "reached AS (INSERT INTO people_reached AS p (year, province_code, groups_registered, "
+        "members_registered, groups_funded, members_funded) "
+        "SELECT $8, $9, 0, 0, 1, member_count FROM reg WHERE $2 = 1 " + _REACHED_SUMS + ") "
         "INSERT INTO funding_by_province AS f (budget_year, province_code, groups_funded, "
-        "tranches, amount_disbursed) VALUES ($1, $2, $3, 1, $4) "
+        "tranches, amount_disbursed) VALUES ($4, $9, ($2 = 1)::int, 1, $3) "
         "ON CONFLICT (budget_year, province_code) DO UPDATE SET "
         "groups_funded = f.groups_funded + EXCLUDED.groups_funded, tranches = f.tranches + 1, "
         "amount_disbursed = f.amount_disbursed + EXCLUDED.amount_disbursed",
-        e.budget_year, e.province_code, int(first), e.amount)
+        e.group_id, e.tranche, e.amount, e.budget_year, e.disbursed_on, e.lpj_due_on,
+        env.occurred_at, e.year, e.province_code)
 
 
 async def _lpj_submitted(conn: asyncpg.Connection, env: Envelope,

@@ -230,3 +230,57 @@ async def test_the_copies_are_analyzed_as_they_grow_and_their_commits_do_not_wai
         assert live == 4
     finally:
         await conn.close()
+
+
+async def test_a_single_funding_is_projected_in_one_statement(database_url):
+    """A funding carried out alone (an HTTP funding, a granted request) writes the registry
+    and both counters in one statement, with what the event-by-event handlers wrote before:
+    a second tranche counts the money and the tranche, not the group or its members again."""
+    store = EventStore("groups")
+    conn = await asyncpg.connect(database_url)
+    try:
+        await migrate(conn, "groups", MIGRATIONS)
+        group_id = f"grp-{uuid.uuid4().hex[:8]}-0"
+        txs = _history(group_id, 0, random.Random(3))
+        fundings = [tx for tx in txs if isinstance(tx[0], GroupFunded)]
+        assert [tx[0].tranche for tx in fundings] == [1, 2]
+        sent: list[str] = []
+
+        def logged(record) -> None:
+            sent.append(record.query)
+
+        async def save(events: list, version: int, *, counted: bool = False) -> None:
+            async with conn.transaction():
+                saved = await store.append_many(conn, [(f"group-{group_id}", version, events)],
+                                                actor="test", correlation_id=uuid.uuid4())
+                if counted:
+                    conn.add_query_logger(logged)
+                await project_read_models(conn, list(zip(saved, events, strict=True)))
+                if counted:
+                    conn.remove_query_logger(logged)
+
+        version = 0
+        for events in txs:
+            if isinstance(events[0], AccountabilityReportSubmitted):
+                break  # registration, approval and the first tranche
+            await save(events, version, counted=isinstance(events[0], GroupFunded))
+            version += len(events)
+        assert len(sent) == 1, sent
+        members = len(txs[0][1].members)
+        assert tuple(await conn.fetchrow(
+            "SELECT groups_funded, members_funded FROM people_reached")) == (1, members)
+        assert tuple(await conn.fetchrow(
+            "SELECT groups_funded, tranches, amount_disbursed FROM funding_by_province")) == (
+            1, 1, fundings[0][0].amount)
+        assert tuple(await conn.fetchrow(
+            "SELECT status, tranches, funded_total, lpj_status FROM group_registry")) == (
+            "funded", 1, fundings[0][0].amount, "due")
+        second = fundings[1]
+        await save(second, version)
+        assert tuple(await conn.fetchrow(
+            "SELECT groups_funded, members_funded FROM people_reached")) == (1, members)
+        assert tuple(await conn.fetchrow(
+            "SELECT groups_funded, tranches, amount_disbursed FROM funding_by_province")) == (
+            1, 2, fundings[0][0].amount + second[0].amount)
+    finally:
+        await conn.close()
