@@ -59,6 +59,7 @@ from shared.auth import Actor, Role
 from shared.envelope import Envelope, Event, UtcDateTime, json_text, register, utcnow
 from shared.errors import ConflictError, DomainError, ForbiddenError, NotFoundError, \
     RuleViolationError
+from shared.projections import recordset
 
 if TYPE_CHECKING:
     from fastapi import APIRouter
@@ -400,10 +401,11 @@ def check_payload(payload: Any, path: str = "payload") -> None:
 
 async def project(conn: asyncpg.Connection, pairs: Sequence[tuple[Envelope, Event]]) -> None:
     """Keep `approval_requests` in step with approval events (others are ignored), a statement
-    per event type whatever the number of events (the rows as one JSON parameter). Idempotent:
-    a service may call it from its own projector too (and must, for a rebuild). The requests'
-    rows are written first; each later event of a request sets columns of its own state
-    (decided, carried out), so the updates of one request commute."""
+    per event type whatever the number of events (the rows as one JSON parameter, planned at
+    their number: shared.projections.recordset). Idempotent: a service may call it from its
+    own projector too (and must, for a rebuild). The requests' rows are written first; each
+    later event of a request sets columns of its own state (decided, carried out), so the
+    updates of one request commute."""
     rows: dict[type, list[dict[str, Any]]] = {}
     for envelope, event in pairs:
         if not envelope.stream_id.startswith(STREAM_PREFIX):
@@ -431,39 +433,39 @@ async def project(conn: asyncpg.Connection, pairs: Sequence[tuple[Envelope, Even
         else:  # pragma: no cover - nothing else is written to an approval stream
             continue
         rows.setdefault(type(event), []).append(row)
-    for kind, sql in _PROJECTIONS:
+    for kind, columns, sql in _PROJECTIONS:
         if rows.get(kind):
-            await conn.execute(sql, json_text(rows[kind]))
+            await conn.execute(sql.format(rows=recordset(columns, len(rows[kind]))),
+                               json_text(rows[kind]))
 
 
 _DECIDED = "at timestamptz, checker text, checker_role text"
-_PROJECTIONS: tuple[tuple[type, str], ...] = (
+# (event type, its rows' columns, the statement writing them from `{rows}`: their recordset,
+# planned at their number, so one event updates its request through the primary key instead
+# of a seq scan of every request ever made)
+_PROJECTIONS: tuple[tuple[type, str, str], ...] = (
     (ApprovalRequested,
+     "request_id uuid, command_type text, target text, province_code text, year int, "
+     "amount bigint, batch_id uuid, maker text, maker_role text, checker_roles text[], "
+     "payload jsonb, requested_at timestamptz, expires_at timestamptz",
      "INSERT INTO approval_requests (request_id, command_type, target, province_code, year, "
      "amount, batch_id, maker, maker_role, checker_roles, payload, state, requested_at, "
      "expires_at) SELECT request_id, command_type, target, province_code, year, amount, "
      "batch_id, maker, maker_role, checker_roles, payload, 'pending', requested_at, expires_at "
-     "FROM jsonb_to_recordset($1::jsonb) AS r(request_id uuid, command_type text, target text, "
-     "province_code text, year int, amount bigint, batch_id uuid, maker text, maker_role text, "
-     "checker_roles text[], payload jsonb, requested_at timestamptz, expires_at timestamptz) "
-     "ON CONFLICT DO NOTHING"),
-    (ApprovalGranted,
+     "FROM {rows} AS r ON CONFLICT DO NOTHING"),
+    (ApprovalGranted, f"request_id uuid, {_DECIDED}",
      "UPDATE approval_requests a SET state = 'granted', decided_at = r.at, checker = r.checker, "
-     "checker_role = r.checker_role FROM jsonb_to_recordset($1::jsonb) AS "
-     f"r(request_id uuid, {_DECIDED}) WHERE a.request_id = r.request_id"),
-    (ApprovalCarriedOut,
-     "UPDATE approval_requests a SET result = r.result FROM jsonb_to_recordset($1::jsonb) AS "
-     "r(request_id uuid, result jsonb) WHERE a.request_id = r.request_id"),
-    (ApprovalRejected,
+     "checker_role = r.checker_role FROM {rows} AS r WHERE a.request_id = r.request_id"),
+    (ApprovalCarriedOut, "request_id uuid, result jsonb",
+     "UPDATE approval_requests a SET result = r.result FROM {rows} AS r "
+     "WHERE a.request_id = r.request_id"),
+    (ApprovalRejected, f"request_id uuid, {_DECIDED}, reason_code text, note text",
      "UPDATE approval_requests a SET state = 'rejected', decided_at = r.at, checker = r.checker, "
      "checker_role = r.checker_role, reason_code = r.reason_code, note = r.note "
-     "FROM jsonb_to_recordset($1::jsonb) AS "
-     f"r(request_id uuid, {_DECIDED}, reason_code text, note text) "
-     "WHERE a.request_id = r.request_id"),
-    (ApprovalExpired,
+     "FROM {rows} AS r WHERE a.request_id = r.request_id"),
+    (ApprovalExpired, "request_id uuid, at timestamptz",
      "UPDATE approval_requests a SET state = 'expired', decided_at = r.at "
-     "FROM jsonb_to_recordset($1::jsonb) AS r(request_id uuid, at timestamptz) "
-     "WHERE a.request_id = r.request_id"),
+     "FROM {rows} AS r WHERE a.request_id = r.request_id"),
 )
 
 

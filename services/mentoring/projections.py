@@ -25,18 +25,14 @@ from shared.contracts.mentoring import (
 from shared.contracts.recruitment import TksContractRenewed, TksRecruited
 from shared.envelope import Envelope, Event, json_text
 from shared.localtime import ZONES
-from shared.projections import RebuildPlan
+from shared.projections import RebuildPlan, recordset
 
 Rows = list[dict]
 
 
-def _rows(sql_columns: str) -> str:
-    return f"SELECT * FROM jsonb_to_recordset($1::jsonb) AS r({sql_columns})"
-
-
 async def _assigned(conn: asyncpg.Connection, rows: Rows) -> None:
     await conn.execute(f"""
-        WITH r AS ({_rows("group_id text, tks_id text, assigned_on date, v int")}),
+        WITH r AS {recordset("group_id text, tks_id text, assigned_on date, v int", len(rows))},
         stint AS (INSERT INTO mentor_assignments (group_id, stream_version, tks_id, assigned_on)
                   SELECT group_id, v, tks_id, assigned_on FROM r)
         UPDATE mentored_groups g SET tks_id = r.tks_id, assigned_on = r.assigned_on
@@ -45,7 +41,8 @@ async def _assigned(conn: asyncpg.Connection, rows: Rows) -> None:
 
 async def _unassigned(conn: asyncpg.Connection, rows: Rows) -> None:
     await conn.execute(f"""
-        WITH r AS ({_rows("group_id text, tks_id text, unassigned_on date, reason text")}),
+        WITH r AS {recordset("group_id text, tks_id text, unassigned_on date, reason text",
+                             len(rows))},
         stint AS (UPDATE mentor_assignments a SET unassigned_on = r.unassigned_on,
                          reason = r.reason
                   FROM r WHERE a.group_id = r.group_id AND a.unassigned_on IS NULL)
@@ -69,8 +66,9 @@ _ZONES = json_text({code: zone.key for code, zone in sorted(ZONES.items())})
 # filed_on: the day as sent; a report filed before the event carried it was filed on the day
 # it was recorded, in the group's time zone. Whitespace squeezed: pg_stat_activity shows the
 # first 1024 bytes of a statement, and a lock wait on report_totals must show in them.
-_FILED = " ".join(f"""
-        WITH r AS ({_rows(_REPORT_COLUMNS + ", filed_on date")}),
+# `{rows}`: the reports' recordset (shared.projections), planned at their number.
+_FILED = " ".join("""
+        WITH r AS {rows},
         report AS (
             INSERT INTO monthly_reports (group_id, period, tks_id, province_code, regency_code,
                 revenue, production_units, production_unit, members_active, new_workers,
@@ -103,13 +101,14 @@ _FILED = " ".join(f"""
 
 
 async def _filed(conn: asyncpg.Connection, rows: Rows) -> None:
-    await conn.execute(_FILED, json_text(rows), _ZONES)
+    sql = _FILED.format(rows=recordset(_REPORT_COLUMNS + ", filed_on date", len(rows)))
+    await conn.execute(sql, json_text(rows), _ZONES)
 
 
 async def _amended(conn: asyncpg.Connection, rows: Rows) -> None:
     # every sub-statement sees the rows as they were before this one, so `old` is the old report
     await conn.execute(f"""
-        WITH r AS ({_rows(_REPORT_COLUMNS)}),
+        WITH r AS {recordset(_REPORT_COLUMNS, len(rows))},
         old AS (SELECT m.* FROM monthly_reports m JOIN r USING (group_id, period)),
         d AS (SELECT old.regency_code, old.period,
                   sum(r.revenue - old.revenue) AS revenue,
@@ -140,13 +139,14 @@ async def _amended(conn: asyncpg.Connection, rows: Rows) -> None:
 async def _noted(conn: asyncpg.Connection, rows: Rows) -> None:
     await conn.execute(f"""
         UPDATE monthly_reports m SET problems = r.problems
-        FROM ({_rows("group_id text, period text, problems text")}) AS r
+        FROM {recordset("group_id text, period text, problems text", len(rows))} AS r
         WHERE m.group_id = r.group_id AND m.period = r.period""", json_text(rows))
 
 
 async def _overdue(conn: asyncpg.Connection, rows: Rows) -> None:
     await conn.execute(f"""
-        WITH r AS ({_rows("group_id text, period text, tks_id text, at timestamptz")}),
+        WITH r AS {recordset("group_id text, period text, tks_id text, at timestamptz",
+                             len(rows))},
         flagged AS (
             INSERT INTO overdue_reports (group_id, period, tks_id, province_code, regency_code,
                 flagged_at)
@@ -164,7 +164,8 @@ async def _closed(conn: asyncpg.Connection, rows: Rows) -> None:
     await conn.execute(f"""
         INSERT INTO period_closures (period, due, filed, overdue, closed_at)
         SELECT period, due, filed, overdue, at
-        FROM ({_rows("period text, due int, filed int, overdue int, at timestamptz")}) AS r
+        FROM {recordset("period text, due int, filed int, overdue int, at timestamptz",
+                        len(rows))} AS r
         """, json_text(rows))
 
 
