@@ -26,6 +26,24 @@ from bench.report import markdown, ratios
 from scripts import infra
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def options(args: argparse.Namespace) -> dict[str, Any]:
+    """The run's options as the results record them: a path relative to the repository (the
+    results are committed, and must not name a directory of the machine that ran them), or
+    only its last part when it lies outside."""
+
+    def shown(value: Any) -> Any:
+        if isinstance(value, tuple):
+            return list(value)
+        if isinstance(value, Path):
+            try:
+                return str(value.resolve().relative_to(ROOT))
+            except ValueError:
+                return value.name
+        return value
+
+    return {k: shown(v) for k, v in vars(args).items()}
 PATHS = ("command", "http", "e2e", "relay", "consumer", "rebuild", "audit")
 
 
@@ -179,8 +197,7 @@ def main(argv: list[str] | None = None) -> int:
         "machine": f"{os.cpu_count()} cores, {platform.machine()}, Python "
                    f"{platform.python_version()}, load average {load_before:.1f} at the "
                    f"start, {os.getloadavg()[0]:.1f} at the end",
-        "options": {k: (list(v) if isinstance(v, tuple) else str(v) if isinstance(v, Path)
-                        else v) for k, v in vars(args).items()},
+        "options": options(args),
         "rows": [ratios(r) for r in rows],
         "year": year,
         "seconds": round(time.perf_counter() - started, 1),
