@@ -35,7 +35,7 @@ class BenchOpened(Event):
     event_type = "bench.Opened"
     topic = TOPIC
     item_id: str
-    name: str
+    label: str  # not `name`: no event on a topic carries a field named like personal data
 
 
 @register
@@ -58,10 +58,10 @@ class Item(Aggregate):
             case BenchBumped():
                 self.count += event.by
 
-    def open(self, name: str) -> None:
+    def open(self, label: str) -> None:
         if self.count >= 0:
             raise ValueError("already open")
-        self.record(BenchOpened(item_id=self.stream_id, name=name))
+        self.record(BenchOpened(item_id=self.stream_id, label=label))
 
     def bump(self, by: int) -> None:
         if self.count < 0:
@@ -185,16 +185,16 @@ def _peer_app(dsn: str, pool_size: int) -> Any:
 
     class PeerItem(EsAggregate):
         @event("Opened")
-        def __init__(self, name: str):
-            self.name, self.count = name, 0
+        def __init__(self, label: str):
+            self.label, self.count = label, 0
 
         @event("Bumped")
         def bump(self, by: int) -> None:
             self.count += by
 
     class Items(Application):
-        def open(self, name: str) -> uuid.UUID:
-            item = PeerItem(name)
+        def open(self, label: str) -> uuid.UUID:
+            item = PeerItem(label)
             self.save(item)
             return item.id
 
