@@ -44,6 +44,8 @@ def options(args: argparse.Namespace) -> dict[str, Any]:
         return value
 
     return {k: shown(v) for k, v in vars(args).items()}
+
+
 PATHS = ("command", "http", "e2e", "relay", "consumer", "rebuild", "audit")
 
 

@@ -119,9 +119,8 @@ def decode_token(key: str, token: str, *,
 @functools.lru_cache(maxsize=4096)
 def _verified(key: str, token: str) -> tuple[Actor, float, float, float | None]:
     """The actor a token names, when it was issued, expires and is valid from (epoch seconds;
-    the last only if the token says), from
-    the checks whose answer never changes for the same key and token: the HMAC signature, the
-    issuer, the required claims and the role's scope. Every request carries its token, and
+    the last only if the token says), from the checks whose answer never changes for the same
+    key and token: the HMAC signature, the issuer, the required claims and the role's scope. Every request carries its token, and
     verifying it (PyJWT, the HMAC and the pseudonym) was about a tenth of the groups service's
     CPU per command (profile of `make bench`, issue 16); a client sends the same token for
     hours. A token that fails raises and is not remembered."""
