@@ -206,6 +206,10 @@ class OutboxRelay:
                 if producer is None:
                     producer = self._new_producer()
                     await producer.start()
+                # cleared before the batch reads, not after: a commit's wake-up arriving while
+                # the batch runs (its rows committed after the read) keeps the wait below from
+                # sleeping a whole poll interval with rows waiting
+                self._wake.clear()
                 try:
                     sent = await self._relay_batch(conn, producer)
                 except KafkaError as exc:
@@ -217,7 +221,6 @@ class OutboxRelay:
                     await _sleep_or_stop(stop, 1.0)
                     continue
                 if sent < self.batch_size:
-                    self._wake.clear()
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._wake.wait(), self.poll_interval)
         finally:

@@ -140,3 +140,48 @@ async def test_a_row_the_broker_refuses_is_set_aside_and_the_rest_still_flow(inf
 async def _none_unsent_but_failed(conn) -> bool:
     return await conn.fetchval("SELECT count(*) FROM outbox WHERE sent_at IS NULL "
                                "AND failed_reason IS NULL") == 0
+
+
+async def test_a_wake_up_arriving_during_a_batch_is_not_lost(infra, database_url):
+    """A commit's NOTIFY delivered while the relay's batch runs (its row committed after the
+    batch read the outbox) wakes the relay for the next batch; it must not wait out the poll
+    interval (here a minute; the lease's renewal, which wakes it too, as long). The relay cleared its wake-up after the batch until 2026-12-03,
+    so such a row waited up to a poll interval."""
+    from shared.outbox import OutboxRelay
+
+    await _store_events(database_url, streams=1, per_stream=1)
+    conn = await asyncpg.connect(database_url)
+    late: list[uuid.UUID] = []
+
+    class Relay(OutboxRelay):
+        async def _relay_batch(self, rconn, producer):
+            sent = await super()._relay_batch(rconn, producer)
+            if sent and not late:  # the first batch: a commit lands right after its read
+                self._wake.clear()
+                async with conn.transaction():
+                    late.extend(e.event_id for e in await EventStore("kerneltest").append(
+                        conn, f"relaytest-{uuid.uuid4()}", 0, [AmountRecorded(amount=7)],
+                        actor="t", correlation_id=uuid.uuid4()))
+                await eventually(lambda: _set(self._wake), timeout=10, interval=0.005)
+            return sent
+
+    stop = asyncio.Event()
+    relay = Relay(database_url, infra.kafka_bootstrap, "kerneltest", poll_interval=60)
+    relay.lease_s, relay.renew_s = 120.0, 60.0  # a renewal wakes the relay too: not in time
+    task = asyncio.create_task(relay.run(stop))
+    try:
+        await eventually(lambda: _sent(conn, late), timeout=10, interval=0.05)
+    finally:
+        stop.set()
+        relay._wake.set()  # the relay sees `stop` between batches, not in its minute's wait
+        await task
+        await conn.close()
+
+
+async def _set(event: asyncio.Event) -> bool:
+    return event.is_set()
+
+
+async def _sent(conn, ids: list) -> bool:
+    return bool(ids) and await conn.fetchval(
+        "SELECT bool_and(sent_at IS NOT NULL) FROM outbox WHERE event_id = ANY($1::uuid[])", ids)
