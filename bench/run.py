@@ -75,7 +75,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--e2e-seconds", type=float, default=5, help="per run (default 5)")
     p.add_argument("--relay-rows", type=int, default=20_000, help="outbox rows (default 20000)")
     p.add_argument("--consumer-events", type=int, default=40_000,
-                   help="events consumed per run (default 40000: at 10000 a run lasts under a second and its ceiling swung from 12k to 21k events/s between runs)")
+                   help="events consumed per run (default 40000: at 10000 a run lasted under a "
+                        "second and its ceiling swung from 12k to 21k events/s between runs)")
     p.add_argument("--size", type=_ints, default=(20_000, 100_000),
                    help="rebuild sizes in events, comma-separated (default 20000,100000; the "
                         "issue's memory check: 100000,1000000)")
