@@ -145,8 +145,8 @@ async def _none_unsent_but_failed(conn) -> bool:
 async def test_a_wake_up_arriving_during_a_batch_is_not_lost(infra, database_url):
     """A commit's NOTIFY delivered while the relay's batch runs (its row committed after the
     batch read the outbox) wakes the relay for the next batch; it must not wait out the poll
-    interval (here a minute; the lease's renewal, which wakes it too, as long). The relay cleared its wake-up after the batch until 2026-12-03,
-    so such a row waited up to a poll interval."""
+    interval (here a minute, as is the lease's renewal, which wakes it too). The relay cleared
+    its wake-up after the batch until 2026-12-03, so such a row waited up to a poll interval."""
     from shared.outbox import OutboxRelay
 
     await _store_events(database_url, streams=1, per_stream=1)
